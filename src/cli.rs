@@ -1,0 +1,230 @@
+//! The command line: clap definitions and dispatch to [`crate::commands`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// BytePort: `git push` to a live URL, every app in its own microVM.
+#[derive(Debug, Parser)]
+#[command(name = "byteport", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file (default: $BYTEPORT_CONFIG, else $BYTEPORT_HOME/byteport.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show BytePort's effective configuration, or set app config vars.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// What this host can do: KVM, QEMU, Chromium, filesystem tools, disk.
+    Doctor(JsonFlag),
+    /// Check or create a `Byteport` manifest.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// SSH keys allowed to push.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Users (dashboard logins, key owners).
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// List apps, or manage one.
+    Apps(AppsArgs),
+    /// Secrets of an app (sealed at rest, values never printed).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Deploy history of an app.
+    Deploys {
+        /// The app.
+        app: String,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `byteport config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration and where each value came from.
+    Show(JsonFlag),
+    /// Print an app's config vars.
+    Get {
+        /// The app.
+        app: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set app config vars: `byteport config set APP KEY=VALUE...`.
+    Set {
+        /// The app.
+        app: String,
+        /// KEY=VALUE pairs.
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        pairs: Vec<String>,
+    },
+    /// Remove app config vars.
+    Unset {
+        /// The app.
+        app: String,
+        /// Keys to remove.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+}
+
+/// `byteport manifest …`
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Check a manifest (default: ./Byteport); exit 1 with diagnostics if invalid.
+    Check {
+        /// The manifest file, or a directory holding `Byteport`.
+        path: Option<PathBuf>,
+        /// Print the normalized model as JSON (or the diagnostics as JSON).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a commented starter manifest guessed from the repository.
+    Init {
+        /// The repository directory (default: current directory).
+        dir: Option<PathBuf>,
+        /// App name (default: the directory's name, made DNS-safe).
+        #[arg(long)]
+        name: Option<String>,
+        /// Overwrite an existing `Byteport`.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `byteport keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Allow a public key to push; NAME is the key's owner (created if new).
+    Add {
+        /// Owner name (a user).
+        name: String,
+        /// The `.pub` file (`-` for stdin).
+        pubkey_file: PathBuf,
+    },
+    /// List keys.
+    List(JsonFlag),
+    /// Remove a user's keys (by name) or one key (by SHA256 fingerprint).
+    Remove {
+        /// User name or fingerprint.
+        name: String,
+    },
+}
+
+/// `byteport users …`
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user; the dashboard password is read from stdin.
+    Add {
+        /// User name.
+        name: String,
+    },
+}
+
+/// `byteport apps [SUBCOMMAND]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AppsArgs {
+    /// What to do (default: list).
+    #[command(subcommand)]
+    pub command: Option<AppsCommand>,
+    /// Machine-readable output (for the list).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `byteport apps …`
+#[derive(Debug, Subcommand)]
+pub enum AppsCommand {
+    /// Create an app without pushing (normally the first push does this).
+    Create {
+        /// App name.
+        app: String,
+        /// Its owner.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Let another user push to and fetch from an app.
+    Share {
+        /// The app.
+        app: String,
+        /// The collaborator (a key owner name).
+        user: String,
+    },
+    /// Take a collaborator away.
+    Unshare {
+        /// The app.
+        app: String,
+        /// The collaborator.
+        user: String,
+    },
+    /// Delete an app and its history (its repository stays on disk).
+    Destroy {
+        /// The app.
+        app: String,
+        /// Repeat the app name to confirm.
+        #[arg(long, value_name = "APP")]
+        confirm: Option<String>,
+    },
+}
+
+/// `byteport secrets …`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Set a secret; the value is read from stdin (never from the command line).
+    Set {
+        /// The app.
+        app: String,
+        /// Secret name, e.g. DATABASE_URL.
+        name: String,
+    },
+    /// Remove a secret.
+    Unset {
+        /// The app.
+        app: String,
+        /// Secret name.
+        name: String,
+    },
+    /// List secret names (values are never shown).
+    List {
+        /// The app.
+        app: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::from_env(cli.config.as_deref())?;
+    crate::commands::dispatch(cli.command, &config).await
+}

@@ -1,0 +1,101 @@
+//! Command implementations, one module per area, each a thin layer over the
+//! store or a crate.
+
+mod apps;
+mod keys;
+
+mod vars;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::cli::{Command, ConfigCommand};
+use crate::config::Config;
+use crate::store::Store;
+
+/// Opens the state store named by the config.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.database_url, &config.home)
+        .await
+        .with_context(|| format!("opening the state store under {}", config.home.display()))
+}
+
+/// Runs one command.
+pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config(ConfigCommand::Show(flag)) => {
+            if flag.json {
+                println!("{}", serde_json::to_string_pretty(config)?);
+            } else {
+                print!("{}", config.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(cmd) => vars::config(cmd, config).await,
+        Command::Doctor(flag) => {
+            let report = crate::doctor::run(config);
+            if flag.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Manifest(_) => anyhow::bail!("manifest commands are not wired yet"),
+        Command::Keys(cmd) => keys::keys(cmd, config).await,
+        Command::Users(cmd) => keys::users(cmd, config).await,
+        Command::Apps(args) => apps::run(args, config).await,
+        Command::Secrets(cmd) => vars::secrets(cmd, config).await,
+        Command::Deploys { app, limit, json } => apps::deploys(&app, limit, json, config).await,
+    }
+}
+
+/// Reads all of stdin as one value, trimming one trailing newline.
+pub(crate) fn read_stdin_value(what: &str) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut s)
+        .with_context(|| format!("reading {what} from stdin"))?;
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    Ok(s)
+}
+
+/// Formats Unix ms as `YYYY-MM-DD HH:MM:SS` UTC.
+pub(crate) fn fmt_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_times() {
+        assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00");
+        assert_eq!(super::fmt_time(1_795_000_000_000), "2026-11-18 08:26:40");
+    }
+}

@@ -1,0 +1,456 @@
+//! BytePort's own configuration: defaults, an optional `byteport.toml`, and
+//! environment overrides — each effective value remembers where it came from
+//! so `byteport config show` can explain it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors while loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file exists but cannot be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml said, including line and column.
+        message: String,
+    },
+    /// A value (from the file or the environment) does not parse.
+    #[error("invalid value for `{key}` from {source_name}: {message}")]
+    Value {
+        /// Which setting.
+        key: &'static str,
+        /// Where the bad value came from.
+        source_name: String,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// No home directory could be determined.
+    #[error("cannot determine a data directory: set BYTEPORT_HOME")]
+    NoHome,
+}
+
+/// Which VM engine runs apps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// `kvm` where hardware virtualization is usable, else `qemu`.
+    Auto,
+    /// BytePort's own VMM.
+    Kvm,
+    /// QEMU's microvm machine.
+    Qemu,
+}
+
+impl std::str::FromStr for Driver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Driver::Auto),
+            "kvm" => Ok(Driver::Kvm),
+            "qemu" => Ok(Driver::Qemu),
+            other => Err(format!(
+                "unknown driver `{other}` (expected auto, kvm or qemu)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Driver::Auto => "auto",
+            Driver::Kvm => "kvm",
+            Driver::Qemu => "qemu",
+        })
+    }
+}
+
+/// Where an effective setting came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "from", rename_all = "lowercase")]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// The config file at this path.
+    File(PathBuf),
+    /// This environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "env {v}"),
+        }
+    }
+}
+
+/// The file format of `byteport.toml`. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    ssh_addr: Option<String>,
+    http_addr: Option<String>,
+    router_addr: Option<String>,
+    driver: Option<String>,
+    database_url: Option<String>,
+    deploy_branches: Option<Vec<String>>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Data directory (`$BYTEPORT_HOME`).
+    pub home: PathBuf,
+    /// Git over SSH listens here.
+    pub ssh_addr: SocketAddr,
+    /// Dashboard + API listen here.
+    pub http_addr: SocketAddr,
+    /// The app router listens here.
+    pub router_addr: SocketAddr,
+    /// The runtime driver.
+    pub driver: Driver,
+    /// State store URL: `sqlite://…` (default, under home) or `postgres://…`.
+    pub database_url: String,
+    /// Branches whose push deploys.
+    pub deploy_branches: Vec<String>,
+    /// The config file that was read, if any.
+    pub file: Option<PathBuf>,
+    /// Where each setting came from, by key.
+    pub sources: BTreeMap<&'static str, Source>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `byteport.toml` (from
+    /// `explicit_file`, `$BYTEPORT_CONFIG`, or `$BYTEPORT_HOME/byteport.toml`),
+    /// then environment overrides. `env` is injected so tests need not touch
+    /// the process environment.
+    pub fn load(
+        explicit_file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut sources = BTreeMap::new();
+        let home = match env("BYTEPORT_HOME").filter(|h| !h.is_empty()) {
+            Some(h) => {
+                sources.insert("home", Source::Env("BYTEPORT_HOME".into()));
+                PathBuf::from(h)
+            }
+            None => {
+                sources.insert("home", Source::Default);
+                default_home().ok_or(ConfigError::NoHome)?
+            }
+        };
+
+        let (file, file_path) = read_file(explicit_file, env, &home)?;
+        let file_source = |p: &Option<PathBuf>| Source::File(p.clone().unwrap_or_default());
+
+        let mut pick = |key: &'static str,
+                        env_var: Option<&'static str>,
+                        from_file: Option<String>,
+                        default: &str|
+         -> (String, Source) {
+            if let Some(var) = env_var {
+                if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                    sources.insert(key, Source::Env(var.into()));
+                    return (v, Source::Env(var.into()));
+                }
+            }
+            if let Some(v) = from_file {
+                let s = file_source(&file_path);
+                sources.insert(key, s.clone());
+                return (v, s);
+            }
+            sources.insert(key, Source::Default);
+            (default.to_string(), Source::Default)
+        };
+
+        let ssh = pick(
+            "ssh_addr",
+            Some("BYTEPORT_SSH_ADDR"),
+            file.ssh_addr,
+            "127.0.0.1:2222",
+        );
+        let http = pick(
+            "http_addr",
+            Some("BYTEPORT_HTTP_ADDR"),
+            file.http_addr,
+            "127.0.0.1:8080",
+        );
+        let router = pick(
+            "router_addr",
+            Some("BYTEPORT_ROUTER_ADDR"),
+            file.router_addr,
+            "127.0.0.1:8000",
+        );
+        let driver = pick("driver", Some("BYTEPORT_DRIVER"), file.driver, "auto");
+        let default_db = format!("sqlite://{}?mode=rwc", home.join("state.db").display());
+        let db = pick(
+            "database_url",
+            Some("BYTEPORT_DATABASE_URL"),
+            file.database_url,
+            &default_db,
+        );
+        let branches = pick(
+            "deploy_branches",
+            Some("BYTEPORT_DEPLOY_BRANCHES"),
+            file.deploy_branches.map(|b| b.join(",")),
+            "main,master",
+        );
+
+        let config = Config {
+            ssh_addr: parse_addr("ssh_addr", ssh)?,
+            http_addr: parse_addr("http_addr", http)?,
+            router_addr: parse_addr("router_addr", router)?,
+            driver: driver.0.parse().map_err(|message| ConfigError::Value {
+                key: "driver",
+                source_name: driver.1.to_string(),
+                message,
+            })?,
+            database_url: db.0,
+            deploy_branches: branches
+                .0
+                .split(',')
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(String::from)
+                .collect(),
+            home,
+            file: file_path,
+            sources,
+        };
+        if !(config.database_url.starts_with("sqlite:")
+            || config.database_url.starts_with("postgres://")
+            || config.database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Value {
+                key: "database_url",
+                source_name: config.sources["database_url"].to_string(),
+                message: "expected a sqlite:// or postgres:// URL".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Loads from the real process environment.
+    pub fn from_env(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(explicit_file, &|k| std::env::var(k).ok())
+    }
+
+    /// Renders `config show`: one line per setting with its source.
+    pub fn render(&self) -> String {
+        let rows: Vec<(&str, String)> = vec![
+            ("home", self.home.display().to_string()),
+            ("ssh_addr", self.ssh_addr.to_string()),
+            ("http_addr", self.http_addr.to_string()),
+            ("router_addr", self.router_addr.to_string()),
+            ("driver", self.driver.to_string()),
+            ("database_url", redact_url(&self.database_url)),
+            ("deploy_branches", self.deploy_branches.join(",")),
+        ];
+        let mut out = String::new();
+        for (key, value) in rows {
+            let src = self
+                .sources
+                .get(key)
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "default".into());
+            out.push_str(&format!("{key:<16} = {value:<40} ({src})\n"));
+        }
+        match &self.file {
+            Some(p) => out.push_str(&format!("config file      : {}\n", p.display())),
+            None => out.push_str("config file      : none (all keys optional)\n"),
+        }
+        out
+    }
+
+    /// Where bare git repositories live.
+    pub fn repos_dir(&self) -> PathBuf {
+        self.home.join("repos")
+    }
+}
+
+/// Hides a password in a database URL (`postgres://u:secret@h` → `postgres://u:***@h`).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+fn default_home() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "byteport").map(|d| d.data_dir().to_path_buf())
+}
+
+fn read_file(
+    explicit: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    home: &Path,
+) -> Result<(FileConfig, Option<PathBuf>), ConfigError> {
+    let (path, must_exist) = match (explicit, env("BYTEPORT_CONFIG")) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(p)) if !p.is_empty() => (PathBuf::from(p), true),
+        _ => (home.join("byteport.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+            return Ok((FileConfig::default(), None))
+        }
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok((parsed, Some(path)))
+}
+
+fn parse_addr(
+    key: &'static str,
+    (value, source): (String, Source),
+) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|e| ConfigError::Value {
+        key,
+        source_name: source.to_string(),
+        message: format!("`{value}` is not an address like 127.0.0.1:8080 ({e})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().to_str().unwrap().to_string();
+        let env = move |k: &str| (k == "BYTEPORT_HOME").then(|| home.clone());
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.ssh_addr.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.router_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(c.driver, Driver::Auto);
+        assert_eq!(c.deploy_branches, vec!["main", "master"]);
+        assert!(c.database_url.contains("state.db"));
+        assert_eq!(c.sources["ssh_addr"], Source::Default);
+        assert_eq!(c.sources["home"], Source::Env("BYTEPORT_HOME".into()));
+        assert!(c.file.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_and_file_overrides_default() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("byteport.toml"),
+            "ssh_addr = \"127.0.0.1:3333\"\nhttp_addr = \"127.0.0.1:9090\"\ndriver = \"qemu\"\n",
+        )
+        .unwrap();
+        let home = dir.path().to_str().unwrap().to_string();
+        let env = move |k: &str| match k {
+            "BYTEPORT_HOME" => Some(home.clone()),
+            "BYTEPORT_HTTP_ADDR" => Some("127.0.0.1:7070".into()),
+            _ => None,
+        };
+        let c = Config::load(None, &env).unwrap();
+        assert_eq!(c.ssh_addr.port(), 3333);
+        assert_eq!(c.http_addr.port(), 7070);
+        assert_eq!(c.driver, Driver::Qemu);
+        assert!(matches!(c.sources["ssh_addr"], Source::File(_)));
+        assert_eq!(
+            c.sources["http_addr"],
+            Source::Env("BYTEPORT_HTTP_ADDR".into())
+        );
+        assert_eq!(c.sources["router_addr"], Source::Default);
+        let shown = c.render();
+        assert!(shown.contains("ssh_addr") && shown.contains("(env BYTEPORT_HTTP_ADDR)"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_source() {
+        let err = Config::load(
+            None,
+            &env_of(&[
+                ("BYTEPORT_HOME", "/tmp/x"),
+                ("BYTEPORT_SSH_ADDR", "localhost"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ssh_addr") && err.contains("BYTEPORT_SSH_ADDR"),
+            "{err}"
+        );
+        let err = Config::load(
+            None,
+            &env_of(&[("BYTEPORT_HOME", "/tmp/x"), ("BYTEPORT_DRIVER", "xen")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown driver `xen`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_broken_toml_are_rejected_with_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, "sshaddr = \"x\"\n").unwrap();
+        let err = Config::load(Some(&f), &env_of(&[("BYTEPORT_HOME", "/tmp/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `sshaddr`"), "{err}");
+        std::fs::write(&f, "ssh_addr = \n").unwrap();
+        let err = Config::load(Some(&f), &env_of(&[("BYTEPORT_HOME", "/tmp/x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/byteport.toml")),
+            &env_of(&[("BYTEPORT_HOME", "/tmp/x")]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn database_password_is_redacted() {
+        assert_eq!(
+            redact_url("postgres://bp:hunter2@db:5432/bp"),
+            "postgres://bp:***@db:5432/bp"
+        );
+        assert_eq!(redact_url("sqlite:///x/state.db"), "sqlite:///x/state.db");
+    }
+}

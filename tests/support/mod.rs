@@ -1,0 +1,4 @@
+//! Shared test harness pieces for BytePort's cross-crate tests.
+#![allow(dead_code)]
+
+pub mod postgres;
