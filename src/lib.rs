@@ -6,6 +6,7 @@
 //! `builder` and `runtime`.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
