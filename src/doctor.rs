@@ -188,7 +188,7 @@ fn free_disk(path: &Path) -> Check {
             fix: None,
         };
     }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let free = st.f_bavail * st.f_frsize;
     let gib = free as f64 / (1u64 << 30) as f64;
     let (status, fix) = if gib < 5.0 {
         (

@@ -11,4 +11,5 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod doctor;
+pub mod router;
 pub mod store;
