@@ -11,5 +11,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod doctor;
+pub mod repo_files;
 pub mod router;
 pub mod store;
