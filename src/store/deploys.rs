@@ -13,6 +13,9 @@ use super::{now_ms, q, Store, StoreError};
 pub enum DeployStatus {
     /// Received, not yet started.
     Pending,
+    /// The manifest was read and validated (the furthest a deploy goes
+    /// until the builder is wired in).
+    Checked,
     /// The builder is working on it.
     Building,
     /// Its VM is booting / being health-checked.
@@ -30,6 +33,7 @@ impl DeployStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             DeployStatus::Pending => "pending",
+            DeployStatus::Checked => "checked",
             DeployStatus::Building => "building",
             DeployStatus::Booting => "booting",
             DeployStatus::Live => "live",
@@ -40,6 +44,7 @@ impl DeployStatus {
 
     fn parse(s: &str) -> DeployStatus {
         match s {
+            "checked" => DeployStatus::Checked,
             "building" => DeployStatus::Building,
             "booting" => DeployStatus::Booting,
             "live" => DeployStatus::Live,
