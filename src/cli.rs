@@ -25,6 +25,8 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run BytePort: git over SSH, the app router (and the dashboard as it lands).
+    Up,
     /// Show BytePort's effective configuration, or set app config vars.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 pub mod repo_files;
 pub mod router;

@@ -24,6 +24,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// Runs one command.
 pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Up => {
+            crate::daemon::up(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Show(flag)) => {
             if flag.json {
                 println!("{}", serde_json::to_string_pretty(config)?);

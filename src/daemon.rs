@@ -1,0 +1,63 @@
+//! `byteport up`: every service that exists so far in one process — the
+//! git server first, then the router — stopped cleanly on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::router::{RequestLog, RouteTable, Router};
+use crate::store::Store;
+
+/// Everything `up` started, for tests and for the shutdown path.
+pub struct Services {
+    /// The state store.
+    pub store: Store,
+    /// The app router.
+    pub router: Router,
+    /// Routes shared with the supervisor.
+    pub routes: RouteTable,
+}
+
+/// Starts the services.
+pub async fn start(config: &Config) -> anyhow::Result<Services> {
+    std::fs::create_dir_all(&config.home)
+        .with_context(|| format!("creating {}", config.home.display()))?;
+    let store = crate::commands::open_store(config).await?;
+    let routes = RouteTable::new("localhost");
+    let log: RequestLog = Arc::new(|app: &str, line: &str| {
+        tracing::info!(target: "byteport::router", app, "{line}");
+    });
+    let router = Router::bind(config.router_addr, routes.clone(), log)
+        .await
+        .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
+    Ok(Services {
+        store,
+        router,
+        routes,
+    })
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn up(config: &Config) -> anyhow::Result<()> {
+    let services = start(config).await?;
+    let report = crate::doctor::run(config);
+    eprintln!("byteport up: data in {}", config.home.display());
+    eprintln!(
+        "  router     http://<app>.localhost:{}  (listening on {})",
+        services.router.local_addr.port(),
+        services.router.local_addr
+    );
+    eprintln!("  driver     {}", report.driver_reason);
+    eprintln!("press Ctrl-C to stop");
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("byteport up: stopping");
+    services.router.shutdown();
+    services.store.close().await;
+    Ok(())
+}
