@@ -11,7 +11,6 @@
 //!
 //! It must stay small and static: it runs before anything else exists.
 
-mod config;
 mod supervise;
 mod system;
 
@@ -20,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use config::InitConfig;
+use guest_init::config::InitConfig;
 use supervise::{emit, Sink, Supervisor};
 
 const CONFIG_PATH: &str = "/byteport/init.json";

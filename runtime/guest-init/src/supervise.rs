@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{InitConfig, Process};
+use guest_init::config::{InitConfig, Process};
 
 /// Where log lines go (the serial console; the host parses them).
 pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
