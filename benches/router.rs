@@ -198,7 +198,9 @@ fn main() {
         secs,
         conns,
     );
-    let _ = nginx_child.kill();
+    // SIGTERM (not SIGKILL) so the nginx master takes its workers down too.
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(nginx_child.id() as i32, libc::SIGTERM) };
     let _ = nginx_child.wait();
 
     println!(
