@@ -1,0 +1,301 @@
+//! The artifact: `<home>/artifacts/<digest>/{rootfs.ext4, descriptor.json}`,
+//! where the digest is the SHA-256 of the descriptor (which holds the rootfs
+//! digest). An index `<home>/artifacts/by-input/<input key>` maps the hash of
+//! every build input to the digest, so an identical input is not rebuilt.
+
+use crate::error::{IoContext, Result};
+use crate::plan::{BuildPlan, Health};
+use crate::setup::KernelInfo;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Version of the artifact layout; part of every input key.
+pub const FORMAT: u32 = 1;
+/// Kernel command line of every artifact.
+pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw rootfstype=ext4";
+/// File name of the root filesystem inside an artifact directory.
+pub const ROOTFS_FILE: &str = "rootfs.ext4";
+/// File name of the descriptor inside an artifact directory.
+pub const DESCRIPTOR_FILE: &str = "descriptor.json";
+
+/// The kernel an artifact boots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRef {
+    /// Kernel version.
+    pub version: String,
+    /// Path of the kernel image.
+    pub image: PathBuf,
+    /// Modules directory to put in the initramfs.
+    pub modules_dir: Option<PathBuf>,
+}
+
+/// The root filesystem image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootfsRef {
+    /// File name inside the artifact directory.
+    pub file: String,
+    /// SHA-256 of the image, hex.
+    pub sha256: String,
+    /// Image size in bytes.
+    pub size: u64,
+}
+
+/// A process to start in the VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// `web` or the worker's name.
+    pub name: String,
+    /// `web` or `worker`.
+    pub kind: String,
+    /// Command line.
+    pub run: String,
+}
+
+/// HTTP health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// HTTP method.
+    pub method: String,
+    /// Path.
+    pub path: String,
+    /// Interval (ms).
+    pub interval_ms: u64,
+    /// Timeout (ms).
+    pub timeout_ms: u64,
+}
+
+/// The user app processes run as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSpec {
+    /// Name (present in the image's /etc/passwd for busybox and debian bases).
+    pub name: String,
+    /// Numeric uid.
+    pub uid: u32,
+    /// Numeric gid.
+    pub gid: u32,
+}
+
+/// VM resources.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Disk cap in bytes.
+    pub disk_bytes: u64,
+}
+
+/// Everything the runtime needs to boot an artifact (`descriptor.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    /// Layout version.
+    pub format: u32,
+    /// App name.
+    pub app: String,
+    /// Base the image was built from.
+    pub base: String,
+    /// Guest kernel (`null` when none was registered at build time).
+    pub kernel: Option<KernelRef>,
+    /// Kernel command line.
+    pub cmdline: String,
+    /// Root filesystem.
+    pub rootfs: RootfsRef,
+    /// Processes to run.
+    pub processes: Vec<ProcessSpec>,
+    /// Port of the web process.
+    pub port: Option<u16>,
+    /// Health check of the web process.
+    pub health: Option<HealthSpec>,
+    /// Environment of the processes.
+    pub env: BTreeMap<String, String>,
+    /// Secrets the runtime injects by name (values are never stored here).
+    pub secrets: Vec<String>,
+    /// Working directory of the processes.
+    pub workdir: String,
+    /// User of the processes.
+    pub user: UserSpec,
+    /// VM resources.
+    pub vm: VmSpec,
+}
+
+impl Descriptor {
+    /// Describe an image built from `plan`.
+    pub fn new(plan: &BuildPlan, kernel: Option<&KernelInfo>, rootfs: RootfsRef) -> Descriptor {
+        let mut processes = Vec::new();
+        if let Some(w) = &plan.web {
+            processes.push(ProcessSpec {
+                name: "web".into(),
+                kind: "web".into(),
+                run: w.run.clone(),
+            });
+        }
+        for w in &plan.workers {
+            processes.push(ProcessSpec {
+                name: w.name.clone(),
+                kind: "worker".into(),
+                run: w.run.clone(),
+            });
+        }
+        Descriptor {
+            format: FORMAT,
+            app: plan.app.clone(),
+            base: plan.base.to_string(),
+            kernel: kernel.map(|k| KernelRef {
+                version: k.version.clone(),
+                image: k.image.clone(),
+                modules_dir: k.modules_dir.clone(),
+            }),
+            cmdline: CMDLINE.to_string(),
+            rootfs,
+            processes,
+            port: plan.port,
+            health: plan.health.as_ref().map(
+                |Health {
+                     method,
+                     path,
+                     interval_ms,
+                     timeout_ms,
+                 }| HealthSpec {
+                    method: method.clone(),
+                    path: path.clone(),
+                    interval_ms: *interval_ms,
+                    timeout_ms: *timeout_ms,
+                },
+            ),
+            env: plan.env.clone(),
+            secrets: plan.runtime_secrets.clone(),
+            workdir: plan.final_workdir(),
+            user: UserSpec {
+                name: "app".into(),
+                uid: 1000,
+                gid: 1000,
+            },
+            vm: VmSpec {
+                cpus: plan.cpus,
+                memory_bytes: plan.memory_bytes,
+                disk_bytes: plan.disk_bytes,
+            },
+        }
+    }
+
+    /// Canonical JSON (stable field order, sorted maps).
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// The artifact digest: SHA-256 of the canonical JSON.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.to_json()))
+    }
+}
+
+/// Paths of the artifact store under `<home>/artifacts`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store of `home`, created if missing.
+    pub fn open(home: &Path) -> Result<Store> {
+        let root = home.join("artifacts");
+        std::fs::create_dir_all(root.join("by-input")).ctx("creating artifact store", &root)?;
+        Ok(Store { root })
+    }
+
+    /// Root directory of the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of an artifact.
+    pub fn dir(&self, digest: &str) -> PathBuf {
+        self.root.join(digest)
+    }
+
+    /// The artifact already built from `input_key`, if complete.
+    pub fn lookup(&self, input_key: &str) -> Option<(String, Descriptor)> {
+        let digest = std::fs::read_to_string(self.root.join("by-input").join(input_key)).ok()?;
+        let digest = digest.trim().to_string();
+        let dir = self.dir(&digest);
+        let desc: Descriptor =
+            serde_json::from_slice(&std::fs::read(dir.join(DESCRIPTOR_FILE)).ok()?).ok()?;
+        let size = std::fs::metadata(dir.join(ROOTFS_FILE)).ok()?.len();
+        (size == desc.rootfs.size && desc.digest() == digest).then_some((digest, desc))
+    }
+
+    /// Move a finished artifact directory into place (atomic rename) and
+    /// record `input_key → digest`.
+    pub fn commit(&self, tmp_dir: &Path, digest: &str, input_key: &str) -> Result<PathBuf> {
+        let dest = self.dir(digest);
+        if dest.is_dir() {
+            std::fs::remove_dir_all(tmp_dir).ctx("removing duplicate build", tmp_dir)?;
+        } else {
+            std::fs::rename(tmp_dir, &dest).ctx("moving artifact into place", &dest)?;
+        }
+        let index = self.root.join("by-input").join(input_key);
+        let tmp = self.root.join("by-input").join(format!(".{input_key}.tmp"));
+        std::fs::write(&tmp, digest).ctx("writing index", &tmp)?;
+        std::fs::rename(&tmp, &index).ctx("writing index", &index)?;
+        Ok(dest)
+    }
+}
+
+/// Hash of everything that determines an artifact.
+pub fn input_key(
+    plan: &BuildPlan,
+    source_identity: &str,
+    build_secrets: &BTreeMap<String, String>,
+    kernel: Option<&KernelInfo>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(format!(
+        "byteport-artifact-v{FORMAT}\n{CMDLINE}\n{source_identity}\n"
+    ));
+    h.update(serde_json::to_vec(plan).unwrap_or_default());
+    for (k, v) in build_secrets {
+        h.update(format!(
+            "\nsecret {k} {}",
+            hex::encode(Sha256::digest(v.as_bytes()))
+        ));
+    }
+    if let Some(k) = kernel {
+        h.update(serde_json::to_vec(k).unwrap_or_default());
+    }
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{BaseSpec, Process};
+
+    #[test]
+    fn digest_is_stable_and_key_tracks_inputs() {
+        let mut plan = BuildPlan::new("a", BaseSpec::Busybox);
+        plan.web = Some(Process {
+            name: "web".into(),
+            run: "httpd -f".into(),
+        });
+        plan.port = Some(8080);
+        let r = RootfsRef {
+            file: ROOTFS_FILE.into(),
+            sha256: "00".into(),
+            size: 1,
+        };
+        let d = Descriptor::new(&plan, None, r);
+        assert_eq!(d.digest(), d.clone().digest());
+        assert_eq!(d.processes[0].kind, "web");
+        let none = BTreeMap::new();
+        let k1 = input_key(&plan, "git-tree:1", &none, None);
+        assert_eq!(k1, input_key(&plan, "git-tree:1", &none, None));
+        assert_ne!(k1, input_key(&plan, "git-tree:2", &none, None));
+        let s = BTreeMap::from([("TOKEN".to_string(), "x".to_string())]);
+        assert_ne!(k1, input_key(&plan, "git-tree:1", &s, None));
+    }
+}

@@ -1,0 +1,369 @@
+//! The build pipeline: source → manifest → base → files and steps → ext4 →
+//! content-addressed artifact, timing each phase. Everything happens in a
+//! temp directory inside the store and is renamed into place only when
+//! complete, so a failed build leaves nothing behind.
+
+use crate::artifact::{self, Descriptor, RootfsRef, Store, DESCRIPTOR_FILE, ROOTFS_FILE};
+use crate::cgroup::Limits;
+use crate::error::{BuildError, IoContext, Result};
+use crate::isolate::{self, StepRun};
+use crate::log::LogSink;
+use crate::plan::{BaseSpec, BuildPlan, Step};
+use crate::source::{self, SourceTree};
+use crate::{base, image, setup};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Default wall-clock limit of one `run` step.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// Where the app's files come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A commit (any rev-spec) of a git repository, read with gix.
+    Git {
+        /// Repository path (bare or with a work tree).
+        repo: PathBuf,
+        /// Commit, branch or tag.
+        rev: String,
+    },
+    /// The files of a plain directory (its `.git` is ignored).
+    Dir(PathBuf),
+}
+
+/// A build to run.
+pub struct BuildRequest<'a> {
+    /// `$BYTEPORT_HOME`.
+    pub home: PathBuf,
+    /// The app's files.
+    pub source: Source,
+    /// Receives progress and step output.
+    pub log: &'a dyn LogSink,
+    /// Secret values by name; only those the manifest asks for at build time reach steps.
+    pub secrets: BTreeMap<String, String>,
+    /// Wall-clock limit per `run` step.
+    pub step_timeout: Duration,
+    /// Where bases are cached (default `<home>/cache/bases`).
+    pub base_cache: Option<PathBuf>,
+}
+
+impl<'a> BuildRequest<'a> {
+    /// A request with default timeout, no secrets and the default base cache.
+    pub fn new(home: impl Into<PathBuf>, source: Source, log: &'a dyn LogSink) -> Self {
+        BuildRequest {
+            home: home.into(),
+            source,
+            log,
+            secrets: BTreeMap::new(),
+            step_timeout: DEFAULT_STEP_TIMEOUT,
+            base_cache: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for BuildRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildRequest")
+            .field("home", &self.home)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// Artifact digest (SHA-256 of the descriptor).
+    pub digest: String,
+    /// The ext4 image.
+    pub rootfs_path: PathBuf,
+    /// The descriptor file.
+    pub descriptor_path: PathBuf,
+    /// The descriptor.
+    pub descriptor: Descriptor,
+    /// Whether the artifact existed already (nothing was rebuilt).
+    pub cache_hit: bool,
+    /// Whether the base layer came from the cache (false on a full cache hit too).
+    pub base_cache_hit: bool,
+    /// Bytes of app files in the source tree.
+    pub source_bytes: u64,
+    /// Size of the ext4 image.
+    pub image_bytes: u64,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<(&'static str, Duration)>,
+}
+
+impl BuildOutcome {
+    /// Total wall time.
+    pub fn total(&self) -> Duration {
+        self.phases.iter().map(|(_, d)| *d).sum()
+    }
+}
+
+struct Phases {
+    list: Vec<(&'static str, Duration)>,
+    at: Instant,
+}
+
+impl Phases {
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.list.push((name, now - self.at));
+        self.at = now;
+    }
+}
+
+/// Build the app described by the `Byteport` manifest in the source.
+pub fn build(req: &BuildRequest<'_>) -> Result<BuildOutcome> {
+    let mut phases = Phases {
+        list: Vec::new(),
+        at: Instant::now(),
+    };
+    let tree = open_source(&req.source)?;
+    let bytes = tree
+        .read(crate::manifest::MANIFEST_FILE_NAME)?
+        .ok_or_else(|| BuildError::ManifestMissing {
+            file: crate::manifest::MANIFEST_FILE_NAME,
+            origin: tree.origin().to_string(),
+        })?;
+    let plan = crate::manifest::plan_from_source(
+        &bytes,
+        &format!("{}:{}", tree.origin(), crate::manifest::MANIFEST_FILE_NAME),
+    )?;
+    phases.mark("source");
+    run(req, &tree, plan, phases)
+}
+
+/// Build with an explicit plan instead of the source's manifest.
+pub fn build_plan(req: &BuildRequest<'_>, plan: BuildPlan) -> Result<BuildOutcome> {
+    let mut phases = Phases {
+        list: Vec::new(),
+        at: Instant::now(),
+    };
+    let tree = open_source(&req.source)?;
+    phases.mark("source");
+    run(req, &tree, plan, phases)
+}
+
+fn open_source(source: &Source) -> Result<SourceTree> {
+    match source {
+        Source::Git { repo, rev } => SourceTree::from_git(repo, rev),
+        Source::Dir(dir) => SourceTree::from_dir(dir),
+    }
+}
+
+fn run(
+    req: &BuildRequest<'_>,
+    tree: &SourceTree,
+    plan: BuildPlan,
+    mut phases: Phases,
+) -> Result<BuildOutcome> {
+    let log = req.log;
+    let plan = plan.normalize();
+    tree.check(plan.disk_bytes)?;
+    let identity = tree.identity()?;
+    let mut build_secrets = BTreeMap::new();
+    for name in &plan.build_secrets {
+        let v = req
+            .secrets
+            .get(name)
+            .ok_or_else(|| BuildError::MissingSecret { name: name.clone() })?;
+        build_secrets.insert(name.clone(), v.clone());
+    }
+    let kernel = setup::current_kernel(&req.home);
+    if kernel.is_none() {
+        log.line("-----> warning: no guest kernel registered; run `byteport setup` before booting this artifact");
+    }
+    let key = artifact::input_key(&plan, &identity, &build_secrets, kernel.as_ref());
+    let store = Store::open(&req.home)?;
+    let source_bytes = tree.total_file_bytes();
+    if let Some((digest, descriptor)) = store.lookup(&key) {
+        phases.mark("cache");
+        log.line(&format!(
+            "-----> {}: unchanged, using artifact {}",
+            plan.app,
+            &digest[..12]
+        ));
+        let dir = store.dir(&digest);
+        return Ok(BuildOutcome {
+            image_bytes: descriptor.rootfs.size,
+            descriptor,
+            rootfs_path: dir.join(ROOTFS_FILE),
+            descriptor_path: dir.join(DESCRIPTOR_FILE),
+            digest,
+            cache_hit: true,
+            base_cache_hit: false,
+            source_bytes,
+            phases: phases.list,
+        });
+    }
+    phases.mark("check");
+
+    let busybox = match plan.base {
+        BaseSpec::Busybox => {
+            log.line("-----> busybox-static (from setup's cache, fetched if missing)");
+            Some(setup::ensure_busybox(&req.home, false)?)
+        }
+        _ => None,
+    };
+    let cache = req
+        .base_cache
+        .clone()
+        .unwrap_or_else(|| req.home.join("cache/bases"));
+    let base = base::ensure(&cache, &plan.base, &plan.packages, busybox.as_deref(), log)?;
+    log.line(&format!(
+        "-----> Base {} ({})",
+        plan.base,
+        if base.cache_hit { "cached" } else { "built" }
+    ));
+    let work = tempfile::Builder::new()
+        .prefix(".tmp-build-")
+        .tempdir_in(store.root())
+        .ctx("creating build dir", store.root())?;
+    let root = work.path().join("root");
+    std::fs::create_dir(&root).ctx("creating", &root)?;
+    base::copy_into(&base.rootfs, &root)?;
+    for (d, mode) in [
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("dev", 0o755),
+        ("tmp", 0o1777),
+        ("run", 0o755),
+    ] {
+        let p = root.join(d);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::fs::create_dir(&p).ctx("creating", &p)?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).ctx("chmod", &p)?;
+        }
+    }
+    phases.mark("base");
+
+    run_steps(req, tree, &plan, &root, &build_secrets)?;
+    phases.mark("steps");
+
+    image::normalize_times(&root)?;
+    let out_dir = work.path().join("artifact");
+    std::fs::create_dir(&out_dir).ctx("creating", &out_dir)?;
+    let image_path = out_dir.join(ROOTFS_FILE);
+    let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
+    let sha = sha256_file(&image_path)?;
+    phases.mark("image");
+
+    let descriptor = Descriptor::new(
+        &plan,
+        kernel.as_ref(),
+        RootfsRef {
+            file: ROOTFS_FILE.into(),
+            sha256: sha,
+            size: image_bytes,
+        },
+    );
+    let digest = descriptor.digest();
+    let desc_path = out_dir.join(DESCRIPTOR_FILE);
+    std::fs::write(&desc_path, descriptor.to_json()).ctx("writing descriptor", &desc_path)?;
+    let dir = store.commit(&out_dir, &digest, &key)?;
+    drop(work);
+    phases.mark("store");
+    log.line(&format!(
+        "-----> Artifact {} ({} MiB image)",
+        &digest[..12],
+        image_bytes >> 20
+    ));
+    Ok(BuildOutcome {
+        digest,
+        rootfs_path: dir.join(ROOTFS_FILE),
+        descriptor_path: dir.join(DESCRIPTOR_FILE),
+        descriptor,
+        cache_hit: false,
+        base_cache_hit: base.cache_hit,
+        source_bytes,
+        image_bytes,
+        phases: phases.list,
+    })
+}
+
+fn run_steps(
+    req: &BuildRequest<'_>,
+    tree: &SourceTree,
+    plan: &BuildPlan,
+    root: &Path,
+    secrets: &BTreeMap<String, String>,
+) -> Result<()> {
+    let total = plan.steps.len();
+    let mut workdir = "/".to_string();
+    let mut env = plan.env.clone();
+    env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let limits = Limits {
+        memory_bytes: plan.memory_bytes.max(1 << 30),
+        pids: 4096,
+        cpus: plan.cpus.max(1),
+    };
+    let mut times_fixed = false;
+    for (i, step) in plan.steps.iter().enumerate() {
+        let number = i + 1;
+        match step {
+            Step::Copy { from, to } => {
+                let n = tree.place(from, to, root, number)?;
+                req.log.line(&format!(
+                    "-----> Step {number}/{total}: copy {from} {to} ({n} entries)"
+                ));
+            }
+            Step::Workdir { path } => {
+                source::dest_dir(root, path, true)
+                    .map_err(|reason| BuildError::BadCopy { number, reason })?;
+                workdir = path.clone();
+                req.log
+                    .line(&format!("-----> Step {number}/{total}: workdir {path}"));
+            }
+            Step::Run { command } => {
+                req.log
+                    .line(&format!("-----> Step {number}/{total}: run {command}"));
+                if std::fs::symlink_metadata(root.join("bin/sh")).is_err() {
+                    return Err(BuildError::NoShell {
+                        number,
+                        command: command.clone(),
+                        base: plan.base.to_string(),
+                    });
+                }
+                if !times_fixed {
+                    // Tools that embed source mtimes (.pyc, archives) see fixed ones.
+                    image::normalize_times(root)?;
+                    times_fixed = true;
+                }
+                let run = StepRun {
+                    number,
+                    command,
+                    rootfs: root,
+                    workdir: &workdir,
+                    env: &env,
+                    timeout: req.step_timeout,
+                    limits,
+                };
+                let outcome = isolate::run_step(&run, req.log)?;
+                req.log.line(&format!(
+                    "-----> Step {number}/{total} done in {:.1}s",
+                    outcome.elapsed.as_secs_f64()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).ctx("opening", path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).ctx("reading", path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,0 +1,189 @@
+//! What to build: the builder's own, manifest-independent view of an app
+//! (base, packages, ordered steps, env, limits, processes). It is derived from
+//! a `manifest_spec::Manifest` and hashed into the artifact's input key.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The base layer of the root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum BaseSpec {
+    /// Nothing but the app files.
+    Scratch,
+    /// busybox-static and its applet links.
+    Busybox,
+    /// A Debian minbase of the given suite.
+    Debian {
+        /// Suite or codename, e.g. `bookworm`.
+        suite: String,
+    },
+}
+
+impl fmt::Display for BaseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BaseSpec::Scratch => f.write_str("scratch"),
+            BaseSpec::Busybox => f.write_str("busybox"),
+            BaseSpec::Debian { suite } => write!(f, "debian:{suite}"),
+        }
+    }
+}
+
+/// One step of the `build` block, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Step {
+    /// Copy `from` (a path in the repository tree) to `to` (absolute in the rootfs).
+    Copy {
+        /// Source path in the tree (`.` for all of it).
+        from: String,
+        /// Absolute destination in the image.
+        to: String,
+    },
+    /// Set the working directory of later steps and of the app's processes.
+    Workdir {
+        /// Absolute path in the image.
+        path: String,
+    },
+    /// Run a shell command inside the rootfs, isolated.
+    Run {
+        /// The command line given to `/bin/sh -c`.
+        command: String,
+    },
+}
+
+/// A long-running process of the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Process {
+    /// `web` or the worker's name.
+    pub name: String,
+    /// Command line (run with `/bin/sh -c` when the image has a shell).
+    pub run: String,
+}
+
+/// HTTP health check of the web process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// HTTP method.
+    pub method: String,
+    /// Request path.
+    pub path: String,
+    /// Interval between checks, in milliseconds.
+    pub interval_ms: u64,
+    /// Timeout of one check, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// Everything the builder needs to know about an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildPlan {
+    /// App name.
+    pub app: String,
+    /// Base layer.
+    pub base: BaseSpec,
+    /// Extra packages for the base (sorted, deduplicated).
+    pub packages: Vec<String>,
+    /// Build steps in order.
+    pub steps: Vec<Step>,
+    /// Environment of build steps and processes.
+    pub env: BTreeMap<String, String>,
+    /// Names of secrets whose values are given to build steps.
+    pub build_secrets: Vec<String>,
+    /// Names of secrets given to the running app (values never enter the artifact).
+    pub runtime_secrets: Vec<String>,
+    /// vCPUs of the VM.
+    pub cpus: u32,
+    /// Memory of the VM in bytes.
+    pub memory_bytes: u64,
+    /// Cap on the rootfs image size in bytes.
+    pub disk_bytes: u64,
+    /// The web process, if any.
+    pub web: Option<Process>,
+    /// Port the web process listens on.
+    pub port: Option<u16>,
+    /// Health check of the web process.
+    pub health: Option<Health>,
+    /// Worker processes.
+    pub workers: Vec<Process>,
+}
+
+impl BuildPlan {
+    /// A plan with no steps and defaults (1 vCPU, 256 MiB, 1 GiB disk), for tests and tools.
+    pub fn new(app: &str, base: BaseSpec) -> Self {
+        BuildPlan {
+            app: app.to_string(),
+            base,
+            packages: Vec::new(),
+            steps: Vec::new(),
+            env: BTreeMap::new(),
+            build_secrets: Vec::new(),
+            runtime_secrets: Vec::new(),
+            cpus: 1,
+            memory_bytes: 256 << 20,
+            disk_bytes: 1 << 30,
+            web: None,
+            port: None,
+            health: None,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Sort and deduplicate `packages` (the base cache key depends on it).
+    pub fn normalize(mut self) -> Self {
+        self.packages.sort();
+        self.packages.dedup();
+        self
+    }
+
+    /// The working directory after all steps (where the app's processes start).
+    pub fn final_workdir(&self) -> String {
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| match s {
+                Step::Workdir { path } => Some(path.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "/".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_sorts_and_dedups_packages() {
+        let mut p = BuildPlan::new(
+            "a",
+            BaseSpec::Debian {
+                suite: "bookworm".into(),
+            },
+        );
+        p.packages = vec!["b".into(), "a".into(), "b".into()];
+        assert_eq!(p.normalize().packages, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn final_workdir_is_last_workdir_step() {
+        let mut p = BuildPlan::new("a", BaseSpec::Scratch);
+        assert_eq!(p.final_workdir(), "/");
+        p.steps = vec![
+            Step::Workdir { path: "/x".into() },
+            Step::Run {
+                command: "true".into(),
+            },
+            Step::Workdir {
+                path: "/app".into(),
+            },
+        ];
+        assert_eq!(p.final_workdir(), "/app");
+        assert_eq!(
+            BaseSpec::Debian {
+                suite: "sid".into()
+            }
+            .to_string(),
+            "debian:sid"
+        );
+    }
+}
