@@ -203,10 +203,7 @@ fn main() {
     unsafe { libc::kill(nginx_child.id() as i32, libc::SIGTERM) };
     let _ = nginx_child.wait();
 
-    println!(
-        "{:<16} {:>12} {:>10}  {}",
-        "path", "req/s", "p99 ms", "errors"
-    );
+    println!("{:<16} {:>12} {:>10}  errors", "path", "req/s", "p99 ms");
     for (name, r) in [
         ("direct", &direct),
         ("byteport router", &routed),

@@ -1,4 +1,5 @@
 //! Shared test harness pieces for BytePort's cross-crate tests.
 #![allow(dead_code)]
 
+pub mod assets;
 pub mod postgres;

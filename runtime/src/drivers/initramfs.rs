@@ -63,60 +63,125 @@ pub const VIRTIO_MODULES: [&str; 6] = [
     "vsock",
 ];
 
-/// Resolves `wanted` module names to their files under `modules_dir`
-/// (which holds `modules.dep`), dependencies first, each once.
+/// Resolves `wanted` module names to their files under `modules_dir`,
+/// dependencies first, each once. Dependencies come from `modules.dep`
+/// when present, else from each module's own `.modinfo` (`depends=`), as a
+/// kernel package unpacked without `depmod` has no `modules.dep`.
 pub fn resolve_modules(
     modules_dir: &Path,
     wanted: &[&str],
 ) -> Result<Vec<PathBuf>, InitramfsError> {
     let dep_file = modules_dir.join("modules.dep");
-    let text = std::fs::read_to_string(&dep_file).map_err(|source| InitramfsError::Read {
-        path: dep_file.clone(),
-        source,
-    })?;
-    let mut deps: HashMap<String, (String, Vec<String>)> = HashMap::new();
-    for line in text.lines() {
-        let Some((module, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let name = module_name(module);
-        deps.insert(
-            name,
-            (
-                module.to_string(),
-                rest.split_whitespace().map(String::from).collect(),
-            ),
-        );
-    }
+    let deps = match std::fs::read_to_string(&dep_file) {
+        Ok(text) => parse_modules_dep(&text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && modules_dir.is_dir() => {
+            scan_modinfo(modules_dir)?
+        }
+        Err(source) => {
+            return Err(InitramfsError::Read {
+                path: dep_file,
+                source,
+            })
+        }
+    };
     let mut order = vec![];
     let mut seen = BTreeSet::new();
     fn visit(
-        path: &str,
+        name: &str,
         deps: &HashMap<String, (String, Vec<String>)>,
         seen: &mut BTreeSet<String>,
         order: &mut Vec<String>,
     ) {
-        if !seen.insert(path.to_string()) {
+        if !seen.insert(name.to_string()) {
             return;
         }
-        if let Some((_, ds)) = deps.get(&module_name(path)) {
+        if let Some((path, ds)) = deps.get(name) {
             for d in ds {
                 visit(d, deps, seen, order);
             }
+            order.push(path.clone());
         }
-        order.push(path.to_string());
     }
     for w in wanted {
         let key = w.replace('-', "_");
-        let Some((path, _)) = deps.get(&key) else {
+        if !deps.contains_key(&key) {
             return Err(InitramfsError::UnknownModule {
                 name: w.to_string(),
                 dep_file,
             });
-        };
-        visit(path, &deps, &mut seen, &mut order);
+        }
+        visit(&key, &deps, &mut seen, &mut order);
     }
     Ok(order.into_iter().map(|p| modules_dir.join(p)).collect())
+}
+
+/// name → (relative path, dependency names) from a `modules.dep` file.
+fn parse_modules_dep(text: &str) -> HashMap<String, (String, Vec<String>)> {
+    let mut deps = HashMap::new();
+    for line in text.lines() {
+        let Some((module, rest)) = line.split_once(':') else {
+            continue;
+        };
+        deps.insert(
+            module_name(module),
+            (
+                module.to_string(),
+                rest.split_whitespace().map(module_name).collect(),
+            ),
+        );
+    }
+    deps
+}
+
+/// name → (relative path, dependency names) by reading every `.ko` file's
+/// `depends=` modinfo string.
+fn scan_modinfo(
+    modules_dir: &Path,
+) -> Result<HashMap<String, (String, Vec<String>)>, InitramfsError> {
+    let mut deps = HashMap::new();
+    let mut stack = vec![modules_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|source| InitramfsError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "ko") {
+                let bytes = std::fs::read(&path).map_err(|source| InitramfsError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let rel = path
+                    .strip_prefix(modules_dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .to_string();
+                deps.insert(module_name(&rel), (rel, modinfo_depends(&bytes)));
+            }
+        }
+    }
+    Ok(deps)
+}
+
+/// The `depends=` list of a module's `.modinfo` strings.
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return vec![];
+    };
+    let rest = &ko[at + KEY.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(|d| d.replace('-', "_"))
+        .collect()
 }
 
 fn module_name(path: &str) -> String {
@@ -344,6 +409,30 @@ mod tests {
             .to_string();
         assert!(e.contains("`nope`"), "{e}");
         assert!(resolve_modules(&d.path().join("missing"), &["x"]).is_err());
+    }
+
+    #[test]
+    fn without_modules_dep_the_modinfo_strings_are_used() {
+        let d = tempfile::tempdir().unwrap();
+        let k = d.path().join("kernel/drivers");
+        std::fs::create_dir_all(&k).unwrap();
+        std::fs::write(k.join("virtio_ring.ko"), b"\x7fELF\0name=virtio_ring\0").unwrap();
+        std::fs::write(
+            k.join("virtio.ko"),
+            b"\x7fELF\0depends=virtio_ring\0name=virtio\0",
+        )
+        .unwrap();
+        std::fs::write(
+            k.join("virtio_blk.ko"),
+            b"\x7fELF\0depends=virtio,virtio_ring\0",
+        )
+        .unwrap();
+        let got = resolve_modules(d.path(), &["virtio_blk"]).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, ["virtio_ring.ko", "virtio.ko", "virtio_blk.ko"]);
     }
 
     #[test]
