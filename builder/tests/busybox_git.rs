@@ -43,7 +43,7 @@ const FILES: &[(&str, &str, u32)] = &[
 #[test]
 fn busybox_app_from_a_commit_has_files_modes_links_and_a_descriptor_and_rebuilds_from_cache() {
     let home = home();
-    let (repo, head) = repo(FILES);
+    let (repo, head) = git_repo(FILES);
     let src = Source::Git {
         repo: repo.path().to_path_buf(),
         rev: "main".into(),
@@ -141,7 +141,7 @@ fn steps_are_isolated_from_the_host() {
     let marker = format!("byteport-host-marker-{}", std::process::id());
     let host_marker = std::env::temp_dir().join(&marker);
     std::fs::write(&host_marker, "x").unwrap();
-    let (repo, _) = repo(&[("a", "a", 0o644)]);
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("iso", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: format!(
@@ -178,7 +178,7 @@ fn steps_are_isolated_from_the_host() {
 #[test]
 fn a_failing_step_reports_number_command_code_and_output_and_leaves_nothing() {
     let home = home();
-    let (repo, _) = repo(&[("a", "a", 0o644)]);
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("fail", BaseSpec::Busybox);
     plan.steps = vec![
         Step::Copy {
@@ -222,7 +222,7 @@ fn a_failing_step_reports_number_command_code_and_output_and_leaves_nothing() {
 #[test]
 fn a_step_past_its_timeout_is_killed_with_its_whole_tree() {
     let home = home();
-    let (repo, _) = repo(&[("a", "a", 0o644)]);
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("slow", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: "echo started; (sleep 4242 &); sleep 4243 & sleep 4244".into(),

@@ -50,7 +50,7 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Make a git repository with `files` (path, content, mode; mode 0 = symlink whose content is the target), commit, return (dir, commit id).
-pub fn repo(files: &[(&str, &str, u32)]) -> (tempfile::TempDir, String) {
+pub fn git_repo(files: &[(&str, &str, u32)]) -> (tempfile::TempDir, String) {
     let d = tempfile::tempdir().unwrap();
     git(d.path(), &["init", "-q", "-b", "main"]);
     write_files(d.path(), files);
