@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Run BytePort: git over SSH, the app router (and the dashboard as it lands).
     Up,
+    /// Fetch and cache the guest kernel and busybox (idempotent, with progress).
+    Setup(builder::cli::SetupArgs),
+    /// Build an app directory (or one of its commits) into an artifact locally.
+    Build(builder::cli::BuildArgs),
     /// Show BytePort's effective configuration, or set app config vars.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -28,6 +28,17 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             crate::daemon::up(config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Setup(args) => {
+            let home = config.home.clone();
+            tokio::task::spawn_blocking(move || builder::cli::run_setup(&home, &args)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build(args) => {
+            // run_build prints the outcome (text or --json) itself.
+            let home = config.home.clone();
+            tokio::task::spawn_blocking(move || builder::cli::run_build(&home, &args)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Show(flag)) => {
             if flag.json {
                 println!("{}", serde_json::to_string_pretty(config)?);
