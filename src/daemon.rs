@@ -6,7 +6,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::applog::AppLogs;
 use crate::config::Config;
+use crate::platform::Platform;
 use crate::router::{RequestLog, RouteTable, Router};
 use crate::store::Store;
 
@@ -18,6 +20,8 @@ pub struct Services {
     pub router: Router,
     /// Routes shared with the supervisor.
     pub routes: RouteTable,
+    /// Running apps.
+    pub platform: Arc<Platform>,
 }
 
 /// Starts the services.
@@ -26,16 +30,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         .with_context(|| format!("creating {}", config.home.display()))?;
     let store = crate::commands::open_store(config).await?;
     let routes = RouteTable::new("localhost");
-    let log: RequestLog = Arc::new(|app: &str, line: &str| {
-        tracing::info!(target: "byteport::router", app, "{line}");
+    let logs = AppLogs::new(config.home.join("logs"));
+    let platform = Arc::new(Platform::new(config, store.clone(), routes.clone(), logs.clone()));
+    let request_platform = platform.clone();
+    let log: RequestLog = Arc::new(move |app: &str, line: &str| {
+        tracing::debug!(target: "byteport::router", app, "{line}");
+        if let Some(deploy) = request_platform.routes.deploy_of(app) {
+            logs.append(app, deploy, &format!("{} router  {line}", crate::commands::fmt_time(crate::store::now_ms())));
+        }
     });
     let router = Router::bind(config.router_addr, routes.clone(), log)
         .await
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
+    platform.restore().await;
     Ok(Services {
         store,
         router,
         routes,
+        platform,
     })
 }
 
@@ -50,6 +62,9 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
         services.router.local_addr
     );
     eprintln!("  driver     {}", report.driver_reason);
+    if let Some(problem) = services.platform.boot_problem() {
+        eprintln!("  warning    apps cannot boot: {problem}");
+    }
     eprintln!("press Ctrl-C to stop");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -58,6 +73,7 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     }
     eprintln!("byteport up: stopping");
     services.router.shutdown();
+    services.platform.stop_all().await;
     services.store.close().await;
     Ok(())
 }

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::store::{DeployStatus, Store};
+use crate::platform::Platform;
+use crate::store::DeployStatus;
 
 /// Largest manifest the pipeline reads from a commit.
 pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
@@ -58,7 +59,8 @@ fn option<'a>(options: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 /// Runs the pipeline; `Err` carries the reason the push is rejected with.
-pub async fn run(store: &Store, req: &DeployRequest, progress: &dyn Progress) -> Result<DeployOutcome, String> {
+pub async fn run(platform: &Platform, req: &DeployRequest, progress: &dyn Progress) -> Result<DeployOutcome, String> {
+    let store = &platform.store;
     if option(&req.push_options, "deploy") == Some("false") {
         progress.line(&format!("-----> {}: deploy=false: ref updated, nothing deployed", req.app));
         return Ok(DeployOutcome {
@@ -71,53 +73,41 @@ pub async fn run(store: &Store, req: &DeployRequest, progress: &dyn Progress) ->
         .await
         .map_err(|e| format!("cannot record the deploy: {e}"))?;
     let number = deploy.number;
-    let fail = |reason: String| async move {
-        if let Err(e) = store.fail_deploy(&req.app, number, &reason).await {
-            tracing::error!(app = %req.app, number, error = %e, "cannot record deploy failure");
-        }
-        Err(reason)
-    };
-
-    // Manifest.
-    let started = Instant::now();
-    let repo = req.repo.clone();
-    let commit = req.commit.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        crate::repo_files::read_root_file(
-            &repo,
-            &commit,
-            manifest_spec::MANIFEST_FILE_NAME,
-            MAX_MANIFEST_BYTES,
-        )
-    })
-    .await;
-    let bytes = match read {
-        Ok(Ok(b)) => b,
-        Ok(Err(crate::repo_files::RepoFileError::Missing { .. })) => {
-            return fail(format!(
-                "no `{}` manifest at the repository root; create one with `byteport manifest init`",
-                manifest_spec::MANIFEST_FILE_NAME
-            ))
-            .await
-        }
-        Ok(Err(e)) => return fail(e.to_string()).await,
-        Err(e) => return fail(format!("reading the manifest panicked: {e}")).await,
-    };
-    let manifest = match manifest_spec::parse(&bytes, manifest_spec::MANIFEST_FILE_NAME) {
-        Ok(m) => m,
-        Err(diags) => {
-            for line in diags.to_string().lines() {
-                progress.line(line);
+    match pipeline(platform, req, number, progress).await {
+        Ok(status) => Ok(DeployOutcome {
+            number: Some(number),
+            status: Some(status),
+        }),
+        Err(reason) => {
+            if let Err(e) = store.fail_deploy(&req.app, number, &reason).await {
+                tracing::error!(app = %req.app, number, error = %e, "cannot record deploy failure");
             }
-            let first = diags
-                .iter()
-                .next()
-                .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.col, d.message))
-                .unwrap_or_else(|| "invalid manifest".into());
-            return fail(format!("invalid Byteport manifest: {first}")).await;
+            Err(reason)
         }
-    };
-    let manifest_ms = started.elapsed().as_millis() as i64;
+    }
+}
+
+async fn timed<T>(
+    platform: &Platform,
+    req: &DeployRequest,
+    number: i64,
+    status: DeployStatus,
+    phase: &str,
+    started: Instant,
+    value: T,
+) -> Result<T, String> {
+    platform
+        .store
+        .set_deploy_status(&req.app, number, status, Some((phase, started.elapsed().as_millis() as i64)))
+        .await
+        .map_err(|e| format!("cannot record the deploy: {e}"))?;
+    Ok(value)
+}
+
+async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progress: &dyn Progress) -> Result<DeployStatus, String> {
+    // 1. Manifest.
+    let started = Instant::now();
+    let manifest = read_manifest(req, progress).await?;
     progress.line(&format!("-----> {}", manifest.summary()));
     if manifest.app != req.app {
         progress.line(&format!(
@@ -125,16 +115,120 @@ pub async fn run(store: &Store, req: &DeployRequest, progress: &dyn Progress) ->
             manifest.app, req.app
         ));
     }
-    store
-        .set_deploy_status(&req.app, number, DeployStatus::Checked, Some(("manifest", manifest_ms)))
+    timed(platform, req, number, DeployStatus::Building, "manifest", started, ()).await?;
+
+    // 2. Build.
+    let started = Instant::now();
+    progress.line("-----> Building rootfs ...");
+    let home = platform_home(platform);
+    let (repo, commit) = (req.repo.clone(), req.commit.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let build = tokio::task::spawn_blocking(move || {
+        let sink = move |line: &str| {
+            let _ = tx.send(line.to_string());
+        };
+        let request = builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
+        builder::build(&request)
+    });
+    let mut build = std::pin::pin!(build);
+    let outcome = loop {
+        tokio::select! {
+            Some(line) = rx.recv() => progress.line(&format!("       {line}")),
+            done = &mut build => {
+                while let Ok(line) = rx.try_recv() {
+                    progress.line(&format!("       {line}"));
+                }
+                break done.map_err(|e| format!("build task failed: {e}"))?.map_err(|e| format!("build failed: {e}"))?;
+            }
+        }
+    };
+    platform
+        .store
+        .set_deploy_artifact(&req.app, number, &outcome.digest)
         .await
-        .map_err(|e| format!("cannot record the deploy: {e}"))?;
+        .map_err(|e| e.to_string())?;
     progress.line(&format!(
-        "-----> deploy #{number} recorded; building and booting land with the builder and runtime"
+        "-----> Built {} in {:.1}s{}",
+        short(&outcome.digest),
+        started.elapsed().as_secs_f64(),
+        if outcome.cache_hit { " (cached: nothing changed)" } else { "" }
     ));
-    Ok(DeployOutcome {
-        number: Some(number),
-        status: Some(DeployStatus::Checked),
+    timed(platform, req, number, DeployStatus::Booting, "build", started, ()).await?;
+
+    // 3. Boot + health.
+    if let Some(problem) = platform.boot_problem() {
+        return Err(format!("cannot boot here: {problem}"));
+    }
+    progress.line("-----> Booting microVM ...");
+    let booted = platform
+        .boot(&req.app, number, &outcome.digest, &|l: &str| progress.line(l))
+        .await?;
+    for (phase, ms) in &booted.timings {
+        platform
+            .store
+            .set_deploy_status(&req.app, number, DeployStatus::Booting, Some((phase, *ms)))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let boot_ms = booted.timings.iter().map(|(_, ms)| ms).sum::<i64>();
+    progress.line(&format!("-----> Healthy in {:.1}s", boot_ms as f64 / 1000.0));
+
+    // 4. Switch.
+    let previous = platform.store.live_deploy(&req.app).await.map_err(|e| e.to_string())?;
+    let switch_ms = platform.switch(&req.app, &manifest.domains, booted).await?;
+    platform
+        .store
+        .set_deploy_status(&req.app, number, DeployStatus::Live, Some(("switch", switch_ms)))
+        .await
+        .map_err(|e| e.to_string())?;
+    platform.store.mark_live(&req.app, number).await.map_err(|e| e.to_string())?;
+    progress.line(&format!(
+        "-----> Live at http://{}.localhost:{}   (deploy #{number}{})",
+        req.app,
+        platform.router_port(),
+        previous
+            .map(|p| format!(", previous #{} draining", p.number))
+            .unwrap_or_default()
+    ));
+    Ok(DeployStatus::Live)
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+fn platform_home(platform: &Platform) -> std::path::PathBuf {
+    platform.home().to_path_buf()
+}
+
+async fn read_manifest(req: &DeployRequest, progress: &dyn Progress) -> Result<manifest_spec::Manifest, String> {
+    let repo = req.repo.clone();
+    let commit = req.commit.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::repo_files::read_root_file(&repo, &commit, manifest_spec::MANIFEST_FILE_NAME, MAX_MANIFEST_BYTES)
+    })
+    .await;
+    let bytes = match read {
+        Ok(Ok(b)) => b,
+        Ok(Err(crate::repo_files::RepoFileError::Missing { .. })) => {
+            return Err(format!(
+                "no `{}` manifest at the repository root; create one with `byteport manifest init`",
+                manifest_spec::MANIFEST_FILE_NAME
+            ))
+        }
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(e) => return Err(format!("reading the manifest failed: {e}")),
+    };
+    manifest_spec::parse(&bytes, manifest_spec::MANIFEST_FILE_NAME).map_err(|diags| {
+        for line in diags.to_string().lines() {
+            progress.line(line);
+        }
+        let first = diags
+            .iter()
+            .next()
+            .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.col, d.message))
+            .unwrap_or_else(|| "invalid manifest".into());
+        format!("invalid Byteport manifest: {first}")
     })
 }
 

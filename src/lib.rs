@@ -7,11 +7,14 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod applog;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod doctor;
+pub mod platform;
 pub mod repo_files;
 pub mod router;
 pub mod store;

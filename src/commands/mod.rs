@@ -3,6 +3,7 @@
 
 mod apps;
 mod keys;
+mod manifest;
 
 mod vars;
 
@@ -57,7 +58,7 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Manifest(_) => anyhow::bail!("manifest commands are not wired yet"),
+        Command::Manifest(cmd) => manifest::run(cmd),
         Command::Keys(cmd) => keys::keys(cmd, config).await,
         Command::Users(cmd) => keys::users(cmd, config).await,
         Command::Apps(args) => apps::run(args, config).await,

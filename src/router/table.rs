@@ -191,6 +191,16 @@ impl RouteTable {
         inner.by_host.get(&host).cloned()
     }
 
+    /// The deploy currently serving `app`, if it is up.
+    pub fn deploy_of(&self, app: &str) -> Option<i64> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let host = inner.hosts_of_app.get(app)?.first()?;
+        match inner.by_host.get(host)? {
+            Route::Up(u) => Some(u.deploy),
+            Route::Down { .. } => None,
+        }
+    }
+
     /// If `host` is `<app>.<suffix>`, the app name.
     pub fn app_of_default_host(&self, host: &str) -> Option<String> {
         let host = normalize_host(host);
