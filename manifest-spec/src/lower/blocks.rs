@@ -22,6 +22,8 @@ pub(crate) const DEFAULT_SCREENSHOT_WAIT_MS: u64 = 1_000;
 impl Lowerer<'_> {
     /// Common part of every block: reports a missing `}` and returns the
     /// block's entries (keyword pairs dropped), with `bad` lines explained.
+    /// Keywords that bad lines probably meant go to `self.meant`, so that a
+    /// misspelled `prot` is not also reported as a missing `port`.
     fn entries<'i>(
         &mut self,
         ctx: Context,
@@ -31,11 +33,16 @@ impl Lowerer<'_> {
         let start = pair.as_span().start();
         let mut out = Vec::new();
         let mut close = None;
+        self.meant.clear();
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::bad => self.bad(ctx, p),
+                Rule::bad => {
+                    if let Some(k) = self.bad(ctx, p) {
+                        self.meant.push(k);
+                    }
+                }
                 Rule::close => close = Some(p),
-                r if format!("{r:?}").starts_with("kw_") => {}
+                r if is_keyword(r) => {}
                 _ => out.push(p),
             }
         }
@@ -186,6 +193,7 @@ impl Lowerer<'_> {
     pub(super) fn web(&mut self, pair: Pair<'_, Rule>) {
         let start = pair.as_span().start();
         self.draft.web_at = Some(start);
+        self.draft.process_attempted = true;
         // Outer `None`: not given; `Some(None)`: given but invalid (already
         // reported, so not reported again as missing).
         let (mut run, mut port, mut health) = (None, None, None);
@@ -221,8 +229,8 @@ impl Lowerer<'_> {
             }
         }
         for (missing, what) in [(run.is_none(), "run COMMAND"), (port.is_none(), "port N")] {
-            if missing {
-                let kw = what.split(' ').next().unwrap_or(what);
+            let kw = what.split(' ').next().unwrap_or(what);
+            if missing && !self.meant.contains(&kw) {
                 self.err(
                     start,
                     start + 3,
@@ -319,6 +327,7 @@ impl Lowerer<'_> {
 
     pub(super) fn worker(&mut self, pair: Pair<'_, Rule>) {
         let start = pair.as_span().start();
+        self.draft.process_attempted = true;
         let mut name = None;
         let mut name_at = (start, start + "worker".len());
         let mut header = Vec::new();
@@ -361,6 +370,7 @@ impl Lowerer<'_> {
             run = Some(c.and_then(|c| self.command(c)).map(|v| v.text));
         }
         match run {
+            None if self.meant.contains(&"run") => {}
             None => self.err(
                 start,
                 start + "worker".len(),
@@ -474,6 +484,19 @@ impl Lowerer<'_> {
         }
         self.draft.portfolio = Some(pf);
     }
+}
+
+/// Keyword tokens carry no information beyond their directive's rule.
+fn is_keyword(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::kw_build
+            | Rule::kw_env
+            | Rule::kw_vm
+            | Rule::kw_web
+            | Rule::kw_worker
+            | Rule::kw_portfolio
+    )
 }
 
 /// A size within `lo..=hi` bytes.
