@@ -201,6 +201,9 @@ impl<'s> Lowerer<'s> {
     /// Explains a `bad` line in context `ctx`; returns the keyword it
     /// probably meant.
     pub(crate) fn bad(&mut self, ctx: Context, pair: Pair<'_, Rule>) -> Option<&'static str> {
+        if self.diags.len() > MAX_DIAGNOSTICS {
+            return None;
+        }
         let start = pair.as_span().start();
         let text = pair.as_str();
         let e = keywords::explain(ctx, text, false);
