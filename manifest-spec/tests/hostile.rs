@@ -193,7 +193,7 @@ proptest! {
             Ok(m) => {
                 prop_assert!((1..=32).contains(&m.vm.cpus));
                 prop_assert!(m.vm.memory_bytes >= 32 << 20);
-                prop_assert!(port >= 1 && port <= 65535);
+                prop_assert!((1..=65535).contains(&port));
             }
             Err(e) => prop_assert!(e.iter().all(|d| d.line >= 4 && d.line <= 10), "{}", e),
         }
