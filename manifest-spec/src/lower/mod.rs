@@ -5,6 +5,7 @@
 
 mod blocks;
 mod checks;
+mod portfolio;
 
 use std::collections::{BTreeMap, HashMap};
 
