@@ -38,6 +38,15 @@ impl Lowerer<'_> {
                     }
                 }
                 Rule::close => close = Some(p),
+                Rule::after_close => {
+                    let (a, b) = (p.as_span().start(), p.as_span().end());
+                    self.err(
+                        a,
+                        b,
+                        format!("unexpected text after the `}}` closing the `{name}` block"),
+                        Some("a closing `}` stands on a line of its own".into()),
+                    );
+                }
                 r if is_keyword(r) => {}
                 _ => out.push(p),
             }

@@ -128,6 +128,20 @@ impl Lowerer<'_> {
                 Some("drop `screenshot`; the portfolio page will have no picture".into()),
             );
         }
+        if let (Some(web), Some(port)) = (&d.web, d.env.get("PORT")) {
+            if port != &web.port.to_string() {
+                let at = d.web_at.unwrap_or(0);
+                self.err(
+                    at,
+                    at + "web".len(),
+                    format!(
+                        "`env` sets PORT={port} but the `web` block listens on port {}",
+                        web.port
+                    ),
+                    Some("BytePort sets PORT to the web port; drop PORT from `env`".into()),
+                );
+            }
+        }
         for (secret, start, end) in &d.secrets {
             if d.env.contains_key(&secret.name) {
                 self.err(
