@@ -366,6 +366,10 @@ impl Lowerer<'_> {
                 rest.push(p);
             }
         }
+        if !unique {
+            // Already reported as a duplicate; its body would only repeat it.
+            return;
+        }
         for p in rest {
             let (s, e) = Self::kw_span(&p);
             if !self.once(&format!("worker {name} run"), "`run` in this worker", s, e) {
