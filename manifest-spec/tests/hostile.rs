@@ -55,17 +55,22 @@ fn ten_thousand_nested_braces_get_a_clear_error() {
     assert!(first_message(closed.as_bytes()).contains("expected a directive"));
     let blocks: String = (0..10_000).map(|i| format!("b{i} {{\n")).collect();
     assert!(first_message(blocks.as_bytes()).contains("unknown block `b0`"));
-    // Nested inside a real block: the inner header is an unknown line and the
-    // surplus braces are unmatched.
+    // Nested inside a real block: the first inner header opens a skipped
+    // block (blocks do not nest), and the surplus braces are unmatched.
     let inner = format!(
         "app n\nfrom busybox\nvm {{\n{}{}",
         "x {\n".repeat(10_000),
         "}\n".repeat(10_000)
     );
     let e = parse(inner.as_bytes(), "Byteport").unwrap_err();
-    assert!(e
-        .to_string()
-        .contains("unknown directive `x` in the `vm` block"));
+    let first = e.iter().next().unwrap();
+    assert_eq!(first.message, "unknown block `x` in the `vm` block");
+    assert_eq!(
+        first.hint.as_deref(),
+        Some("blocks do not nest; close this block with `}` first")
+    );
+    assert!(e.iter().any(|d| d.message == "unmatched `}`"));
+    assert!(e.len() <= limits::MAX_DIAGNOSTICS + 1);
 }
 
 #[test]

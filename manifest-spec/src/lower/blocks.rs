@@ -37,6 +37,12 @@ impl Lowerer<'_> {
                         self.meant.push(k);
                     }
                 }
+                Rule::unknown_block => {
+                    let a = p.as_span().start();
+                    let header = p.as_str().lines().next().unwrap_or("");
+                    let e = crate::keywords::explain(ctx, header, true);
+                    self.err(a + e.start, a + e.end, e.message, e.hint);
+                }
                 Rule::close => close = Some(p),
                 Rule::after_close => {
                     let (a, b) = (p.as_span().start(), p.as_span().end());
