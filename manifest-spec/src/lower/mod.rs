@@ -83,10 +83,10 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         l.top(pair);
     }
     let manifest = l.finish();
-    if let (Some(m), true) = (&manifest, l.diags.is_empty()) {
-        return Ok(m.clone());
-    }
     if l.diags.is_empty() {
+        if let Some(m) = manifest {
+            return Ok(m);
+        }
         // Every path that drops a part records why; this guards the contract
         // that an error is never empty.
         l.whole(
