@@ -5,6 +5,7 @@
 
 mod blocks;
 mod checks;
+mod portfolio;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,6 +52,11 @@ struct Draft {
     portfolio: Option<Portfolio>,
     /// Offset of an explicit `screenshot` line.
     screenshot_at: Option<usize>,
+    /// A top-level line was not understood: it may have been the missing
+    /// `app`/`from`/process, so "missing ..." errors would be noise.
+    top_level_confused: bool,
+    /// A `web` or `worker` block was written, valid or not.
+    process_attempted: bool,
 }
 
 /// Walks the tree and collects diagnostics.
@@ -59,6 +65,8 @@ pub(crate) struct Lowerer<'s> {
     diags: Vec<Diagnostic>,
     /// First line of every directive that may appear once, by key.
     seen: HashMap<String, usize>,
+    /// Keywords that the `bad` lines of the current block probably meant.
+    meant: Vec<&'static str>,
     draft: Draft,
 }
 
@@ -68,18 +76,25 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         src,
         diags: Vec::new(),
         seen: HashMap::new(),
+        meant: Vec::new(),
         draft: Draft::default(),
     };
     for pair in root.into_inner() {
         l.top(pair);
     }
     let manifest = l.finish();
-    let mut diags = l.diags;
-    if diags.is_empty() {
+    if l.diags.is_empty() {
         if let Some(m) = manifest {
             return Ok(m);
         }
+        // Every path that drops a part records why; this guards the contract
+        // that an error is never empty.
+        l.whole(
+            "manifest could not be read (internal error: no diagnostic recorded)".into(),
+            Some("please report this manifest as a bug".into()),
+        );
     }
+    let mut diags = l.diags;
     diags.sort_by_key(|d| (d.line, d.col));
     if diags.len() > MAX_DIAGNOSTICS {
         let last = diags[MAX_DIAGNOSTICS - 1].clone();
@@ -87,6 +102,7 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         diags.push(Diagnostic {
             message: format!("too many errors; stopped after {MAX_DIAGNOSTICS}"),
             hint: Some("fix these first and check again".into()),
+            source_line: String::new(),
             ..last
         });
     }
@@ -98,6 +114,13 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn err(&mut self, start: usize, end: usize, message: String, hint: Option<String>) {
         if self.diags.len() <= MAX_DIAGNOSTICS {
             self.diags.push(self.src.diag(start, end, message, hint));
+        }
+    }
+
+    /// Records an error about the manifest as a whole.
+    pub(crate) fn whole(&mut self, message: String, hint: Option<String>) {
+        if self.diags.len() <= MAX_DIAGNOSTICS {
+            self.diags.push(self.src.whole(message, hint));
         }
     }
 
@@ -182,12 +205,17 @@ impl<'s> Lowerer<'s> {
         true
     }
 
-    /// Explains a `bad` line in context `ctx`.
-    pub(crate) fn bad(&mut self, ctx: Context, pair: Pair<'_, Rule>) {
+    /// Explains a `bad` line in context `ctx`; returns the keyword it
+    /// probably meant.
+    pub(crate) fn bad(&mut self, ctx: Context, pair: Pair<'_, Rule>) -> Option<&'static str> {
+        if self.diags.len() > MAX_DIAGNOSTICS {
+            return None;
+        }
         let start = pair.as_span().start();
         let text = pair.as_str();
         let e = keywords::explain(ctx, text, false);
         self.err(start + e.start, start + e.end, e.message, e.hint);
+        e.meant
     }
 
     /// Reports a block whose `}` is missing. `kw` is the block's keyword
@@ -248,11 +276,15 @@ impl<'s> Lowerer<'s> {
             Rule::worker => self.worker(pair),
             Rule::portfolio => self.portfolio(pair),
             Rule::unknown_block => {
+                self.draft.top_level_confused = true;
                 let header = pair.as_str().lines().next().unwrap_or("");
                 let e = keywords::explain(Context::Top, header, true);
                 self.err(start + e.start, start + e.end, e.message, e.hint);
             }
-            Rule::bad => self.bad(Context::Top, pair),
+            Rule::bad => {
+                self.draft.top_level_confused = true;
+                let _ = self.bad(Context::Top, pair);
+            }
             _ => {}
         }
     }
