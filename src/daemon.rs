@@ -31,12 +31,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     let store = crate::commands::open_store(config).await?;
     let routes = RouteTable::new("localhost");
     let logs = AppLogs::new(config.home.join("logs"));
-    let platform = Arc::new(Platform::new(config, store.clone(), routes.clone(), logs.clone()));
+    let platform = Arc::new(Platform::new(
+        config,
+        store.clone(),
+        routes.clone(),
+        logs.clone(),
+    ));
     let request_platform = platform.clone();
     let log: RequestLog = Arc::new(move |app: &str, line: &str| {
         tracing::debug!(target: "byteport::router", app, "{line}");
         if let Some(deploy) = request_platform.routes.deploy_of(app) {
-            logs.append(app, deploy, &format!("{} router  {line}", crate::commands::fmt_time(crate::store::now_ms())));
+            logs.append(
+                app,
+                deploy,
+                &format!(
+                    "{} router  {line}",
+                    crate::commands::fmt_time(crate::store::now_ms())
+                ),
+            );
         }
     });
     let router = Router::bind(config.router_addr, routes.clone(), log)

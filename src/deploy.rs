@@ -59,17 +59,29 @@ fn option<'a>(options: &'a [String], key: &str) -> Option<&'a str> {
 }
 
 /// Runs the pipeline; `Err` carries the reason the push is rejected with.
-pub async fn run(platform: &Platform, req: &DeployRequest, progress: &dyn Progress) -> Result<DeployOutcome, String> {
+pub async fn run(
+    platform: &Platform,
+    req: &DeployRequest,
+    progress: &dyn Progress,
+) -> Result<DeployOutcome, String> {
     let store = &platform.store;
     if option(&req.push_options, "deploy") == Some("false") {
-        progress.line(&format!("-----> {}: deploy=false: ref updated, nothing deployed", req.app));
+        progress.line(&format!(
+            "-----> {}: deploy=false: ref updated, nothing deployed",
+            req.app
+        ));
         return Ok(DeployOutcome {
             number: None,
             status: None,
         });
     }
     let deploy = store
-        .start_deploy(&req.app, &req.commit, &req.git_ref, req.pushed_by.as_deref())
+        .start_deploy(
+            &req.app,
+            &req.commit,
+            &req.git_ref,
+            req.pushed_by.as_deref(),
+        )
         .await
         .map_err(|e| format!("cannot record the deploy: {e}"))?;
     let number = deploy.number;
@@ -98,13 +110,23 @@ async fn timed<T>(
 ) -> Result<T, String> {
     platform
         .store
-        .set_deploy_status(&req.app, number, status, Some((phase, started.elapsed().as_millis() as i64)))
+        .set_deploy_status(
+            &req.app,
+            number,
+            status,
+            Some((phase, started.elapsed().as_millis() as i64)),
+        )
         .await
         .map_err(|e| format!("cannot record the deploy: {e}"))?;
     Ok(value)
 }
 
-async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progress: &dyn Progress) -> Result<DeployStatus, String> {
+async fn pipeline(
+    platform: &Platform,
+    req: &DeployRequest,
+    number: i64,
+    progress: &dyn Progress,
+) -> Result<DeployStatus, String> {
     // 1. Manifest.
     let started = Instant::now();
     let manifest = read_manifest(req, progress).await?;
@@ -115,7 +137,16 @@ async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progres
             manifest.app, req.app
         ));
     }
-    timed(platform, req, number, DeployStatus::Building, "manifest", started, ()).await?;
+    timed(
+        platform,
+        req,
+        number,
+        DeployStatus::Building,
+        "manifest",
+        started,
+        (),
+    )
+    .await?;
 
     // 2. Build.
     let started = Instant::now();
@@ -127,7 +158,8 @@ async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progres
         let sink = move |line: &str| {
             let _ = tx.send(line.to_string());
         };
-        let request = builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
+        let request =
+            builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
         builder::build(&request)
     });
     let mut build = std::pin::pin!(build);
@@ -151,9 +183,22 @@ async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progres
         "-----> Built {} in {:.1}s{}",
         short(&outcome.digest),
         started.elapsed().as_secs_f64(),
-        if outcome.cache_hit { " (cached: nothing changed)" } else { "" }
+        if outcome.cache_hit {
+            " (cached: nothing changed)"
+        } else {
+            ""
+        }
     ));
-    timed(platform, req, number, DeployStatus::Booting, "build", started, ()).await?;
+    timed(
+        platform,
+        req,
+        number,
+        DeployStatus::Booting,
+        "build",
+        started,
+        (),
+    )
+    .await?;
 
     // 3. Boot + health.
     if let Some(problem) = platform.boot_problem() {
@@ -161,7 +206,9 @@ async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progres
     }
     progress.line("-----> Booting microVM ...");
     let booted = platform
-        .boot(&req.app, number, &outcome.digest, &|l: &str| progress.line(l))
+        .boot(&req.app, number, &outcome.digest, &|l: &str| {
+            progress.line(l)
+        })
         .await?;
     for (phase, ms) in &booted.timings {
         platform
@@ -171,17 +218,33 @@ async fn pipeline(platform: &Platform, req: &DeployRequest, number: i64, progres
             .map_err(|e| e.to_string())?;
     }
     let boot_ms = booted.timings.iter().map(|(_, ms)| ms).sum::<i64>();
-    progress.line(&format!("-----> Healthy in {:.1}s", boot_ms as f64 / 1000.0));
+    progress.line(&format!(
+        "-----> Healthy in {:.1}s",
+        boot_ms as f64 / 1000.0
+    ));
 
     // 4. Switch.
-    let previous = platform.store.live_deploy(&req.app).await.map_err(|e| e.to_string())?;
+    let previous = platform
+        .store
+        .live_deploy(&req.app)
+        .await
+        .map_err(|e| e.to_string())?;
     let switch_ms = platform.switch(&req.app, &manifest.domains, booted).await?;
     platform
         .store
-        .set_deploy_status(&req.app, number, DeployStatus::Live, Some(("switch", switch_ms)))
+        .set_deploy_status(
+            &req.app,
+            number,
+            DeployStatus::Live,
+            Some(("switch", switch_ms)),
+        )
         .await
         .map_err(|e| e.to_string())?;
-    platform.store.mark_live(&req.app, number).await.map_err(|e| e.to_string())?;
+    platform
+        .store
+        .mark_live(&req.app, number)
+        .await
+        .map_err(|e| e.to_string())?;
     progress.line(&format!(
         "-----> Live at http://{}.localhost:{}   (deploy #{number}{})",
         req.app,
@@ -201,11 +264,19 @@ fn platform_home(platform: &Platform) -> std::path::PathBuf {
     platform.home().to_path_buf()
 }
 
-async fn read_manifest(req: &DeployRequest, progress: &dyn Progress) -> Result<manifest_spec::Manifest, String> {
+async fn read_manifest(
+    req: &DeployRequest,
+    progress: &dyn Progress,
+) -> Result<manifest_spec::Manifest, String> {
     let repo = req.repo.clone();
     let commit = req.commit.clone();
     let read = tokio::task::spawn_blocking(move || {
-        crate::repo_files::read_root_file(&repo, &commit, manifest_spec::MANIFEST_FILE_NAME, MAX_MANIFEST_BYTES)
+        crate::repo_files::read_root_file(
+            &repo,
+            &commit,
+            manifest_spec::MANIFEST_FILE_NAME,
+            MAX_MANIFEST_BYTES,
+        )
     })
     .await;
     let bytes = match read {

@@ -22,7 +22,9 @@ pub fn find_init_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BYTEPORT_INIT") {
         return Some(PathBuf::from(p));
     }
-    let beside = std::env::current_exe().ok()?.with_file_name("byteport-init");
+    let beside = std::env::current_exe()
+        .ok()?
+        .with_file_name("byteport-init");
     if beside.exists() {
         return Some(beside);
     }
@@ -55,7 +57,12 @@ pub struct Booted {
 impl Platform {
     /// Prepares the platform; booting is disabled (with the reason) when
     /// the driver cannot run here.
-    pub fn new(config: &Config, store: Store, routes: RouteTable, logs: crate::applog::AppLogs) -> Platform {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        routes: RouteTable,
+        logs: crate::applog::AppLogs,
+    ) -> Platform {
         let facts = crate::doctor::VirtFacts::probe(Path::new("/"));
         let driver = match config.driver {
             Driver::Auto => facts.auto_driver().0,
@@ -118,9 +125,11 @@ impl Platform {
     pub fn artifact(&self, digest: &str) -> Result<(Descriptor, PathBuf), String> {
         let store = builder::artifact::Store::open(&self.home).map_err(|e| e.to_string())?;
         let dir = store.dir(digest);
-        let bytes = std::fs::read(dir.join("descriptor.json"))
-            .map_err(|e| format!("artifact {digest} is missing its descriptor ({e}); rebuild by pushing again"))?;
-        let d: Descriptor = serde_json::from_slice(&bytes).map_err(|e| format!("artifact {digest}: {e}"))?;
+        let bytes = std::fs::read(dir.join("descriptor.json")).map_err(|e| {
+            format!("artifact {digest} is missing its descriptor ({e}); rebuild by pushing again")
+        })?;
+        let d: Descriptor =
+            serde_json::from_slice(&bytes).map_err(|e| format!("artifact {digest}: {e}"))?;
         let rootfs = dir.join(&d.rootfs.file);
         Ok((d, rootfs))
     }
@@ -143,8 +152,17 @@ impl Platform {
             .clone()
             .ok_or("the artifact names no guest kernel: run `byteport setup`, then push again")?;
         let mut env: BTreeMap<String, String> = descriptor.env.clone();
-        env.extend(self.store.config_vars(app).await.map_err(|e| e.to_string())?);
-        let secrets = self.store.secret_values(app).await.map_err(|e| e.to_string())?;
+        env.extend(
+            self.store
+                .config_vars(app)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let secrets = self
+            .store
+            .secret_values(app)
+            .await
+            .map_err(|e| e.to_string())?;
         for name in &descriptor.secrets {
             match secrets.get(name) {
                 Some(v) => {
@@ -198,11 +216,17 @@ impl Platform {
         let (interval, timeout) = descriptor
             .health
             .as_ref()
-            .map(|h| (Duration::from_millis(h.interval_ms.clamp(100, 1000)), Duration::from_millis(h.timeout_ms)))
+            .map(|h| {
+                (
+                    Duration::from_millis(h.interval_ms.clamp(100, 1000)),
+                    Duration::from_millis(h.timeout_ms),
+                )
+            })
             .unwrap_or((Duration::from_millis(250), Duration::from_secs(2)));
         let started = Instant::now();
         let checked = tokio::task::spawn_blocking(move || {
-            let r = supervisor::wait_healthy(addr, &probe, interval, timeout, Duration::from_secs(90));
+            let r =
+                supervisor::wait_healthy(addr, &probe, interval, timeout, Duration::from_secs(90));
             (r, running)
         })
         .await
@@ -218,12 +242,20 @@ impl Platform {
         Ok(Booted {
             app: running,
             addr,
-            timings: vec![("boot", boot_ms), ("health", started.elapsed().as_millis() as i64)],
+            timings: vec![
+                ("boot", boot_ms),
+                ("health", started.elapsed().as_millis() as i64),
+            ],
         })
     }
 
     /// Routes `app` to a healthy VM, drains and stops the one it replaces.
-    pub async fn switch(&self, app: &str, domains: &[String], booted: Booted) -> Result<i64, String> {
+    pub async fn switch(
+        &self,
+        app: &str,
+        domains: &[String],
+        booted: Booted,
+    ) -> Result<i64, String> {
         let started = Instant::now();
         let deploy = booted.app.deploy;
         let previous_upstream = if booted.addr.port() != 0 {
@@ -246,7 +278,8 @@ impl Platform {
                         tracing::warn!(app = %old.app, left, "drain timed out; stopping anyway");
                     }
                 }
-                let _ = tokio::task::spawn_blocking(move || old.vm.stop(Duration::from_secs(20))).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || old.vm.stop(Duration::from_secs(20))).await;
             });
         }
         Ok(switch_ms)
@@ -287,8 +320,12 @@ impl Platform {
             }
         };
         for a in apps {
-            let Ok(Some(live)) = self.store.live_deploy(&a.name).await else { continue };
-            let Some(digest) = live.artifact.clone() else { continue };
+            let Ok(Some(live)) = self.store.live_deploy(&a.name).await else {
+                continue;
+            };
+            let Some(digest) = live.artifact.clone() else {
+                continue;
+            };
             self.routes.mark_down(&a.name, &[]);
             let this = self.clone();
             tokio::spawn(async move {

@@ -235,3 +235,80 @@ fn keys_users_apps_config_and_secrets_round_trip() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&home.run(&["keys", "list"])).contains("no keys yet"));
 }
+
+#[test]
+fn manifest_check_accepts_every_example_and_prints_json() {
+    let home = Home::new();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("Byteport").exists() {
+            continue;
+        }
+        seen += 1;
+        let out = home.run(&["manifest", "check", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", dir.display(), stderr(&out));
+        assert!(
+            stdout(&out).contains("Byteport manifest OK"),
+            "{}",
+            stdout(&out)
+        );
+        let out = home.run(&["manifest", "check", "--json", dir.to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["app"].is_string(), "{v}");
+    }
+    assert!(seen >= 4, "expected at least four examples, found {seen}");
+}
+
+#[test]
+fn manifest_check_rejects_with_location_and_exit_1() {
+    let home = Home::new();
+    let f = home.path().join("Byteport");
+    std::fs::write(
+        &f,
+        "app hello\nfrom busybox\nvm {\n  memroy 256M\n}\nweb {\n  run x\n  port 8080\n}\n",
+    )
+    .unwrap();
+    let out = home.run(&["manifest", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("Byteport:4:3"), "{err}");
+    assert!(err.contains("did you mean `memory`"), "{err}");
+    let out = home.run(&["manifest", "check", "--json", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.to_string().contains("memroy"), "{v}");
+    // Non-UTF-8 and missing files: clear errors, no panic.
+    std::fs::write(&f, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+    let out = home.run(&["manifest", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("panicked"));
+    let out = home.run(&["manifest", "check", "/nonexistent/Byteport"]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("manifest init"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn manifest_init_guesses_the_stack_and_never_overwrites() {
+    let home = Home::new();
+    let repo = home.path().join("My_Node_App");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("package.json"), "{\"name\":\"x\"}").unwrap();
+    let out = home.run(&["manifest", "init", repo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(repo.join("Byteport")).unwrap();
+    assert!(text.contains("app my-node-app"), "{text}");
+    assert!(text.contains("nodejs"), "{text}");
+    let out = home.run(&["manifest", "check", repo.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = home.run(&["manifest", "init", repo.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -20,12 +20,23 @@ use byteport::store::{DeployStatus, Store};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -45,7 +56,11 @@ fn get(router: std::net::SocketAddr, host: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(router).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = String::new();
     s.read_to_string(&mut out).map_err(|e| e.to_string())?;
     if out.starts_with("HTTP/1.1 200") {
@@ -83,11 +98,16 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     let platform = Platform::new(&config, store.clone(), routes.clone(), logs);
     assert_eq!(platform.boot_problem(), None);
     let log: RequestLog = Arc::new(|_: &str, _: &str| {});
-    let router = Router::bind("127.0.0.1:0".parse().unwrap(), routes.clone(), log).await.unwrap();
+    let router = Router::bind("127.0.0.1:0".parse().unwrap(), routes.clone(), log)
+        .await
+        .unwrap();
     let raddr = router.local_addr;
 
     let bare = tmp.path().join("site.git");
-    git(tmp.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    git(
+        tmp.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q"]);
@@ -115,7 +135,9 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     let text = lines.lock().unwrap().join("\n");
     assert!(text.contains("site: Byteport manifest OK"), "{text}");
     assert!(text.contains("Live at http://site.localhost:"), "{text}");
-    assert!(get(raddr, "site.localhost").unwrap().contains("version one"));
+    assert!(get(raddr, "site.localhost")
+        .unwrap()
+        .contains("version one"));
 
     // Redeploy while a client keeps requesting: no request fails.
     let stop = Arc::new(AtomicBool::new(false));
@@ -141,16 +163,26 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
     client.join().unwrap();
-    assert!(failed.lock().unwrap().is_empty(), "failed requests: {:?}", failed.lock().unwrap());
+    assert!(
+        failed.lock().unwrap().is_empty(),
+        "failed requests: {:?}",
+        failed.lock().unwrap()
+    );
     assert!(ok.load(Ordering::SeqCst) > 5, "the client loop ran");
-    assert!(get(raddr, "site.localhost").unwrap().contains("version two"));
+    assert!(get(raddr, "site.localhost")
+        .unwrap()
+        .contains("version two"));
 
     // A broken manifest is rejected with line:col; version two keeps serving.
     let broken = MANIFEST.replace("port 8080", "port 80800");
     let c3 = commit(&work, &bare, &broken, "version three\n");
-    let err = deploy::run(&platform, &request(c3), &progress).await.unwrap_err();
+    let err = deploy::run(&platform, &request(c3), &progress)
+        .await
+        .unwrap_err();
     assert!(err.contains("Byteport:") && err.contains("80800"), "{err}");
-    assert!(get(raddr, "site.localhost").unwrap().contains("version two"));
+    assert!(get(raddr, "site.localhost")
+        .unwrap()
+        .contains("version two"));
     let deploys = store.list_deploys("site", 10).await.unwrap();
     assert_eq!(deploys[0].status, DeployStatus::Failed);
     assert_eq!(deploys[1].status, DeployStatus::Live);

@@ -1,8 +1,8 @@
 //! From a parsed `Byteport` manifest (`manifest-spec`) to a [`BuildPlan`].
 
 use crate::error::{BuildError, Result};
-use manifest_spec as spec;
 use crate::plan::{BaseSpec, BuildPlan, Health, Process, Step};
+use manifest_spec as spec;
 pub use spec::MANIFEST_FILE_NAME;
 
 /// Parse manifest `source` (named `origin` in diagnostics) into a plan.

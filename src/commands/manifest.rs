@@ -117,7 +117,7 @@ fn init(dir: Option<PathBuf>, name: Option<String>, force: bool) -> anyhow::Resu
         files.push(entry?.file_name().to_string_lossy().to_string());
     }
     let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-    let text: String = { let _ = (&app, &refs); anyhow::bail!("TEMP: starter_manifest not merged yet") };
+    let text = manifest_spec::starter_manifest(&app, &refs);
     std::fs::write(&target, &text).with_context(|| format!("writing {}", target.display()))?;
     match manifest_spec::parse(text.as_bytes(), &target.display().to_string()) {
         Ok(m) => println!("wrote {}: {}", target.display(), m.summary()),

@@ -106,9 +106,14 @@ pub struct QemuSpec {
 pub fn cmdline(accel: &str) -> String {
     let mut c = String::from("console=ttyS0 quiet panic=-1 rdinit=/init");
     if accel == "tcg" {
-        if let Some(khz) = host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()) {
+        if let Some(khz) =
+            host_tsc_khz(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+        {
             // Debian's kernels use HZ=250.
-            c.push_str(&format!(" tsc_early_khz={khz} lpj={} no_timer_check", khz * 1000 / 250));
+            c.push_str(&format!(
+                " tsc_early_khz={khz} lpj={} no_timer_check",
+                khz * 1000 / 250
+            ));
         }
     }
     c
@@ -420,7 +425,10 @@ mod tests {
 
     #[test]
     fn tcg_gets_explicit_timing() {
-        assert_eq!(host_tsc_khz("processor : 0\ncpu MHz\t\t: 2299.998\n"), Some(2_299_998));
+        assert_eq!(
+            host_tsc_khz("processor : 0\ncpu MHz\t\t: 2299.998\n"),
+            Some(2_299_998)
+        );
         assert_eq!(host_tsc_khz("nothing"), None);
         assert!(!cmdline("kvm").contains("tsc_early_khz"));
         assert!(cmdline("kvm").starts_with("console=ttyS0"));
