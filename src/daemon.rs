@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::applog::AppLogs;
 use crate::config::Config;
+use crate::git_glue::{AdminCommands, PipelineHook, StoreAuthority};
 use crate::platform::Platform;
 use crate::router::{RequestLog, RouteTable, Router};
 use crate::store::Store;
@@ -22,6 +23,8 @@ pub struct Services {
     pub routes: RouteTable,
     /// Running apps.
     pub platform: Arc<Platform>,
+    /// The git server.
+    pub gitd: gitd::Gitd,
 }
 
 /// Starts the services.
@@ -51,6 +54,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
             );
         }
     });
+    // The git server first: pushes are the front door.
+    let mut git_config = gitd::GitdConfig::new(config.ssh_addr, &config.home);
+    git_config.deploy_branches = config.deploy_branches.clone();
+    let gitd = gitd::serve(
+        git_config,
+        Arc::new(StoreAuthority(store.clone())),
+        Arc::new(PipelineHook(platform.clone())),
+        Arc::new(AdminCommands {
+            store: store.clone(),
+            router_port: config.router_addr.port(),
+        }),
+    )
+    .await
+    .with_context(|| format!("git server cannot start on {}", config.ssh_addr))?;
     let router = Router::bind(config.router_addr, routes.clone(), log)
         .await
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
@@ -60,6 +77,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         router,
         routes,
         platform,
+        gitd,
     })
 }
 
@@ -68,6 +86,10 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     let services = start(config).await?;
     let report = crate::doctor::run(config);
     eprintln!("byteport up: data in {}", config.home.display());
+    eprintln!(
+        "  git        ssh://git@{}/<app>.git  (add keys with byteport keys add NAME FILE)",
+        services.gitd.local_addr()
+    );
     eprintln!(
         "  router     http://<app>.localhost:{}  (listening on {})",
         services.router.local_addr.port(),

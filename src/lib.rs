@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod deploy;
 pub mod doctor;
+pub mod git_glue;
 pub mod platform;
 pub mod repo_files;
 pub mod router;

@@ -2,4 +2,5 @@
 #![allow(dead_code)]
 
 pub mod assets;
+pub mod daemon;
 pub mod postgres;

@@ -1,0 +1,180 @@
+//! `byteport up` as a child process in a temp `$BYTEPORT_HOME`, with free
+//! loopback ports, a real OpenSSH client and real `git`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running daemon and the paths a test needs.
+pub struct Daemon {
+    child: Child,
+    /// `$BYTEPORT_HOME`.
+    pub home: PathBuf,
+    /// Git over SSH.
+    pub ssh_port: u16,
+    /// The router.
+    pub router_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `git` in `dir`, returning its output (not checked).
+pub fn git(dir: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
+    let mut c = Command::new("git");
+    c.args([
+        "-c",
+        "user.name=Test",
+        "-c",
+        "user.email=test@example.com",
+        "-c",
+        "init.defaultBranch=main",
+    ])
+    .args(args)
+    .current_dir(dir)
+    .env("GIT_TERMINAL_PROMPT", "0");
+    if let Some(s) = ssh_command {
+        c.env("GIT_SSH_COMMAND", s);
+    }
+    c.output().expect("git is needed")
+}
+
+/// Generates an ed25519 key pair with the real ssh-keygen.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed");
+    assert!(st.success());
+    key
+}
+
+impl Daemon {
+    /// Starts `byteport up`, reusing the cached guest kernel.
+    pub fn start() -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        super::assets::guest_assets();
+        let cached = super::assets::cache_dir().join("home");
+        std::os::unix::fs::symlink(cached.join("kernels"), home.join("kernels")).unwrap();
+        std::os::unix::fs::symlink(cached.join("assets"), home.join("assets")).unwrap();
+        let (ssh_port, router_port, http_port) = (free_port(), free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_byteport"))
+            .arg("up")
+            .env("BYTEPORT_HOME", &home)
+            .env("BYTEPORT_SSH_ADDR", format!("127.0.0.1:{ssh_port}"))
+            .env("BYTEPORT_ROUTER_ADDR", format!("127.0.0.1:{router_port}"))
+            .env("BYTEPORT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("BYTEPORT_DRIVER", "qemu")
+            .env("BYTEPORT_INIT", super::assets::init_binary())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            home,
+            ssh_port,
+            router_port,
+            _dir: dir,
+        };
+        d.wait_for_port(ssh_port);
+        d.wait_for_port(router_port);
+        d
+    }
+
+    fn wait_for_port(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "byteport up did not listen on {port}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("up.log")).unwrap_or_default()
+    }
+
+    /// Runs a `byteport` CLI command against the same home.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_byteport"))
+            .args(args)
+            .env("BYTEPORT_HOME", &self.home)
+            .output()
+            .unwrap()
+    }
+
+    /// `GIT_SSH_COMMAND` for a private key.
+    pub fn ssh_command(&self, key: &Path) -> String {
+        format!(
+            "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR -o BatchMode=yes -i {} -p {}",
+            key.display(),
+            self.ssh_port
+        )
+    }
+
+    /// The remote URL of an app.
+    pub fn remote(&self, app: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{app}.git", self.ssh_port)
+    }
+
+    /// GET / through the router with `Host: <app>.localhost`.
+    pub fn get(&self, app: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.router_port))
+            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "GET / HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        if out.starts_with("HTTP/1.1 200") {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
+    }
+}
