@@ -1,0 +1,543 @@
+//! The blocks: `build`, `env`, `vm`, `web`, `worker`, `portfolio`.
+
+use pest::iterators::Pair;
+
+use super::{Lowerer, Val};
+use crate::grammar::Rule;
+use crate::keywords::Context;
+use crate::limits::{
+    MAX_BUILD_STEPS, MAX_DESCRIPTION_CHARS, MAX_ENV_VARS, MAX_TAGS, MAX_TITLE_CHARS, MAX_WORKERS,
+};
+use crate::model::{
+    BuildStep, Description, HealthCheck, Portfolio, Publish, Screenshot, WebProcess, Worker,
+};
+use crate::values::{self, Problem};
+
+/// Default health check interval and timeout.
+pub(crate) const DEFAULT_HEALTH_EVERY_MS: u64 = 5_000;
+pub(crate) const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 2_000;
+/// Default screenshot wait.
+pub(crate) const DEFAULT_SCREENSHOT_WAIT_MS: u64 = 1_000;
+
+impl Lowerer<'_> {
+    /// Common part of every block: reports a missing `}` and returns the
+    /// block's entries (keyword pairs dropped), with `bad` lines explained.
+    fn entries<'i>(
+        &mut self,
+        ctx: Context,
+        name: &str,
+        pair: Pair<'i, Rule>,
+    ) -> Vec<Pair<'i, Rule>> {
+        let start = pair.as_span().start();
+        let mut out = Vec::new();
+        let mut close = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::bad => self.bad(ctx, p),
+                Rule::close => close = Some(p),
+                r if format!("{r:?}").starts_with("kw_") => {}
+                _ => out.push(p),
+            }
+        }
+        self.closed(name, start, close.as_ref());
+        out
+    }
+
+    /// Span of a directive's keyword, for duplicate reports.
+    fn kw_span(p: &Pair<'_, Rule>) -> (usize, usize) {
+        let s = p.as_span();
+        let len = p
+            .as_str()
+            .find(|c: char| c.is_whitespace())
+            .unwrap_or(s.end() - s.start());
+        (s.start(), s.start() + len)
+    }
+
+    pub(super) fn build(&mut self, pair: Pair<'_, Rule>) {
+        let mut steps = Vec::new();
+        for p in self.entries(Context::Build, "build", pair) {
+            let line = self.src.locate(p.as_span().start()).0;
+            let start = p.as_span().start();
+            let rule = p.as_rule();
+            let step = match rule {
+                Rule::copy => {
+                    let mut vals = p.into_inner().filter(|v| v.as_rule() == Rule::value);
+                    let (Some(a), Some(b)) = (vals.next(), vals.next()) else {
+                        continue;
+                    };
+                    let (Some(a), Some(b)) = (self.val(a), self.val(b)) else {
+                        continue;
+                    };
+                    let from = self.check(&a, values::repo_path(&a.text));
+                    let to = self.check(&b, values::abs_path("copy destination", &b.text));
+                    match (from, to) {
+                        (Some(from), Some(to)) => BuildStep::Copy { from, to, line },
+                        _ => continue,
+                    }
+                }
+                Rule::workdir => {
+                    let Some(v) = self.first_val(p) else { continue };
+                    let Some(path) = self.check(&v, values::abs_path("workdir", &v.text)) else {
+                        continue;
+                    };
+                    BuildStep::Workdir { path, line }
+                }
+                Rule::run => {
+                    let Some(c) = p.into_inner().find(|c| c.as_rule() == Rule::command) else {
+                        continue;
+                    };
+                    let Some(v) = self.command(c) else { continue };
+                    self.draft.build_run_at.get_or_insert(start);
+                    BuildStep::Run {
+                        command: v.text,
+                        line,
+                    }
+                }
+                _ => continue,
+            };
+            if steps.len() == MAX_BUILD_STEPS {
+                let end = start + 1;
+                self.err(
+                    start,
+                    end,
+                    format!("more than {MAX_BUILD_STEPS} build steps"),
+                    Some("combine steps into a script".into()),
+                );
+            }
+            steps.push(step);
+        }
+        steps.truncate(MAX_BUILD_STEPS);
+        self.draft.build = Some(steps);
+    }
+
+    pub(super) fn env(&mut self, pair: Pair<'_, Rule>) {
+        for p in self.entries(Context::Env, "env", pair) {
+            let mut inner = p.into_inner();
+            let (Some(n), Some(v)) = (inner.next(), inner.next()) else {
+                continue;
+            };
+            let name = Val {
+                text: n.as_str().to_string(),
+                start: n.as_span().start(),
+                end: n.as_span().end(),
+                quoted: false,
+            };
+            let name_ok = self.check(&name, values::env_name(&name.text));
+            let value = self.val(v);
+            let (Some(key), Some(value)) = (name_ok, value) else {
+                continue;
+            };
+            if !self.once(
+                &format!("env {key}"),
+                &format!("variable `{key}`"),
+                name.start,
+                name.end,
+            ) {
+                continue;
+            }
+            if self.draft.env.len() == MAX_ENV_VARS {
+                self.err(
+                    name.start,
+                    name.end,
+                    format!("more than {MAX_ENV_VARS} variables"),
+                    None,
+                );
+                continue;
+            }
+            self.draft.env.insert(key, value.text);
+        }
+    }
+
+    pub(super) fn vm(&mut self, pair: Pair<'_, Rule>) {
+        for p in self.entries(Context::Vm, "vm", pair) {
+            let (s, e) = Self::kw_span(&p);
+            let rule = p.as_rule();
+            let key = match rule {
+                Rule::cpus => "cpus",
+                Rule::memory => "memory",
+                _ => "disk",
+            };
+            if !self.once(
+                &format!("vm {key}"),
+                &format!("`{key}` in the `vm` block"),
+                s,
+                e,
+            ) {
+                continue;
+            }
+            let Some(v) = self.first_val(p) else { continue };
+            match rule {
+                Rule::cpus => {
+                    let n = values::number_in("cpus", &v.text, 1, 32);
+                    self.draft.cpus = self.check(&v, n).map(|n| n as u32);
+                }
+                Rule::memory => {
+                    let r = sized("memory", &v.text, 32 << 20, 64 << 30);
+                    self.draft.memory = self.check(&v, r);
+                }
+                _ => {
+                    let r = sized("disk", &v.text, 16 << 20, 1024 << 30);
+                    self.draft.disk = self.check(&v, r);
+                }
+            }
+        }
+    }
+
+    pub(super) fn web(&mut self, pair: Pair<'_, Rule>) {
+        let start = pair.as_span().start();
+        self.draft.web_at = Some(start);
+        // Outer `None`: not given; `Some(None)`: given but invalid (already
+        // reported, so not reported again as missing).
+        let (mut run, mut port, mut health) = (None, None, None);
+        for p in self.entries(Context::Web, "web", pair) {
+            let (s, e) = Self::kw_span(&p);
+            let rule = p.as_rule();
+            let key = match rule {
+                Rule::run => "run",
+                Rule::port => "port",
+                _ => "health",
+            };
+            if !self.once(
+                &format!("web {key}"),
+                &format!("`{key}` in the `web` block"),
+                s,
+                e,
+            ) {
+                continue;
+            }
+            match rule {
+                Rule::run => {
+                    let c = p.into_inner().find(|c| c.as_rule() == Rule::command);
+                    run = Some(c.and_then(|c| self.command(c)).map(|v| v.text));
+                }
+                Rule::port => {
+                    let v = self.first_val(p);
+                    port = Some(v.and_then(|v| {
+                        let r = values::number_in("port", &v.text, 1, 65535);
+                        self.check(&v, r).map(|n| n as u16)
+                    }));
+                }
+                _ => health = Some(self.health(p)),
+            }
+        }
+        for (missing, what) in [(run.is_none(), "run COMMAND"), (port.is_none(), "port N")] {
+            if missing {
+                let kw = what.split(' ').next().unwrap_or(what);
+                self.err(
+                    start,
+                    start + 3,
+                    format!("`web` block needs `{kw}`"),
+                    Some(format!("add `{what}` inside the `web` block")),
+                );
+            }
+        }
+        if let (Some(Some(run)), Some(Some(port))) = (run, port) {
+            if let Some(None) = health {
+                return;
+            }
+            self.draft.web = Some(WebProcess {
+                run,
+                port,
+                health: health.flatten(),
+            });
+        }
+    }
+
+    fn health(&mut self, pair: Pair<'_, Rule>) -> Option<HealthCheck> {
+        let mut method = "GET".to_string();
+        let (mut path, mut every, mut timeout) = (None, None, None);
+        let mut ok = true;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::http_method => {
+                    let m = p.as_str();
+                    if matches!(m, "GET" | "HEAD") {
+                        method = m.to_string();
+                    } else {
+                        let s = p.as_span().start();
+                        let hint = matches!(m.to_ascii_uppercase().as_str(), "GET" | "HEAD")
+                            .then(|| format!("write `{}`", m.to_ascii_uppercase()))
+                            .or(Some("health checks use `GET` or `HEAD`".into()));
+                        self.err(
+                            s,
+                            s + m.len(),
+                            format!("`{m}` is not a health check method"),
+                            hint,
+                        );
+                        ok = false;
+                    }
+                }
+                Rule::value => {
+                    let v = self.val(p);
+                    path = v.and_then(|v| {
+                        self.check(&v, values::http_path("health check path", &v.text))
+                    });
+                    ok &= path.is_some();
+                }
+                Rule::every | Rule::timeout => {
+                    let is_every = p.as_rule() == Rule::every;
+                    let Some(v) = self.first_val(p) else {
+                        ok = false;
+                        continue;
+                    };
+                    let (lo, hi, what) = if is_every {
+                        (1_000, 600_000, "health check interval")
+                    } else {
+                        (100, 60_000, "health check timeout")
+                    };
+                    let r = values::duration(&v.text).and_then(|ms| within(what, ms, lo, hi));
+                    match self.check(&v, r) {
+                        Some(ms) if is_every => every = Some(ms),
+                        Some(ms) => timeout = Some((ms, v)),
+                        None => ok = false,
+                    }
+                }
+                _ => {}
+            }
+        }
+        let interval_ms = every.unwrap_or(DEFAULT_HEALTH_EVERY_MS);
+        let timeout_ms = match timeout {
+            Some((ms, v)) if ms > interval_ms => {
+                let p = Problem::new(format!(
+                    "health check timeout ({}) is longer than its interval ({} ms)",
+                    v.text, interval_ms
+                ))
+                .hint("the timeout must not exceed `every`");
+                self.problem(&v, p);
+                return None;
+            }
+            Some((ms, _)) => ms,
+            None => DEFAULT_HEALTH_TIMEOUT_MS.min(interval_ms),
+        };
+        (ok && path.is_some()).then(|| HealthCheck {
+            method,
+            path: path.unwrap_or_default(),
+            interval_ms,
+            timeout_ms,
+        })
+    }
+
+    pub(super) fn worker(&mut self, pair: Pair<'_, Rule>) {
+        let start = pair.as_span().start();
+        let mut name = None;
+        let mut name_at = (start, start + "worker".len());
+        let mut header = Vec::new();
+        let mut rest = Vec::new();
+        for p in pair.clone().into_inner() {
+            if p.as_rule() == Rule::value {
+                header.push(p);
+            }
+        }
+        if let Some(v) = header.pop() {
+            if let Some(v) = self.val(v) {
+                name_at = (v.start, v.end);
+                name = self.check(&v, values::dns_label("worker name", &v.text));
+                if name.is_none() {
+                    return;
+                }
+            } else {
+                return;
+            }
+        }
+        let name = name.unwrap_or_else(|| "worker".to_string());
+        let unique = self.once(
+            &format!("worker {name}"),
+            &format!("worker `{name}`"),
+            name_at.0,
+            name_at.1,
+        );
+        let mut run = None;
+        for p in self.entries(Context::Worker, "worker", pair) {
+            if p.as_rule() != Rule::value {
+                rest.push(p);
+            }
+        }
+        for p in rest {
+            let (s, e) = Self::kw_span(&p);
+            if !self.once(&format!("worker {name} run"), "`run` in this worker", s, e) {
+                continue;
+            }
+            let c = p.into_inner().find(|c| c.as_rule() == Rule::command);
+            run = Some(c.and_then(|c| self.command(c)).map(|v| v.text));
+        }
+        match run {
+            None => self.err(
+                start,
+                start + "worker".len(),
+                format!("worker `{name}` needs `run`"),
+                Some("add `run COMMAND` inside the block".into()),
+            ),
+            Some(Some(run)) if unique => {
+                if self.draft.workers.len() == MAX_WORKERS {
+                    self.err(
+                        start,
+                        start + 6,
+                        format!("more than {MAX_WORKERS} workers"),
+                        None,
+                    );
+                } else {
+                    self.draft.workers.push(Worker { name, run });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn portfolio(&mut self, pair: Pair<'_, Rule>) {
+        let mut pf = Portfolio {
+            title: String::new(),
+            tags: Vec::new(),
+            screenshot: None,
+            description: Description::Auto,
+            publish: Publish::Review,
+        };
+        for p in self.entries(Context::Portfolio, "portfolio", pair) {
+            let (s, e) = Self::kw_span(&p);
+            let rule = p.as_rule();
+            let key = p.as_str()[..e - s].to_string();
+            if !self.once(
+                &format!("portfolio {key}"),
+                &format!("`{key}` in the `portfolio` block"),
+                s,
+                e,
+            ) {
+                continue;
+            }
+            match rule {
+                Rule::title => {
+                    let Some(v) = self.first_val(p) else { continue };
+                    let t = v.text.trim().to_string();
+                    if t.is_empty() || t.chars().count() > MAX_TITLE_CHARS {
+                        let msg = format!("title must be 1-{MAX_TITLE_CHARS} characters");
+                        self.err(v.start, v.end, msg, None);
+                    } else {
+                        pf.title = t;
+                    }
+                }
+                Rule::tags => {
+                    for t in p.into_inner().filter(|t| t.as_rule() == Rule::value) {
+                        let Some(v) = self.val(t) else { continue };
+                        let Some(tag) = self.check(&v, values::tag(&v.text)) else {
+                            continue;
+                        };
+                        if pf.tags.contains(&tag) {
+                            self.err(v.start, v.end, format!("tag `{tag}` is listed twice"), None);
+                        } else if pf.tags.len() == MAX_TAGS {
+                            self.err(v.start, v.end, format!("more than {MAX_TAGS} tags"), None);
+                        } else {
+                            pf.tags.push(tag);
+                        }
+                    }
+                }
+                Rule::screenshot => {
+                    self.draft.screenshot_at = Some(s);
+                    let mut shot = Screenshot {
+                        path: "/".into(),
+                        wait_ms: DEFAULT_SCREENSHOT_WAIT_MS,
+                    };
+                    for q in p.into_inner() {
+                        match q.as_rule() {
+                            Rule::value => {
+                                let Some(v) = self.val(q) else { continue };
+                                if let Some(path) =
+                                    self.check(&v, values::http_path("screenshot path", &v.text))
+                                {
+                                    shot.path = path;
+                                }
+                            }
+                            Rule::wait => {
+                                let Some(v) = self.first_val(q) else { continue };
+                                let r = values::duration(&v.text)
+                                    .and_then(|ms| within("screenshot wait", ms, 0, 60_000));
+                                if let Some(ms) = self.check(&v, r) {
+                                    shot.wait_ms = ms;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    pf.screenshot = Some(shot);
+                }
+                Rule::description => {
+                    let Some(v) = self.first_val(p) else { continue };
+                    if let Some(d) = self.check(&v, description(&v)) {
+                        pf.description = d;
+                    }
+                }
+                _ => {
+                    let Some(v) = self.first_val(p) else { continue };
+                    if let Some(p) = self.check(&v, publish(&v)) {
+                        pf.publish = p;
+                    }
+                }
+            }
+        }
+        self.draft.portfolio = Some(pf);
+    }
+}
+
+/// A size within `lo..=hi` bytes.
+fn sized(what: &str, s: &str, lo: u64, hi: u64) -> Result<u64, Problem> {
+    let n = values::size(s)?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        use crate::model::format_size as f;
+        Err(Problem::new(format!(
+            "{what} must be between {} and {}, not {s}",
+            f(lo),
+            f(hi)
+        )))
+    }
+}
+
+/// A duration within `lo..=hi` milliseconds.
+fn within(what: &str, ms: u64, lo: u64, hi: u64) -> Result<u64, Problem> {
+    if (lo..=hi).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Problem::new(format!(
+            "{what} must be between {lo} ms and {hi} ms, not {ms} ms"
+        )))
+    }
+}
+
+fn description(v: &Val) -> Result<Description, Problem> {
+    if !v.quoted {
+        return if v.text == "auto" {
+            Ok(Description::Auto)
+        } else {
+            Err(Problem::new(format!("`{}` is not a description", v.text))
+                .hint("write `description auto` or a quoted text: `description \"...\"`"))
+        };
+    }
+    let t = v.text.trim();
+    if t.is_empty() || t.chars().count() > MAX_DESCRIPTION_CHARS {
+        return Err(Problem::new(format!(
+            "description must be 1-{MAX_DESCRIPTION_CHARS} characters"
+        )));
+    }
+    Ok(Description::Text(t.to_string()))
+}
+
+fn publish(v: &Val) -> Result<Publish, Problem> {
+    match (v.quoted, v.text.as_str()) {
+        (false, "review") => Ok(Publish::Review),
+        (false, "auto") => Ok(Publish::Auto),
+        (false, "off") => Ok(Publish::Off),
+        _ => {
+            let best = ["review", "auto", "off"]
+                .into_iter()
+                .min_by_key(|k| strsim::damerau_levenshtein(&v.text.to_ascii_lowercase(), k))
+                .unwrap_or("review");
+            let close = strsim::damerau_levenshtein(&v.text.to_ascii_lowercase(), best) <= 2;
+            Err(
+                Problem::new(format!("`{}` is not a publish policy", v.text)).hint(if close {
+                    format!("did you mean `{best}`?")
+                } else {
+                    "use `review` (approve drafts first), `auto` or `off`".into()
+                }),
+            )
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The public API on whole manifests: the draft from the product page,
+//! defaults, the summary line and multi-error runs.
+
+use manifest_spec::{parse, Base, BuildStep, Description, Publish};
+
+const DRAFT: &str = r#"# Byteport — at the repository root
+app hello-flask
+from debian:bookworm
+packages python3 python3-flask
+
+build {
+  copy . /app
+  workdir /app
+  run python3 -m compileall -q .
+}
+
+env {
+  GREETING = "hello from a microVM"
+}
+secret DATABASE_URL
+
+vm {
+  cpus 1
+  memory 256M
+  disk 1G
+}
+
+web {
+  run python3 app.py
+  port 8080
+  health GET /healthz every 5s timeout 2s
+}
+
+worker {
+  run python3 jobs.py
+}
+
+portfolio {
+  title "Hello Flask"
+  tags python flask
+  screenshot / wait 2s
+  description auto
+  publish review
+}
+"#;
+
+#[test]
+fn the_product_draft_parses_into_the_typed_model() {
+    let m = parse(DRAFT.as_bytes(), "Byteport").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.app, "hello-flask");
+    assert_eq!(
+        m.base,
+        Base::Debian {
+            suite: "bookworm".into()
+        }
+    );
+    assert_eq!(m.packages, ["python3", "python3-flask"]);
+    assert_eq!(
+        m.build[2],
+        BuildStep::Run {
+            command: "python3 -m compileall -q .".into(),
+            line: 9
+        }
+    );
+    assert_eq!(m.env["GREETING"], "hello from a microVM");
+    assert_eq!(m.secrets[0].name, "DATABASE_URL");
+    assert!(!m.secrets[0].at_build);
+    assert_eq!(
+        (m.vm.cpus, m.vm.memory_bytes, m.vm.disk_bytes),
+        (1, 256 << 20, 1 << 30)
+    );
+    let web = m.web.as_ref().unwrap();
+    assert_eq!((web.run.as_str(), web.port), ("python3 app.py", 8080));
+    let h = web.health.as_ref().unwrap();
+    assert_eq!(
+        (
+            h.method.as_str(),
+            h.path.as_str(),
+            h.interval_ms,
+            h.timeout_ms
+        ),
+        ("GET", "/healthz", 5000, 2000)
+    );
+    assert_eq!(m.workers[0].name, "worker");
+    let p = m.portfolio.as_ref().unwrap();
+    assert_eq!(p.title, "Hello Flask");
+    assert_eq!(p.tags, ["python", "flask"]);
+    assert_eq!(p.screenshot.as_ref().unwrap().wait_ms, 2000);
+    assert_eq!(p.description, Description::Auto);
+    assert_eq!(p.publish, Publish::Review);
+    assert_eq!(
+        m.summary(),
+        "hello-flask: Byteport manifest OK (from debian:bookworm, 1 vCPU, 256M)"
+    );
+    assert_eq!(m.workdir(), "/app");
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let m = parse(b"app w\nfrom busybox\nworker beat {\n run sh -c 'while true; do echo hi; sleep 5; done'\n}", "B").unwrap();
+    assert_eq!(
+        (m.vm.cpus, m.vm.memory_bytes, m.vm.disk_bytes),
+        (1, 256 << 20, 1 << 30)
+    );
+    assert_eq!(
+        m.build.len(),
+        2,
+        "default build copies the repository to /app"
+    );
+    assert_eq!(m.workdir(), "/app");
+    assert!(m.web.is_none());
+    assert_eq!(m.workers[0].name, "beat");
+}
+
+#[test]
+fn json_round_trips() {
+    let m = parse(DRAFT.as_bytes(), "Byteport").unwrap();
+    let json = serde_json::to_string(&m).unwrap();
+    let back: manifest_spec::Manifest = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, m);
+}
+
+#[test]
+fn several_errors_are_reported_in_one_run() {
+    let src = "app Hello\nfrom debian:bookwrom\nvm {\n  memroy 256M\n  cpus 64\n}\nweb {\n  port 99999\n}\n";
+    let e = parse(src.as_bytes(), "Byteport").unwrap_err();
+    let text = e.to_string();
+    assert!(e.len() >= 5, "{text}");
+    assert!(
+        text.contains("Byteport:1:5: error: app name `Hello` is not a DNS label"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `debian:bookworm`?"), "{text}");
+    assert!(
+        text.contains("Byteport:4:3: error: unknown directive `memroy` in the `vm` block"),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `memory`?"), "{text}");
+    assert!(text.contains("cpus must be between 1 and 32"), "{text}");
+    assert!(text.contains("port must be between 1 and 65535"), "{text}");
+    assert!(text.contains("`web` block needs `run`"), "{text}");
+}
