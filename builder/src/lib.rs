@@ -34,7 +34,6 @@ pub mod image;
 pub mod isolate;
 pub mod log;
 pub mod manifest;
-mod manifest_shim;
 pub mod plan;
 pub mod setup;
 pub mod source;

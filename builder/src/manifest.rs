@@ -1,8 +1,8 @@
 //! From a parsed `Byteport` manifest (`manifest-spec`) to a [`BuildPlan`].
 
 use crate::error::{BuildError, Result};
-use crate::manifest_shim as spec;
 use crate::plan::{BaseSpec, BuildPlan, Health, Process, Step};
+use manifest_spec as spec;
 pub use spec::MANIFEST_FILE_NAME;
 
 /// Parse manifest `source` (named `origin` in diagnostics) into a plan.
@@ -26,12 +26,12 @@ pub fn plan_from_manifest(m: &spec::Manifest) -> BuildPlan {
         .build
         .iter()
         .map(|s| match s {
-            spec::BuildStep::Copy { from, to } => Step::Copy {
+            spec::BuildStep::Copy { from, to, .. } => Step::Copy {
                 from: from.clone(),
                 to: to.clone(),
             },
-            spec::BuildStep::Workdir { path } => Step::Workdir { path: path.clone() },
-            spec::BuildStep::Run { command } => Step::Run {
+            spec::BuildStep::Workdir { path, .. } => Step::Workdir { path: path.clone() },
+            spec::BuildStep::Run { command, .. } => Step::Run {
                 command: command.clone(),
             },
         })
@@ -80,7 +80,7 @@ fn secrets(list: &[spec::Secret]) -> (Vec<String>, Vec<String>) {
     let mut build = Vec::new();
     let mut runtime = Vec::new();
     for s in list {
-        if s.build {
+        if s.at_build {
             build.push(s.name.clone());
         }
         runtime.push(s.name.clone());
