@@ -251,6 +251,37 @@ fn a_step_past_its_timeout_is_killed_with_its_whole_tree() {
         assert_eq!(processes_matching(n), Vec::<String>::new(), "stray process");
     }
     assert_eq!(store_leftovers(home.path()), Vec::<String>::new());
+    assert_eq!(mounts_matching(".tmp-build-"), Vec::<String>::new());
+}
+
+#[test]
+fn background_processes_of_a_successful_step_do_not_outlive_it() {
+    let home = home();
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new("bg", BaseSpec::Busybox);
+    plan.steps = vec![
+        Step::Run {
+            command: "(setsid sleep 4245 > /dev/null 2>&1 &); echo spawned".into(),
+        },
+        Step::Run {
+            command: "echo second".into(),
+        },
+    ];
+    let (out, log) = build(
+        home.path(),
+        Source::Git {
+            repo: repo.path().to_path_buf(),
+            rev: "HEAD".into(),
+        },
+        plan,
+    );
+    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    assert!(log.iter().any(|l| l == "[step 1] spawned"), "{log:#?}");
+    assert_eq!(
+        processes_matching("sleep 4245"),
+        Vec::<String>::new(),
+        "a daemonized step process survived"
+    );
 }
 
 #[test]
