@@ -58,6 +58,7 @@ pub fn ensure(
         });
     }
     std::fs::create_dir_all(cache).ctx("creating base cache", cache)?;
+    crate::artifact::sweep_stale(cache, ".tmp-", std::time::Duration::from_secs(24 * 3600));
     let key = key(base, packages);
     let dir = cache.join(&key);
     let rootfs = dir.join("rootfs");

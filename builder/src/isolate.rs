@@ -10,7 +10,9 @@
 //! Process layout: builder thread → *intermediate* (joins the cgroup,
 //! `unshare`s, forks, waits, exits with the step's status) → *step* (PID 1,
 //! mounts, pivots, execs `/bin/sh -c`). Both die by `PR_SET_PDEATHSIG` if
-//! their parent does.
+//! their parent does. The step sets its death signal before it execs, and
+//! `spawn` returns only after that exec, so by the time a timeout can kill
+//! the intermediate the step is already bound to it.
 
 use crate::cgroup::{self, Hierarchy, Limits, StepGroup};
 use crate::error::{BuildError, Result};
