@@ -314,3 +314,32 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
         "{err:?}"
     );
 }
+
+#[test]
+fn steps_share_the_host_network() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        got
+    });
+    let home = home();
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new("net", BaseSpec::Busybox);
+    plan.steps = vec![Step::Run {
+        command: format!("echo from-the-step | nc 127.0.0.1 {port}"),
+    }];
+    let (out, log) = build(
+        home.path(),
+        Source::Git {
+            repo: repo.path().to_path_buf(),
+            rev: "HEAD".into(),
+        },
+        plan,
+    );
+    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    assert_eq!(server.join().unwrap(), "from-the-step\n");
+}
