@@ -39,7 +39,7 @@ impl fmt::Display for Diagnostic {
             "{}:{}:{}: error: {}",
             self.file, self.line, self.col, self.message
         )?;
-        if !self.source_line.is_empty() || self.col > 1 {
+        if !self.source_line.is_empty() {
             let gutter = self.line.to_string();
             let pad = " ".repeat(gutter.len());
             let (shown, caret_col) = window(&self.source_line, self.col);
@@ -56,7 +56,8 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad} | {lead}{}", "^".repeat(carets))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "  = hint: {hint}")?;
+            let pad = " ".repeat(self.line.to_string().len());
+            writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
     }

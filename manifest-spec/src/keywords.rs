@@ -100,6 +100,8 @@ pub(crate) struct Explained {
     pub hint: Option<String>,
     pub start: usize,
     pub end: usize,
+    /// The keyword of `ctx` the line most likely meant, if any.
+    pub meant: Option<&'static str>,
 }
 
 /// Explains `text`, a line (from its first non-blank character) that matched
@@ -111,6 +113,7 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
             hint: Some("close it with `\"` on the same line; strings cannot span lines".into()),
             start: at,
             end: text.len(),
+            meant: None,
         };
     }
     let token_end = text
@@ -123,6 +126,7 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
         hint,
         start: 0,
         end,
+        meant: None,
     };
     if token.is_empty() {
         let c = &text[..first];
@@ -197,17 +201,21 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
         }
     }
     let kind = if block_header { "block" } else { "directive" };
+    let meant = closest(ctx, token);
     at(
         format!("unknown {kind} `{token}` {}", ctx.place()),
-        Some(did_you_mean(ctx, token).unwrap_or_else(|| expected_list(ctx))),
+        Some(meant.map_or_else(|| expected_list(ctx), |k| format!("did you mean `{k}`?"))),
         token_end,
     )
+    .with_meant(meant)
 }
 
 fn explain_env(text: &str, token_end: usize) -> Explained {
     let name = &text[..token_end];
     let rest = text[token_end..].trim_start();
-    let (message, hint) = if !rest.starts_with('=') {
+    let (message, hint) = if let Err(p) = crate::values::env_name(name) {
+        (p.message, p.hint)
+    } else if !rest.starts_with('=') {
         (
             format!("expected `NAME = value` in the `env` block, found `{name}`"),
             Some("write e.g. `GREETING = \"hello\"`".to_string()),
@@ -228,11 +236,18 @@ fn explain_env(text: &str, token_end: usize) -> Explained {
         hint,
         start: 0,
         end: token_end.max(1),
+        meant: None,
     }
 }
 
-/// The closest keyword of `ctx` to a misspelled one.
-pub(crate) fn did_you_mean(ctx: Context, token: &str) -> Option<String> {
+impl Explained {
+    fn with_meant(self, meant: Option<&'static str>) -> Self {
+        Explained { meant, ..self }
+    }
+}
+
+/// The keyword of `ctx` closest to a misspelled one, if close enough.
+fn closest(ctx: Context, token: &str) -> Option<&'static str> {
     let lower = token.to_ascii_lowercase();
     let best = ctx
         .keywords()
@@ -240,7 +255,7 @@ pub(crate) fn did_you_mean(ctx: Context, token: &str) -> Option<String> {
         .map(|k| (strsim::damerau_levenshtein(&lower, k), *k))
         .min()?;
     let limit = if best.1.len() <= 4 { 1 } else { 2 };
-    (best.0 <= limit).then(|| format!("did you mean `{}`?", best.1))
+    (best.0 <= limit).then_some(best.1)
 }
 
 fn expected_list(ctx: Context) -> String {

@@ -21,6 +21,7 @@ mod keywords;
 mod lower;
 mod model;
 mod source;
+mod starter;
 mod values;
 
 pub mod limits;
@@ -30,6 +31,7 @@ pub use model::{
     format_size, Base, BuildStep, Description, HealthCheck, Manifest, Portfolio, Publish,
     Screenshot, Secret, VmResources, WebProcess, Worker,
 };
+pub use starter::starter_manifest;
 
 /// The manifest's file name at the repository root.
 pub const MANIFEST_FILE_NAME: &str = "Byteport";

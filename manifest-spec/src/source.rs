@@ -115,10 +115,37 @@ impl<'a> Source<'a> {
             col,
             message,
             hint,
-            source_line: source_line.to_string(),
+            source_line: printable(source_line),
             span_len,
         }
     }
+
+    /// A diagnostic about the manifest as a whole (no source line shown).
+    pub(crate) fn whole(&self, message: String, hint: Option<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.origin.to_string(),
+            line: 1,
+            col: 1,
+            message,
+            hint,
+            source_line: String::new(),
+            span_len: 1,
+        }
+    }
+}
+
+/// The line as it may be printed to a terminal: control characters (other
+/// than tab) become U+FFFD, one for one, so carets still line up.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// A diagnostic about the file as a whole, pointing at 1:1.
@@ -160,9 +187,9 @@ fn not_utf8(bytes: &[u8], origin: &str, valid_up_to: usize) -> Diagnostic {
             bytes[valid_up_to]
         ),
         hint: Some("save the file as UTF-8 text".into()),
-        source_line: String::from_utf8_lossy(&bytes[line_start..line_end])
-            .trim_end_matches('\r')
-            .to_string(),
+        source_line: printable(
+            String::from_utf8_lossy(&bytes[line_start..line_end]).trim_end_matches('\r'),
+        ),
         span_len: 1,
     }
 }
@@ -190,6 +217,7 @@ mod tests {
         assert_eq!((e[0].line, e[0].col), (2, 6));
         let e = Source::new(b"app x\0\n", "B").err().unwrap();
         assert!(e[0].message.contains("U+0000"), "{}", e[0].message);
+        assert_eq!(e[0].source_line, "app x\u{FFFD}");
     }
 
     #[test]

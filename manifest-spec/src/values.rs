@@ -130,7 +130,7 @@ pub(crate) fn env_name(s: &str) -> Check<String> {
         "`{s}` is not a valid variable name (uppercase letters, digits and `_`, not starting with a digit)"
     ));
     let upper = s.to_ascii_uppercase().replace('-', "_");
-    if upper != s && env_name_plain(&upper) {
+    if upper != s && env_name_plain(&upper) && !upper.is_empty() {
         p = p.hint(format!("did you mean `{upper}`?"));
     }
     Err(p)

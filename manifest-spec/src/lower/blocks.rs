@@ -5,12 +5,8 @@ use pest::iterators::Pair;
 use super::{Lowerer, Val};
 use crate::grammar::Rule;
 use crate::keywords::Context;
-use crate::limits::{
-    MAX_BUILD_STEPS, MAX_DESCRIPTION_CHARS, MAX_ENV_VARS, MAX_TAGS, MAX_TITLE_CHARS, MAX_WORKERS,
-};
-use crate::model::{
-    BuildStep, Description, HealthCheck, Portfolio, Publish, Screenshot, WebProcess, Worker,
-};
+use crate::limits::{MAX_BUILD_STEPS, MAX_ENV_VARS, MAX_WORKERS};
+use crate::model::{BuildStep, HealthCheck, WebProcess, Worker};
 use crate::values::{self, Problem};
 
 /// Default health check interval and timeout.
@@ -22,7 +18,9 @@ pub(crate) const DEFAULT_SCREENSHOT_WAIT_MS: u64 = 1_000;
 impl Lowerer<'_> {
     /// Common part of every block: reports a missing `}` and returns the
     /// block's entries (keyword pairs dropped), with `bad` lines explained.
-    fn entries<'i>(
+    /// Keywords that bad lines probably meant go to `self.meant`, so that a
+    /// misspelled `prot` is not also reported as a missing `port`.
+    pub(super) fn entries<'i>(
         &mut self,
         ctx: Context,
         name: &str,
@@ -31,11 +29,25 @@ impl Lowerer<'_> {
         let start = pair.as_span().start();
         let mut out = Vec::new();
         let mut close = None;
+        self.meant.clear();
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::bad => self.bad(ctx, p),
+                Rule::bad => {
+                    if let Some(k) = self.bad(ctx, p) {
+                        self.meant.push(k);
+                    }
+                }
                 Rule::close => close = Some(p),
-                r if format!("{r:?}").starts_with("kw_") => {}
+                Rule::after_close => {
+                    let (a, b) = (p.as_span().start(), p.as_span().end());
+                    self.err(
+                        a,
+                        b,
+                        format!("unexpected text after the `}}` closing the `{name}` block"),
+                        Some("a closing `}` stands on a line of its own".into()),
+                    );
+                }
+                r if is_keyword(r) => {}
                 _ => out.push(p),
             }
         }
@@ -44,7 +56,7 @@ impl Lowerer<'_> {
     }
 
     /// Span of a directive's keyword, for duplicate reports.
-    fn kw_span(p: &Pair<'_, Rule>) -> (usize, usize) {
+    pub(super) fn kw_span(p: &Pair<'_, Rule>) -> (usize, usize) {
         let s = p.as_span();
         let len = p
             .as_str()
@@ -186,6 +198,7 @@ impl Lowerer<'_> {
     pub(super) fn web(&mut self, pair: Pair<'_, Rule>) {
         let start = pair.as_span().start();
         self.draft.web_at = Some(start);
+        self.draft.process_attempted = true;
         // Outer `None`: not given; `Some(None)`: given but invalid (already
         // reported, so not reported again as missing).
         let (mut run, mut port, mut health) = (None, None, None);
@@ -221,8 +234,8 @@ impl Lowerer<'_> {
             }
         }
         for (missing, what) in [(run.is_none(), "run COMMAND"), (port.is_none(), "port N")] {
-            if missing {
-                let kw = what.split(' ').next().unwrap_or(what);
+            let kw = what.split(' ').next().unwrap_or(what);
+            if missing && !self.meant.contains(&kw) {
                 self.err(
                     start,
                     start + 3,
@@ -319,6 +332,7 @@ impl Lowerer<'_> {
 
     pub(super) fn worker(&mut self, pair: Pair<'_, Rule>) {
         let start = pair.as_span().start();
+        self.draft.process_attempted = true;
         let mut name = None;
         let mut name_at = (start, start + "worker".len());
         let mut header = Vec::new();
@@ -361,6 +375,7 @@ impl Lowerer<'_> {
             run = Some(c.and_then(|c| self.command(c)).map(|v| v.text));
         }
         match run {
+            None if self.meant.contains(&"run") => {}
             None => self.err(
                 start,
                 start + "worker".len(),
@@ -382,98 +397,19 @@ impl Lowerer<'_> {
             _ => {}
         }
     }
+}
 
-    pub(super) fn portfolio(&mut self, pair: Pair<'_, Rule>) {
-        let mut pf = Portfolio {
-            title: String::new(),
-            tags: Vec::new(),
-            screenshot: None,
-            description: Description::Auto,
-            publish: Publish::Review,
-        };
-        for p in self.entries(Context::Portfolio, "portfolio", pair) {
-            let (s, e) = Self::kw_span(&p);
-            let rule = p.as_rule();
-            let key = p.as_str()[..e - s].to_string();
-            if !self.once(
-                &format!("portfolio {key}"),
-                &format!("`{key}` in the `portfolio` block"),
-                s,
-                e,
-            ) {
-                continue;
-            }
-            match rule {
-                Rule::title => {
-                    let Some(v) = self.first_val(p) else { continue };
-                    let t = v.text.trim().to_string();
-                    if t.is_empty() || t.chars().count() > MAX_TITLE_CHARS {
-                        let msg = format!("title must be 1-{MAX_TITLE_CHARS} characters");
-                        self.err(v.start, v.end, msg, None);
-                    } else {
-                        pf.title = t;
-                    }
-                }
-                Rule::tags => {
-                    for t in p.into_inner().filter(|t| t.as_rule() == Rule::value) {
-                        let Some(v) = self.val(t) else { continue };
-                        let Some(tag) = self.check(&v, values::tag(&v.text)) else {
-                            continue;
-                        };
-                        if pf.tags.contains(&tag) {
-                            self.err(v.start, v.end, format!("tag `{tag}` is listed twice"), None);
-                        } else if pf.tags.len() == MAX_TAGS {
-                            self.err(v.start, v.end, format!("more than {MAX_TAGS} tags"), None);
-                        } else {
-                            pf.tags.push(tag);
-                        }
-                    }
-                }
-                Rule::screenshot => {
-                    self.draft.screenshot_at = Some(s);
-                    let mut shot = Screenshot {
-                        path: "/".into(),
-                        wait_ms: DEFAULT_SCREENSHOT_WAIT_MS,
-                    };
-                    for q in p.into_inner() {
-                        match q.as_rule() {
-                            Rule::value => {
-                                let Some(v) = self.val(q) else { continue };
-                                if let Some(path) =
-                                    self.check(&v, values::http_path("screenshot path", &v.text))
-                                {
-                                    shot.path = path;
-                                }
-                            }
-                            Rule::wait => {
-                                let Some(v) = self.first_val(q) else { continue };
-                                let r = values::duration(&v.text)
-                                    .and_then(|ms| within("screenshot wait", ms, 0, 60_000));
-                                if let Some(ms) = self.check(&v, r) {
-                                    shot.wait_ms = ms;
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    pf.screenshot = Some(shot);
-                }
-                Rule::description => {
-                    let Some(v) = self.first_val(p) else { continue };
-                    if let Some(d) = self.check(&v, description(&v)) {
-                        pf.description = d;
-                    }
-                }
-                _ => {
-                    let Some(v) = self.first_val(p) else { continue };
-                    if let Some(p) = self.check(&v, publish(&v)) {
-                        pf.publish = p;
-                    }
-                }
-            }
-        }
-        self.draft.portfolio = Some(pf);
-    }
+/// Keyword tokens carry no information beyond their directive's rule.
+fn is_keyword(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::kw_build
+            | Rule::kw_env
+            | Rule::kw_vm
+            | Rule::kw_web
+            | Rule::kw_worker
+            | Rule::kw_portfolio
+    )
 }
 
 /// A size within `lo..=hi` bytes.
@@ -492,52 +428,12 @@ fn sized(what: &str, s: &str, lo: u64, hi: u64) -> Result<u64, Problem> {
 }
 
 /// A duration within `lo..=hi` milliseconds.
-fn within(what: &str, ms: u64, lo: u64, hi: u64) -> Result<u64, Problem> {
+pub(super) fn within(what: &str, ms: u64, lo: u64, hi: u64) -> Result<u64, Problem> {
     if (lo..=hi).contains(&ms) {
         Ok(ms)
     } else {
         Err(Problem::new(format!(
             "{what} must be between {lo} ms and {hi} ms, not {ms} ms"
         )))
-    }
-}
-
-fn description(v: &Val) -> Result<Description, Problem> {
-    if !v.quoted {
-        return if v.text == "auto" {
-            Ok(Description::Auto)
-        } else {
-            Err(Problem::new(format!("`{}` is not a description", v.text))
-                .hint("write `description auto` or a quoted text: `description \"...\"`"))
-        };
-    }
-    let t = v.text.trim();
-    if t.is_empty() || t.chars().count() > MAX_DESCRIPTION_CHARS {
-        return Err(Problem::new(format!(
-            "description must be 1-{MAX_DESCRIPTION_CHARS} characters"
-        )));
-    }
-    Ok(Description::Text(t.to_string()))
-}
-
-fn publish(v: &Val) -> Result<Publish, Problem> {
-    match (v.quoted, v.text.as_str()) {
-        (false, "review") => Ok(Publish::Review),
-        (false, "auto") => Ok(Publish::Auto),
-        (false, "off") => Ok(Publish::Off),
-        _ => {
-            let best = ["review", "auto", "off"]
-                .into_iter()
-                .min_by_key(|k| strsim::damerau_levenshtein(&v.text.to_ascii_lowercase(), k))
-                .unwrap_or("review");
-            let close = strsim::damerau_levenshtein(&v.text.to_ascii_lowercase(), best) <= 2;
-            Err(
-                Problem::new(format!("`{}` is not a publish policy", v.text)).hint(if close {
-                    format!("did you mean `{best}`?")
-                } else {
-                    "use `review` (approve drafts first), `auto` or `off`".into()
-                }),
-            )
-        }
     }
 }

@@ -72,19 +72,15 @@ impl Lowerer<'_> {
     /// required part is present (diagnostics may still have been recorded).
     pub(super) fn finish(&mut self) -> Option<Manifest> {
         let d = std::mem::take(&mut self.draft);
-        let first_line_end = self.src.text().find('\n').unwrap_or(self.src.text().len());
-        if d.app.is_none() && !self.seen.contains_key("app") {
-            self.err(
-                0,
-                first_line_end,
+        let confused = d.top_level_confused;
+        if d.app.is_none() && !self.seen.contains_key("app") && !confused {
+            self.whole(
                 "missing `app` directive".into(),
                 Some("name the app on the first line, e.g. `app hello`".into()),
             );
         }
-        if d.base.is_none() && !self.seen.contains_key("from") {
-            self.err(
-                0,
-                first_line_end,
+        if d.base.is_none() && !self.seen.contains_key("from") && !confused {
+            self.whole(
                 "missing `from` directive".into(),
                 Some("add `from debian:bookworm`, `from busybox` or `from scratch`".into()),
             );
@@ -110,10 +106,8 @@ impl Lowerer<'_> {
             );
         }
         let has_web = self.seen.contains_key("web");
-        if !has_web && d.workers.is_empty() && !self.seen.keys().any(|k| k.starts_with("worker ")) {
-            self.err(
-                0,
-                first_line_end,
+        if !d.process_attempted && !confused {
+            self.whole(
                 "nothing to run: no `web` block and no `worker` block".into(),
                 Some("add `web { run ...  port ... }` or `worker NAME { run ... }`".into()),
             );
@@ -133,6 +127,20 @@ impl Lowerer<'_> {
                 "`screenshot` needs a `web` block to take a picture of".into(),
                 Some("drop `screenshot`; the portfolio page will have no picture".into()),
             );
+        }
+        if let (Some(web), Some(port)) = (&d.web, d.env.get("PORT")) {
+            if port != &web.port.to_string() {
+                let at = d.web_at.unwrap_or(0);
+                self.err(
+                    at,
+                    at + "web".len(),
+                    format!(
+                        "`env` sets PORT={port} but the `web` block listens on port {}",
+                        web.port
+                    ),
+                    Some("BytePort sets PORT to the web port; drop PORT from `env`".into()),
+                );
+            }
         }
         for (secret, start, end) in &d.secrets {
             if d.env.contains_key(&secret.name) {

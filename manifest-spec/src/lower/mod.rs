@@ -5,6 +5,7 @@
 
 mod blocks;
 mod checks;
+mod portfolio;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -51,6 +52,11 @@ struct Draft {
     portfolio: Option<Portfolio>,
     /// Offset of an explicit `screenshot` line.
     screenshot_at: Option<usize>,
+    /// A top-level line was not understood: it may have been the missing
+    /// `app`/`from`/process, so "missing ..." errors would be noise.
+    top_level_confused: bool,
+    /// A `web` or `worker` block was written, valid or not.
+    process_attempted: bool,
 }
 
 /// Walks the tree and collects diagnostics.
@@ -59,6 +65,8 @@ pub(crate) struct Lowerer<'s> {
     diags: Vec<Diagnostic>,
     /// First line of every directive that may appear once, by key.
     seen: HashMap<String, usize>,
+    /// Keywords that the `bad` lines of the current block probably meant.
+    meant: Vec<&'static str>,
     draft: Draft,
 }
 
@@ -68,6 +76,7 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         src,
         diags: Vec::new(),
         seen: HashMap::new(),
+        meant: Vec::new(),
         draft: Draft::default(),
     };
     for pair in root.into_inner() {
@@ -87,6 +96,7 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         diags.push(Diagnostic {
             message: format!("too many errors; stopped after {MAX_DIAGNOSTICS}"),
             hint: Some("fix these first and check again".into()),
+            source_line: String::new(),
             ..last
         });
     }
@@ -98,6 +108,13 @@ impl<'s> Lowerer<'s> {
     pub(crate) fn err(&mut self, start: usize, end: usize, message: String, hint: Option<String>) {
         if self.diags.len() <= MAX_DIAGNOSTICS {
             self.diags.push(self.src.diag(start, end, message, hint));
+        }
+    }
+
+    /// Records an error about the manifest as a whole.
+    pub(crate) fn whole(&mut self, message: String, hint: Option<String>) {
+        if self.diags.len() <= MAX_DIAGNOSTICS {
+            self.diags.push(self.src.whole(message, hint));
         }
     }
 
@@ -182,12 +199,17 @@ impl<'s> Lowerer<'s> {
         true
     }
 
-    /// Explains a `bad` line in context `ctx`.
-    pub(crate) fn bad(&mut self, ctx: Context, pair: Pair<'_, Rule>) {
+    /// Explains a `bad` line in context `ctx`; returns the keyword it
+    /// probably meant.
+    pub(crate) fn bad(&mut self, ctx: Context, pair: Pair<'_, Rule>) -> Option<&'static str> {
+        if self.diags.len() > MAX_DIAGNOSTICS {
+            return None;
+        }
         let start = pair.as_span().start();
         let text = pair.as_str();
         let e = keywords::explain(ctx, text, false);
         self.err(start + e.start, start + e.end, e.message, e.hint);
+        e.meant
     }
 
     /// Reports a block whose `}` is missing. `kw` is the block's keyword
@@ -248,11 +270,15 @@ impl<'s> Lowerer<'s> {
             Rule::worker => self.worker(pair),
             Rule::portfolio => self.portfolio(pair),
             Rule::unknown_block => {
+                self.draft.top_level_confused = true;
                 let header = pair.as_str().lines().next().unwrap_or("");
                 let e = keywords::explain(Context::Top, header, true);
                 self.err(start + e.start, start + e.end, e.message, e.hint);
             }
-            Rule::bad => self.bad(Context::Top, pair),
+            Rule::bad => {
+                self.draft.top_level_confused = true;
+                let _ = self.bad(Context::Top, pair);
+            }
             _ => {}
         }
     }
