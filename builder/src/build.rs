@@ -18,6 +18,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The host CA bundle `run` steps trust by default.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Default wall-clock limit of one `run` step.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -49,6 +52,10 @@ pub struct BuildRequest<'a> {
     pub step_timeout: Duration,
     /// Where bases are cached (default `<home>/cache/bases`).
     pub base_cache: Option<PathBuf>,
+    /// CA bundle of the host that `run` steps trust (default: the host's
+    /// `/etc/ssl/certs/ca-certificates.crt` if present), so package installs
+    /// work behind TLS-inspecting proxies. Not part of the artifact.
+    pub host_ca_bundle: Option<PathBuf>,
 }
 
 impl<'a> BuildRequest<'a> {
@@ -61,6 +68,7 @@ impl<'a> BuildRequest<'a> {
             secrets: BTreeMap::new(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
             base_cache: None,
+            host_ca_bundle: Some(PathBuf::from(HOST_CA_BUNDLE)).filter(|p| p.is_file()),
         }
     }
 }
@@ -342,6 +350,7 @@ fn run_steps(
                     env: &env,
                     timeout: req.step_timeout,
                     limits,
+                    host_ca: req.host_ca_bundle.as_deref(),
                 };
                 let outcome = isolate::run_step(&run, req.log)?;
                 req.log.line(&format!(
