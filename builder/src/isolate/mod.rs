@@ -14,16 +14,19 @@
 //! `spawn` returns only after that exec, so by the time a timeout can kill
 //! the intermediate the step is already bound to it.
 
+mod bind;
+
 use crate::cgroup::{self, Hierarchy, Limits, StepGroup};
 use crate::error::{BuildError, Result};
 use crate::log::LogSink;
+use bind::BindFile;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -445,62 +448,4 @@ fn enter_sandbox(p: &Paths, procs_fd: Option<i32>) -> std::io::Result<()> {
         check(libc::sethostname(host.as_ptr().cast(), host.len()))?;
     }
     Ok(())
-}
-
-/// A host file bind-mounted read-only over a file of the rootfs for the
-/// step only (DNS config, CA bundle). The target is created empty when its
-/// directory exists but the file does not, and removed again afterwards;
-/// nothing is bound when the directory is missing or any part is a symlink.
-struct BindFile {
-    host: CString,
-    target: Option<PathBuf>,
-    created: bool,
-}
-
-impl BindFile {
-    fn prepare(root: &Path, host: &Path, target: &str) -> BindFile {
-        let mut bind = BindFile {
-            host: cstr(host),
-            target: None,
-            created: false,
-        };
-        if !host.is_file() {
-            return bind;
-        }
-        let mut dir = root.to_path_buf();
-        let parts: Vec<&str> = target.trim_start_matches('/').split('/').collect();
-        let (name, dirs) = match parts.split_last() {
-            Some(x) => x,
-            None => return bind,
-        };
-        for d in dirs {
-            dir.push(d);
-            if !std::fs::symlink_metadata(&dir)
-                .map(|m| m.is_dir())
-                .unwrap_or(false)
-            {
-                return bind;
-            }
-        }
-        let f = dir.join(name);
-        match std::fs::symlink_metadata(&f) {
-            Ok(m) if m.is_file() => bind.target = Some(f),
-            Ok(_) => {}
-            Err(_) => {
-                if std::fs::write(&f, "").is_ok() {
-                    bind.target = Some(f);
-                    bind.created = true;
-                }
-            }
-        }
-        bind
-    }
-}
-
-impl Drop for BindFile {
-    fn drop(&mut self) {
-        if let (true, Some(f)) = (self.created, &self.target) {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
