@@ -336,6 +336,7 @@ pub fn link_stays_inside(link_path: &str, target: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn link_escape_rules() {
