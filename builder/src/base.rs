@@ -30,7 +30,7 @@ pub struct Base {
 /// Cache key of a base with its packages (sorted by the caller).
 pub fn key(base: &BaseSpec, packages: &[String]) -> String {
     let mut h = Sha256::new();
-    h.update(format!("byteport-base-v1\n{base}\n{}", packages.join("\n")));
+    h.update(format!("byteport-base-v2\n{base}\n{}", packages.join("\n")));
     let slug: String = base
         .to_string()
         .chars()
@@ -94,6 +94,7 @@ pub fn ensure(
         }
         BaseSpec::Debian { suite } => debian_base(cache, &tmp_root, suite, packages, log)?,
     }
+    crate::image::normalize_times(&tmp_root)?;
     std::fs::rename(tmp.path(), &dir).ctx("moving base into the cache", &dir)?;
     let _ = tmp.keep();
     Ok(Base {

@@ -119,9 +119,13 @@ struct Phases {
 
 impl Phases {
     fn mark(&mut self, name: &'static str) {
-        let now = Instant::now();
-        self.list.push((name, now - self.at));
-        self.at = now;
+        self.mark_at(name, Instant::now());
+    }
+
+    fn mark_at(&mut self, name: &'static str, at: Instant) {
+        self.list
+            .push((name, at.saturating_duration_since(self.at)));
+        self.at = at;
     }
 }
 
@@ -233,32 +237,62 @@ fn run(
         .tempdir_in(store.root())
         .ctx("creating build dir", store.root())?;
     let root = work.path().join("root");
-    std::fs::create_dir(&root).ctx("creating", &root)?;
-    base::copy_into(&base.rootfs, &root)?;
-    for (d, mode) in [
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("dev", 0o755),
-        ("tmp", 0o1777),
-        ("run", 0o755),
-    ] {
-        let p = root.join(d);
-        if std::fs::symlink_metadata(&p).is_err() {
-            std::fs::create_dir(&p).ctx("creating", &p)?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).ctx("chmod", &p)?;
-        }
-    }
-    phases.mark("base");
-
-    run_steps(req, tree, &plan, &root, &build_secrets)?;
-    phases.mark("steps");
-
-    image::normalize_times(&root)?;
     let out_dir = work.path().join("artifact");
-    std::fs::create_dir(&out_dir).ctx("creating", &out_dir)?;
+    for d in [&root, &out_dir] {
+        std::fs::create_dir(d).ctx("creating", d)?;
+    }
     let image_path = out_dir.join(ROOTFS_FILE);
-    let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
-    let sha = sha256_file(&image_path)?;
+    // Assemble and pack on a thread with its own mount namespace, where the
+    // cached base is the lower layer of an overlay: nothing is copied, and
+    // the mount vanishes with the thread whatever happens.
+    let marks = std::sync::Mutex::new(Vec::new());
+    let mark = || {
+        if let Ok(mut m) = marks.lock() {
+            m.push(Instant::now());
+        }
+    };
+    let (image_bytes, sha) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<(u64, String)> {
+            if let Err(why) = crate::overlay::mount(&base.rootfs, work.path(), &root) {
+                log.line(&format!(
+                    "-----> overlay unavailable ({why}); copying the base instead"
+                ));
+                base::copy_into(&base.rootfs, &root)?;
+            }
+            for (d, mode) in [
+                ("proc", 0o555),
+                ("sys", 0o555),
+                ("dev", 0o755),
+                ("tmp", 0o1777),
+                ("run", 0o755),
+            ] {
+                let p = root.join(d);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir(&p).ctx("creating", &p)?;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                        .ctx("chmod", &p)?;
+                }
+            }
+            mark();
+            run_steps(req, tree, &plan, &root, &build_secrets)?;
+            mark();
+            image::normalize_times(&root)?;
+            let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
+            Ok((image_bytes, sha256_file(&image_path)?))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(BuildError::Io {
+                context: "build thread panicked".into(),
+                path: root.clone(),
+                source: std::io::ErrorKind::Other.into(),
+            })
+        })
+    })?;
+    let marks = marks.into_inner().unwrap_or_default();
+    for (name, at) in ["base", "steps"].into_iter().zip(marks) {
+        phases.mark_at(name, at);
+    }
     phases.mark("image");
 
     let descriptor = Descriptor::new(

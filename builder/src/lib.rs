@@ -34,6 +34,7 @@ pub mod image;
 pub mod isolate;
 pub mod log;
 pub mod manifest;
+mod overlay;
 pub mod plan;
 pub mod setup;
 pub mod source;

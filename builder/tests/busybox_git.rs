@@ -52,6 +52,10 @@ fn busybox_app_from_a_commit_has_files_modes_links_and_a_descriptor_and_rebuilds
     let out = out.unwrap_or_else(|e| panic!("build failed: {e}\n{}", log.join("\n")));
     assert!(!out.cache_hit);
     assert!(log.iter().any(|l| l == "[step 3] GREETING=hi"), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("overlay unavailable")),
+        "{log:#?}"
+    );
     assert!(log.iter().any(|l| l == "[step 3] to-stderr"), "{log:#?}");
 
     let img = &out.rootfs_path;

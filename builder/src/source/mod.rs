@@ -55,7 +55,7 @@ pub struct Entry {
 /// The app's source files.
 pub struct SourceTree {
     entries: BTreeMap<String, Entry>,
-    repo: Option<gix::Repository>,
+    repo: Option<gix::ThreadSafeRepository>,
     tree_id: Option<gix::ObjectId>,
     origin: String,
 }
@@ -136,7 +136,7 @@ impl SourceTree {
         drop(tree);
         Ok(SourceTree {
             entries,
-            repo: Some(repo),
+            repo: Some(repo.into_sync()),
             tree_id: Some(tree_id),
             origin,
         })
@@ -256,13 +256,19 @@ impl SourceTree {
                     kind: Kind::File { .. },
                     ..
                 },
-            ) => self.content(e).map(Some),
+            ) => self.content(e, self.local_repo().as_ref()).map(Some),
             _ => Ok(None),
         }
     }
 
-    fn content(&self, e: &Entry) -> Result<Vec<u8>> {
-        match (&e.origin, &self.repo) {
+    /// A handle on the repository for the calling thread (the tree itself is
+    /// shared across threads).
+    fn local_repo(&self) -> Option<gix::Repository> {
+        self.repo.as_ref().map(|r| r.to_thread_local())
+    }
+
+    fn content(&self, e: &Entry, repo: Option<&gix::Repository>) -> Result<Vec<u8>> {
+        match (&e.origin, repo) {
             (Origin::Git(oid), Some(repo)) => {
                 let obj = repo
                     .find_object(*oid)

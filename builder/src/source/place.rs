@@ -53,18 +53,19 @@ impl SourceTree {
         };
         let single = selected.len() == 1 && selected[0].1.is_empty();
         let dest_root = dest_dir(root, to, !single).map_err(bad)?;
+        let repo = self.local_repo();
         for (e, rel) in &selected {
             let dest = if rel.is_empty() {
                 dest_root.clone()
             } else {
                 ensure_parents(root, &dest_root, rel).map_err(bad)?
             };
-            self.write_entry(e, &dest)?;
+            self.write_entry(e, &dest, repo.as_ref())?;
         }
         Ok(selected.len())
     }
 
-    fn write_entry(&self, e: &Entry, dest: &Path) -> Result<()> {
+    fn write_entry(&self, e: &Entry, dest: &Path, repo: Option<&gix::Repository>) -> Result<()> {
         let existing = std::fs::symlink_metadata(dest).ok();
         match &e.kind {
             Kind::Dir => {
@@ -90,7 +91,7 @@ impl SourceTree {
                         std::fs::copy(p, dest).ctx("copying", p)?;
                     }
                     _ => {
-                        let data = self.content(e)?;
+                        let data = self.content(e, repo)?;
                         std::fs::write(dest, data).ctx("writing", dest)?;
                     }
                 }
