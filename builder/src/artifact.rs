@@ -205,6 +205,7 @@ impl Store {
     pub fn open(home: &Path) -> Result<Store> {
         let root = home.join("artifacts");
         std::fs::create_dir_all(root.join("by-input")).ctx("creating artifact store", &root)?;
+        sweep_stale(&root, ".tmp-build-", STALE_AFTER);
         Ok(Store { root })
     }
 
@@ -246,6 +247,28 @@ impl Store {
     }
 }
 
+/// Age after which a temp build directory is left over from a killed builder.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Remove `prefix*` directories under `dir` untouched for `age` (left by a
+/// builder that was killed before it could clean up).
+pub(crate) fn sweep_stale(dir: &Path, prefix: &str, age: std::time::Duration) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a > age);
+        if old && e.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Hash of everything that determines an artifact.
 pub fn input_key(
     plan: &BuildPlan,
@@ -274,6 +297,19 @@ pub fn input_key(
 mod tests {
     use super::*;
     use crate::plan::{BaseSpec, Process};
+
+    #[test]
+    fn stale_temp_dirs_are_swept_fresh_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let old = d.path().join(".tmp-build-old");
+        let fresh = d.path().join(".tmp-build-fresh");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::create_dir(&fresh).unwrap();
+        let t = filetime::FileTime::from_unix_time(1_000_000, 0);
+        filetime::set_file_mtime(&old, t).unwrap();
+        sweep_stale(d.path(), ".tmp-build-", STALE_AFTER);
+        assert!(!old.exists() && fresh.exists());
+    }
 
     #[test]
     fn digest_is_stable_and_key_tracks_inputs() {

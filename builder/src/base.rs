@@ -30,7 +30,7 @@ pub struct Base {
 /// Cache key of a base with its packages (sorted by the caller).
 pub fn key(base: &BaseSpec, packages: &[String]) -> String {
     let mut h = Sha256::new();
-    h.update(format!("byteport-base-v1\n{base}\n{}", packages.join("\n")));
+    h.update(format!("byteport-base-v2\n{base}\n{}", packages.join("\n")));
     let slug: String = base
         .to_string()
         .chars()
@@ -58,19 +58,11 @@ pub fn ensure(
         });
     }
     std::fs::create_dir_all(cache).ctx("creating base cache", cache)?;
+    crate::artifact::sweep_stale(cache, ".tmp-", std::time::Duration::from_secs(24 * 3600));
     let key = key(base, packages);
     let dir = cache.join(&key);
     let rootfs = dir.join("rootfs");
-    let lock_path = cache.join(format!("{key}.lock"));
-    let lock = std::fs::File::create(&lock_path).ctx("creating lock", &lock_path)?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is dropped.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(BuildError::Io {
-            context: "locking base cache".into(),
-            path: lock_path,
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    let _lock = lock(&cache.join(format!("{key}.lock")))?;
     if rootfs.is_dir() {
         return Ok(Base {
             rootfs,
@@ -100,8 +92,9 @@ pub fn ensure(
             })?;
             busybox_base(&tmp_root, bb)?
         }
-        BaseSpec::Debian { suite } => debian_base(&tmp_root, suite, packages, log)?,
+        BaseSpec::Debian { suite } => debian_base(cache, &tmp_root, suite, packages, log)?,
     }
+    crate::image::normalize_times(&tmp_root)?;
     std::fs::rename(tmp.path(), &dir).ctx("moving base into the cache", &dir)?;
     let _ = tmp.keep();
     Ok(Base {
@@ -154,7 +147,13 @@ fn busybox_base(root: &Path, busybox: &Path) -> Result<()> {
     Ok(())
 }
 
-fn debian_base(root: &Path, suite: &str, packages: &[String], log: &dyn LogSink) -> Result<()> {
+fn debian_base(
+    cache: &Path,
+    root: &Path,
+    suite: &str,
+    packages: &[String],
+    log: &dyn LogSink,
+) -> Result<()> {
     let base = format!("debian:{suite}");
     if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(BuildError::UnknownBase {
@@ -175,6 +174,7 @@ fn debian_base(root: &Path, suite: &str, packages: &[String], log: &dyn LogSink)
             });
         }
     }
+    check_packages(cache, suite, packages, log)?;
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--variant=minbase", "--mode=root", "--format=directory"])
         .arg("--aptopt=Acquire::Retries \"3\"")
@@ -250,6 +250,120 @@ fn debian_base(root: &Path, suite: &str, packages: &[String], log: &dyn LogSink)
         let mut g = std::fs::read_to_string(&group).ctx("reading", &group)?;
         g.push_str("app:x:1000:\n");
         std::fs::write(&group, g).ctx("writing", &group)?;
+    }
+    Ok(())
+}
+
+/// Take an exclusive `flock` on `path` (created if missing); released on drop.
+fn lock(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::File::create(path).ctx("creating lock", path)?;
+    // SAFETY: flock on a file descriptor we own, valid for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(BuildError::Io {
+            context: "locking".into(),
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(file)
+}
+
+/// Debian's archive keyring (signs the index the package check downloads).
+const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+
+/// Name every package that is not in `suite`, in seconds, before a long
+/// mmdebstrap: an apt index of the suite is kept under
+/// `<cache>/apt-index-<suite>` and refreshed daily. If the index cannot be
+/// fetched (no keyring, offline) the check is skipped with a log line and
+/// mmdebstrap's own error is parsed instead.
+fn check_packages(cache: &Path, suite: &str, packages: &[String], log: &dyn LogSink) -> Result<()> {
+    if packages.is_empty() || !Path::new(DEBIAN_KEYRING).is_file() {
+        return Ok(());
+    }
+    let dir = cache.join(format!("apt-index-{suite}"));
+    let empty = dir.join("empty");
+    for d in [
+        dir.join("lists/partial"),
+        dir.join("cache/archives/partial"),
+        empty.clone(),
+    ] {
+        std::fs::create_dir_all(&d).ctx("creating apt index dir", &d)?;
+    }
+    let _lock = lock(&dir.join("lock"))?;
+    let sources = dir.join("sources.list");
+    std::fs::write(
+        &sources,
+        format!("deb [signed-by={DEBIAN_KEYRING}] http://deb.debian.org/debian {suite} main\n"),
+    )
+    .ctx("writing", &sources)?;
+    let status = dir.join("status");
+    std::fs::write(&status, "").ctx("writing", &status)?;
+    let opts: Vec<String> = [
+        ("Dir::Etc::SourceList", sources.as_path()),
+        ("Dir::Etc::SourceParts", empty.as_path()),
+        ("Dir::Etc::Parts", empty.as_path()),
+        ("Dir::Etc::PreferencesParts", empty.as_path()),
+        ("Dir::Etc::Preferences", &empty.join("none")),
+        ("Dir::State::Lists", &dir.join("lists")),
+        ("Dir::State::status", status.as_path()),
+        ("Dir::Cache", &dir.join("cache")),
+    ]
+    .iter()
+    .flat_map(|(k, v)| ["-o".to_string(), format!("{k}={}", v.display())])
+    .chain(["-o".to_string(), "Debug::NoLocking=true".to_string()])
+    .collect();
+    let stamp = dir.join("updated");
+    let fresh = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a.as_secs() < 24 * 3600);
+    if !fresh {
+        let out = Command::new("apt-get")
+            .args(&opts)
+            .args(["-q", "update"])
+            .output()
+            .ctx("running apt-get update", Path::new("apt-get"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || text.contains("Err:") {
+            if text.contains("does not have a Release file") || text.contains("404") {
+                return Err(BuildError::UnknownBase {
+                    base: format!("debian:{suite}"),
+                    reason: format!("the Debian archive has no suite `{suite}`"),
+                });
+            }
+            log.line(&format!(
+                "[base] package check skipped (apt index unavailable): {}",
+                tail(&text).replace('\n', " | ")
+            ));
+            return Ok(());
+        }
+        std::fs::write(&stamp, "").ctx("writing", &stamp)?;
+    }
+    let out = Command::new("apt-cache")
+        .args(&opts)
+        .args(["--all-names", "pkgnames"])
+        .output()
+        .ctx("running apt-cache", Path::new("apt-cache"))?;
+    let known: std::collections::HashSet<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap_or("")
+        .lines()
+        .collect();
+    if !out.status.success() || known.is_empty() {
+        return Ok(());
+    }
+    for p in packages {
+        let name = p.split(['=', ':']).next().unwrap_or(p);
+        if !known.contains(name) {
+            return Err(BuildError::UnknownPackage {
+                package: p.clone(),
+                base: format!("debian:{suite}"),
+            });
+        }
     }
     Ok(())
 }

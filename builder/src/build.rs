@@ -18,6 +18,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The host CA bundle `run` steps trust by default.
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Default wall-clock limit of one `run` step.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
@@ -49,6 +52,10 @@ pub struct BuildRequest<'a> {
     pub step_timeout: Duration,
     /// Where bases are cached (default `<home>/cache/bases`).
     pub base_cache: Option<PathBuf>,
+    /// CA bundle of the host that `run` steps trust (default: the host's
+    /// `/etc/ssl/certs/ca-certificates.crt` if present), so package installs
+    /// work behind TLS-inspecting proxies. Not part of the artifact.
+    pub host_ca_bundle: Option<PathBuf>,
 }
 
 impl<'a> BuildRequest<'a> {
@@ -61,6 +68,7 @@ impl<'a> BuildRequest<'a> {
             secrets: BTreeMap::new(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
             base_cache: None,
+            host_ca_bundle: Some(PathBuf::from(HOST_CA_BUNDLE)).filter(|p| p.is_file()),
         }
     }
 }
@@ -111,9 +119,13 @@ struct Phases {
 
 impl Phases {
     fn mark(&mut self, name: &'static str) {
-        let now = Instant::now();
-        self.list.push((name, now - self.at));
-        self.at = now;
+        self.mark_at(name, Instant::now());
+    }
+
+    fn mark_at(&mut self, name: &'static str, at: Instant) {
+        self.list
+            .push((name, at.saturating_duration_since(self.at)));
+        self.at = at;
     }
 }
 
@@ -225,32 +237,62 @@ fn run(
         .tempdir_in(store.root())
         .ctx("creating build dir", store.root())?;
     let root = work.path().join("root");
-    std::fs::create_dir(&root).ctx("creating", &root)?;
-    base::copy_into(&base.rootfs, &root)?;
-    for (d, mode) in [
-        ("proc", 0o555),
-        ("sys", 0o555),
-        ("dev", 0o755),
-        ("tmp", 0o1777),
-        ("run", 0o755),
-    ] {
-        let p = root.join(d);
-        if std::fs::symlink_metadata(&p).is_err() {
-            std::fs::create_dir(&p).ctx("creating", &p)?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).ctx("chmod", &p)?;
-        }
-    }
-    phases.mark("base");
-
-    run_steps(req, tree, &plan, &root, &build_secrets)?;
-    phases.mark("steps");
-
-    image::normalize_times(&root)?;
     let out_dir = work.path().join("artifact");
-    std::fs::create_dir(&out_dir).ctx("creating", &out_dir)?;
+    for d in [&root, &out_dir] {
+        std::fs::create_dir(d).ctx("creating", d)?;
+    }
     let image_path = out_dir.join(ROOTFS_FILE);
-    let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
-    let sha = sha256_file(&image_path)?;
+    // Assemble and pack on a thread with its own mount namespace, where the
+    // cached base is the lower layer of an overlay: nothing is copied, and
+    // the mount vanishes with the thread whatever happens.
+    let marks = std::sync::Mutex::new(Vec::new());
+    let mark = || {
+        if let Ok(mut m) = marks.lock() {
+            m.push(Instant::now());
+        }
+    };
+    let (image_bytes, sha) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<(u64, String)> {
+            if let Err(why) = crate::overlay::mount(&base.rootfs, work.path(), &root) {
+                log.line(&format!(
+                    "-----> overlay unavailable ({why}); copying the base instead"
+                ));
+                base::copy_into(&base.rootfs, &root)?;
+            }
+            for (d, mode) in [
+                ("proc", 0o555),
+                ("sys", 0o555),
+                ("dev", 0o755),
+                ("tmp", 0o1777),
+                ("run", 0o755),
+            ] {
+                let p = root.join(d);
+                if std::fs::symlink_metadata(&p).is_err() {
+                    std::fs::create_dir(&p).ctx("creating", &p)?;
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+                        .ctx("chmod", &p)?;
+                }
+            }
+            mark();
+            run_steps(req, tree, &plan, &root, &build_secrets)?;
+            mark();
+            image::normalize_times(&root)?;
+            let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
+            Ok((image_bytes, sha256_file(&image_path)?))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(BuildError::Io {
+                context: "build thread panicked".into(),
+                path: root.clone(),
+                source: std::io::ErrorKind::Other.into(),
+            })
+        })
+    })?;
+    let marks = marks.into_inner().unwrap_or_default();
+    for (name, at) in ["base", "steps"].into_iter().zip(marks) {
+        phases.mark_at(name, at);
+    }
     phases.mark("image");
 
     let descriptor = Descriptor::new(
@@ -342,6 +384,7 @@ fn run_steps(
                     env: &env,
                     timeout: req.step_timeout,
                     limits,
+                    host_ca: req.host_ca_bundle.as_deref(),
                 };
                 let outcome = isolate::run_step(&run, req.log)?;
                 req.log.line(&format!(

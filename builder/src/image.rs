@@ -25,7 +25,12 @@ pub fn normalize_times(root: &Path) -> Result<()> {
             if item.file_type().ctx("reading type", &p)?.is_dir() {
                 stack.push(p.clone());
             }
-            filetime::set_symlink_file_times(&p, t, t).ctx("setting timestamps", &p)?;
+            // Skipping entries already at EPOCH keeps an overlay from copying
+            // up unchanged base files.
+            let meta = std::fs::symlink_metadata(&p).ctx("reading metadata", &p)?;
+            if meta.mtime() != EPOCH as i64 || meta.mtime_nsec() != 0 {
+                filetime::set_symlink_file_times(&p, t, t).ctx("setting timestamps", &p)?;
+            }
         }
     }
     filetime::set_symlink_file_times(root, t, t).ctx("setting timestamps", root)

@@ -34,7 +34,7 @@ pub mod image;
 pub mod isolate;
 pub mod log;
 pub mod manifest;
-mod manifest_shim;
+mod overlay;
 pub mod plan;
 pub mod setup;
 pub mod source;

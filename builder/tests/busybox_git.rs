@@ -52,6 +52,10 @@ fn busybox_app_from_a_commit_has_files_modes_links_and_a_descriptor_and_rebuilds
     let out = out.unwrap_or_else(|e| panic!("build failed: {e}\n{}", log.join("\n")));
     assert!(!out.cache_hit);
     assert!(log.iter().any(|l| l == "[step 3] GREETING=hi"), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("overlay unavailable")),
+        "{log:#?}"
+    );
     assert!(log.iter().any(|l| l == "[step 3] to-stderr"), "{log:#?}");
 
     let img = &out.rootfs_path;
@@ -251,6 +255,37 @@ fn a_step_past_its_timeout_is_killed_with_its_whole_tree() {
         assert_eq!(processes_matching(n), Vec::<String>::new(), "stray process");
     }
     assert_eq!(store_leftovers(home.path()), Vec::<String>::new());
+    assert_eq!(mounts_matching(".tmp-build-"), Vec::<String>::new());
+}
+
+#[test]
+fn background_processes_of_a_successful_step_do_not_outlive_it() {
+    let home = home();
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new("bg", BaseSpec::Busybox);
+    plan.steps = vec![
+        Step::Run {
+            command: "(setsid sleep 4245 > /dev/null 2>&1 &); echo spawned".into(),
+        },
+        Step::Run {
+            command: "echo second".into(),
+        },
+    ];
+    let (out, log) = build(
+        home.path(),
+        Source::Git {
+            repo: repo.path().to_path_buf(),
+            rev: "HEAD".into(),
+        },
+        plan,
+    );
+    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    assert!(log.iter().any(|l| l == "[step 1] spawned"), "{log:#?}");
+    assert_eq!(
+        processes_matching("sleep 4245"),
+        Vec::<String>::new(),
+        "a daemonized step process survived"
+    );
 }
 
 #[test]
@@ -282,4 +317,33 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
         matches!(err, Err(BuildError::NoShell { number: 2, .. })),
         "{err:?}"
     );
+}
+
+#[test]
+fn steps_share_the_host_network() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        conn.read_to_string(&mut got).unwrap();
+        got
+    });
+    let home = home();
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new("net", BaseSpec::Busybox);
+    plan.steps = vec![Step::Run {
+        command: format!("echo from-the-step | nc 127.0.0.1 {port}"),
+    }];
+    let (out, log) = build(
+        home.path(),
+        Source::Git {
+            repo: repo.path().to_path_buf(),
+            rev: "HEAD".into(),
+        },
+        plan,
+    );
+    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    assert_eq!(server.join().unwrap(), "from-the-step\n");
 }

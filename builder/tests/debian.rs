@@ -81,3 +81,30 @@ fn a_package_that_does_not_exist_is_named() {
     }
     assert_eq!(store_leftovers(home.path()), Vec::<String>::new());
 }
+
+#[test]
+fn an_unknown_debian_suite_is_an_unknown_base() {
+    let home = home();
+    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new(
+        "deb",
+        BaseSpec::Debian {
+            suite: "byteport-nosuite".into(),
+        },
+    );
+    plan.packages = vec!["netbase".into()];
+    let (out, _) = build(
+        home.path(),
+        Source::Git {
+            repo: repo.path().to_path_buf(),
+            rev: "HEAD".into(),
+        },
+        plan,
+    );
+    match out {
+        Err(e @ BuildError::UnknownBase { .. }) => {
+            assert!(e.to_string().contains("byteport-nosuite"), "{e}")
+        }
+        other => panic!("expected UnknownBase, got {other:?}"),
+    }
+}

@@ -10,18 +10,23 @@
 //! Process layout: builder thread → *intermediate* (joins the cgroup,
 //! `unshare`s, forks, waits, exits with the step's status) → *step* (PID 1,
 //! mounts, pivots, execs `/bin/sh -c`). Both die by `PR_SET_PDEATHSIG` if
-//! their parent does.
+//! their parent does. The step sets its death signal before it execs, and
+//! `spawn` returns only after that exec, so by the time a timeout can kill
+//! the intermediate the step is already bound to it.
+
+mod bind;
 
 use crate::cgroup::{self, Hierarchy, Limits, StepGroup};
 use crate::error::{BuildError, Result};
 use crate::log::LogSink;
+use bind::BindFile;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +36,18 @@ const TAIL_LINES: usize = 50;
 const MAX_LINE: usize = 4096;
 /// `PATH` of a step unless the manifest sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Where Debian's ca-certificates keeps the bundle; the host's is bound here.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Variables pointing common tools (OpenSSL, node, pip, requests, curl, git)
+/// at the bound CA bundle; the manifest's env overrides them.
+const CA_ENV: &[&str] = &[
+    "SSL_CERT_FILE",
+    "NODE_EXTRA_CA_CERTS",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+];
 
 /// One step to run.
 #[derive(Debug)]
@@ -49,6 +66,9 @@ pub struct StepRun<'a> {
     pub timeout: Duration,
     /// Resource limits (applied on cgroup v2 hosts).
     pub limits: Limits,
+    /// A host CA bundle to trust during the step (bound over the rootfs's
+    /// bundle when it has `/etc/ssl/certs`), e.g. for a TLS-inspecting proxy.
+    pub host_ca: Option<&'a Path>,
 }
 
 /// How the step ended, when it ran to completion successfully.
@@ -68,8 +88,7 @@ struct Paths {
     dev_pts: CString,
     dev_fd: CString,
     nodes: Vec<(CString, libc::mode_t, libc::dev_t)>,
-    resolv_host: CString,
-    resolv: Option<CString>,
+    binds: Vec<(CString, CString)>,
     workdir: CString,
 }
 
@@ -98,7 +117,15 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             Err(_) => std::fs::create_dir(&p).map_err(|e| iso("creating /proc or /dev", e))?,
         }
     }
-    let resolv = ResolvConf::prepare(&root);
+    let mut bind_files = vec![BindFile::prepare(
+        &root,
+        Path::new("/etc/resolv.conf"),
+        "/etc/resolv.conf",
+    )];
+    if let Some(ca) = step.host_ca {
+        bind_files.push(BindFile::prepare(&root, ca, CA_BUNDLE));
+    }
+    let ca_bound = bind_files.get(1).is_some_and(|b| b.target.is_some());
     let dev = root.join("dev");
     let node = |n: &str, maj: u32, min: u32| {
         (
@@ -122,8 +149,10 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             node("urandom", 1, 9),
             node("tty", 5, 0),
         ],
-        resolv_host: CString::new("/etc/resolv.conf").unwrap_or_default(),
-        resolv: resolv.target.as_ref().map(|p| cstr(p)),
+        binds: bind_files
+            .iter()
+            .filter_map(|b| b.target.as_ref().map(|t| (b.host.clone(), cstr(t))))
+            .collect(),
         workdir: CString::new(step.workdir.as_bytes()).map_err(|_| {
             iso(
                 "workdir contains NUL",
@@ -169,6 +198,9 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
     cmd.env("PATH", DEFAULT_PATH)
         .env("HOME", "/root")
         .env("SOURCE_DATE_EPOCH", crate::image::EPOCH.to_string());
+    if ca_bound {
+        cmd.envs(CA_ENV.iter().map(|k| (*k, CA_BUNDLE)));
+    }
     cmd.envs(step.env);
     cmd.stdin(Stdio::null());
     cmd.stdout(writer.try_clone().map_err(|e| iso("duplicating pipe", e))?);
@@ -213,7 +245,7 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         (status, timed_out, tail)
     });
     drop(group);
-    drop(resolv);
+    drop(bind_files);
     let status = status.map_err(|e| iso("waiting for the step", e))?;
     let last_lines: Vec<String> = tail.into_iter().collect();
     if timed_out {
@@ -388,15 +420,25 @@ fn enter_sandbox(p: &Paths, procs_fd: Option<i32>) -> std::io::Result<()> {
             c"mode=1777".as_ptr().cast(),
         ))?;
         check(libc::symlink(c"/proc/self/fd".as_ptr(), p.dev_fd.as_ptr()))?;
-        if let Some(target) = &p.resolv {
-            // Best effort: DNS for package installs; a failure only affects name lookups.
-            libc::mount(
-                p.resolv_host.as_ptr(),
+        for (host, target) in &p.binds {
+            // Best effort: DNS and TLS trust for package installs; a failure
+            // only affects name lookups or certificate checks of the step.
+            if libc::mount(
+                host.as_ptr(),
                 target.as_ptr(),
                 none,
                 libc::MS_BIND,
                 std::ptr::null(),
-            );
+            ) == 0
+            {
+                libc::mount(
+                    none,
+                    target.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                );
+            }
         }
         check(libc::chdir(p.root.as_ptr()))?;
         check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
@@ -406,51 +448,4 @@ fn enter_sandbox(p: &Paths, procs_fd: Option<i32>) -> std::io::Result<()> {
         check(libc::sethostname(host.as_ptr().cast(), host.len()))?;
     }
     Ok(())
-}
-
-/// A bind target for the host's `/etc/resolv.conf`, created empty when the
-/// rootfs has `/etc` but no resolv.conf, and removed again afterwards.
-struct ResolvConf {
-    target: Option<PathBuf>,
-    created: bool,
-}
-
-impl ResolvConf {
-    fn prepare(root: &Path) -> ResolvConf {
-        let none = ResolvConf {
-            target: None,
-            created: false,
-        };
-        let etc = root.join("etc");
-        if !std::fs::symlink_metadata(&etc)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-            || !Path::new("/etc/resolv.conf").exists()
-        {
-            return none;
-        }
-        let f = etc.join("resolv.conf");
-        match std::fs::symlink_metadata(&f) {
-            Ok(m) if m.is_file() => ResolvConf {
-                target: Some(f),
-                created: false,
-            },
-            Ok(_) => none,
-            Err(_) => match std::fs::write(&f, "") {
-                Ok(()) => ResolvConf {
-                    target: Some(f),
-                    created: true,
-                },
-                Err(_) => none,
-            },
-        }
-    }
-}
-
-impl Drop for ResolvConf {
-    fn drop(&mut self) {
-        if let (true, Some(f)) = (self.created, &self.target) {
-            let _ = std::fs::remove_file(f);
-        }
-    }
 }
