@@ -59,6 +59,19 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Serial console destination.
     pub console: ConsoleOutput,
+    /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+    /// Whether to add a virtio-rng device.
+    pub rng: bool,
+}
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// Backing file.
+    pub path: PathBuf,
+    /// Expose read-only.
+    pub read_only: bool,
 }
 
 impl VmConfig {
@@ -73,6 +86,8 @@ impl VmConfig {
             cpus: 1,
             mem_mib: 256,
             console: ConsoleOutput::Null,
+            disks: Vec::new(),
+            rng: true,
         }
     }
 }
@@ -94,6 +109,9 @@ pub enum VmError {
     /// Guest memory error.
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
+    /// Disk image could not be opened.
+    #[error(transparent)]
+    Disk(#[from] devices::virtio::block::BlockError),
     /// Kernel loading error.
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),

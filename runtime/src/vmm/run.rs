@@ -14,7 +14,10 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use super::devices::serial::{Com1, COM1_IRQ};
-use super::devices::Bus;
+use super::devices::virtio::{
+    block::Block, mmio::MmioTransport, mmio::MMIO_LEN, rng::Rng, VirtioDevice,
+};
+use super::devices::{Bus, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE};
 use super::vcpu::{self, Step, VcpuStop};
 use super::{kernel, memory, BootSource, ConsoleOutput, VmConfig, VmError};
 
@@ -117,7 +120,25 @@ impl Vm {
         let com_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
         vm.register_irqfd(&com_irq, COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD com1"))?;
-        let bus = Arc::new(Bus::new(Com1::new(com_irq, out)));
+        let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for d in &cfg.disks {
+            models.push(Box::new(Block::open(&d.path, d.read_only)?));
+        }
+        if cfg.rng {
+            models.push(Box::new(Rng));
+        }
+        let mut transports = Vec::new();
+        let mut mmio_params = String::new();
+        for (i, model) in models.into_iter().enumerate() {
+            let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+            let gsi = VIRTIO_FIRST_IRQ + i as u32;
+            vm.register_irqfd(&irq, gsi)
+                .map_err(kvm_err("KVM_IRQFD virtio"))?;
+            let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
+            mmio_params.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+            transports.push(MmioTransport::new(model, mem.clone(), irq));
+        }
+        let bus = Arc::new(Bus::new(Com1::new(com_irq, out), transports));
 
         vcpu::write_boot_structures(&mem)?;
         let entry = match &cfg.boot {
@@ -125,7 +146,12 @@ impl Vm {
                 kernel: k,
                 initrd,
                 cmdline,
-            } => kernel::load_linux(&mem, k, initrd.as_deref(), cmdline)?,
+            } => kernel::load_linux(
+                &mem,
+                k,
+                initrd.as_deref(),
+                &format!("{cmdline}{mmio_params}"),
+            )?,
             BootSource::RawCode { code, load_addr } => {
                 if *load_addr < kernel::HIMEM_START {
                     return Err(VmError::Config("raw code must load at >= 1 MiB".into()));

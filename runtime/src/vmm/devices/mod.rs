@@ -1,10 +1,17 @@
 //! Emulated devices and the bus that routes vCPU I/O exits to them.
 
 pub mod serial;
+pub mod virtio;
 
 use std::sync::Mutex;
 
 use serial::{Com1, COM1_BASE, COM1_LEN};
+use virtio::mmio::{MmioTransport, MMIO_LEN};
+
+/// Guest physical address of the first virtio-mmio window.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// GSI of the first virtio-mmio device (the next ones follow).
+pub const VIRTIO_FIRST_IRQ: u32 = 5;
 
 /// i8042 command port; writing 0xFE there resets the machine.
 pub const I8042_CMD_PORT: u16 = 0x64;
@@ -26,14 +33,22 @@ pub enum BusAction {
 #[derive(Debug)]
 pub struct Bus {
     com1: Mutex<Com1>,
+    virtio: Vec<Mutex<MmioTransport>>,
 }
 
 impl Bus {
     /// Builds the bus around COM1.
-    pub fn new(com1: Com1) -> Self {
+    pub fn new(com1: Com1, virtio: Vec<MmioTransport>) -> Self {
         Self {
             com1: Mutex::new(com1),
+            virtio: virtio.into_iter().map(Mutex::new).collect(),
         }
+    }
+
+    fn virtio_at(&self, addr: u64) -> Option<(&Mutex<MmioTransport>, u64)> {
+        let off = addr.checked_sub(VIRTIO_MMIO_BASE)?;
+        let dev = self.virtio.get(usize::try_from(off / MMIO_LEN).ok()?)?;
+        Some((dev, off % MMIO_LEN))
     }
 
     /// Guest port read; unknown ports read as all ones.
@@ -63,12 +78,19 @@ impl Bus {
 
     /// Guest MMIO read outside RAM; unclaimed addresses read as zero.
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if let Some((dev, off)) = self.virtio_at(addr) {
+            return lock(dev).read(off, data);
+        }
         tracing::trace!(addr, len = data.len(), "unclaimed mmio read");
         data.fill(0);
     }
 
     /// Guest MMIO write outside RAM; unclaimed addresses are ignored.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> BusAction {
+        if let Some((dev, off)) = self.virtio_at(addr) {
+            lock(dev).write(off, data);
+            return BusAction::Continue;
+        }
         tracing::trace!(addr, len = data.len(), "unclaimed mmio write");
         BusAction::Continue
     }
