@@ -80,6 +80,7 @@ pub fn load_linux(
     kernel: &Path,
     initrd: Option<&Path>,
     cmdline: &str,
+    rsdp: u64,
 ) -> Result<BootEntry, KernelError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -112,6 +113,7 @@ pub fn load_linux(
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT;
     }
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.acpi_rsdp_addr = rsdp;
 
     let mut cl = Cmdline::new(CMDLINE_MAX).map_err(|e| KernelError::Cmdline(e.to_string()))?;
     cl.insert_str(cmdline)
@@ -175,17 +177,17 @@ mod tests {
         let mem = crate::vmm::memory::create(16 << 20).unwrap();
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(&[0x42; 8192]).unwrap();
-        let err = load_linux(&mem, f.path(), None, "console=ttyS0").unwrap_err();
+        let err = load_linux(&mem, f.path(), None, "console=ttyS0", 0).unwrap_err();
         assert!(matches!(err, KernelError::Load { .. }), "{err}");
         let mut t = tempfile::NamedTempFile::new().unwrap();
         t.write_all(b"\x7fELF").unwrap();
-        assert!(load_linux(&mem, t.path(), None, "").is_err());
+        assert!(load_linux(&mem, t.path(), None, "", 0).is_err());
     }
 
     #[test]
     fn missing_kernel_is_io_error() {
         let mem = crate::vmm::memory::create(16 << 20).unwrap();
-        let err = load_linux(&mem, Path::new("/nonexistent/vmlinuz"), None, "").unwrap_err();
+        let err = load_linux(&mem, Path::new("/nonexistent/vmlinuz"), None, "", 0).unwrap_err();
         assert!(matches!(err, KernelError::Io { .. }));
     }
 }

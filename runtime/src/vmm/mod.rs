@@ -3,6 +3,7 @@
 //! Flow of data: [`VmConfig`] → guest memory ([`memory`]) → kernel + zero page
 //! ([`kernel`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed to devices ([`devices`]).
 
+pub mod acpi;
 pub mod cpuid;
 pub mod devices;
 pub mod kernel;
@@ -112,6 +113,9 @@ pub enum VmError {
     /// Disk image could not be opened.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::BlockError),
+    /// ACPI table error.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
     /// Kernel loading error.
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),

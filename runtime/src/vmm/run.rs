@@ -19,7 +19,7 @@ use super::devices::virtio::{
 };
 use super::devices::{Bus, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE};
 use super::vcpu::{self, Step, VcpuStop};
-use super::{kernel, memory, BootSource, ConsoleOutput, VmConfig, VmError};
+use super::{acpi, kernel, memory, BootSource, ConsoleOutput, VmConfig, VmError};
 
 /// Externally visible run state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -128,6 +128,7 @@ impl Vm {
             models.push(Box::new(Rng));
         }
         let mut transports = Vec::new();
+        let mut acpi_devs = Vec::new();
         let mut mmio_params = String::new();
         for (i, model) in models.into_iter().enumerate() {
             let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
@@ -137,6 +138,11 @@ impl Vm {
             let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
             mmio_params.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
             transports.push(MmioTransport::new(model, mem.clone(), irq));
+            acpi_devs.push(acpi::MmioDevice {
+                base,
+                len: MMIO_LEN as u32,
+                gsi,
+            });
         }
         let bus = Arc::new(Bus::new(Com1::new(com_irq, out), transports));
 
@@ -146,12 +152,16 @@ impl Vm {
                 kernel: k,
                 initrd,
                 cmdline,
-            } => kernel::load_linux(
-                &mem,
-                k,
-                initrd.as_deref(),
-                &format!("{cmdline}{mmio_params}"),
-            )?,
+            } => {
+                let rsdp = acpi::write(&mem, cfg.cpus, &acpi_devs)?;
+                kernel::load_linux(
+                    &mem,
+                    k,
+                    initrd.as_deref(),
+                    &format!("{cmdline}{mmio_params}"),
+                    rsdp,
+                )?
+            }
             BootSource::RawCode { code, load_addr } => {
                 if *load_addr < kernel::HIMEM_START {
                     return Err(VmError::Config("raw code must load at >= 1 MiB".into()));

@@ -72,6 +72,12 @@ impl Bus {
             }
         } else if port == I8042_CMD_PORT && data.first() == Some(&I8042_RESET) {
             return BusAction::Reboot;
+        } else if port == crate::vmm::acpi::SLEEP_CONTROL_PORT
+            && data
+                .first()
+                .is_some_and(|b| b & crate::vmm::acpi::SLP_EN != 0)
+        {
+            return BusAction::PowerOff;
         }
         BusAction::Continue
     }
