@@ -6,3 +6,4 @@
 
 pub mod drivers;
 pub mod supervisor;
+pub mod vmm;

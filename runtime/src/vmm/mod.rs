@@ -1,0 +1,133 @@
+//! BytePort's own VMM: one KVM virtual machine per [`Vm`], built from a [`VmConfig`].
+//!
+//! Flow of data: [`VmConfig`] → guest memory ([`memory`]) → kernel + zero page
+//! ([`kernel`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed to devices ([`devices`]).
+
+pub mod acpi;
+pub mod cpuid;
+pub mod devices;
+pub mod kernel;
+pub mod memory;
+mod run;
+pub mod vcpu;
+
+pub use run::{Vm, VmExit, VmState};
+
+use std::path::PathBuf;
+
+/// What the guest boots.
+#[derive(Debug, Clone)]
+pub enum BootSource {
+    /// A Linux kernel (bzImage or ELF vmlinux) through the 64-bit boot protocol.
+    Linux {
+        /// Kernel image.
+        kernel: PathBuf,
+        /// Optional initramfs.
+        initrd: Option<PathBuf>,
+        /// Kernel command line.
+        cmdline: String,
+    },
+    /// Raw 64-bit machine code loaded at `load_addr` and entered there in long mode
+    /// with the identity page tables (first GiB). Used for tiny test guests.
+    RawCode {
+        /// Code bytes.
+        code: Vec<u8>,
+        /// Guest physical load and entry address (must be ≥ 1 MiB).
+        load_addr: u64,
+    },
+}
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, Default)]
+pub enum ConsoleOutput {
+    /// Discard.
+    #[default]
+    Null,
+    /// Append to a file (created if missing).
+    File(PathBuf),
+    /// The VMM process's stdout.
+    Stdout,
+}
+
+/// Everything needed to start a VM.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// What to boot.
+    pub boot: BootSource,
+    /// Number of vCPUs (1..=32).
+    pub cpus: u8,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// Serial console destination.
+    pub console: ConsoleOutput,
+    /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
+    pub disks: Vec<DiskConfig>,
+    /// Whether to add a virtio-rng device.
+    pub rng: bool,
+}
+
+/// One virtio-blk disk.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// Backing file.
+    pub path: PathBuf,
+    /// Expose read-only.
+    pub read_only: bool,
+}
+
+impl VmConfig {
+    /// A Linux guest with defaults: 1 vCPU, 256 MiB, console discarded.
+    pub fn linux(kernel: PathBuf, initrd: Option<PathBuf>, cmdline: impl Into<String>) -> Self {
+        Self {
+            boot: BootSource::Linux {
+                kernel,
+                initrd,
+                cmdline: cmdline.into(),
+            },
+            cpus: 1,
+            mem_mib: 256,
+            console: ConsoleOutput::Null,
+            disks: Vec::new(),
+            rng: true,
+        }
+    }
+}
+
+/// Errors while building or controlling a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Invalid configuration.
+    #[error("invalid VM config: {0}")]
+    Config(String),
+    /// A KVM ioctl failed.
+    #[error("{what}: {source}")]
+    Kvm {
+        /// Operation.
+        what: &'static str,
+        /// Underlying error.
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory error.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// Disk image could not be opened.
+    #[error(transparent)]
+    Disk(#[from] devices::virtio::block::BlockError),
+    /// ACPI table error.
+    #[error(transparent)]
+    Acpi(#[from] acpi::AcpiError),
+    /// Kernel loading error.
+    #[error(transparent)]
+    Kernel(#[from] kernel::KernelError),
+    /// vCPU setup error.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    /// Host I/O error (console file, eventfd, threads).
+    #[error("{what}: {source}")]
+    Io {
+        /// Operation.
+        what: String,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+}
