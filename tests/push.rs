@@ -168,3 +168,154 @@ fn push_deploys_redeploys_rejects_and_guards_access() {
     assert!(out.status.success(), "{}", text(&out));
     d.stop();
 }
+
+#[test]
+fn clone_fetch_force_push_and_hostile_protocol_input() {
+    let mut d = Daemon::start();
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let out = d.cli(&[
+        "keys",
+        "add",
+        "alice",
+        alice.with_extension("pub").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ssh = d.ssh_command(&alice);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path().join("w");
+    std::fs::create_dir_all(&w).unwrap();
+    git(&w, &["init", "-q"], None);
+    // A few commits on a non-deploy branch (no VM needed).
+    for i in 0..5 {
+        std::fs::write(w.join("file.txt"), format!("line {i}\n").repeat(50 + i)).unwrap();
+        git(&w, &["add", "-A"], None);
+        git(&w, &["commit", "-qm", &format!("c{i}")], None);
+    }
+    git(&w, &["tag", "-a", "v1", "-m", "v1"], None);
+    let out = git(
+        &w,
+        &["push", "--follow-tags", &d.remote("lib"), "main:dev", "v1"],
+        Some(&ssh),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Clone, then an incremental fetch.
+    let clone = work.path().join("clone");
+    let out = git(
+        work.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "dev",
+            &d.remote("lib"),
+            clone.to_str().unwrap(),
+        ],
+        Some(&ssh),
+    );
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+    assert_eq!(
+        git(&clone, &["rev-parse", "HEAD"], None).stdout,
+        git(&w, &["rev-parse", "HEAD"], None).stdout
+    );
+    assert!(git(&clone, &["fsck", "--full"], None).status.success());
+    std::fs::write(w.join("file.txt"), "new\n").unwrap();
+    git(&w, &["commit", "-qam", "c5"], None);
+    assert!(git(&w, &["push", &d.remote("lib"), "main:dev"], Some(&ssh))
+        .status
+        .success());
+    let out = git(&clone, &["fetch", "-q", "origin"], Some(&ssh));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        git(&clone, &["rev-parse", "origin/dev"], None).stdout,
+        git(&w, &["rev-parse", "HEAD"], None).stdout
+    );
+    assert!(git(&clone, &["fsck", "--full"], None).status.success());
+
+    // Non-fast-forward needs --force, which works.
+    git(&w, &["reset", "-q", "--hard", "HEAD~2"], None);
+    let out = git(&w, &["push", &d.remote("lib"), "main:dev"], Some(&ssh));
+    assert!(
+        !out.status.success(),
+        "a non-fast-forward push is refused by the client without --force"
+    );
+    let out = git(
+        &w,
+        &["push", "--force", &d.remote("lib"), "main:dev"],
+        Some(&ssh),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Push options reach the hook: deploy=false on the deploy branch.
+    std::fs::write(w.join("Byteport"), MANIFEST).unwrap();
+    git(&w, &["add", "-A"], None);
+    git(&w, &["commit", "-qm", "manifest"], None);
+    let out = git(
+        &w,
+        &["push", "-o", "deploy=false", &d.remote("lib"), "main"],
+        Some(&ssh),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("deploy=false: ref updated, nothing deployed"),
+        "{}",
+        text(&out)
+    );
+
+    // Hand-crafted hostile input over a raw SSH exec: errors, no partial refs.
+    let repo = d.home.join("repos/lib.git");
+    let refs_before = git(&repo, &["for-each-ref"], None).stdout;
+    let head = String::from_utf8_lossy(&git(&w, &["rev-parse", "HEAD"], None).stdout)
+        .trim()
+        .to_string();
+    let zero = "0".repeat(40);
+    let cmd = format!("{zero} {head} refs/heads/evil\0report-status");
+    let truncated_pack = {
+        let mut v = format!("{:04x}{cmd}", cmd.len() + 4).into_bytes();
+        v.extend_from_slice(b"0000PACK\0\0\0\x02\0\0\0\x05garbage");
+        v
+    };
+    for (what, bytes) in [
+        ("malformed pkt-line length", b"zzzzhello".to_vec()),
+        ("oversized pkt-line", b"ffffxx".to_vec()),
+        ("bad command", b"0010not-a-command0000".to_vec()),
+        ("truncated pack", truncated_pack),
+    ] {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{ssh} git@127.0.0.1 \"git-receive-pack 'lib.git'\""
+            ))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(&bytes);
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "{what}: must fail");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("byteport:"),
+            "{what}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(
+        git(&repo, &["for-each-ref"], None).stdout,
+        refs_before,
+        "no partial refs"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(repo.join("objects/pack"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.ends_with(".pack") && !n.ends_with(".idx") && !n.ends_with(".rev"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert!(git(&repo, &["fsck", "--full"], None).status.success());
+    d.stop();
+}

@@ -22,6 +22,7 @@ pub mod pktline;
 pub mod receive;
 pub mod repo;
 pub mod ssh;
+pub mod upload;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

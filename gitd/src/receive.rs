@@ -334,7 +334,14 @@ pub fn run(
         output.write_all(&report)?;
     }
     output.flush()?;
-    Ok(())
+    match unpack {
+        // The client has the report; the exit status says it failed too.
+        Err(e) => Err(ReceiveError::Protocol(format!(
+            "the pack was not accepted: {}",
+            one_line(&e)
+        ))),
+        Ok(_) => Ok(()),
+    }
 }
 
 fn one_line(s: &str) -> String {

@@ -209,13 +209,18 @@ async fn run_exec(
                     receive(shared, user, &app, repo, channel, handle, id).await
                 }
                 Service::UploadPack => {
-                    stderr(
-                        handle,
-                        id,
-                        "byteport: fetch and clone are not served yet (upload-pack lands next); your push still works",
-                    )
-                    .await;
-                    (1, Some(Box::new(channel)))
+                    if !repo.join("HEAD").exists() {
+                        stderr(
+                            handle,
+                            id,
+                            &format!(
+                                "byteport: app `{app}` has no repository yet: push to it first"
+                            ),
+                        )
+                        .await;
+                        return (1, Some(Box::new(channel)));
+                    }
+                    upload(repo, channel, handle, id).await
                 }
             }
         }
@@ -264,6 +269,35 @@ async fn receive(
         }
         Err(e) => {
             tracing::error!(%app, error = %e, "gitd: receive-pack task failed");
+            (1, None)
+        }
+    }
+}
+
+async fn upload(
+    repo: std::path::PathBuf,
+    channel: Channel<Msg>,
+    handle: &Handle,
+    id: ChannelId,
+) -> (u32, Keep) {
+    let (read, write) = tokio::io::split(channel.into_stream());
+    let result = tokio::task::spawn_blocking(move || {
+        let mut input = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(read));
+        let mut output = tokio_util::io::SyncIoBridge::new(write);
+        let r = crate::upload::run(&repo, &mut input, &mut output);
+        let _ = std::io::Write::flush(&mut output);
+        (r, input, output)
+    })
+    .await;
+    match result {
+        Ok((Ok(()), i, o)) => (0, Some(Box::new((i, o)))),
+        Ok((Err(e), i, o)) => {
+            tracing::warn!(error = %e, "gitd: upload-pack failed");
+            stderr(handle, id, &format!("byteport: {e}")).await;
+            (1, Some(Box::new((i, o))))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "gitd: upload-pack task failed");
             (1, None)
         }
     }
