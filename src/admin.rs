@@ -165,7 +165,7 @@ async fn dispatch(
             let segments = store.log_segments(app).await?;
             if segments.is_empty() {
                 return Ok(AdminReply::ok(format!(
-                    "{app} has no logs yet: app logs arrive once the runtime runs it (not landed yet)\n"
+                    "{app} has no logs yet\n"
                 )));
             }
             let mut out = String::new();
@@ -179,7 +179,7 @@ async fn dispatch(
         ["restart", app] => {
             require_access(store, user, app).await?;
             Ok(AdminReply::fail(format!(
-                "restart {app}: the runtime supervisor has not landed yet; nothing is running to restart"
+                "restart {app}: restarting over SSH is not wired to the supervisor yet; push again (or `git commit --allow-empty`) to redeploy"
             )))
         }
         [cmd, ..] => Ok(AdminReply::fail(format!(
@@ -275,10 +275,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn restart_says_plainly_that_the_runtime_is_missing() {
+    async fn restart_says_plainly_that_it_is_not_wired() {
         let (_h, s) = store().await;
         let r = run(&s, 8000, "alice", "restart hello").await;
         assert_eq!(r.code, 1);
-        assert!(r.stderr.contains("not landed"), "{r:?}");
+        assert!(r.stderr.contains("not wired"), "{r:?}");
     }
 }

@@ -194,6 +194,14 @@ impl Platform {
         };
         let started = Instant::now();
         let sink = self.logs.sink(app, deploy);
+        let log_file = self.logs.file(app, deploy);
+        if let Err(e) = self
+            .store
+            .index_log(app, deploy, "app", &log_file.display().to_string(), 0)
+            .await
+        {
+            tracing::warn!(app, deploy, error = %e, "cannot index the app log");
+        }
         let running = tokio::task::spawn_blocking(move || supervisor::boot(&spec, &opts, sink))
             .await
             .map_err(|e| format!("boot task failed: {e}"))?
