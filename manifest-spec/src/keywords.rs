@@ -146,21 +146,36 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
     if ctx == Context::Env {
         return explain_env(text, token_end);
     }
+    let is_block = matches!(
+        token,
+        "build" | "env" | "vm" | "web" | "portfolio" | "worker"
+    );
+    if block_header && ctx != Context::Top {
+        let message = if is_block {
+            format!("blocks do not nest: `{token}` must be at the top level")
+        } else if ctx.keywords().contains(&token) {
+            format!("`{token}` is not a block")
+        } else {
+            format!("unknown block `{token}` {}", ctx.place())
+        };
+        let hint = match usage(token) {
+            Some(u) if !is_block && ctx.keywords().contains(&token) => {
+                format!("write it on one line: `{u}`")
+            }
+            _ => "blocks do not nest; close this block with `}` first".into(),
+        };
+        return at(message, Some(hint), token_end);
+    }
     if ctx.keywords().contains(&token) {
         let mut hint = format!("write `{}`", usage(token).unwrap_or(token));
-        if block_header || text.contains('{') {
+        if is_block && (block_header || text.contains('{')) {
             hint = format!(
                 "a block header is `{token} {{` alone on its line, with entries on the next lines and `}}` on a line of its own"
             );
             if token == "worker" {
                 hint = "a worker block header is `worker NAME {` alone on its line, with `run ...` on the next line and `}` on a line of its own".into();
             }
-        } else if !block_header
-            && matches!(
-                token,
-                "build" | "env" | "vm" | "web" | "portfolio" | "worker"
-            )
-        {
+        } else if !block_header && is_block {
             hint = format!("`{token}` opens a block: write `{token} {{` at the end of the line");
         } else if text.split_whitespace().count() > 2
             && matches!(

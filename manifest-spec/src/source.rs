@@ -41,7 +41,7 @@ impl<'a> Source<'a> {
             )]);
         }
         let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(line_breaks(text.as_bytes()));
         let src = Source {
             origin,
             text,
@@ -91,8 +91,8 @@ impl<'a> Source<'a> {
         let end = self
             .line_starts
             .get(line)
-            .map_or(self.text.len(), |&next| next - 1);
-        self.text[start..end].trim_end_matches('\r')
+            .map_or(self.text.len(), |&next| next);
+        self.text[start..end].trim_end_matches(['\n', '\r'])
     }
 
     /// A diagnostic for the byte range `start..end` (clipped to its line).
@@ -148,6 +148,15 @@ fn printable(line: &str) -> String {
         .collect()
 }
 
+/// Offsets just after each line break, as the grammar's NEWLINE sees them:
+/// `\n`, `\r\n` or a lone `\r`.
+fn line_breaks(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    bytes.iter().enumerate().filter_map(|(i, &b)| {
+        let brk = b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+        brk.then_some(i + 1)
+    })
+}
+
 /// A diagnostic about the file as a whole, pointing at 1:1.
 fn whole_file(origin: &str, message: String, hint: &str) -> Diagnostic {
     Diagnostic {
@@ -164,11 +173,7 @@ fn whole_file(origin: &str, message: String, hint: &str) -> Diagnostic {
 /// A diagnostic at the first byte that is not UTF-8.
 fn not_utf8(bytes: &[u8], origin: &str, valid_up_to: usize) -> Diagnostic {
     let before = &bytes[..valid_up_to];
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let (line, line_start) = line_breaks(before).fold((1, 0), |(n, _), at| (n + 1, at));
     // `before` is valid UTF-8 by construction.
     let col = String::from_utf8_lossy(&before[line_start..])
         .chars()
@@ -176,7 +181,7 @@ fn not_utf8(bytes: &[u8], origin: &str, valid_up_to: usize) -> Diagnostic {
         + 1;
     let line_end = bytes[line_start..]
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&b| b == b'\n' || b == b'\r')
         .map_or(bytes.len(), |i| line_start + i);
     Diagnostic {
         file: origin.to_string(),
@@ -187,9 +192,7 @@ fn not_utf8(bytes: &[u8], origin: &str, valid_up_to: usize) -> Diagnostic {
             bytes[valid_up_to]
         ),
         hint: Some("save the file as UTF-8 text".into()),
-        source_line: printable(
-            String::from_utf8_lossy(&bytes[line_start..line_end]).trim_end_matches('\r'),
-        ),
+        source_line: printable(&String::from_utf8_lossy(&bytes[line_start..line_end])),
         span_len: 1,
     }
 }
@@ -218,6 +221,15 @@ mod tests {
         let e = Source::new(b"app x\0\n", "B").err().unwrap();
         assert!(e[0].message.contains("U+0000"), "{}", e[0].message);
         assert_eq!(e[0].source_line, "app x\u{FFFD}");
+    }
+
+    #[test]
+    fn lone_carriage_returns_break_lines_like_the_grammar() {
+        let src = Source::new(b"app x\rfrom y\r\nz", "B").unwrap();
+        assert_eq!(src.locate(6), (2, 1));
+        assert_eq!(src.line_text(1), "app x");
+        assert_eq!(src.line_text(2), "from y");
+        assert_eq!(src.locate(14), (3, 1));
     }
 
     #[test]

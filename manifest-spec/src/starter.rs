@@ -30,7 +30,7 @@ fn guess(root_files: &[&str]) -> Kind {
 }
 
 /// Turns any directory name into a valid app name (a DNS label).
-fn app_name(raw: &str) -> String {
+fn sanitize_app_name(raw: &str) -> String {
     let mut name = String::new();
     for c in raw.to_lowercase().chars() {
         let c = if c.is_ascii_alphanumeric() { c } else { '-' };
@@ -52,8 +52,8 @@ fn app_name(raw: &str) -> String {
 /// `package.json` → Node, `requirements.txt`/`pyproject.toml` → Python,
 /// `index.html` → static site on busybox, anything else → a generic Debian
 /// app. The result always passes [`crate::parse`].
-pub fn starter_manifest(app_name_hint: &str, root_files: &[&str]) -> String {
-    let name = app_name(app_name_hint);
+pub fn starter_manifest(app_name: &str, root_files: &[&str]) -> String {
+    let name = sanitize_app_name(app_name);
     let kind = guess(root_files);
     let mut s = String::new();
     let what = match kind {
@@ -266,11 +266,11 @@ mod tests {
 
     #[test]
     fn names_become_dns_labels() {
-        assert_eq!(app_name("My_Cool App!"), "my-cool-app");
-        assert_eq!(app_name("--x--"), "x");
-        assert_eq!(app_name("ünïcode"), "n-code");
-        assert_eq!(app_name(""), "app");
-        assert_eq!(app_name("___"), "app");
-        assert_eq!(app_name(&"a".repeat(100)).len(), 63);
+        assert_eq!(sanitize_app_name("My_Cool App!"), "my-cool-app");
+        assert_eq!(sanitize_app_name("--x--"), "x");
+        assert_eq!(sanitize_app_name("ünïcode"), "n-code");
+        assert_eq!(sanitize_app_name(""), "app");
+        assert_eq!(sanitize_app_name("___"), "app");
+        assert_eq!(sanitize_app_name(&"a".repeat(100)).len(), 63);
     }
 }

@@ -55,17 +55,22 @@ fn ten_thousand_nested_braces_get_a_clear_error() {
     assert!(first_message(closed.as_bytes()).contains("expected a directive"));
     let blocks: String = (0..10_000).map(|i| format!("b{i} {{\n")).collect();
     assert!(first_message(blocks.as_bytes()).contains("unknown block `b0`"));
-    // Nested inside a real block: the inner header is an unknown line and the
-    // surplus braces are unmatched.
+    // Nested inside a real block: the first inner header opens a skipped
+    // block (blocks do not nest), and the surplus braces are unmatched.
     let inner = format!(
         "app n\nfrom busybox\nvm {{\n{}{}",
         "x {\n".repeat(10_000),
         "}\n".repeat(10_000)
     );
     let e = parse(inner.as_bytes(), "Byteport").unwrap_err();
-    assert!(e
-        .to_string()
-        .contains("unknown directive `x` in the `vm` block"));
+    let first = e.iter().next().unwrap();
+    assert_eq!(first.message, "unknown block `x` in the `vm` block");
+    assert_eq!(
+        first.hint.as_deref(),
+        Some("blocks do not nest; close this block with `}` first")
+    );
+    assert!(e.iter().any(|d| d.message == "unmatched `}`"));
+    assert!(e.len() <= limits::MAX_DIAGNOSTICS + 1);
 }
 
 #[test]
@@ -77,10 +82,10 @@ fn empty_and_non_utf8_input_get_clear_errors() {
     assert!(first_message(b"app x\0").contains("control character U+0000"));
 }
 
-/// Lines made of the language's own tokens, shuffled: the most likely way to
-/// reach odd corners of the grammar.
-fn token_soup() -> impl Strategy<Value = String> {
-    let tokens = prop::sample::select(vec![
+/// The language's own tokens: soups of them are the most likely way to reach
+/// odd corners of the grammar.
+fn token() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
         "app",
         "from",
         "packages",
@@ -142,11 +147,31 @@ fn token_soup() -> impl Strategy<Value = String> {
         "review",
         "build",
         "é",
-        "\u{0}",
-        "\u{7f}",
         "x.example.com",
-    ]);
-    prop::collection::vec(tokens, 0..80).prop_map(|v| v.concat())
+    ])
+}
+
+/// Lines of 0-6 tokens, separated by spaces.
+fn token_soup() -> impl Strategy<Value = String> {
+    let line = prop::collection::vec(token(), 0..6).prop_map(|v| v.join(" "));
+    prop::collection::vec(line, 0..30).prop_map(|v| v.join("\n"))
+}
+
+const DRAFT: &str = include_str!("corpus/valid/draft.byteport");
+
+/// The product draft with one span deleted and a token inserted.
+fn mutated_draft() -> impl Strategy<Value = String> {
+    (0..DRAFT.len(), 0usize..40, token()).prop_map(|(at, len, tok)| {
+        let mut at = at;
+        while !DRAFT.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + len).min(DRAFT.len());
+        while !DRAFT.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}{tok}{}", &DRAFT[..at], &DRAFT[end..])
+    })
 }
 
 proptest! {
@@ -175,6 +200,18 @@ proptest! {
                 }
                 let _ = e.to_string();
             }
+        }
+    }
+
+    #[test]
+    fn mutated_manifests_never_panic_and_point_inside_the_input(src in mutated_draft()) {
+        if let Err(e) = parse(src.as_bytes(), "Byteport") {
+            let lines = src.split('\n').count();
+            for d in e.iter() {
+                prop_assert!(d.line >= 1 && d.line <= lines, "{:?} in {:?}", d, src);
+                prop_assert!(d.col >= 1 && d.col <= d.source_line.chars().count() + 1, "{:?}", d);
+            }
+            let _ = e.to_string();
         }
     }
 

@@ -37,6 +37,12 @@ impl Lowerer<'_> {
                         self.meant.push(k);
                     }
                 }
+                Rule::unknown_block => {
+                    let a = p.as_span().start();
+                    let header = p.as_str().lines().next().unwrap_or("");
+                    let e = crate::keywords::explain(ctx, header, true);
+                    self.err(a + e.start, a + e.end, e.message, e.hint);
+                }
                 Rule::close => close = Some(p),
                 Rule::after_close => {
                     let (a, b) = (p.as_span().start(), p.as_span().end());
@@ -333,39 +339,30 @@ impl Lowerer<'_> {
     pub(super) fn worker(&mut self, pair: Pair<'_, Rule>) {
         let start = pair.as_span().start();
         self.draft.process_attempted = true;
-        let mut name = None;
-        let mut name_at = (start, start + "worker".len());
-        let mut header = Vec::new();
-        let mut rest = Vec::new();
-        for p in pair.clone().into_inner() {
-            if p.as_rule() == Rule::value {
-                header.push(p);
-            }
-        }
-        if let Some(v) = header.pop() {
-            if let Some(v) = self.val(v) {
-                name_at = (v.start, v.end);
-                name = self.check(&v, values::dns_label("worker name", &v.text));
-                if name.is_none() {
+        let (header, rest): (Vec<_>, Vec<_>) = self
+            .entries(Context::Worker, "worker", pair)
+            .into_iter()
+            .partition(|p| p.as_rule() == Rule::value);
+        let (name, name_at) = match header.into_iter().next() {
+            None => ("worker".to_string(), (start, start + "worker".len())),
+            Some(p) => {
+                let Some(v) = self.val(p) else { return };
+                let Some(name) = self.check(&v, values::dns_label("worker name", &v.text)) else {
                     return;
-                }
-            } else {
-                return;
+                };
+                (name, (v.start, v.end))
             }
-        }
-        let name = name.unwrap_or_else(|| "worker".to_string());
-        let unique = self.once(
+        };
+        if !self.once(
             &format!("worker {name}"),
             &format!("worker `{name}`"),
             name_at.0,
             name_at.1,
-        );
-        let mut run = None;
-        for p in self.entries(Context::Worker, "worker", pair) {
-            if p.as_rule() != Rule::value {
-                rest.push(p);
-            }
+        ) {
+            // Already reported as a duplicate; its body would only repeat it.
+            return;
         }
+        let mut run = None;
         for p in rest {
             let (s, e) = Self::kw_span(&p);
             if !self.once(&format!("worker {name} run"), "`run` in this worker", s, e) {
@@ -382,7 +379,7 @@ impl Lowerer<'_> {
                 format!("worker `{name}` needs `run`"),
                 Some("add `run COMMAND` inside the block".into()),
             ),
-            Some(Some(run)) if unique => {
+            Some(Some(run)) => {
                 if self.draft.workers.len() == MAX_WORKERS {
                     self.err(
                         start,

@@ -83,12 +83,18 @@ pub(crate) fn lower(src: &Source<'_>, root: Pair<'_, Rule>) -> Result<Manifest, 
         l.top(pair);
     }
     let manifest = l.finish();
-    let mut diags = l.diags;
-    if diags.is_empty() {
+    if l.diags.is_empty() {
         if let Some(m) = manifest {
             return Ok(m);
         }
+        // Every path that drops a part records why; this guards the contract
+        // that an error is never empty.
+        l.whole(
+            "manifest could not be read (internal error: no diagnostic recorded)".into(),
+            Some("please report this manifest as a bug".into()),
+        );
     }
+    let mut diags = l.diags;
     diags.sort_by_key(|d| (d.line, d.col));
     if diags.len() > MAX_DIAGNOSTICS {
         let last = diags[MAX_DIAGNOSTICS - 1].clone();
