@@ -345,6 +345,7 @@ fn run_steps(
         cpus: plan.cpus.max(1),
     };
     let mut times_fixed = false;
+    let mut warned = false;
     for (i, step) in plan.steps.iter().enumerate() {
         let number = i + 1;
         match step {
@@ -385,7 +386,9 @@ fn run_steps(
                     timeout: req.step_timeout,
                     limits,
                     host_ca: req.host_ca_bundle.as_deref(),
+                    warn_unlimited: !warned,
                 };
+                warned = true;
                 let outcome = isolate::run_step(&run, req.log)?;
                 req.log.line(&format!(
                     "-----> Step {number}/{total} done in {:.1}s",

@@ -69,6 +69,8 @@ pub struct StepRun<'a> {
     /// A host CA bundle to trust during the step (bound over the rootfs's
     /// bundle when it has `/etc/ssl/certs`), e.g. for a TLS-inspecting proxy.
     pub host_ca: Option<&'a Path>,
+    /// Log that limits cannot be enforced on this host (once per build).
+    pub warn_unlimited: bool,
 }
 
 /// How the step ended, when it ran to completion successfully.
@@ -173,10 +175,12 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             }
         }
         Hierarchy::Unsupported(why) => {
-            log.line(&format!(
+            if step.warn_unlimited {
+                log.line(&format!(
                 "[step {}] warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {:?} timeout is)",
                 step.number, step.timeout
             ));
+            }
             None
         }
     };
