@@ -4,4 +4,5 @@
 //! It must not parse manifests or know about git; it runs artifacts.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod vmm;
