@@ -211,3 +211,19 @@ fn virtio_mmio_registers_and_queue_notify() {
     drop(vm);
     assert_eq!(std::fs::read_to_string(&console).unwrap(), "virt41P1");
 }
+
+#[test]
+fn one_vcpu_stopping_stops_the_whole_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    // With the in-kernel LAPIC, vCPUs 1..3 wait for a SIPI inside KVM_RUN that never
+    // comes; when vCPU 0 resets the machine they must be kicked out.
+    let mut code = MOV_DX_COM1.to_vec();
+    code.extend(out_char(b'x'));
+    code.extend(RESET);
+    let mut c = cfg(code, &console);
+    c.cpus = 4;
+    let vm = Vm::start(c).expect("start");
+    let exit = vm.wait_timeout(Duration::from_secs(60)).expect("VM did not stop");
+    assert_eq!(exit, VmExit::Reboot);
+}
