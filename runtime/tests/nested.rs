@@ -69,8 +69,16 @@ fn linux_boots_under_byteport_vmm_in_nested_host() {
 
     let start = Instant::now();
     let mut qemu = Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024"])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-serial", "stdio"])
+        .args([
+            "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-serial",
+            "stdio",
+        ])
         .arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
@@ -116,10 +124,19 @@ fn linux_boots_under_byteport_vmm_in_nested_host() {
     let has = |m: &str| log.iter().any(|l| l.contains(m));
     let all = log.join("\n");
     assert!(has("L1-KVM-READY"), "level 1 has no /dev/kvm:\n{all}");
-    assert!(has("L2-USERSPACE-UP"), "level 2 never reached userspace:\n{all}");
+    assert!(
+        has("L2-USERSPACE-UP"),
+        "level 2 never reached userspace:\n{all}"
+    );
     assert!(!has("L2-INSMOD-FAIL"), "module load failed:\n{all}");
     assert!(has("L2-CPUS=2"), "level 2 does not see 2 CPUs:\n{all}");
-    assert!(has("L2-DISK=ext4-over-virtio-blk"), "ext4 over virtio-blk failed:\n{all}");
+    assert!(
+        has("L2-DISK=ext4-over-virtio-blk"),
+        "ext4 over virtio-blk failed:\n{all}"
+    );
     assert!(has("L2-RNG=virtio_rng"), "virtio-rng not found:\n{all}");
-    assert!(has("L1-VMM-EXIT=0"), "VMM did not exit cleanly after poweroff:\n{all}");
+    assert!(
+        has("L1-VMM-EXIT=0"),
+        "VMM did not exit cleanly after poweroff:\n{all}"
+    );
 }

@@ -46,7 +46,14 @@ fn run(cmd: &mut Command) -> String {
 
 /// Fails loudly (with the apt-get command) if a host tool is missing.
 pub fn require_tools() {
-    for tool in ["qemu-system-x86_64", "cpio", "mkfs.ext4", "gzip", "apt-get", "dpkg-deb"] {
+    for tool in [
+        "qemu-system-x86_64",
+        "cpio",
+        "mkfs.ext4",
+        "gzip",
+        "apt-get",
+        "dpkg-deb",
+    ] {
         let ok = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -82,7 +89,10 @@ pub fn kernel() -> (PathBuf, PathBuf) {
         let dl = base.join("download");
         let _ = std::fs::remove_dir_all(&dl);
         std::fs::create_dir_all(&dl).unwrap();
-        run(Command::new("apt-get").arg("download").arg(&pkg).current_dir(&dl));
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg(&pkg)
+            .current_dir(&dl));
         let deb = std::fs::read_dir(&dl)
             .unwrap()
             .flatten()
@@ -95,7 +105,11 @@ pub fn kernel() -> (PathBuf, PathBuf) {
         std::fs::rename(&tmp, &dir).unwrap();
         let _ = std::fs::remove_dir_all(&dl);
     }
-    assert!(kernel.exists(), "{} missing after extraction", kernel.display());
+    assert!(
+        kernel.exists(),
+        "{} missing after extraction",
+        kernel.display()
+    );
     (kernel, modules)
 }
 
@@ -125,13 +139,11 @@ pub fn static_vmm() -> PathBuf {
 
 /// Writes a gzip'd newc cpio of `root` to `out`.
 pub fn cpio(root: &Path, out: &Path) {
-    run(Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            root.display(),
-            out.display()
-        )));
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        out.display()
+    )));
 }
 
 /// Creates a busybox root with `/init` = `script` and `modules` copied to /lib/modules.
