@@ -4,6 +4,7 @@
 //! It must not parse manifests or know about git; it runs artifacts.
 #![deny(missing_docs)]
 
+pub mod cli;
 pub mod drivers;
 pub mod supervisor;
 pub mod vmm;

@@ -211,3 +211,56 @@ fn virtio_mmio_registers_and_queue_notify() {
     drop(vm);
     assert_eq!(std::fs::read_to_string(&console).unwrap(), "virt41P1");
 }
+
+#[test]
+fn one_vcpu_stopping_stops_the_whole_machine() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    // With the in-kernel LAPIC, vCPUs 1..3 wait for a SIPI inside KVM_RUN that never
+    // comes; when vCPU 0 resets the machine they must be kicked out.
+    let mut code = MOV_DX_COM1.to_vec();
+    code.extend(out_char(b'x'));
+    code.extend(RESET);
+    let mut c = cfg(code, &console);
+    c.cpus = 4;
+    let vm = Vm::start(c).expect("start");
+    let exit = vm
+        .wait_timeout(Duration::from_secs(60))
+        .expect("VM did not stop");
+    assert_eq!(exit, VmExit::Reboot);
+}
+
+#[test]
+fn control_socket_pause_resume_stop_and_list() {
+    use runtime::vmm::control;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let mut code = MOV_DX_COM1.to_vec();
+    code.extend([0xb0, b'.', 0xee, 0xeb, 0xfb]);
+    let vm = Arc::new(Mutex::new(Some(Vm::start(cfg(code, &console)).unwrap())));
+    let sock = control::socket_path(dir.path(), "t1");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let v2 = vm.clone();
+    std::thread::spawn(move || control::serve(listener, v2, "t1".into()));
+
+    assert_eq!(
+        control::request(&sock, "status").unwrap()["state"],
+        "running"
+    );
+    assert_eq!(control::request(&sock, "pause").unwrap()["state"], "paused");
+    assert_eq!(
+        vm.lock().unwrap().as_ref().unwrap().state(),
+        VmState::Paused
+    );
+    assert_eq!(
+        control::request(&sock, "resume").unwrap()["state"],
+        "running"
+    );
+    assert!(control::request(&sock, "bogus").is_err());
+    // `list` through the CLI entry point sees the VM.
+    runtime::cli::run(runtime::cli::VmCommand::List { json: true }, dir.path()).unwrap();
+    assert_eq!(control::request(&sock, "stop").unwrap()["state"], "stopped");
+    assert!(vm.lock().unwrap().is_none());
+    assert!(control::request(&dir.path().join("none.sock"), "status").is_err());
+}

@@ -52,6 +52,14 @@ pub enum AcpiError {
 
 fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
     let mut body = Vec::new();
+    // COM1, so the 8250 driver gets IRQ 4 through the IOAPIC on a reduced-hardware machine.
+    let io = aml::IO::new(0x3f8, 0x3f8, 1, 8);
+    let irq4 = aml::Interrupt::new(true, true, false, false, 4);
+    let crs = aml::ResourceTemplate::new(vec![&io, &irq4]);
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0501"));
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    let crs_n = aml::Name::new("_CRS".into(), &crs);
+    aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs_n]).to_aml_bytes(&mut body);
     for (i, d) in devices.iter().enumerate() {
         let mem = aml::Memory32Fixed::new(true, d.base as u32, d.len);
         let irq = aml::Interrupt::new(true, true, false, false, d.gsi);

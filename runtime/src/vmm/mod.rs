@@ -4,6 +4,7 @@
 //! ([`kernel`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed to devices ([`devices`]).
 
 pub mod acpi;
+pub mod control;
 pub mod cpuid;
 pub mod devices;
 pub mod kernel;

@@ -279,14 +279,29 @@ impl Vm {
     }
 
     /// Waits up to `timeout` for the guest to stop by itself; `None` on timeout.
+    /// Once one vCPU has stopped the machine, the others are kicked out of `KVM_RUN`.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
-        let c = self.shared.lock();
-        let (c, _) = self
-            .shared
-            .cv
-            .wait_timeout_while(c, timeout, |c| c.exited < self.cpus)
-            .unwrap_or_else(|p| p.into_inner());
-        (c.exited >= self.cpus).then(|| c.exit.clone().unwrap_or(VmExit::Killed))
+        let deadline = std::time::Instant::now() + timeout;
+        let mut c = self.shared.lock();
+        loop {
+            if c.exited >= self.cpus {
+                return Some(c.exit.clone().unwrap_or(VmExit::Killed));
+            }
+            if c.stop_requested {
+                self.kick_all();
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            let step = (deadline - now).min(Duration::from_millis(20));
+            c = self
+                .shared
+                .cv
+                .wait_timeout(c, step)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Waits for the guest to stop by itself.

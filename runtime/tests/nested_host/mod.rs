@@ -1,0 +1,174 @@
+//! Builds the nested test host: level 1 = QEMU TCG `-cpu max` (emulated SVM) with
+//! the Debian cloud kernel and the kvm modules; level 2 = the same kernel under
+//! our static `byteport-vmm` on level 1's /dev/kvm.
+//!
+//! Inputs are cached outside the clone in
+//! `${BYTEPORT_TEST_CACHE:-/var/cache/byteport-test}/runtime-nested/<kernel>`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian packages this harness needs on the host.
+pub const APT: &str = "apt-get install -y qemu-system-x86 busybox-static cpio e2fsprogs";
+
+/// Level-2 kernel modules, in load order.
+pub const L2_MODULES: &[&str] = &[
+    "drivers/virtio/virtio_ring.ko",
+    "drivers/virtio/virtio.ko",
+    "drivers/virtio/virtio_mmio.ko",
+    "drivers/block/virtio_blk.ko",
+    "net/vmw_vsock/vsock.ko",
+    "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+    "net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+    "drivers/char/hw_random/virtio-rng.ko",
+];
+/// Level-1 kvm modules, in load order.
+pub const L1_MODULES: &[&str] = &[
+    "virt/lib/irqbypass.ko",
+    "arch/x86/kvm/kvm.ko",
+    "arch/x86/kvm/kvm-amd.ko",
+];
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e} (install with: {APT})"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails loudly (with the apt-get command) if a host tool is missing.
+pub fn require_tools() {
+    for tool in [
+        "qemu-system-x86_64",
+        "cpio",
+        "mkfs.ext4",
+        "gzip",
+        "apt-get",
+        "dpkg-deb",
+    ] {
+        let ok = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "required tool {tool} is missing; run: {APT}");
+    }
+    assert!(
+        Path::new("/bin/busybox").exists(),
+        "static busybox missing; run: {APT}"
+    );
+}
+
+/// Extracted cloud kernel: (kernel image, modules dir).
+pub fn kernel() -> (PathBuf, PathBuf) {
+    let base = PathBuf::from(
+        std::env::var("BYTEPORT_TEST_CACHE").unwrap_or_else(|_| "/var/cache/byteport-test".into()),
+    )
+    .join("runtime-nested");
+    std::fs::create_dir_all(&base).unwrap();
+    // Resolve the meta package to the real versioned package.
+    let depends = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+    let pkg = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+        .unwrap_or_else(|| panic!("cannot resolve linux-image-cloud-amd64; run: apt-get update"))
+        .to_string();
+    let dir = base.join(&pkg);
+    let version = pkg.trim_start_matches("linux-image-");
+    let kernel = dir.join(format!("boot/vmlinuz-{version}"));
+    let modules = dir.join(format!("lib/modules/{version}/kernel"));
+    if !kernel.exists() {
+        let dl = base.join("download");
+        let _ = std::fs::remove_dir_all(&dl);
+        std::fs::create_dir_all(&dl).unwrap();
+        run(Command::new("apt-get")
+            .arg("download")
+            .arg(&pkg)
+            .current_dir(&dl));
+        let deb = std::fs::read_dir(&dl)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .expect("downloaded .deb");
+        let tmp = base.join(format!("{pkg}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp));
+        std::fs::rename(&tmp, &dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dl);
+    }
+    assert!(
+        kernel.exists(),
+        "{} missing after extraction",
+        kernel.display()
+    );
+    (kernel, modules)
+}
+
+/// Builds the static VMM binary and returns its path.
+pub fn static_vmm() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "runtime",
+            "--release",
+            "--bin",
+            "byteport-vmm",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    target.join("x86_64-unknown-linux-gnu/release/byteport-vmm")
+}
+
+/// Writes a gzip'd newc cpio of `root` to `out`.
+pub fn cpio(root: &Path, out: &Path) {
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        out.display()
+    )));
+}
+
+/// Creates a busybox root with `/init` = `script` and `modules` copied to /lib/modules.
+pub fn busybox_root(root: &Path, script: &str, modules_dir: &Path, modules: &[&str]) {
+    for d in ["bin", "proc", "sys", "dev", "mnt", "lib/modules", "run"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    for m in modules {
+        let name = Path::new(m).file_name().unwrap();
+        std::fs::copy(modules_dir.join(m), root.join("lib/modules").join(name))
+            .unwrap_or_else(|e| panic!("module {m}: {e}"));
+    }
+    let init = root.join("init");
+    std::fs::write(&init, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Makes an ext4 image of `size_mib` from directory `src`.
+pub fn ext4(src: &Path, out: &Path, size_mib: u32) {
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(src)
+        .arg(out)
+        .arg(format!("{size_mib}M")));
+}
