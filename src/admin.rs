@@ -164,9 +164,7 @@ async fn dispatch(
             require_access(store, user, app).await?;
             let segments = store.log_segments(app).await?;
             if segments.is_empty() {
-                return Ok(AdminReply::ok(format!(
-                    "{app} has no logs yet\n"
-                )));
+                return Ok(AdminReply::ok(format!("{app} has no logs yet\n")));
             }
             let mut out = String::new();
             for s in segments.iter().rev() {

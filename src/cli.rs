@@ -31,6 +31,9 @@ pub enum Command {
     Setup(builder::cli::SetupArgs),
     /// Build an app directory (or one of its commits) into an artifact locally.
     Build(builder::cli::BuildArgs),
+    /// Run and control microVMs with BytePort's own VMM (needs usable KVM).
+    #[command(subcommand)]
+    Vm(runtime::cli::VmCommand),
     /// Show BytePort's effective configuration, or set app config vars.
     #[command(subcommand)]
     Config(ConfigCommand),

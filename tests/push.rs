@@ -325,7 +325,12 @@ fn concurrent_pushes_to_one_app_end_consistent() {
     let mut d = Daemon::start();
     let keys = tempfile::tempdir().unwrap();
     let alice = keygen(keys.path(), "alice");
-    let out = d.cli(&["keys", "add", "alice", alice.with_extension("pub").to_str().unwrap()]);
+    let out = d.cli(&[
+        "keys",
+        "add",
+        "alice",
+        alice.with_extension("pub").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let ssh = d.ssh_command(&alice);
     let work = tempfile::tempdir().unwrap();
@@ -335,13 +340,28 @@ fn concurrent_pushes_to_one_app_end_consistent() {
     std::fs::write(base.join("a"), "a\n").unwrap();
     git(&base, &["add", "-A"], None);
     git(&base, &["commit", "-qm", "base"], None);
-    assert!(git(&base, &["push", &d.remote("race"), "main:dev"], Some(&ssh)).status.success());
+    assert!(
+        git(&base, &["push", &d.remote("race"), "main:dev"], Some(&ssh))
+            .status
+            .success()
+    );
 
     // Two diverging commits on the same branch, pushed at the same time.
     let mut dirs = vec![];
     for who in ["x", "y"] {
         let dir = work.path().join(who);
-        let out = git(work.path(), &["clone", "-q", "-b", "dev", &d.remote("race"), dir.to_str().unwrap()], Some(&ssh));
+        let out = git(
+            work.path(),
+            &[
+                "clone",
+                "-q",
+                "-b",
+                "dev",
+                &d.remote("race"),
+                dir.to_str().unwrap(),
+            ],
+            Some(&ssh),
+        );
         assert!(out.status.success(), "{}", text(&out));
         std::fs::write(dir.join(who), format!("{who}\n").repeat(1000)).unwrap();
         git(&dir, &["add", "-A"], None);
@@ -353,19 +373,40 @@ fn concurrent_pushes_to_one_app_end_consistent() {
         .cloned()
         .map(|dir| {
             let (ssh, remote) = (ssh.clone(), d.remote("race"));
-            std::thread::spawn(move || git(&dir, &["push", &remote, "HEAD:dev", "HEAD:refs/heads/own-branch-of-this-clone"], Some(&ssh)))
+            std::thread::spawn(move || {
+                git(
+                    &dir,
+                    &[
+                        "push",
+                        &remote,
+                        "HEAD:dev",
+                        "HEAD:refs/heads/own-branch-of-this-clone",
+                    ],
+                    Some(&ssh),
+                )
+            })
         })
         .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let winners = results.iter().filter(|o| o.status.success()).count();
-    assert!(winners >= 1, "at least one push wins: {:?}", results.iter().map(text).collect::<Vec<_>>());
+    assert!(
+        winners >= 1,
+        "at least one push wins: {:?}",
+        results.iter().map(text).collect::<Vec<_>>()
+    );
     // Whatever the interleaving, dev is exactly one of the two commits and
     // the repository is sound.
     let repo = d.home.join("repos/race.git");
-    let dev = String::from_utf8_lossy(&git(&repo, &["rev-parse", "dev"], None).stdout).trim().to_string();
+    let dev = String::from_utf8_lossy(&git(&repo, &["rev-parse", "dev"], None).stdout)
+        .trim()
+        .to_string();
     let heads: Vec<String> = dirs
         .iter()
-        .map(|dir| String::from_utf8_lossy(&git(dir, &["rev-parse", "HEAD"], None).stdout).trim().to_string())
+        .map(|dir| {
+            String::from_utf8_lossy(&git(dir, &["rev-parse", "HEAD"], None).stdout)
+                .trim()
+                .to_string()
+        })
         .collect();
     assert!(heads.contains(&dev), "dev = {dev}, pushed {heads:?}");
     assert!(git(&repo, &["fsck", "--full"], None).status.success());

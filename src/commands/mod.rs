@@ -40,6 +40,11 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             tokio::task::spawn_blocking(move || builder::cli::run_build(&home, &args)).await??;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Vm(cmd) => {
+            let dir = config.home.join("vms");
+            tokio::task::spawn_blocking(move || runtime::cli::run(cmd, &dir)).await??;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config(ConfigCommand::Show(flag)) => {
             if flag.json {
                 println!("{}", serde_json::to_string_pretty(config)?);
