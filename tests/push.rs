@@ -166,6 +166,26 @@ fn push_deploys_redeploys_rejects_and_guards_access() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+
+    // Restarting `byteport up` brings the live deploy back without a push.
+    d.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match d.get("site") {
+            Ok(page) => {
+                assert!(page.contains("version two"), "{page}");
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "not restored: {e}\n{}",
+                    d.log()
+                );
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        }
+    }
     d.stop();
 }
 

@@ -57,6 +57,28 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     key
 }
 
+fn spawn_up(dir: &Path, home: &Path, ssh_port: u16, router_port: u16, http_port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("up.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_byteport"))
+        .arg("up")
+        .env("BYTEPORT_HOME", home)
+        .env("BYTEPORT_SSH_ADDR", format!("127.0.0.1:{ssh_port}"))
+        .env("BYTEPORT_ROUTER_ADDR", format!("127.0.0.1:{router_port}"))
+        .env("BYTEPORT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("BYTEPORT_DRIVER", "qemu")
+        .env("BYTEPORT_INIT", super::assets::init_binary())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 impl Daemon {
     /// Starts `byteport up`, reusing the cached guest kernel.
     pub fn start() -> Daemon {
@@ -68,21 +90,7 @@ impl Daemon {
         std::os::unix::fs::symlink(cached.join("kernels"), home.join("kernels")).unwrap();
         std::os::unix::fs::symlink(cached.join("assets"), home.join("assets")).unwrap();
         let (ssh_port, router_port, http_port) = (free_port(), free_port(), free_port());
-        let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_byteport"))
-            .arg("up")
-            .env("BYTEPORT_HOME", &home)
-            .env("BYTEPORT_SSH_ADDR", format!("127.0.0.1:{ssh_port}"))
-            .env("BYTEPORT_ROUTER_ADDR", format!("127.0.0.1:{router_port}"))
-            .env("BYTEPORT_HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env("BYTEPORT_DRIVER", "qemu")
-            .env("BYTEPORT_INIT", super::assets::init_binary())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn_up(dir.path(), &home, ssh_port, router_port, http_port);
         let d = Daemon {
             child,
             home,
@@ -93,6 +101,21 @@ impl Daemon {
         d.wait_for_port(ssh_port);
         d.wait_for_port(router_port);
         d
+    }
+
+    /// Stops `byteport up` and starts it again on the same home and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        let http_port = free_port();
+        self.child = spawn_up(
+            self._dir.path(),
+            &self.home,
+            self.ssh_port,
+            self.router_port,
+            http_port,
+        );
+        self.wait_for_port(self.ssh_port);
+        self.wait_for_port(self.router_port);
     }
 
     fn wait_for_port(&self, port: u16) {
