@@ -32,6 +32,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     std::fs::create_dir_all(&config.home)
         .with_context(|| format!("creating {}", config.home.display()))?;
     let store = crate::commands::open_store(config).await?;
+    // First start: fetch the guest kernel and busybox (with progress) if
+    // `byteport setup` has not run; a warm cache does no network work.
+    if builder::setup::current_kernel(&config.home).is_none() {
+        eprintln!("byteport up: no guest kernel yet; running setup first");
+        let options = builder::SetupOptions {
+            home: config.home.clone(),
+            kernel: None,
+            kernel_modules: None,
+            progress: true,
+        };
+        tokio::task::spawn_blocking(move || builder::ensure_assets(&options))
+            .await
+            .context("setup task failed")?
+            .context("setup (guest kernel, busybox) failed; run `byteport setup` to retry")?;
+    }
     let routes = RouteTable::new("localhost");
     let logs = AppLogs::new(config.home.join("logs"));
     let platform = Arc::new(Platform::new(
