@@ -194,6 +194,7 @@ impl Vm {
             cv: Condvar::new(),
         });
         let mut threads = Vec::new();
+        let filter = super::seccomp::vcpu_filter()?;
         for id in 0..cfg.cpus {
             let mut fd = vm
                 .create_vcpu(u64::from(id))
@@ -201,9 +202,20 @@ impl Vm {
             vcpu::configure(&kvm, &fd, id, cfg.cpus, entry.rip, entry.rsi)?;
             let bus = bus.clone();
             let shared = shared.clone();
+            let filter = filter.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu_loop(&mut fd, &bus, &shared, id))
+                .spawn(move || {
+                    if let Err(e) = super::seccomp::apply(&filter) {
+                        let mut c = shared.lock();
+                        c.exit = Some(VmExit::Error(e.to_string()));
+                        c.stop_requested = true;
+                        c.exited += 1;
+                        shared.cv.notify_all();
+                        return;
+                    }
+                    vcpu_loop(&mut fd, &bus, &shared, id)
+                })
                 .map_err(io_err("spawning vCPU thread"))?;
             threads.push(t);
         }
