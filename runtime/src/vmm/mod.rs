@@ -10,6 +10,7 @@ pub mod devices;
 pub mod kernel;
 pub mod memory;
 mod run;
+pub mod seccomp;
 pub mod vcpu;
 
 pub use run::{Vm, VmExit, VmState};
@@ -117,6 +118,9 @@ pub enum VmError {
     /// ACPI table error.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
+    /// seccomp filter error.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// Kernel loading error.
     #[error(transparent)]
     Kernel(#[from] kernel::KernelError),

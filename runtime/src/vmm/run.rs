@@ -194,6 +194,7 @@ impl Vm {
             cv: Condvar::new(),
         });
         let mut threads = Vec::new();
+        let filter = super::seccomp::vcpu_filter()?;
         for id in 0..cfg.cpus {
             let mut fd = vm
                 .create_vcpu(u64::from(id))
@@ -201,9 +202,20 @@ impl Vm {
             vcpu::configure(&kvm, &fd, id, cfg.cpus, entry.rip, entry.rsi)?;
             let bus = bus.clone();
             let shared = shared.clone();
+            let filter = filter.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu_loop(&mut fd, &bus, &shared))
+                .spawn(move || {
+                    if let Err(e) = super::seccomp::apply(&filter) {
+                        let mut c = shared.lock();
+                        c.exit = Some(VmExit::Error(e.to_string()));
+                        c.stop_requested = true;
+                        c.exited += 1;
+                        shared.cv.notify_all();
+                        return;
+                    }
+                    vcpu_loop(&mut fd, &bus, &shared, id)
+                })
                 .map_err(io_err("spawning vCPU thread"))?;
             threads.push(t);
         }
@@ -337,7 +349,24 @@ impl Drop for Vm {
     }
 }
 
-fn vcpu_loop(fd: &mut kvm_ioctls::VcpuFd, bus: &Arc<Bus>, shared: &Shared) {
+/// CPU time this process has used so far.
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn vcpu_loop(fd: &mut kvm_ioctls::VcpuFd, bus: &Arc<Bus>, shared: &Shared, id: u8) {
+    if id == 0 && std::env::var_os("BYTEPORT_VMM_REPORT_STARTUP").is_some() {
+        eprintln!(
+            "byteport-vmm: first KVM_RUN after {:.2} ms of process CPU time",
+            process_cpu_time().as_secs_f64() * 1000.0
+        );
+    }
     loop {
         {
             let mut c = shared.lock();
