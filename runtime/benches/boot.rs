@@ -19,6 +19,7 @@ const L1_INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+mkdir -p /tmp /run
 for m in irqbypass kvm kvm-amd; do insmod /lib/modules/$m.ko; done
 CMD="console=ttyS0 reboot=k panic=-1 quiet"
 measure() {
@@ -38,7 +39,11 @@ measure() {
   h=$(grep VmHWM /proc/$pid/status 2>/dev/null | tr -s ' ' | cut -d' ' -f2)
   [ -n "$h" ] && hwm=$h
   wait $pid
-  echo "BENCH $name start=$s up=$e hwm_kb=$hwm"
+  if grep -q L2-USERSPACE-UP /tmp/con; then
+    echo "BENCH $name start=$s up=$e hwm_kb=$hwm"
+  else
+    tail -5 /tmp/con /tmp/err | sed "s/^/BENCH-NOTE $name failed: /"
+  fi
   grep "first KVM_RUN" /tmp/err | sed "s/^/BENCH-NOTE $name /"
 }
 for i in 1 2; do
@@ -172,5 +177,8 @@ fn main() {
     );
     println!("ratio boot time byteport/qemu = {:.2}", bt / qt);
     println!("ratio peak RSS  byteport/qemu = {:.2}", br / qr);
-    assert!(!rows.is_empty(), "no benchmark rows came back from level 1");
+    assert!(
+        rows.iter().any(|r| r.0 == "byteport") && rows.iter().any(|r| r.0 == "qemu"),
+        "benchmark rows missing for one side"
+    );
 }

@@ -1,7 +1,13 @@
 //! BytePort's own VMM: one KVM virtual machine per [`Vm`], built from a [`VmConfig`].
 //!
 //! Flow of data: [`VmConfig`] → guest memory ([`memory`]) → kernel + zero page
-//! ([`kernel`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed to devices ([`devices`]).
+//! ([`kernel`]) + ACPI tables ([`acpi`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed
+//! to devices ([`devices`]); [`control`] serves the per-VM control socket and
+//! [`seccomp`] confines the vCPU threads.
+//!
+//! Current limits: virtio queue notifications are handled on the notifying vCPU
+//! thread (no ioeventfd/event loop yet), virtio-vsock is not implemented, and host
+//! stop is immediate (no ACPI power-button grace period).
 
 pub mod acpi;
 pub mod control;
