@@ -17,6 +17,22 @@ use crate::store::Store;
 /// How long an old VM keeps serving in-flight requests after a switch.
 pub const DRAIN: Duration = Duration::from_secs(10);
 
+/// The guest kernel and its initramfs need about this much memory to boot
+/// (measured: a 64M manifest made the Debian cloud kernel die silently).
+pub const MIN_MEMORY_MIB: u64 = 128;
+
+fn memory_mib(bytes: u64, progress: &(dyn Fn(&str) + Send + Sync)) -> u64 {
+    let mib = bytes >> 20;
+    if mib < MIN_MEMORY_MIB {
+        progress(&format!(
+            "       note: memory {mib}M is below the {MIN_MEMORY_MIB}M a Linux guest needs to boot; using {MIN_MEMORY_MIB}M"
+        ));
+        MIN_MEMORY_MIB
+    } else {
+        mib
+    }
+}
+
 /// Where `byteport-init` is: `$BYTEPORT_INIT`, beside this executable, or on PATH.
 pub fn find_init_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("BYTEPORT_INIT") {
@@ -180,7 +196,7 @@ impl Platform {
             modules_dir: kernel.modules_dir.clone(),
             rootfs,
             cpus: descriptor.vm.cpus,
-            memory_mib: (descriptor.vm.memory_bytes >> 20).max(64),
+            memory_mib: memory_mib(descriptor.vm.memory_bytes, progress),
             processes: descriptor
                 .processes
                 .iter()
