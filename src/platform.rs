@@ -91,7 +91,7 @@ impl Platform {
             ),
             (_, None, _) => (
                 None,
-                Some("byteport-init not found: install it with `cargo install --path runtime/guest-init`".to_string()),
+                Some("byteport-init not found beside byteport: reinstall with `cargo install --path .`".to_string()),
             ),
             (_, _, None) => (None, Some("qemu-system-x86_64 not found: apt-get install qemu-system-x86".to_string())),
             (_, Some(init), Some(qemu)) => (

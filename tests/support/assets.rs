@@ -28,16 +28,9 @@ pub fn guest_assets() -> builder::Assets {
     })
 }
 
-/// `byteport-init`, built by `cargo test --workspace` beside `byteport`.
+/// `byteport-init`, a binary of this package (built for its tests).
 pub fn init_binary() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_byteport"));
-    let init = exe.with_file_name("byteport-init");
-    assert!(
-        init.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (or `cargo build -p guest-init` first)",
-        init.display()
-    );
-    init
+    PathBuf::from(env!("CARGO_BIN_EXE_byteport-init"))
 }
 
 /// `qemu-system-x86_64`, or a loud failure with the fix.
