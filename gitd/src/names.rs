@@ -24,17 +24,22 @@ pub enum Request {
     Command(String),
 }
 
-/// Checks an app name: a DNS label (1-63 of `a-z0-9-`, no leading or
-/// trailing `-`). The message is shown by the git client.
-pub fn validate_app_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+/// Is `name` a DNS label: 1-63 of `a-z0-9-`, no leading or trailing `-`?
+/// The one rule for app (and user) names across BytePort.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+        && !name.ends_with('-')
+}
+
+/// Checks an app name (see [`is_dns_label`]). The message is shown by the
+/// git client.
+pub fn validate_app_name(name: &str) -> Result<(), String> {
+    if is_dns_label(name) {
         Ok(())
     } else {
         Err(format!(

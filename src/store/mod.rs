@@ -179,14 +179,7 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 /// Validates an app or user name: a DNS label (lower-case letters, digits
 /// and `-`, 1..=63 characters, not starting or ending with `-`).
 pub fn validate_dns_label(kind: &str, name: &str) -> Result<(), StoreError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
+    if gitd::names::is_dns_label(name) {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(
