@@ -152,10 +152,10 @@ async fn unknown_host_is_404_and_down_app_is_502() {
         "{r}"
     );
 
-    table.mark_down("sleepy", &[]);
+    table.mark_down("sleepy", &[], "it is starting");
     let r = raw(router.local_addr, &get("sleepy.localhost", "/")).await;
     assert!(
-        r.starts_with("HTTP/1.1 502") && r.contains("not running"),
+        r.starts_with("HTTP/1.1 502") && r.contains("not answering right now: it is starting"),
         "{r}"
     );
 

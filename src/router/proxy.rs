@@ -118,15 +118,12 @@ impl Proxy {
         };
         let upstream = match self.table.lookup(&host) {
             Some(Route::Up(u)) => u,
-            Some(Route::Down { app }) => {
+            Some(Route::Down { app, why }) => {
                 (self.log)(
                     &app,
                     &format!("{method} {path} 502 (app not running) from {peer}"),
                 );
-                return full(
-                    StatusCode::BAD_GATEWAY,
-                    pages::app_down(&app, "it is not running"),
-                );
+                return full(StatusCode::BAD_GATEWAY, pages::app_down(&app, &why));
             }
             None => return full(StatusCode::NOT_FOUND, pages::unknown_host(&host)),
         };

@@ -72,6 +72,8 @@ pub enum Route {
     Down {
         /// The app.
         app: String,
+        /// Why, for the 502 page ("it is starting", "it was stopped by its owner").
+        why: Arc<str>,
     },
 }
 
@@ -162,9 +164,10 @@ impl RouteTable {
         old
     }
 
-    /// Marks `app` down: its hosts answer 502 until it is switched up again.
-    /// Returns the upstream that was serving, if any.
-    pub fn mark_down(&self, app: &str, domains: &[String]) -> Option<Arc<Upstream>> {
+    /// Marks `app` down: its hosts answer 502, saying `why` ("it is
+    /// starting"), until it is switched up again. Returns the upstream that
+    /// was serving, if any.
+    pub fn mark_down(&self, app: &str, domains: &[String], why: &str) -> Option<Arc<Upstream>> {
         let hosts = self.hosts_for(app, domains);
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let old = inner.unmap(app);
@@ -173,6 +176,7 @@ impl RouteTable {
             hosts,
             Route::Down {
                 app: app.to_string(),
+                why: why.into(),
             },
         );
         old
@@ -243,7 +247,10 @@ mod tests {
             t.lookup("hello.example.com").is_none(),
             "dropped domain no longer routes"
         );
-        assert_eq!(t.mark_down("hello", &[]).unwrap().deploy, 2);
+        assert_eq!(
+            t.mark_down("hello", &[], "it is starting").unwrap().deploy,
+            2
+        );
         assert!(matches!(
             t.lookup("hello.localhost"),
             Some(Route::Down { .. })
