@@ -233,7 +233,7 @@ pub enum AppsCommand {
         /// The collaborator.
         user: String,
     },
-    /// Delete an app and its history (its repository stays on disk).
+    /// Delete an app: its VM, deploys, config, secrets, repository and logs.
     Destroy {
         /// The app.
         app: String,

@@ -50,6 +50,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     }
     let routes = RouteTable::new("localhost");
     let logs = AppLogs::new(config.home.join("logs"));
+    {
+        // Buffered log lines reach the disk even when an app goes quiet.
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::applog::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                logs.flush();
+            }
+        });
+    }
     let platform = Arc::new(Platform::new(
         config,
         store.clone(),
@@ -124,6 +135,7 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(crate::control::socket_path(&config.home));
     services.router.shutdown();
     services.platform.stop_all().await;
+    services.platform.logs().flush();
     services.store.close().await;
     Ok(())
 }

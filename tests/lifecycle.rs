@@ -246,6 +246,17 @@ fn crashes_come_back_and_stop_start_survive_a_restart_of_up() {
     let out = d.cli(&["start", "life"]);
     assert!(out.status.success(), "{}\n{}", text(&out), d.log());
     assert!(d.get("life").unwrap().contains("still here"));
+
+    // Destroy through the CLI: the running daemon powers the VM off and
+    // unroutes the app; the repository goes too.
+    let pid = vm_pid(&d).expect("a VM runs");
+    let out = d.cli(&["apps", "destroy", "life", "--confirm", "life"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(d.get("life").unwrap_err().starts_with("HTTP/1.1 404"));
+    assert!(!d.home.join("repos/life.git").exists());
+    wait_for(&d, "the destroyed app's VM to stop", 60, || {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
 }
 
 #[test]

@@ -113,6 +113,7 @@ pub async fn show(
     // Subscribe before reading the files: a line written in between is
     // printed twice at worst, never lost.
     let mut live = opts.follow.then(|| platform.logs().subscribe(app));
+    platform.logs().flush();
     let segments = platform.store.log_segments(app).await?;
     // Newest segments first; take lines until we have enough, then print
     // them oldest first.

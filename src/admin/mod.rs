@@ -44,6 +44,7 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
+  destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
 git:
   git push ssh://git@HOST:PORT/APP.git main   deploy
 ";
@@ -308,6 +309,29 @@ async fn dispatch(
             let op = platform.start(app, &progress);
             lifecycle(out, streamed(out, &mut lines, op).await).await
         }
+        ["destroy", app, "--confirm", confirm] if app == confirm => {
+            require_access(platform, caller, app).await?;
+            if let Caller::User(user) = caller {
+                let owner = store.require_app(app).await?.owner;
+                if owner != user {
+                    return Ok(fail(
+                        out,
+                        &format!("only {app}'s owner ({owner}) may destroy it"),
+                    )
+                    .await);
+                }
+            }
+            let (progress, mut lines) = progress_channel();
+            let op = platform.destroy(app, &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await).await
+        }
+        ["destroy", app, ..] => Ok(fail(
+            out,
+            &format!(
+                "destroying {app} deletes its VM, deploys, config, secrets, repository and logs; run again with --confirm {app}"
+            ),
+        )
+        .await),
         [cmd, ..] => Ok(fail(
             out,
             &format!(

@@ -229,3 +229,26 @@ async fn hostile_and_malformed_lines_get_clear_errors() {
     assert!(r.stderr.contains("unknown option"), "{r:?}");
     assert_eq!(run_as(&p, alice, "").await.stdout, HELP);
 }
+
+#[tokio::test]
+async fn only_the_owner_destroys_and_only_when_confirmed() {
+    let (h, p) = platform().await;
+    p.store.share_app("hello", "bob").await.unwrap();
+    let repo = h.path().join("repos/hello.git");
+    std::fs::create_dir_all(&repo).unwrap();
+    let r = run_as(&p, Caller::User("alice"), "destroy hello").await;
+    assert!(r.stderr.contains("--confirm hello"), "{r:?}");
+    let r = run_as(&p, Caller::User("alice"), "destroy hello --confirm other").await;
+    assert!(r.stderr.contains("--confirm hello"), "{r:?}");
+    let r = run_as(&p, Caller::User("bob"), "destroy hello --confirm hello").await;
+    assert!(r.stderr.contains("only hello's owner (alice)"), "{r:?}");
+    assert!(p.store.app("hello").await.unwrap().is_some() && repo.exists());
+    let r = run_as(&p, Caller::User("alice"), "destroy hello --confirm hello").await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("Destroyed hello"), "{r:?}");
+    assert!(p.store.app("hello").await.unwrap().is_none());
+    assert!(
+        !repo.exists(),
+        "a later app of that name must not inherit the history"
+    );
+}

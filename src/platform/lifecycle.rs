@@ -267,3 +267,48 @@ impl Platform {
         Ok(())
     }
 }
+
+/// Deletes what an app leaves on disk besides the store: its repository
+/// (so a later app of the same name, perhaps another owner's, starts
+/// empty) and its logs. Artifacts stay: they are shared by content.
+pub fn remove_app_files(home: &std::path::Path, app: &str) -> std::io::Result<()> {
+    for dir in [
+        home.join("repos").join(format!("{app}.git")),
+        home.join("logs").join(app),
+    ] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+impl Platform {
+    /// Destroys `app`: its VM powers off, its hosts answer 404, its deploys,
+    /// config, secrets, repository and logs are deleted.
+    pub async fn destroy(&self, app: &str, progress: Progress<'_>) -> Result<(), String> {
+        let _guard = self.lock_app(app).await;
+        self.store
+            .require_app(app)
+            .await
+            .map_err(|e| e.to_string())?;
+        let instance = self.running().remove(app);
+        self.routes.forget(app);
+        if let Some(mut instance) = instance {
+            progress(&format!("-----> Stopping {app}'s VM ..."));
+            let _ =
+                tokio::task::spawn_blocking(move || instance.vm.vm.stop(super::STOP_GRACE)).await;
+        }
+        self.store
+            .delete_app(app)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.logs.close(app);
+        remove_app_files(self.home(), app).map_err(|e| {
+            format!("{app} is gone from the store, but removing its files failed: {e}")
+        })?;
+        progress(&format!("-----> Destroyed {app}"));
+        Ok(())
+    }
+}

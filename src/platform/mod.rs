@@ -17,6 +17,7 @@ use builder::Descriptor;
 use runtime::supervisor::{BootOptions, RunningApp};
 
 pub use boot::Booted;
+pub use lifecycle::remove_app_files;
 
 use crate::config::{Config, Driver};
 use crate::router::RouteTable;

@@ -130,6 +130,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("up.log")).unwrap_or_default()
