@@ -162,7 +162,7 @@ async fn run_exec(
     shared: &Arc<Shared>,
     user: &str,
     line: &[u8],
-    _git_protocol: &str,
+    git_protocol: &str,
     channel: Channel<Msg>,
     handle: &Handle,
     id: ChannelId,
@@ -220,7 +220,7 @@ async fn run_exec(
                         .await;
                         return (1, Some(Box::new(channel)));
                     }
-                    upload(repo, channel, handle, id).await
+                    upload(repo, git_protocol.to_string(), channel, handle, id).await
                 }
             }
         }
@@ -276,6 +276,7 @@ async fn receive(
 
 async fn upload(
     repo: std::path::PathBuf,
+    git_protocol: String,
     channel: Channel<Msg>,
     handle: &Handle,
     id: ChannelId,
@@ -284,13 +285,13 @@ async fn upload(
     let result = tokio::task::spawn_blocking(move || {
         let mut input = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(read));
         let mut output = tokio_util::io::SyncIoBridge::new(write);
-        let r = crate::upload::run(&repo, &mut input, &mut output);
+        let r = crate::upload::run(&repo, &git_protocol, &mut input, &mut output);
         let _ = std::io::Write::flush(&mut output);
         (r, input, output)
     })
     .await;
     match result {
-        Ok((Ok(()), i, o)) => (0, Some(Box::new((i, o)))),
+        Ok((Ok(_), i, o)) => (0, Some(Box::new((i, o)))),
         Ok((Err(e), i, o)) => {
             tracing::warn!(error = %e, "gitd: upload-pack failed");
             stderr(handle, id, &format!("byteport: {e}")).await;

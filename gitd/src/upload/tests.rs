@@ -1,0 +1,1 @@
+//! Unit tests: hand-written requests against a real repository.
