@@ -26,6 +26,7 @@ pub struct ConnState {
     authenticated: AtomicBool,
     running: AtomicUsize,
     last_activity: Mutex<Instant>,
+    changed: tokio::sync::Notify,
 }
 
 impl Default for ConnState {
@@ -35,6 +36,7 @@ impl Default for ConnState {
             authenticated: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             last_activity: Mutex::new(Instant::now()),
+            changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -44,6 +46,7 @@ impl ConnState {
     pub fn authenticated(&self) {
         self.authenticated.store(true, Ordering::SeqCst);
         self.touch();
+        self.changed.notify_one();
     }
 
     /// Records activity now.
@@ -66,6 +69,7 @@ impl Drop for RunningGuard {
     fn drop(&mut self) {
         self.0.touch();
         self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_one();
     }
 }
 
@@ -127,7 +131,11 @@ pub async fn watchdog(state: &ConnState, idle: Duration, login: Duration) -> Str
             }
             d
         };
-        tokio::time::sleep_until(deadline.into()).await;
+        // Re-evaluate at the deadline or as soon as the state changes.
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = state.changed.notified() => {}
+        }
     }
 }
 

@@ -293,7 +293,10 @@ async fn run_git(job: Job, channel: Channel<Msg>, handle: &Handle, id: ChannelId
                     max_pack_bytes: job.shared.config.max_pack_bytes,
                     app_lock: &lock,
                 };
-                crate::receive::run(&ctx, &mut input, &mut output).map_err(|e| (e.to_string(), true))
+                crate::receive::run(&ctx, &mut input, &mut output).map_err(|e| {
+                    let told = matches!(e, crate::receive::ReceiveError::Reported(_));
+                    (e.to_string(), !told)
+                })
             }
             Service::UploadPack => {
                 crate::upload::run(&job.repo, &job.git_protocol, &mut input, &mut output)

@@ -30,10 +30,13 @@ pub enum ReceiveError {
     /// The connection failed or went idle.
     #[error("connection: {0}")]
     Io(#[from] io::Error),
-    /// The client broke the protocol, or its pack was refused (the client
-    /// got the report too).
+    /// The client broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The pack was refused; the client has the report and a `remote:`
+    /// line saying why.
+    #[error("the pack was not accepted: {0}")]
+    Reported(String),
     /// The repository cannot be used.
     #[error("repository {path}: {message}")]
     Repo {
@@ -117,9 +120,10 @@ pub fn run(
     if req.commands.is_empty() {
         return Ok(()); // a probe, or nothing to push
     }
+    let sideband = req.has("side-band-64k");
     let mut feedback = Bands {
         out: output,
-        on: req.has("side-band-64k"),
+        on: sideband,
     };
 
     // The pack, unless every command is a deletion. With no refs there is
@@ -170,7 +174,7 @@ pub fn run(
             pktline::data(&mut report, line.as_bytes())?;
         }
         pktline::flush(&mut report)?;
-        if feedback.on {
+        if sideband {
             pktline::band(output, Channel::Data, &report)?;
             pktline::flush(output)?;
         } else {
@@ -180,6 +184,7 @@ pub fn run(
     output.flush()?;
     match unpack {
         // The client has the report; the exit status says it failed too.
+        Err(e) if sideband => Err(ReceiveError::Reported(one_line(&e))),
         Err(e) => Err(ReceiveError::Protocol(format!(
             "the pack was not accepted: {}",
             one_line(&e)
