@@ -213,6 +213,8 @@ fn build_and_write(
             }
         }
     }
+    let skip = client_side_parents(graph, &commits, &plan.shallow.grafts)?;
+    let repo = graph.repo();
     let (boundary, inner): (Vec<ObjectId>, Vec<ObjectId>) = commits
         .iter()
         .partition(|c| plan.shallow.grafts.contains(*c));
@@ -249,7 +251,11 @@ fn build_and_write(
             },
         )
         .map_err(|e| UploadError::repo(repo, format!("counting objects: {e}")))?;
-        counts.extend(found.into_iter().filter(|c| seen.insert(c.id)));
+        counts.extend(
+            found
+                .into_iter()
+                .filter(|c| !skip.contains(&c.id) && seen.insert(c.id)),
+        );
     }
     let num = counts.len();
     if progress {
@@ -303,6 +309,31 @@ fn build_and_write(
         deltas,
         commits: commits.len(),
     })
+}
+
+/// Counting a commit's additions over its parents puts the parents and
+/// their root trees in the pack too. Where a parent is not being sent,
+/// the client has it (it is hidden by a `have`): those objects stay out.
+fn client_side_parents(
+    graph: &mut Graph<'_>,
+    commits: &[ObjectId],
+    grafts: &HashSet<ObjectId>,
+) -> Result<HashSet<ObjectId>, UploadError> {
+    let sent: HashSet<ObjectId> = commits.iter().copied().collect();
+    let mut skip = HashSet::new();
+    for &c in commits {
+        for p in graph.parents(c, grafts)? {
+            if !sent.contains(&p) && skip.insert(p) {
+                let repo = graph.repo();
+                if let Ok(commit) = repo.find_commit(p) {
+                    if let Ok(tree) = commit.tree_id() {
+                        skip.insert(tree.detach());
+                    }
+                }
+            }
+        }
+    }
+    Ok(skip)
 }
 
 /// The tag `id` and any tags it points to, until a non-tag.

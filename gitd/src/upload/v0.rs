@@ -169,6 +169,9 @@ pub fn run(
         refs: &refs,
     };
     let sent = pack::send(&mut graph, &plan, output, framing)?;
+    if framing.band_payload.is_some() {
+        pktline::flush(output)?;
+    }
     Ok(Some(sent))
 }
 

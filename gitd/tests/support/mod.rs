@@ -113,6 +113,11 @@ pub fn fingerprint(key: &Path) -> String {
 impl Server {
     /// Starts gitd with defaults changed by `tune`.
     pub fn start(tune: impl FnOnce(&mut gitd::GitdConfig)) -> Server {
+        // RUST_LOG=gitd=debug shows the server's side when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let key = keygen(dir.path(), "client");
         let keys = Arc::new(Keys::default());
@@ -241,14 +246,24 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// Commits a file change in `dir`.
+/// Commits a file change in `dir`, a minute after the previous commit
+/// of this test process (so date-ordered walks see a real history).
 pub fn commit(dir: &Path, file: &str, content: &str, msg: &str) {
+    static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     if let Some(parent) = Path::new(file).parent() {
         std::fs::create_dir_all(dir.join(parent)).unwrap();
     }
     std::fs::write(dir.join(file), content).unwrap();
     git_ok(dir, &["add", "-A"], "");
-    git_ok(dir, &["commit", "-qm", msg], "");
+    let t = 1_700_000_000 + 60 * CLOCK.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let date = format!("@{t} +0000");
+    let out = git_env(
+        dir,
+        &["commit", "-qm", msg],
+        "",
+        &[("GIT_AUTHOR_DATE", &date), ("GIT_COMMITTER_DATE", &date)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// Objects in the newest pack of a repository's `objects/pack`.
