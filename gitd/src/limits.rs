@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
@@ -133,7 +135,7 @@ pub async fn watchdog(state: &ConnState, idle: Duration, login: Duration) -> Str
         };
         // Re-evaluate at the deadline or as soon as the state changes.
         tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             () = state.changed.notified() => {}
         }
     }
