@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use runtime::vmm::{BootSource, ConsoleOutput, Vm, VmConfig, VmExit, VmState};
+use runtime::vmm::{BootSource, ConsoleInput, ConsoleOutput, Vm, VmConfig, VmExit, VmState};
 
 const LOAD: u64 = 0x10_0000;
 
@@ -17,8 +17,10 @@ fn cfg(code: Vec<u8>, console: &Path) -> VmConfig {
         cpus: 1,
         mem_mib: 16,
         console: ConsoleOutput::File(console.to_path_buf()),
+        console_input: ConsoleInput::None,
         disks: Vec::new(),
         rng: true,
+        vsock: None,
     }
 }
 
@@ -190,8 +192,13 @@ fn virtio_mmio_registers_and_queue_notify() {
     code.extend(mem_w32(desc + 12, 2));
     code.extend(mem_w32(avail, 1 << 16)); // flags 0, idx 1
     code.extend(mem_w32(avail + 4, 0));
-    // Notify queue 0.
+    // Notify queue 0: KVM signals the queue's ioeventfd and the event loop thread
+    // processes the queue, so spin until the used index moves:
+    // wait: movzx eax, word [used+2]; test eax, eax; jz wait
     code.extend(mmio_w32(0x50, 0));
+    code.extend([0x0f, 0xb7, 0x04, 0x25]);
+    code.extend((used + 2).to_le_bytes());
+    code.extend([0x85, 0xc0, 0x74, 0xf4]);
     // used idx: movzx eax, word [used+2]; add al,'0'; out → '1'
     code.extend([0x0f, 0xb7, 0x04, 0x25]);
     code.extend((used + 2).to_le_bytes());
@@ -233,12 +240,12 @@ fn one_vcpu_stopping_stops_the_whole_machine() {
 #[test]
 fn control_socket_pause_resume_stop_and_list() {
     use runtime::vmm::control;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
     let mut code = MOV_DX_COM1.to_vec();
     code.extend([0xb0, b'.', 0xee, 0xeb, 0xfb]);
-    let vm = Arc::new(Mutex::new(Some(Vm::start(cfg(code, &console)).unwrap())));
+    let vm = Arc::new(Vm::start(cfg(code, &console)).unwrap());
     let sock = control::socket_path(dir.path(), "t1");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let v2 = vm.clone();
@@ -249,18 +256,22 @@ fn control_socket_pause_resume_stop_and_list() {
         "running"
     );
     assert_eq!(control::request(&sock, "pause").unwrap()["state"], "paused");
-    assert_eq!(
-        vm.lock().unwrap().as_ref().unwrap().state(),
-        VmState::Paused
-    );
+    assert_eq!(vm.state(), VmState::Paused);
     assert_eq!(
         control::request(&sock, "resume").unwrap()["state"],
         "running"
     );
     assert!(control::request(&sock, "bogus").is_err());
+    assert!(control::request(&sock, "stop soon").is_err());
     // `list` through the CLI entry point sees the VM.
     runtime::cli::run(runtime::cli::VmCommand::List { json: true }, dir.path()).unwrap();
-    assert_eq!(control::request(&sock, "stop").unwrap()["state"], "stopped");
-    assert!(vm.lock().unwrap().is_none());
+    // This guest ignores the power button: a graceful stop ends in a kill after
+    // the grace period.
+    let t = Instant::now();
+    let r = control::request(&sock, "stop 300").unwrap();
+    assert_eq!(r["state"], "stopped");
+    assert_eq!(r["exit"], "Killed");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(vm.state(), VmState::Stopped);
     assert!(control::request(&dir.path().join("none.sock"), "status").is_err());
 }

@@ -10,9 +10,11 @@
 //! stop is immediate (no ACPI power-button grace period).
 
 pub mod acpi;
+mod builder;
 pub mod control;
 pub mod cpuid;
 pub mod devices;
+pub mod event_loop;
 pub mod kernel;
 pub mod memory;
 mod run;
@@ -57,6 +59,29 @@ pub enum ConsoleOutput {
     Stdout,
 }
 
+/// Where the guest's serial console input comes from.
+#[derive(Debug, Clone, Default)]
+pub enum ConsoleInput {
+    /// No input.
+    #[default]
+    None,
+    /// The VMM process's stdin (bytes are passed through as they come).
+    Stdin,
+    /// A Unix socket the VMM listens on; one client at a time gets the console
+    /// (its bytes are input, console output is copied to it).
+    Socket(PathBuf),
+}
+
+/// virtio-vsock with its host side on Unix sockets (Firecracker's scheme).
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    /// The guest's context id (3 or more).
+    pub guest_cid: u64,
+    /// Host socket: host programs connect here and write `CONNECT <port>\n`;
+    /// guest connections to host port P go to `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
 /// Everything needed to start a VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -68,10 +93,14 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Serial console destination.
     pub console: ConsoleOutput,
+    /// Serial console input.
+    pub console_input: ConsoleInput,
     /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
     /// Whether to add a virtio-rng device.
     pub rng: bool,
+    /// Optional virtio-vsock device.
+    pub vsock: Option<VsockConfig>,
 }
 
 /// One virtio-blk disk.
@@ -95,8 +124,10 @@ impl VmConfig {
             cpus: 1,
             mem_mib: 256,
             console: ConsoleOutput::Null,
+            console_input: ConsoleInput::None,
             disks: Vec::new(),
             rng: true,
+            vsock: None,
         }
     }
 }
@@ -121,6 +152,9 @@ pub enum VmError {
     /// Disk image could not be opened.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::BlockError),
+    /// The vsock host socket could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     /// ACPI table error.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),
