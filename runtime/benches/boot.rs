@@ -7,10 +7,9 @@
 #[path = "../tests/nested_host/mod.rs"]
 mod nested;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const L2_INIT: &str = "#!/bin/sh\necho L2-USERSPACE-UP\n/bin/busybox poweroff -f\n";
 
@@ -88,55 +87,13 @@ fn copy_qemu(root: &Path) {
 }
 
 fn main() {
-    nested::require_tools();
-    let (kernel, modules) = nested::kernel();
-    let vmm = nested::static_vmm();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let l2root = w.join("l2root");
-    nested::busybox_root(&l2root, L2_INIT, &modules, &[]);
-    let l1root = w.join("l1root");
-    nested::busybox_root(&l1root, L1_INIT, &modules, nested::L1_MODULES);
-    std::fs::create_dir_all(l1root.join("l2")).unwrap();
-    nested::cpio(&l2root, &l1root.join("l2/initrd.gz"));
-    std::fs::copy(&kernel, l1root.join("l2/vmlinuz")).unwrap();
-    std::fs::copy(&vmm, l1root.join("byteport-vmm")).unwrap();
-    copy_qemu(&l1root);
-    let l1initrd = w.join("l1.gz");
-    nested::cpio(&l1root, &l1initrd);
-
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-m", "1024",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&l1initrd)
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 lpj=4000000",
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let out = qemu.stdout.take().unwrap();
-    let start = Instant::now();
+    let l1 = nested::Level1::new(L1_INIT);
+    l1.add_l2_initrd(L2_INIT, &[]);
+    copy_qemu(&l1.root);
+    let c = l1.boot(1024, 1, Duration::from_secs(400), "BENCH-DONE");
     let mut rows: Vec<(String, f64, u64)> = Vec::new();
     let mut notes = Vec::new();
-    for line in BufReader::new(out).lines().map_while(Result::ok) {
-        if start.elapsed() > Duration::from_secs(400) {
-            break;
-        }
-        let line = line.trim_end_matches('\r').to_string();
+    for (_, line) in &c.lines {
         if let Some(rest) = line.strip_prefix("BENCH ") {
             let mut it = rest.split_whitespace();
             let name = it.next().unwrap_or("?").to_string();
@@ -150,12 +107,8 @@ fn main() {
             rows.push((name, f("up") - f("start"), f("hwm_kb") as u64));
         } else if let Some(n) = line.strip_prefix("BENCH-NOTE ") {
             notes.push(n.to_string());
-        } else if line.contains("BENCH-DONE") {
-            break;
         }
     }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
     println!(
         "{:<10} {:>22} {:>14}",
         "vmm", "exec→userspace (s)", "peak RSS (KiB)"

@@ -174,11 +174,15 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
                 }
             };
             let server_vm = vm.clone();
+            let (served_tx, served) = std::sync::mpsc::channel::<()>();
             std::thread::Builder::new()
                 .name("vmm-control".into())
-                .spawn(move || match seccomp::apply_for(ThreadKind::Control) {
-                    Ok(()) => control::serve(listener, server_vm, name),
-                    Err(e) => tracing::error!(error = %e, "control socket not served"),
+                .spawn(move || {
+                    match seccomp::apply_for(ThreadKind::Control) {
+                        Ok(()) => control::serve(listener, server_vm, name),
+                        Err(e) => tracing::error!(error = %e, "control socket not served"),
+                    }
+                    let _ = served_tx.send(());
                 })
                 .map_err(io("spawning the control thread".into()))?;
             // The process's own main thread (byteport-vmm) is confined too; under
@@ -192,6 +196,8 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
                 }
             }
             let exit = vm.wait();
+            // Let the control thread answer a pending `stop` before the process ends.
+            let _ = served.recv_timeout(Duration::from_secs(2));
             let _ = std::fs::remove_file(&sock);
             match exit {
                 VmExit::PowerOff | VmExit::Reboot | VmExit::Killed => Ok(()),

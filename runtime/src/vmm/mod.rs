@@ -1,13 +1,26 @@
 //! BytePort's own VMM: one KVM virtual machine per [`Vm`], built from a [`VmConfig`].
 //!
-//! Flow of data: [`VmConfig`] → guest memory ([`memory`]) → kernel + zero page
-//! ([`kernel`]) + ACPI tables ([`acpi`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed
-//! to devices ([`devices`]); [`control`] serves the per-VM control socket and
-//! [`seccomp`] confines the vCPU threads.
+//! Flow of data, module by module:
 //!
-//! Current limits: virtio queue notifications are handled on the notifying vCPU
-//! thread (no ioeventfd/event loop yet), virtio-vsock is not implemented, and host
-//! stop is immediate (no ACPI power-button grace period).
+//! 1. `builder` (private) assembles the machine in boot order: guest RAM
+//!    ([`memory`]), in-kernel irqchip and PIT, devices ([`devices`]) with their
+//!    irqfds and ioeventfds, ACPI tables ([`acpi`]), the kernel and zero page
+//!    ([`kernel`]), configured vCPUs ([`vcpu`], [`cpuid`]).
+//! 2. `run` starts the threads of a [`Vm`]: one per vCPU, routing port/MMIO exits
+//!    to the [`devices::Bus`] (register accesses only), and one event loop thread
+//!    ([`event_loop`]) that does all device work — virtio queues (woken by KVM
+//!    ioeventfds on `QueueNotify`), the vsock host sockets, console input.
+//!    Interrupts go back through irqfds.
+//! 3. Devices: 8250 COM1 ([`devices::serial`]), the ACPI power button
+//!    ([`devices::ged`]), virtio-mmio ([`devices::virtio::mmio`]) carrying blk, rng
+//!    and vsock ([`devices::virtio::vsock`], host side on Unix sockets).
+//! 4. Control: [`Vm`] pause/resume/stop (power button, grace period, kill)/wait;
+//!    [`control`] serves the per-VM control socket; [`seccomp`] confines every
+//!    thread once setup is over.
+//!
+//! Guest shutdown and reboot (ACPI sleep register, i8042 reset, triple fault)
+//! stop the VM and are reported as [`VmExit`]. Limits: x86_64 only; no PCI, no
+//! virtio-net (apps are reached over vsock), no snapshots or live migration.
 
 pub mod acpi;
 mod builder;

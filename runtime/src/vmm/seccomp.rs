@@ -70,7 +70,9 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_exit_group,
 ];
 
-const VCPU: &[libc::c_long] = &[];
+/// `sendto`: console output to an attached socket client (std's `UnixStream`
+/// writes with `sendto(MSG_NOSIGNAL)`); vCPU threads cannot create sockets.
+const VCPU: &[libc::c_long] = &[libc::SYS_sendto];
 
 const EVENT_LOOP: &[libc::c_long] = &[
     libc::SYS_epoll_wait,

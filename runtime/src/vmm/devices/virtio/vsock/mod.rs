@@ -1,5 +1,5 @@
 //! virtio-vsock (device id 19): stream sockets between the guest (its CID) and the
-//! host (CID 2), with the host side on Unix sockets ([`muxer`]). Packets are parsed
+//! host (CID 2), with the host side on Unix sockets (`muxer.rs`). Packets are parsed
 //! by the `virtio-vsock` crate from chains walked by `virtio-queue`; the device
 //! itself only routes queues: RX (0) carries packets to the guest, TX (1) packets
 //! from it, the event queue (2) is left alone (it only matters for migration).
