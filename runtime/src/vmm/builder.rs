@@ -72,11 +72,13 @@ fn validate(cfg: &VmConfig) -> Result<(), VmError> {
 
 /// Builds the VM described by `cfg`.
 pub(super) fn build(cfg: &VmConfig) -> Result<Built, VmError> {
+    super::startup::mark("exec+args");
     validate(cfg)?;
     let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     let mem = memory::create(cfg.mem_mib.saturating_mul(1 << 20))?;
     memory::register(&vm, &mem)?;
+    super::startup::guest_ram(&mem);
     vm.set_tss_address(0xfffb_d000)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
     vm.create_irq_chip()
@@ -84,6 +86,7 @@ pub(super) fn build(cfg: &VmConfig) -> Result<Built, VmError> {
     vm.create_pit2(kvm_pit_config::default())
         .map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
+    super::startup::mark("kvm+memory");
     let mut events = EventLoop::new().map_err(io_err("creating the event loop"))?;
 
     // COM1: output to the configured sink, input (if any) from the event loop.
@@ -161,6 +164,7 @@ pub(super) fn build(cfg: &VmConfig) -> Result<Built, VmError> {
         add(Box::new(dev), p, &mut events)?;
     }
     let bus = Arc::new(Bus::new(com1, ged.clone(), transports));
+    super::startup::mark("devices");
 
     vcpu::write_boot_structures(&mem)?;
     let entry = match &cfg.boot {
@@ -202,14 +206,17 @@ pub(super) fn build(cfg: &VmConfig) -> Result<Built, VmError> {
         }
     };
 
+    super::startup::mark("kernel+acpi");
+    let supported = vcpu::supported_cpuid(&kvm)?;
     let mut vcpus = Vec::with_capacity(usize::from(cfg.cpus));
     for id in 0..cfg.cpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        vcpu::configure(&kvm, &fd, id, cfg.cpus, entry.rip, entry.rsi)?;
+        vcpu::configure(&supported, &fd, id, cfg.cpus, entry.rip, entry.rsi)?;
         vcpus.push(fd);
     }
+    super::startup::mark("vcpus");
     Ok(Built {
         vm,
         mem,

@@ -24,6 +24,7 @@
 
 pub mod acpi;
 mod builder;
+pub mod bzimage;
 pub mod control;
 pub mod cpuid;
 pub mod devices;
@@ -32,6 +33,7 @@ pub mod kernel;
 pub mod memory;
 mod run;
 pub mod seccomp;
+pub mod startup;
 pub mod vcpu;
 
 pub use run::{Vm, VmExit, VmState};

@@ -320,23 +320,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// CPU time this process has used so far.
-fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 fn vcpu_loop(fd: &mut kvm_ioctls::VcpuFd, bus: &Arc<Bus>, shared: &Shared, id: u8) {
-    if id == 0 && std::env::var_os("BYTEPORT_VMM_REPORT_STARTUP").is_some() {
-        eprintln!(
-            "byteport-vmm: first KVM_RUN after {:.2} ms of process CPU time",
-            process_cpu_time().as_secs_f64() * 1000.0
-        );
+    if id == 0 {
+        super::startup::report();
     }
     loop {
         {

@@ -11,10 +11,10 @@
 //!   the result and removing its sockets.
 //!
 //! Every thread also gets memory management, futexes, clocks, signal return and
-//! exit. Filters are compiled by the thread that installs them (no work on the
-//! start-up path of the others).
+//! exit. Each filter is compiled by the first thread that installs it, once.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -177,10 +177,19 @@ pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     BpfProgram::try_from(f).map_err(|x| err(kind)(x.to_string()))
 }
 
-/// Compiles and installs the filter of `kind` on the calling thread.
+/// Installs the filter of `kind` on the calling thread. Each kind is compiled
+/// once per process, by the first thread that needs it.
 pub fn apply_for(kind: ThreadKind) -> Result<(), SeccompError> {
-    let prog = filter(kind)?;
-    seccompiler::apply_filter(&prog).map_err(|x| err(kind)(x.to_string()))
+    static COMPILED: [OnceLock<BpfProgram>; 4] = [const { OnceLock::new() }; 4];
+    let cell = &COMPILED[kind as usize];
+    let prog = match cell.get() {
+        Some(p) => p,
+        None => {
+            let _ = cell.set(filter(kind)?);
+            cell.get().ok_or_else(|| err(kind)("filter cache".into()))?
+        }
+    };
+    seccompiler::apply_filter(prog).map_err(|x| err(kind)(x.to_string()))
 }
 
 #[cfg(test)]
