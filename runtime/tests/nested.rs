@@ -20,6 +20,8 @@ for m in virtio_ring virtio virtio_mmio virtio_blk vsock vmw_vsock_virtio_transp
   insmod /lib/modules/$m.ko || echo L2-INSMOD-FAIL-$m
 done
 echo L2-CPUS=$(grep -c ^processor /proc/cpuinfo)
+# No CMOS RTC: the wall clock must come from kvm-clock.
+echo L2-YEAR=$(date +%Y)
 sleep 1
 mount -t ext4 /dev/vda /mnt && echo L2-DISK=$(cat /mnt/hello.txt)
 echo L2-RNG=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null || cat /sys/devices/virtual/misc/hw_random/rng_current)
@@ -71,6 +73,12 @@ fn linux_boots_under_byteport_vmm_in_nested_host() {
     );
     assert!(!c.has("INSMOD-FAIL"), "module load failed:\n{all}");
     assert!(c.has("L2-CPUS=2"), "level 2 does not see 2 CPUs:\n{all}");
+    assert!(
+        c.value("L2-YEAR=")
+            .and_then(|y| y.parse::<u32>().ok())
+            .is_some_and(|y| y >= 2025),
+        "level 2 has no wall clock:\n{all}"
+    );
     assert!(
         c.has("L2-DISK=ext4-over-virtio-blk"),
         "ext4 over virtio-blk failed:\n{all}"

@@ -24,6 +24,9 @@ pub const RSDP_ADDR: u64 = 0xe_0000;
 pub const SLEEP_CONTROL_PORT: u16 = 0x3c0;
 /// SLP_EN bit of the sleep control register.
 pub const SLP_EN: u8 = 1 << 5;
+/// FADT `IAPC_BOOT_ARCH` bits (ACPI 6.5, table 5.11).
+const IAPC_NO_VGA: u16 = 1 << 2;
+const IAPC_NO_CMOS_RTC: u16 = 1 << 5;
 const IOAPIC_ADDR: u32 = 0xfec0_0000;
 const LAPIC_ADDR: u32 = 0xfee0_0000;
 const OEM_ID: [u8; 6] = *b"BYTEPT";
@@ -165,6 +168,11 @@ pub fn write(
         u64::from(SLEEP_CONTROL_PORT),
     );
     fadt.sleep_status_reg = fadt.sleep_control_reg;
+    // No legacy devices, no i8042, no VGA, no CMOS RTC: the guest skips probing
+    // them. Each probe is a series of port reads that exit to the VMM; Linux's
+    // RTC probe alone spins on the "update in progress" bit for seconds when the
+    // ports read as 0xff.
+    fadt.iapc_boot_arch = (IAPC_NO_VGA | IAPC_NO_CMOS_RTC).into();
     let mut fadt_bytes = Vec::new();
     fadt.finalize().to_aml_bytes(&mut fadt_bytes);
     let fadt_addr = place(&fadt_bytes)?;
@@ -228,6 +236,17 @@ mod tests {
         let mut hdr = [0u8; 36];
         mem.read_slice(&mut hdr, GuestAddress(xsdt)).unwrap();
         assert_eq!(&hdr[..4], b"XSDT");
+        // XSDT entry 0 is the FADT: no VGA, no CMOS RTC (IAPC_BOOT_ARCH at 109).
+        let mut entry = [0u8; 8];
+        mem.read_slice(&mut entry, GuestAddress(xsdt + 36)).unwrap();
+        let fadt = u64::from_le_bytes(entry);
+        let mut f = [0u8; 111];
+        mem.read_slice(&mut f, GuestAddress(fadt)).unwrap();
+        assert_eq!(&f[..4], b"FACP");
+        assert_eq!(
+            u16::from_le_bytes([f[109], f[110]]),
+            IAPC_NO_VGA | IAPC_NO_CMOS_RTC
+        );
         let d = dsdt(&devs, &GED);
         assert!(checksum_ok(&d));
         assert!(d.windows(8).any(|w| w == b"LNRO0005"));
