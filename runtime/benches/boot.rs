@@ -136,6 +136,9 @@ fn nested_runs() -> (Vec<Run>, Vec<String>) {
     l1.add_l2_initrd(L2_INIT, nested::L2_MODULES);
     copy_qemu(&l1.root);
     let c = l1.boot(1024, 2, Duration::from_secs(900), "BENCH-DONE");
+    if c.panicked {
+        println!("!! the level-1 kernel panicked (QEMU TCG's emulated SVM); only the runs before it count");
+    }
     let mut runs = Vec::new();
     let mut notes = Vec::new();
     for (_, line) in &c.lines {

@@ -66,6 +66,10 @@ fn linux_boots_under_byteport_vmm_in_nested_host() {
 
     let c = l1.boot(1024, 2, Duration::from_secs(300), "L1-VMM-EXIT");
     let all = c.text();
+    assert!(
+        !c.panicked,
+        "the level-1 kernel (under QEMU TCG's emulated SVM) panicked; see its trace:\n{all}"
+    );
     assert!(c.has("L1-KVM-READY"), "level 1 has no /dev/kvm:\n{all}");
     assert!(
         c.has("L2-USERSPACE-UP"),

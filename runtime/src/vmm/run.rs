@@ -259,7 +259,8 @@ impl Vm {
     }
 
     /// Waits up to `timeout` for the guest to stop by itself; `None` on timeout.
-    /// Once one vCPU has stopped the machine, the others are kicked out of `KVM_RUN`.
+    /// Once one vCPU has stopped the machine, the others are kicked out of `KVM_RUN`
+    /// (every 20 ms until they are out); otherwise this sleeps until a vCPU exits.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
         let deadline = std::time::Instant::now() + timeout;
         let mut c = self.shared.lock();
@@ -267,7 +268,8 @@ impl Vm {
             if c.exited >= self.cpus {
                 return Some(c.exit.clone().unwrap_or(VmExit::Killed));
             }
-            if c.stop_requested {
+            let stopping = c.stop_requested;
+            if stopping {
                 drop(c);
                 self.kick_all();
                 c = self.shared.lock();
@@ -276,7 +278,10 @@ impl Vm {
             if now >= deadline {
                 return None;
             }
-            let step = (deadline - now).min(Duration::from_millis(20));
+            let mut step = deadline - now;
+            if stopping {
+                step = step.min(Duration::from_millis(20));
+            }
             c = self
                 .shared
                 .cv

@@ -196,6 +196,9 @@ pub struct Level1 {
 /// The level-1 console, line by line, each tagged with seconds since boot.
 pub struct Console {
     pub lines: Vec<(f64, String)>,
+    /// The level-1 kernel panicked (QEMU's emulated SVM has, rarely, crashed the
+    /// level-1 kernel inside KVM_RUN); the log then ends there.
+    pub panicked: bool,
 }
 
 impl Console {
@@ -285,7 +288,7 @@ impl Level1 {
             // and the boot stalls; give it the figures instead.
             .args([
                 "-append",
-                "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 lpj=4000000",
+                "console=ttyS0 quiet panic=0 tsc_early_khz=2000000 lpj=4000000",
             ])
             .stdout(Stdio::piped())
             .stdin(Stdio::null())
@@ -301,7 +304,8 @@ impl Level1 {
             }
         });
         let mut lines = Vec::new();
-        let deadline = start + timeout;
+        let mut deadline = start + timeout;
+        let mut panicked = false;
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(l) => {
@@ -309,6 +313,11 @@ impl Level1 {
                     let t = start.elapsed().as_secs_f64();
                     eprintln!("[{t:6.1}s] {l}");
                     let end = l.contains(done);
+                    if l.contains("Kernel panic - not syncing") && !panicked {
+                        // Keep the trace's tail, then give up (panic=0: no reboot).
+                        panicked = true;
+                        deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+                    }
                     lines.push((t, l));
                     if end {
                         break;
@@ -320,6 +329,6 @@ impl Level1 {
         }
         let _ = qemu.kill();
         let _ = qemu.wait();
-        Console { lines }
+        Console { lines, panicked }
     }
 }
