@@ -205,6 +205,9 @@ async fn pipeline(
         return Err(format!("cannot boot here: {problem}"));
     }
     progress.line("-----> Booting microVM ...");
+    // From here on this push changes which VM serves the app: one at a time
+    // with restarts, rollbacks and crash recovery.
+    let _app_lock = platform.lock_app(&req.app).await;
     let booted = platform
         .boot(&req.app, number, &outcome.digest, &|l: &str| {
             progress.line(l)
@@ -243,6 +246,12 @@ async fn pipeline(
     platform
         .store
         .mark_live(&req.app, number)
+        .await
+        .map_err(|e| e.to_string())?;
+    // A push to a stopped app is a request to run it.
+    platform
+        .store
+        .set_app_stopped(&req.app, false)
         .await
         .map_err(|e| e.to_string())?;
     progress.line(&format!(
