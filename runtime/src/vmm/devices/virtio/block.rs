@@ -5,10 +5,10 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{read_config_bytes, DeviceError, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{read_config_bytes, DeviceError, QueueCtx, VirtioDevice, VIRTIO_F_VERSION_1};
 
 const SECTOR: u64 = 512;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
@@ -165,12 +165,11 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
-    fn process_queue(
-        &mut self,
-        idx: usize,
-        queue: &mut Queue,
-        mem: &GuestMemoryMmap,
-    ) -> Result<bool, DeviceError> {
+    fn process_queue(&mut self, idx: usize, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceError> {
+        let mem = ctx.mem;
+        let Some(queue) = ctx.queue(idx) else {
+            return Ok(false);
+        };
         let chains: Vec<_> = queue
             .iter(mem)
             .map_err(|source| DeviceError::Queue { queue: idx, source })?
@@ -219,9 +218,9 @@ mod tests {
     }
 
     fn run(b: &mut Block, m: &GuestMemoryMmap) {
-        let mut q = queue(16);
+        let mut q = [queue(16)];
         publish(m, &[0]);
-        b.process_queue(0, &mut q, m).unwrap();
+        b.process_queue(0, &mut ctx(&mut q, m)).unwrap();
     }
 
     fn three(m: &GuestMemoryMmap, data_len: u32, data_flags: u16) {
