@@ -4,12 +4,14 @@
 //! complete, so a failed build leaves nothing behind.
 
 use crate::artifact::{self, Descriptor, RootfsRef, Store, DESCRIPTOR_FILE, ROOTFS_FILE};
-use crate::cgroup::Limits;
+use crate::cache::{BuildCache, CACHE_ENV};
+use crate::cgroup::{self, Hierarchy, Limits};
 use crate::error::{BuildError, IoContext, Result};
 use crate::isolate::{self, StepRun};
 use crate::log::LogSink;
 use crate::plan::{BaseSpec, BuildPlan, Step};
 use crate::source::{self, SourceTree};
+use crate::trust::CaTrust;
 use crate::{base, image, setup};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -17,9 +19,6 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The host CA bundle `run` steps trust by default.
-pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Default wall-clock limit of one `run` step.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -52,14 +51,19 @@ pub struct BuildRequest<'a> {
     pub step_timeout: Duration,
     /// Where bases are cached (default `<home>/cache/bases`).
     pub base_cache: Option<PathBuf>,
-    /// CA bundle of the host that `run` steps trust (default: the host's
-    /// `/etc/ssl/certs/ca-certificates.crt` if present), so package installs
-    /// work behind TLS-inspecting proxies. Not part of the artifact.
-    pub host_ca_bundle: Option<PathBuf>,
+    /// Build caches of `run` steps (default `<home>/cache/build`; see [`crate::cache`]).
+    pub build_cache: Option<PathBuf>,
+    /// CA certificates `run` steps trust (default: `$BYTEPORT_BUILD_CA`, else
+    /// the host's bundle; see [`crate::trust`]). Never part of the artifact.
+    pub ca_trust: CaTrust,
+    /// Resource limits of each `run` step (default: memory = the vm block's
+    /// `memory` but at least 1 GiB, 4096 processes, the vm's CPUs).
+    pub step_limits: Option<Limits>,
 }
 
 impl<'a> BuildRequest<'a> {
-    /// A request with default timeout, no secrets and the default base cache.
+    /// A request with default timeout, no secrets, the default caches and
+    /// limits, and the CA trust of `$BYTEPORT_BUILD_CA` (default `host`).
     pub fn new(home: impl Into<PathBuf>, source: Source, log: &'a dyn LogSink) -> Self {
         BuildRequest {
             home: home.into(),
@@ -68,7 +72,9 @@ impl<'a> BuildRequest<'a> {
             secrets: BTreeMap::new(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
             base_cache: None,
-            host_ca_bundle: Some(PathBuf::from(HOST_CA_BUNDLE)).filter(|p| p.is_file()),
+            build_cache: None,
+            ca_trust: CaTrust::from_env(),
+            step_limits: None,
         }
     }
 }
@@ -78,6 +84,8 @@ impl std::fmt::Debug for BuildRequest<'_> {
         f.debug_struct("BuildRequest")
             .field("home", &self.home)
             .field("source", &self.source)
+            .field("ca_trust", &self.ca_trust)
+            .field("step_limits", &self.step_limits)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +222,13 @@ fn run(
         });
     }
     phases.mark("check");
+    let has_run = plan.steps.iter().any(|s| matches!(s, Step::Run { .. }));
+    // A misconfigured CA bundle fails the build before any heavy work.
+    let ca_bundle = if has_run {
+        req.ca_trust.bundle()?
+    } else {
+        None
+    };
 
     let busybox = match plan.base {
         BaseSpec::Busybox => {
@@ -274,7 +289,11 @@ fn run(
                 }
             }
             mark();
-            run_steps(req, tree, &plan, &root, &build_secrets)?;
+            let env = StepEnv {
+                secrets: &build_secrets,
+                ca_bundle: ca_bundle.as_deref(),
+            };
+            run_steps(req, tree, &plan, &root, &env)?;
             mark();
             image::normalize_times(&root)?;
             let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
@@ -328,24 +347,81 @@ fn run(
     })
 }
 
+/// What steps get besides the plan.
+struct StepEnv<'a> {
+    secrets: &'a BTreeMap<String, String>,
+    ca_bundle: Option<&'a Path>,
+}
+
+/// Builder-side set-up shared by all `run` steps of a build, made (and
+/// logged) when the first one runs.
+struct StepSetup {
+    hierarchy: Hierarchy,
+    limits: Limits,
+    cache: BuildCache,
+}
+
+fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Result<StepSetup> {
+    let log = req.log;
+    let limits = req.step_limits.unwrap_or(Limits {
+        memory_bytes: plan.memory_bytes.max(1 << 30),
+        pids: 4096,
+        cpus: plan.cpus.max(1),
+    });
+    let hierarchy = cgroup::detect();
+    match &hierarchy {
+        Hierarchy::Unsupported(why) => log.line(&format!(
+            "-----> warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {:?} timeout is)",
+            req.step_timeout
+        )),
+        h => {
+            let missing: Vec<&str> = h.missing().iter().map(|c| c.name()).collect();
+            log.line(&format!(
+                "-----> Build steps limited by {}: {limits}, timeout {:?}{}",
+                h.label(),
+                req.step_timeout,
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not limited, no controller: {})", missing.join(", "))
+                }
+            ));
+        }
+    }
+    log.line(&format!("-----> {}", req.ca_trust.describe(env.ca_bundle)));
+    let root = req
+        .build_cache
+        .clone()
+        .unwrap_or_else(|| req.home.join("cache/build"));
+    let cache = BuildCache::open(&root, &plan.app, &plan.base, log)?;
+    log.line(&format!(
+        "-----> Build cache {} (package caches stay out of the image)",
+        cache.dir().display()
+    ));
+    Ok(StepSetup {
+        hierarchy,
+        limits,
+        cache,
+    })
+}
+
 fn run_steps(
     req: &BuildRequest<'_>,
     tree: &SourceTree,
     plan: &BuildPlan,
     root: &Path,
-    secrets: &BTreeMap<String, String>,
+    step_env: &StepEnv<'_>,
 ) -> Result<()> {
     let total = plan.steps.len();
     let mut workdir = "/".to_string();
-    let mut env = plan.env.clone();
-    env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let limits = Limits {
-        memory_bytes: plan.memory_bytes.max(1 << 30),
-        pids: 4096,
-        cpus: plan.cpus.max(1),
-    };
+    let mut env: BTreeMap<String, String> = CACHE_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(step_env.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut setup: Option<StepSetup> = None;
     let mut times_fixed = false;
-    let mut warned = false;
     for (i, step) in plan.steps.iter().enumerate() {
         let number = i + 1;
         match step {
@@ -363,6 +439,9 @@ fn run_steps(
                     .line(&format!("-----> Step {number}/{total}: workdir {path}"));
             }
             Step::Run { command } => {
+                if setup.is_none() {
+                    setup = Some(step_setup(req, plan, step_env)?);
+                }
                 req.log
                     .line(&format!("-----> Step {number}/{total}: run {command}"));
                 if std::fs::symlink_metadata(root.join("bin/sh")).is_err() {
@@ -377,6 +456,9 @@ fn run_steps(
                     image::normalize_times(root)?;
                     times_fixed = true;
                 }
+                let Some(setup) = setup.as_ref() else {
+                    continue;
+                };
                 let run = StepRun {
                     number,
                     command,
@@ -384,14 +466,26 @@ fn run_steps(
                     workdir: &workdir,
                     env: &env,
                     timeout: req.step_timeout,
-                    limits,
-                    host_ca: req.host_ca_bundle.as_deref(),
-                    warn_unlimited: !warned,
+                    limits: setup.limits,
+                    hierarchy: &setup.hierarchy,
+                    ca_bundle: step_env.ca_bundle,
+                    caches: setup.cache.mounts(),
                 };
-                warned = true;
                 let outcome = isolate::run_step(&run, req.log)?;
+                let usage = match &outcome.report {
+                    Some(r) => format!(
+                        ", peak memory {} MiB{}",
+                        r.memory_peak.unwrap_or(0) >> 20,
+                        if r.cpu_throttled > 0 {
+                            format!(", CPU-throttled in {} periods", r.cpu_throttled)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    None => String::new(),
+                };
                 req.log.line(&format!(
-                    "-----> Step {number}/{total} done in {:.1}s",
+                    "-----> Step {number}/{total} done in {:.1}s{usage}",
                     outcome.elapsed.as_secs_f64()
                 ));
             }
