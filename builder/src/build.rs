@@ -4,13 +4,12 @@
 //! complete, so a failed build leaves nothing behind.
 
 use crate::artifact::{self, Descriptor, RootfsRef, Store, DESCRIPTOR_FILE, ROOTFS_FILE};
-use crate::cache::{BuildCache, CACHE_ENV};
-use crate::cgroup::{self, Hierarchy, Limits};
+use crate::cgroup::Limits;
 use crate::error::{BuildError, IoContext, Result};
-use crate::isolate::{self, StepRun};
 use crate::log::LogSink;
 use crate::plan::{BaseSpec, BuildPlan, Step};
-use crate::source::{self, SourceTree};
+use crate::source::SourceTree;
+use crate::steps::{run_steps, StepEnv};
 use crate::trust::CaTrust;
 use crate::{base, image, setup};
 use sha2::{Digest, Sha256};
@@ -345,153 +344,6 @@ fn run(
         image_bytes,
         phases: phases.list,
     })
-}
-
-/// What steps get besides the plan.
-struct StepEnv<'a> {
-    secrets: &'a BTreeMap<String, String>,
-    ca_bundle: Option<&'a Path>,
-}
-
-/// Builder-side set-up shared by all `run` steps of a build, made (and
-/// logged) when the first one runs.
-struct StepSetup {
-    hierarchy: Hierarchy,
-    limits: Limits,
-    cache: BuildCache,
-}
-
-fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Result<StepSetup> {
-    let log = req.log;
-    let limits = req.step_limits.unwrap_or(Limits {
-        memory_bytes: plan.memory_bytes.max(1 << 30),
-        pids: 4096,
-        cpus: plan.cpus.max(1),
-    });
-    let hierarchy = cgroup::detect();
-    match &hierarchy {
-        Hierarchy::Unsupported(why) => log.line(&format!(
-            "-----> warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {:?} timeout is)",
-            req.step_timeout
-        )),
-        h => {
-            let missing: Vec<&str> = h.missing().iter().map(|c| c.name()).collect();
-            log.line(&format!(
-                "-----> Build steps limited by {}: {limits}, timeout {:?}{}",
-                h.label(),
-                req.step_timeout,
-                if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (not limited, no controller: {})", missing.join(", "))
-                }
-            ));
-        }
-    }
-    log.line(&format!("-----> {}", req.ca_trust.describe(env.ca_bundle)));
-    let root = req
-        .build_cache
-        .clone()
-        .unwrap_or_else(|| req.home.join("cache/build"));
-    let cache = BuildCache::open(&root, &plan.app, &plan.base, log)?;
-    log.line(&format!(
-        "-----> Build cache {} (package caches stay out of the image)",
-        cache.dir().display()
-    ));
-    Ok(StepSetup {
-        hierarchy,
-        limits,
-        cache,
-    })
-}
-
-fn run_steps(
-    req: &BuildRequest<'_>,
-    tree: &SourceTree,
-    plan: &BuildPlan,
-    root: &Path,
-    step_env: &StepEnv<'_>,
-) -> Result<()> {
-    let total = plan.steps.len();
-    let mut workdir = "/".to_string();
-    let mut env: BTreeMap<String, String> = CACHE_ENV
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    env.extend(plan.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    env.extend(step_env.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let mut setup: Option<StepSetup> = None;
-    let mut times_fixed = false;
-    for (i, step) in plan.steps.iter().enumerate() {
-        let number = i + 1;
-        match step {
-            Step::Copy { from, to } => {
-                let n = tree.place(from, to, root, number)?;
-                req.log.line(&format!(
-                    "-----> Step {number}/{total}: copy {from} {to} ({n} entries)"
-                ));
-            }
-            Step::Workdir { path } => {
-                source::dest_dir(root, path, true)
-                    .map_err(|reason| BuildError::BadCopy { number, reason })?;
-                workdir = path.clone();
-                req.log
-                    .line(&format!("-----> Step {number}/{total}: workdir {path}"));
-            }
-            Step::Run { command } => {
-                if setup.is_none() {
-                    setup = Some(step_setup(req, plan, step_env)?);
-                }
-                req.log
-                    .line(&format!("-----> Step {number}/{total}: run {command}"));
-                if std::fs::symlink_metadata(root.join("bin/sh")).is_err() {
-                    return Err(BuildError::NoShell {
-                        number,
-                        command: command.clone(),
-                        base: plan.base.to_string(),
-                    });
-                }
-                if !times_fixed {
-                    // Tools that embed source mtimes (.pyc, archives) see fixed ones.
-                    image::normalize_times(root)?;
-                    times_fixed = true;
-                }
-                let Some(setup) = setup.as_ref() else {
-                    continue;
-                };
-                let run = StepRun {
-                    number,
-                    command,
-                    rootfs: root,
-                    workdir: &workdir,
-                    env: &env,
-                    timeout: req.step_timeout,
-                    limits: setup.limits,
-                    hierarchy: &setup.hierarchy,
-                    ca_bundle: step_env.ca_bundle,
-                    caches: setup.cache.mounts(),
-                };
-                let outcome = isolate::run_step(&run, req.log)?;
-                let usage = match &outcome.report {
-                    Some(r) => format!(
-                        ", peak memory {} MiB{}",
-                        r.memory_peak.unwrap_or(0) >> 20,
-                        if r.cpu_throttled > 0 {
-                            format!(", CPU-throttled in {} periods", r.cpu_throttled)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    None => String::new(),
-                };
-                req.log.line(&format!(
-                    "-----> Step {number}/{total} done in {:.1}s{usage}",
-                    outcome.elapsed.as_secs_f64()
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

@@ -41,6 +41,7 @@ mod overlay;
 pub mod plan;
 pub mod setup;
 pub mod source;
+mod steps;
 pub mod trust;
 
 pub use artifact::Descriptor;

@@ -3,13 +3,13 @@
 
 mod common;
 
-use builder::{BaseSpec, BuildError, BuildPlan, Source, Step};
+use builder::{BaseSpec, BuildError, BuildPlan, Step};
 use common::*;
 
 #[test]
 fn debian_base_with_packages_runs_steps_and_is_reused() {
     let home = home();
-    let (repo, _) = git_repo(&[("app.sh", "#!/bin/sh\necho hi\n", 0o755)]);
+    let repo = Repo::with_files(&[("app.sh", "#!/bin/sh\necho hi\n", 0o755)]);
     let mut plan = BuildPlan::new(
         "deb",
         BaseSpec::Debian {
@@ -22,15 +22,7 @@ fn debian_base_with_packages_runs_steps_and_is_reused() {
         Step::Workdir { path: "/app".into() },
         Step::Run { command: "cat /etc/debian_version > version && dpkg-query -W -f='${Status}' netbase > netbase.status && id app".into() },
     ];
-    let (out, log) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan.clone(),
-    );
-    let out = out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    let (out, log) = ok(build(home.path(), repo.source(), plan.clone()));
     assert!(debugfs(&out.rootfs_path, "cat /app/version").starts_with("12."));
     assert_eq!(
         debugfs(&out.rootfs_path, "cat /app/netbase.status"),
@@ -40,24 +32,16 @@ fn debian_base_with_packages_runs_steps_and_is_reused() {
     assert!(debugfs(&out.rootfs_path, "stat /usr/bin/dpkg").contains("Type: regular"));
 
     // A different app on the same base + packages reuses the cached base.
-    let (repo2, _) = git_repo(&[("other", "x", 0o644)]);
+    let repo2 = Repo::with_files(&[("other", "x", 0o644)]);
     plan.app = "deb2".into();
-    let (out2, log2) = build(
-        home.path(),
-        Source::Git {
-            repo: repo2.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
-    let out2 = out2.unwrap_or_else(|e| panic!("{e}\n{}", log2.join("\n")));
+    let (out2, log2) = ok(build(home.path(), repo2.source(), plan));
     assert!(out2.base_cache_hit, "{log2:#?}");
 }
 
 #[test]
 fn a_package_that_does_not_exist_is_named() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new(
         "deb",
         BaseSpec::Debian {
@@ -65,14 +49,7 @@ fn a_package_that_does_not_exist_is_named() {
         },
     );
     plan.packages = vec!["byteport-no-such-package".into()];
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
+    let (out, _) = build(home.path(), repo.source(), plan);
     match out {
         Err(e @ BuildError::UnknownPackage { .. }) => {
             assert!(e.to_string().contains("`byteport-no-such-package`"), "{e}");
@@ -85,7 +62,7 @@ fn a_package_that_does_not_exist_is_named() {
 #[test]
 fn an_unknown_debian_suite_is_an_unknown_base() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new(
         "deb",
         BaseSpec::Debian {
@@ -93,14 +70,7 @@ fn an_unknown_debian_suite_is_an_unknown_base() {
         },
     );
     plan.packages = vec!["netbase".into()];
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
+    let (out, _) = build(home.path(), repo.source(), plan);
     match out {
         Err(e @ BuildError::UnknownBase { .. }) => {
             assert!(e.to_string().contains("byteport-nosuite"), "{e}")

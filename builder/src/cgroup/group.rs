@@ -36,6 +36,8 @@ pub struct GroupReport {
     pub oom_kills: u64,
     /// `pids.max`, as read back.
     pub pids_limit: Option<u64>,
+    /// Most processes the step had at once (`pids.peak`, newer kernels).
+    pub pids_peak: Option<u64>,
     /// Forks refused because `pids.max` was reached.
     pub pids_refused: u64,
     /// CPU quota and period in µs, as read back.
@@ -220,6 +222,7 @@ impl StepGroup {
             memory_peak: self.number(Memory, "memory.peak", "memory.max_usage_in_bytes"),
             oom_kills: self.keyed(Memory, "memory.events", "memory.oom_control", "oom_kill"),
             pids_limit: self.number(Pids, "pids.max", "pids.max"),
+            pids_peak: self.number(Pids, "pids.peak", "pids.peak"),
             pids_refused: self.keyed(Pids, "pids.events", "pids.events", "max"),
             cpu_quota,
             cpu_throttled: self.keyed(Cpu, "cpu.stat", "cpu.stat", "nr_throttled"),
