@@ -294,6 +294,13 @@ fn run(
             };
             run_steps(req, tree, &plan, &root, &env)?;
             mark();
+            let scrubbed = image::scrub_volatile(&root)?;
+            if !scrubbed.is_empty() {
+                log.line(&format!(
+                    "-----> Removed files that record build times: {}",
+                    scrubbed.join(", ")
+                ));
+            }
             image::normalize_times(&root)?;
             let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
             Ok((image_bytes, sha256_file(&image_path)?))

@@ -127,3 +127,33 @@ pub fn outcome_text(out: &BuildOutcome) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    #[test]
+    fn build_ca_flag_selects_the_trust_and_defaults_to_the_environment() {
+        let cli = Cli::try_parse_from(["b", "dir", "--build-ca", "none"]).unwrap();
+        assert_eq!(cli.build.build_ca, Some(CaTrust::None));
+        let cli = Cli::try_parse_from(["b", "dir", "--build-ca", "/etc/corp.pem"]).unwrap();
+        assert_eq!(
+            cli.build.build_ca,
+            Some(CaTrust::File("/etc/corp.pem".into()))
+        );
+        // Without the flag the request keeps BuildRequest::new's choice:
+        // $BYTEPORT_BUILD_CA, else the host's bundle.
+        let req = BuildRequest::new("/h", Source::Dir("d".into()), &crate::NullSink);
+        assert_eq!(req.ca_trust, CaTrust::from_env());
+        if std::env::var_os(CA_TRUST_ENV).is_none() {
+            assert_eq!(req.ca_trust, CaTrust::Host);
+        }
+    }
+}

@@ -78,3 +78,70 @@ fn an_unknown_debian_suite_is_an_unknown_base() {
         other => panic!("expected UnknownBase, got {other:?}"),
     }
 }
+
+#[test]
+fn apt_in_a_step_keeps_lists_and_archives_in_the_build_cache_and_the_image_reproduces() {
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new(
+        "apt-step",
+        BaseSpec::Debian {
+            suite: "bookworm".into(),
+        },
+    );
+    plan.packages = vec!["netbase".into()];
+    plan.steps = vec![Step::Run {
+        command:
+            "apt-get update -q && apt-get install -y -q --no-install-recommends hello && hello"
+                .into(),
+    }];
+    let first = home();
+    let (out, log) = ok(build(first.path(), repo.source(), plan.clone()));
+    assert!(
+        log.iter().any(|l| l == "[step 1] Hello, world!"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter()
+            .any(|l| l.contains("Removed files that record build times")
+                && l.contains("/var/log/apt/history.log")),
+        "{log:#?}"
+    );
+    let img = &out.rootfs_path;
+    assert!(exists_in_image(img, "/usr/bin/hello"));
+    assert!(
+        !debugfs(img, "ls /var/lib/apt/lists").contains("Packages"),
+        "apt lists stay out"
+    );
+    assert!(
+        !debugfs(img, "ls /var/cache/apt/archives").contains(".deb"),
+        "archives stay out"
+    );
+    assert!(!exists_in_image(img, "/var/log/apt/history.log"));
+    assert!(!exists_in_image(img, "/var/log/dpkg.log"));
+    let cache = first.path().join("cache/build/apt-step/debian-bookworm");
+    let cached = |sub: &str, needle: &str| {
+        std::fs::read_dir(cache.join(sub))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().contains(needle))
+    };
+    assert!(
+        cached("apt-cache/archives", "hello_"),
+        "the .deb is in the build cache"
+    );
+    assert!(
+        cached("apt-lists", "Packages"),
+        "the lists are in the build cache"
+    );
+
+    // Same inputs, fresh home: the same image, byte for byte.
+    let second = home();
+    let (again, log2) = ok(build(second.path(), repo.source(), plan));
+    assert_eq!(
+        again.digest,
+        out.digest,
+        "apt in a step is not reproducible:\n{}\n---\n{}",
+        log.join("\n"),
+        log2.join("\n")
+    );
+}
