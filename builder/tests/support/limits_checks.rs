@@ -167,8 +167,8 @@ fn fork_bomb_stopped(ctx: &Ctx) -> Result<String, String> {
         return Err(format!("pids.peak {peak} above the limit"));
     }
     Ok(format!(
-        "{procs} processes at most visible, {} forks refused, peak {:?}",
-        r.pids_refused, r.pids_peak
+        "pids.peak {:?} (limit {}), {} forks refused, {procs} process(es) left after 3 s",
+        r.pids_peak, LIMITS.pids, r.pids_refused
     ))
 }
 
