@@ -36,25 +36,7 @@ fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Re
         cpus: plan.cpus.max(1),
     });
     let hierarchy = cgroup::detect();
-    match &hierarchy {
-        Hierarchy::Unsupported(why) => log.line(&format!(
-            "-----> warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {:?} timeout is)",
-            req.step_timeout
-        )),
-        h => {
-            let missing: Vec<&str> = h.missing().iter().map(|c| c.name()).collect();
-            log.line(&format!(
-                "-----> Build steps limited by {}: {limits}, timeout {:?}{}",
-                h.label(),
-                req.step_timeout,
-                if missing.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (not limited, no controller: {})", missing.join(", "))
-                }
-            ));
-        }
-    }
+    log.line(&limits_line(&hierarchy, limits, req.step_timeout));
     log.line(&format!("-----> {}", req.ca_trust.describe(env.ca_bundle)));
     let root = req
         .build_cache
@@ -70,6 +52,27 @@ fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Re
         limits,
         cache,
     })
+}
+
+/// The build log's line about step limits on `hierarchy`.
+fn limits_line(hierarchy: &Hierarchy, limits: Limits, timeout: std::time::Duration) -> String {
+    match hierarchy {
+        Hierarchy::Unsupported(why) => format!(
+            "-----> warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {timeout:?} timeout is)"
+        ),
+        h => {
+            let missing: Vec<&str> = h.missing().iter().map(|c| c.name()).collect();
+            format!(
+                "-----> Build steps limited by {}: {limits}, timeout {timeout:?}{}",
+                h.label(),
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not limited, no controller: {})", missing.join(", "))
+                }
+            )
+        }
+    }
 }
 
 pub(crate) fn run_steps(
@@ -167,4 +170,46 @@ fn usage(r: &cgroup::GroupReport) -> String {
         s.push_str(&format!(", CPU-throttled in {} periods", r.cpu_throttled));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::Controller;
+    use std::time::Duration;
+
+    #[test]
+    fn the_limits_line_says_what_is_enforced_and_what_is_not() {
+        let limits = Limits {
+            memory_bytes: 1 << 30,
+            pids: 4096,
+            cpus: 1,
+        };
+        let t = Duration::from_secs(900);
+        let none = limits_line(
+            &Hierarchy::Unsupported("this host has no cgroups".into()),
+            limits,
+            t,
+        );
+        assert_eq!(
+            none,
+            "-----> warning: this host has no cgroups; memory/pids/cpu limits are not enforced for build steps (only the 900s timeout is)"
+        );
+        let v1 = Hierarchy::V1 {
+            mounts: vec![
+                (Controller::Memory, "/m".into()),
+                (Controller::Cpu, "/c".into()),
+            ],
+        };
+        assert_eq!(
+            limits_line(&v1, limits, t),
+            "-----> Build steps limited by cgroup v1: memory 1024 MiB, 4096 processes, 1 CPU, timeout 900s (not limited, no controller: pids)"
+        );
+        let v2 = Hierarchy::V2 {
+            root: "/sys/fs/cgroup".into(),
+            controllers: Controller::ALL.to_vec(),
+        };
+        assert!(limits_line(&v2, limits, t)
+            .ends_with("by cgroup v2: memory 1024 MiB, 4096 processes, 1 CPU, timeout 900s"));
+    }
 }
