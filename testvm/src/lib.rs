@@ -364,6 +364,8 @@ pub fn static_build(package: &str, artifact: Artifact<'_>) -> Result<PathBuf, St
         ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // Would override RUSTFLAGS if the caller's environment has it.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
         .output()
         .map_err(|e| format!("running cargo: {e}"))?;
