@@ -344,9 +344,11 @@ pub enum Artifact<'a> {
 /// flags never invalidate the normal build, and later runs are incremental.
 /// Returns the binary's path.
 pub fn static_build(package: &str, artifact: Artifact<'_>) -> Result<PathBuf, String> {
+    // This crate lives at <workspace>/tests/testvm.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("testvm has no parent directory")?;
+        .ancestors()
+        .nth(2)
+        .ok_or("testvm is not inside a workspace")?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"))
