@@ -153,13 +153,15 @@ async fn pipeline(
     progress.line("-----> Building rootfs ...");
     let home = platform_home(platform);
     let (repo, commit) = (req.repo.clone(), req.commit.clone());
+    let ca_trust = platform.build_ca().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let build = tokio::task::spawn_blocking(move || {
         let sink = move |line: &str| {
             let _ = tx.send(line.to_string());
         };
-        let request =
+        let mut request =
             builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
+        request.ca_trust = ca_trust;
         builder::build(&request)
     });
     let mut build = std::pin::pin!(build);

@@ -224,8 +224,13 @@ fn cgroups(hierarchy: &builder::cgroup::Hierarchy) -> Check {
         Hierarchy::Unsupported(why) => Check {
             name: "cgroups",
             status: Status::Warn,
-            detail: format!("{why}: build steps run with a timeout but without memory/pids/CPU limits"),
-            fix: Some("mount cgroup2 on /sys/fs/cgroup (or the v1 memory, pids and cpu controllers)".into()),
+            detail: format!(
+                "{why}: build steps run with a timeout but without memory/pids/CPU limits"
+            ),
+            fix: Some(
+                "mount cgroup2 on /sys/fs/cgroup (or the v1 memory, pids and cpu controllers)"
+                    .into(),
+            ),
         },
         h if missing.is_empty() => Check {
             name: "cgroups",

@@ -90,6 +90,7 @@ pub struct Platform {
     running: Mutex<HashMap<String, Instance>>,
     app_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     logs: crate::applog::AppLogs,
+    build_ca: builder::CaTrust,
 }
 
 impl Platform {
@@ -137,6 +138,7 @@ impl Platform {
             running: Mutex::new(HashMap::new()),
             app_locks: Mutex::new(HashMap::new()),
             logs,
+            build_ca: config.build_ca.clone(),
         }
     }
 
@@ -153,6 +155,11 @@ impl Platform {
     /// Why apps cannot boot here, if they cannot.
     pub fn boot_problem(&self) -> Option<&str> {
         self.boot_problem.as_deref()
+    }
+
+    /// Which CA certificates build steps trust (`build_ca`).
+    pub fn build_ca(&self) -> &builder::CaTrust {
+        &self.build_ca
     }
 
     /// The app log streams.
