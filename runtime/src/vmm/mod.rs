@@ -123,8 +123,8 @@ pub struct VmConfig {
 pub struct DiskConfig {
     /// Backing file.
     pub path: PathBuf,
-    /// Expose read-only.
-    pub read_only: bool,
+    /// Read-write, read-only or snapshot (writes kept in a private overlay).
+    pub mode: devices::virtio::block::DiskMode,
 }
 
 impl VmConfig {
