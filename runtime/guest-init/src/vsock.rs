@@ -218,3 +218,65 @@ fn splice(v: VsockStream, t: TcpStream) {
     v2.shutdown(Shutdown::Write);
     let _ = up.join();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use std::sync::{Arc, Mutex};
+
+    /// A stream socket standing in for vsock (same syscalls).
+    fn pair() -> (VsockStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (VsockStream(OwnedFd::from(a)), b)
+    }
+
+    #[derive(Clone, Default)]
+    struct Console(Arc<Mutex<Vec<u8>>>);
+    impl Write for Console {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_go_over_the_link_and_to_the_console_once_it_breaks() {
+        let (link, mut host) = pair();
+        let console = Console::default();
+        let mut w = LinkWriter::new(link, Box::new(console.clone()));
+        w.write_all(b"[bp 1 web out] one\n").unwrap();
+        let mut got = [0u8; 19];
+        host.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"[bp 1 web out] one\n");
+        assert!(console.0.lock().unwrap().is_empty());
+        drop(host);
+        w.write_all(b"[bp 2 web out] two\n").unwrap();
+        let text = String::from_utf8(console.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("vsock log link lost"), "{text}");
+        assert!(text.ends_with("[bp 2 web out] two\n"), "{text}");
+    }
+
+    #[test]
+    fn splice_copies_both_ways_and_passes_eof_on() {
+        let app = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = app.local_addr().unwrap();
+        let (guest_end, mut host) = pair();
+        let t = std::thread::spawn(move || splice(guest_end, TcpStream::connect(addr).unwrap()));
+        let (mut a, _) = app.accept().unwrap();
+        host.write_all(b"GET /").unwrap();
+        host.shutdown(Shutdown::Write).unwrap();
+        let mut req = String::new();
+        a.read_to_string(&mut req).unwrap();
+        assert_eq!(req, "GET /");
+        a.write_all(b"200 OK").unwrap();
+        drop(a);
+        let mut resp = String::new();
+        host.read_to_string(&mut resp).unwrap();
+        assert_eq!(resp, "200 OK");
+        t.join().unwrap();
+    }
+}

@@ -288,11 +288,17 @@ impl KvmVm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         tracing::info!(vm = %spec.name, ?host_addr, "kvm: starting byteport-vmm");
-        let mut child = cmd.spawn().map_err(|source| KvmError::Spawn {
-            vmm: spec.vmm.clone(),
-            vm: vm.clone(),
-            source,
-        })?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(source) => {
+                end_listeners(&closing, &log_socket, host_addr);
+                return Err(KvmError::Spawn {
+                    vmm: spec.vmm.clone(),
+                    vm: vm.clone(),
+                    source,
+                });
+            }
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let mut console = std::fs::File::create(spec.dir.join("console.log"))
@@ -469,12 +475,20 @@ impl Drop for KvmVm {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        // Wake the accept loops so their threads end.
-        self.closing.store(true, Ordering::SeqCst);
-        let _ = UnixStream::connect(&self.log_socket);
-        if let Some(a) = self.host_addr {
-            let _ = TcpStream::connect(a);
-        }
-        let _ = std::fs::remove_file(&self.log_socket);
+        end_listeners(&self.closing, &self.log_socket, self.host_addr);
     }
 }
+
+/// Ends the accept loops of the log socket and the forwarded port (they wake
+/// on a connection and see `closing`), and removes the log socket.
+fn end_listeners(closing: &AtomicBool, log_socket: &Path, host_addr: Option<SocketAddr>) {
+    closing.store(true, Ordering::SeqCst);
+    let _ = UnixStream::connect(log_socket);
+    if let Some(a) = host_addr {
+        let _ = TcpStream::connect(a);
+    }
+    let _ = std::fs::remove_file(log_socket);
+}
+
+#[cfg(test)]
+mod tests;
