@@ -285,22 +285,32 @@ fn main() {
     let side = |name: &str, f: &dyn Fn(&Run) -> f64| {
         median(runs.iter().filter(|r| r.0 == name).map(f).collect())
     };
-    let (bt, qt) = (side("byteport", &|r| r.1), side("qemu", &|r| r.1));
-    let (bo, qo) = (side("byteport", &|r| r.2), side("qemu", &|r| r.2));
+    let (bt, qt, nt) = (
+        side("byteport", &|r| r.1),
+        side("qemu", &|r| r.1),
+        side("qemu-nortc", &|r| r.1),
+    );
+    let (bo, qo, no) = (
+        side("byteport", &|r| r.2),
+        side("qemu", &|r| r.2),
+        side("qemu-nortc", &|r| r.2),
+    );
     println!();
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
-        "median", "byteport", "qemu", "ratio"
+        "{:<34} {:>10} {:>10} {:>11} {:>10} {:>12}",
+        "median", "byteport", "qemu", "qemu-nortc", "ratio/qemu", "ratio/nortc"
     );
     println!(
-        "{:<34} {bt:>12.2} {qt:>12.2} {:>8.2}   (goal ≤ 0.80)",
+        "{:<34} {bt:>10.2} {qt:>10.2} {nt:>11.2} {:>10.2} {:>12.2}   (goal ≤ 0.80)",
         "exec→userspace (s, TCG-inflated)",
-        bt / qt
+        bt / qt,
+        bt / nt
     );
     println!(
-        "{:<34} {bo:>12.0} {qo:>12.0} {:>8.2}   (goal ≤ 5120 KiB)",
+        "{:<34} {bo:>10.0} {qo:>10.0} {no:>11.0} {:>10.2} {:>12.2}   (goal ≤ 5120 KiB)",
         "overhead Rss without guest RAM",
-        bo / qo
+        bo / qo,
+        bo / no
     );
 
     println!();
