@@ -93,8 +93,8 @@ fn main() {
     let ssh = d.ssh_command(&key);
     let driver = String::from_utf8_lossy(&d.cli(&["doctor"]).stdout)
         .lines()
-        .find(|l| l.contains("driver"))
-        .unwrap_or("driver: unknown")
+        .find(|l| l.starts_with("runtime driver:"))
+        .unwrap_or("runtime driver: unknown")
         .trim()
         .to_string();
     let examples_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

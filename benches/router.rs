@@ -116,6 +116,9 @@ fn rounds() -> usize {
 enum CpuOf {
     /// Nothing (the direct path).
     Nobody,
+    /// One process, all its threads (`byteport up`; its QEMU children are
+    /// the app, not the proxy).
+    Process(u32),
     /// A whole process and its children as listed in /proc (nginx master + workers).
     ProcessTree(u32),
     /// The threads of this process whose name starts with the prefix.
@@ -126,6 +129,9 @@ impl CpuOf {
     fn secs(&self) -> f64 {
         match self {
             CpuOf::Nobody => 0.0,
+            CpuOf::Process(pid) => {
+                task_cpu_secs(std::path::Path::new(&format!("/proc/{pid}/stat")))
+            }
             CpuOf::ProcessTree(pid) => {
                 let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
                     .unwrap_or_default();
@@ -358,7 +364,7 @@ fn vm_app(bins: &(String, String)) -> Scenario {
         "app in a microVM (static-site, busybox httpd, QEMU)",
         bins,
         upstream,
-        (router, CpuOf::ProcessTree(d.pid())),
+        (router, CpuOf::Process(d.pid())),
         "site.localhost",
         "/index.html",
     )

@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod hook;
+pub mod limits;
 pub mod names;
 pub mod pktline;
 pub mod receive;
@@ -27,7 +28,7 @@ pub mod upload;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,10 +69,15 @@ pub struct GitdConfig {
     pub repos_dir: PathBuf,
     /// Branches whose pushes call the deploy hook.
     pub deploy_branches: Vec<String>,
-    /// Connections beyond this are refused at authentication.
+    /// Connections beyond this are told the server is full (after
+    /// authentication, on stderr, exit status 1).
     pub max_connections: usize,
-    /// Idle connections are closed after this.
+    /// A git exchange with no data from the client for this long ends with
+    /// a message; a connection that runs no command for this long is
+    /// disconnected with a reason.
     pub idle_timeout: Duration,
+    /// Authentication must complete within this.
+    pub login_timeout: Duration,
     /// Largest pack a push may send.
     pub max_pack_bytes: u64,
 }
@@ -79,7 +85,7 @@ pub struct GitdConfig {
 impl GitdConfig {
     /// Defaults for a data directory: `home/ssh_host_ed25519_key`,
     /// `home/repos`, deploy branches main and master, 64 connections,
-    /// 10 minutes idle, 1 GiB packs.
+    /// 10 minutes idle, 1 minute to authenticate, 1 GiB packs.
     pub fn new(listen: SocketAddr, home: &Path) -> GitdConfig {
         GitdConfig {
             listen,
@@ -88,6 +94,7 @@ impl GitdConfig {
             deploy_branches: vec!["main".into(), "master".into()],
             max_connections: 64,
             idle_timeout: Duration::from_secs(600),
+            login_timeout: Duration::from_secs(60),
             max_pack_bytes: 1 << 30,
         }
     }
@@ -182,7 +189,11 @@ pub async fn serve(
     })?;
     let ssh_config = Arc::new(russh::server::Config {
         keys: vec![key],
-        inactivity_timeout: Some(config.idle_timeout),
+        // A backstop only: the watchdog and the idle streams (see
+        // `limits`) close idle connections first, with a message. russh's
+        // timer also restarts on server output, and a deploy sends
+        // keepalives, so long deploys are not cut.
+        inactivity_timeout: Some(config.idle_timeout.max(config.login_timeout) + BACKSTOP_GRACE),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
@@ -197,23 +208,83 @@ pub async fn serve(
         connections: AtomicUsize::new(0),
         locks: Mutex::new(HashMap::new()),
     });
-    let task = tokio::spawn(async move {
-        let mut server = Server { shared };
-        use russh::server::Server as _;
-        if let Err(e) = server.run_on_socket(ssh_config, &listener).await {
-            tracing::error!(error = %e, "gitd: server stopped");
-        }
-    });
+    let task = tokio::spawn(accept_loop(listener, ssh_config, shared));
     Ok(Gitd { local_addr, task })
 }
 
-struct Server {
-    shared: Arc<Shared>,
+/// How long after the idle timeout russh's own timer drops a connection.
+const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Counts a connection while it lives.
+struct Counted(Arc<Shared>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
-impl russh::server::Server for Server {
-    type Handler = ssh::Connection;
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> ssh::Connection {
-        ssh::Connection::new(self.shared.clone(), peer)
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    ssh_config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, go on.
+                tracing::error!(error = %e, "gitd: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let n = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        let counted = Counted(shared.clone());
+        let max = shared.config.max_connections;
+        if n > max + limits::HARD_EXTRA {
+            tracing::warn!(?peer, n, "gitd: connection dropped, far over the limit");
+            continue;
+        }
+        if n > max {
+            tracing::warn!(?peer, n, max, "gitd: over the connection limit");
+        }
+        let (ssh_config, shared) = (ssh_config.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _counted = counted;
+            let _ = socket.set_nodelay(true);
+            let state = Arc::new(limits::ConnState::default());
+            let handler = ssh::Connection::new(shared.clone(), Some(peer), n > max, state.clone());
+            let login = shared.config.login_timeout;
+            let session = match tokio::time::timeout(
+                login,
+                russh::server::run_stream(ssh_config, socket, handler),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(?peer, error = %e, "gitd: handshake failed");
+                    return;
+                }
+                Err(_) => return, // never sent an SSH version line
+            };
+            let handle = session.handle();
+            let mut session = std::pin::pin!(session);
+            tokio::select! {
+                r = &mut session => {
+                    if let Err(e) = r {
+                        tracing::debug!(?peer, error = %e, "gitd: session ended with an error");
+                    }
+                }
+                reason = limits::watchdog(&state, shared.config.idle_timeout, login) => {
+                    tracing::info!(?peer, %reason, "gitd: closing connection");
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, reason, String::new())
+                        .await;
+                    let _ = session.await;
+                }
+            }
+        });
     }
 }

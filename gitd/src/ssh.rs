@@ -1,21 +1,32 @@
-//! The SSH side: russh server, public-key authentication against the
-//! [`Authority`](crate::Authority), exec requests dispatched to the git
-//! services or the admin [`Commands`](crate::Commands), exit statuses.
+//! The SSH side: russh session handler, public-key authentication against
+//! the [`Authority`](crate::Authority), `GIT_PROTOCOL` from env requests,
+//! exec requests dispatched to the git services or the admin
+//! [`Commands`](crate::Commands), exit statuses, and the per-command
+//! limits from [`crate::limits`] (connection limit, idle streams).
 
 use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::io::SyncIoBridge;
 
+use crate::limits::{self, ConnState, IdleIo};
 use crate::names::{parse_exec, Request, Service};
 use crate::Shared;
+
+/// Buffer sizes for the git streams: a few SSH packets per syscall-ish
+/// hop between the blocking git thread and the async session.
+const STREAM_BUFFER: usize = 128 * 1024;
+
+/// Most session channels one connection may open.
+const MAX_CHANNELS: usize = 8;
 
 /// One client connection.
 pub struct Connection {
@@ -24,32 +35,27 @@ pub struct Connection {
     user: Option<String>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     git_protocol: HashMap<ChannelId, String>,
-    counted: bool,
+    over_limit: bool,
+    state: Arc<ConnState>,
 }
 
 impl Connection {
-    /// A handler for a new client.
-    pub fn new(shared: Arc<Shared>, peer: Option<SocketAddr>) -> Connection {
-        let n = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-        let counted = true;
-        if n > shared.config.max_connections {
-            tracing::warn!(?peer, n, "gitd: too many connections");
-        }
+    /// A handler for a new client; `over_limit` connections may only learn
+    /// that the server is full.
+    pub fn new(
+        shared: Arc<Shared>,
+        peer: Option<SocketAddr>,
+        over_limit: bool,
+        state: Arc<ConnState>,
+    ) -> Connection {
         Connection {
             shared,
             peer,
             user: None,
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
-            counted,
-        }
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if self.counted {
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            over_limit,
+            state,
         }
     }
 }
@@ -70,14 +76,12 @@ impl russh::server::Handler for Connection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.shared.connections.load(Ordering::SeqCst) > self.shared.config.max_connections {
-            return Ok(Auth::reject());
-        }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         match self.shared.authority.user_for_key(&fingerprint).await {
             Ok(Some(user)) => {
-                tracing::info!(peer = ?self.peer, %user, "gitd: authenticated");
+                tracing::info!(peer = ?self.peer, %user, over_limit = self.over_limit, "gitd: authenticated");
                 self.user = Some(user);
+                self.state.authenticated();
                 Ok(Auth::Accept)
             }
             Ok(None) => {
@@ -97,10 +101,11 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.channels.len() >= 8 {
+        if self.channels.len() >= MAX_CHANNELS {
             drop(reply);
             return Ok(());
         }
+        self.state.touch();
         self.channels.insert(channel.id(), channel);
         reply.accept().await;
         Ok(())
@@ -120,12 +125,34 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
+    async fn shell_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let line = if self.over_limit { "" } else { "help" };
+        self.start(id, line.as_bytes().to_vec(), session)
+    }
+
     async fn exec_request(
         &mut self,
         id: ChannelId,
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.start(id, data.to_vec(), session)
+    }
+}
+
+impl Connection {
+    /// Runs `line` on channel `id` in its own task; the exit status and
+    /// close follow when it ends.
+    fn start(
+        &mut self,
+        id: ChannelId,
+        line: Vec<u8>,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
         let (Some(channel), Some(user)) = (self.channels.remove(&id), self.user.clone()) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -133,17 +160,24 @@ impl russh::server::Handler for Connection {
         session.channel_success(id)?;
         let handle = session.handle();
         let shared = self.shared.clone();
-        let line = data.to_vec();
         let protocol = self.git_protocol.remove(&id).unwrap_or_default();
+        let running = self.state.running();
+        let over_limit = self.over_limit;
         tokio::spawn(async move {
+            let (code, keep) = if over_limit {
+                let max = shared.config.max_connections;
+                stderr(&handle, id, &limits::at_connection_limit(max)).await;
+                (1, Some(Box::new(channel) as Box<dyn std::any::Any + Send>))
+            } else {
+                run_exec(&shared, &user, &line, &protocol, channel, &handle, id).await
+            };
             // The channel's streams live until the exit status is sent: an
             // EOF before exit-status makes OpenSSH report status -1.
-            let (code, keep) =
-                run_exec(&shared, &user, &line, &protocol, channel, &handle, id).await;
             let _ = handle.exit_status_request(id, code).await;
             let _ = handle.eof(id).await;
             let _ = handle.close(id).await;
             drop(keep);
+            drop(running);
         });
         Ok(())
     }
@@ -209,7 +243,7 @@ async fn run_exec(
     shared: &Arc<Shared>,
     user: &str,
     line: &[u8],
-    _git_protocol: &str,
+    git_protocol: &str,
     channel: Channel<Msg>,
     handle: &Handle,
     id: ChannelId,
@@ -221,7 +255,7 @@ async fn run_exec(
             return (1, Some(Box::new(channel)));
         }
     };
-    match request {
+    let (service, app) = match request {
         Request::Command(cmd) => {
             let mut channel = channel;
             let out = ChannelOutput::new(&channel);
@@ -233,133 +267,118 @@ async fn run_exec(
                 }
             };
             out.flush().await;
-            (code, Some(Box::new((channel, out))))
+            return (code, Some(Box::new((channel, out))));
         }
-        Request::Git { service, app } => {
-            let access = match service {
-                Service::ReceivePack => crate::Access::Write,
-                Service::UploadPack => crate::Access::Read,
-            };
-            if let Err(e) = shared.authority.authorize(user, &app, access).await {
-                stderr(handle, id, &format!("byteport: {e}")).await;
+        Request::Git { service, app } => (service, app),
+    };
+    let access = match service {
+        Service::ReceivePack => crate::Access::Write,
+        Service::UploadPack => crate::Access::Read,
+    };
+    if let Err(e) = shared.authority.authorize(user, &app, access).await {
+        stderr(handle, id, &format!("byteport: {e}")).await;
+        return (1, Some(Box::new(channel)));
+    }
+    let repo = shared.config.repos_dir.join(format!("{app}.git"));
+    match service {
+        Service::ReceivePack => {
+            if let Err(e) = crate::repo::ensure_bare(&repo) {
+                let msg = format!("byteport: cannot create the repository for {app}: {e}");
+                stderr(handle, id, &msg).await;
                 return (1, Some(Box::new(channel)));
             }
-            let repo = shared.config.repos_dir.join(format!("{app}.git"));
-            match service {
-                Service::ReceivePack => {
-                    if let Err(e) = crate::repo::ensure_bare(&repo) {
-                        stderr(
-                            handle,
-                            id,
-                            &format!("byteport: cannot create the repository for {app}: {e}"),
-                        )
-                        .await;
-                        return (1, Some(Box::new(channel)));
-                    }
-                    receive(shared, user, &app, repo, channel, handle, id).await
-                }
-                Service::UploadPack => {
-                    if !repo.join("HEAD").exists() {
-                        stderr(
-                            handle,
-                            id,
-                            &format!(
-                                "byteport: app `{app}` has no repository yet: push to it first"
-                            ),
-                        )
-                        .await;
-                        return (1, Some(Box::new(channel)));
-                    }
-                    upload(repo, channel, handle, id).await
-                }
+        }
+        Service::UploadPack => {
+            if !repo.join("HEAD").exists() {
+                let msg = format!("byteport: app `{app}` has no repository yet: push to it first");
+                stderr(handle, id, &msg).await;
+                return (1, Some(Box::new(channel)));
             }
         }
     }
+    let job = Job {
+        shared: shared.clone(),
+        user: user.to_string(),
+        app: app.clone(),
+        repo,
+        git_protocol: git_protocol.to_string(),
+        service,
+    };
+    run_git(job, channel, handle, id).await
 }
 
-async fn receive(
-    shared: &Arc<Shared>,
-    user: &str,
-    app: &str,
+/// One git service run.
+struct Job {
+    shared: Arc<Shared>,
+    user: String,
+    app: String,
     repo: std::path::PathBuf,
-    channel: Channel<Msg>,
-    handle: &Handle,
-    id: ChannelId,
-) -> (u32, Keep) {
-    let stream = channel.into_stream();
+    git_protocol: String,
+    service: Service,
+}
+
+/// Runs a git service on a blocking thread over the channel's streams
+/// (buffered, with the idle timeout), then reports its error on stderr.
+async fn run_git(job: Job, channel: Channel<Msg>, handle: &Handle, id: ChannelId) -> (u32, Keep) {
+    let idle = job.shared.config.idle_timeout;
+    let fired = Arc::new(AtomicBool::new(false));
+    let stream = IdleIo::new(channel.into_stream(), idle, fired.clone());
     let (read, write) = tokio::io::split(stream);
-    let shared2 = shared.clone();
-    let (user, app_s) = (user.to_string(), app.to_string());
     let runtime = tokio::runtime::Handle::current();
+    let app = job.app.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let lock = shared2.app_lock(&app_s);
-        let mut input = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(read));
-        let mut output = tokio_util::io::SyncIoBridge::new(write);
-        let ctx = crate::receive::Receive {
-            repo: &repo,
-            app: &app_s,
-            user: &user,
-            deploy_branches: &shared2.config.deploy_branches,
-            hook: shared2.hook.as_ref(),
-            runtime,
-            max_pack_bytes: shared2.config.max_pack_bytes,
-            app_lock: &lock,
+        let mut input = BufReader::with_capacity(STREAM_BUFFER, SyncIoBridge::new(read));
+        let mut output = BufWriter::with_capacity(STREAM_BUFFER, SyncIoBridge::new(write));
+        let r: Result<(), (String, bool)> = match job.service {
+            Service::ReceivePack => {
+                let lock = job.shared.app_lock(&job.app);
+                let ctx = crate::receive::Receive {
+                    repo: &job.repo,
+                    app: &job.app,
+                    user: &job.user,
+                    deploy_branches: &job.shared.config.deploy_branches,
+                    hook: job.shared.hook.as_ref(),
+                    runtime,
+                    max_pack_bytes: job.shared.config.max_pack_bytes,
+                    app_lock: &lock,
+                };
+                crate::receive::run(&ctx, &mut input, &mut output).map_err(|e| {
+                    let told = matches!(e, crate::receive::ReceiveError::Reported(_));
+                    (e.to_string(), !told)
+                })
+            }
+            Service::UploadPack => {
+                crate::upload::run(&job.repo, &job.git_protocol, &mut input, &mut output)
+                    .map(|outcome| {
+                        tracing::info!(app = %job.app, version = ?outcome.version, packs = ?outcome.packs, "gitd: upload-pack done");
+                    })
+                    .map_err(|e| {
+                        let told = matches!(e, crate::upload::UploadError::Refused(_));
+                        (e.to_string(), !told)
+                    })
+            }
         };
-        let r = crate::receive::run(&ctx, &mut input, &mut output);
-        let _ = std::io::Write::flush(&mut output);
-        (r, input, output)
-    })
-    .await;
-    match result {
-        Ok((Ok(()), input, output)) => (0, Some(Box::new((input, output)))),
-        Ok((Err(e), input, output)) => {
-            tracing::warn!(%app, error = %e, "gitd: receive-pack failed");
-            stderr(handle, id, &format!("byteport: {e}")).await;
-            (1, Some(Box::new((input, output))))
-        }
-        Err(e) => {
-            tracing::error!(%app, error = %e, "gitd: receive-pack task failed");
-            (1, None)
-        }
-    }
-}
-
-async fn upload(
-    repo: std::path::PathBuf,
-    channel: Channel<Msg>,
-    handle: &Handle,
-    id: ChannelId,
-) -> (u32, Keep) {
-    let (read, write) = tokio::io::split(channel.into_stream());
-    let result = tokio::task::spawn_blocking(move || {
-        let mut input = std::io::BufReader::new(tokio_util::io::SyncIoBridge::new(read));
-        let mut output = tokio_util::io::SyncIoBridge::new(write);
-        let r = crate::upload::run(&repo, &mut input, &mut output);
         let _ = std::io::Write::flush(&mut output);
         (r, input, output)
     })
     .await;
     match result {
         Ok((Ok(()), i, o)) => (0, Some(Box::new((i, o)))),
-        Ok((Err(e), i, o)) => {
-            tracing::warn!(error = %e, "gitd: upload-pack failed");
-            stderr(handle, id, &format!("byteport: {e}")).await;
+        Ok((Err((e, tell)), i, o)) => {
+            let msg = if fired.load(Ordering::SeqCst) {
+                limits::idle_message(idle)
+            } else {
+                format!("byteport: {e}")
+            };
+            tracing::warn!(%app, error = %e, "gitd: git service failed");
+            if tell || fired.load(Ordering::SeqCst) {
+                stderr(handle, id, &msg).await;
+            }
             (1, Some(Box::new((i, o))))
         }
         Err(e) => {
-            tracing::error!(error = %e, "gitd: upload-pack task failed");
+            tracing::error!(%app, error = %e, "gitd: git service task failed");
             (1, None)
         }
     }
-}
-
-/// Connections currently open (for limits and tests).
-pub fn open_connections(shared: &Shared) -> usize {
-    shared.connections.load(Ordering::SeqCst)
-}
-
-#[allow(dead_code)]
-fn _assert_send(c: Connection) -> impl Send {
-    let _: &AtomicUsize = &c.shared.connections;
-    c
 }

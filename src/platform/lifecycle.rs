@@ -270,11 +270,13 @@ impl Platform {
 
 /// Deletes what an app leaves on disk besides the store: its repository
 /// (so a later app of the same name, perhaps another owner's, starts
-/// empty) and its logs. Artifacts stay: they are shared by content.
+/// empty), its logs and its build cache (package manager caches).
+/// Artifacts stay: they are shared by content.
 pub fn remove_app_files(home: &std::path::Path, app: &str) -> std::io::Result<()> {
     for dir in [
         home.join("repos").join(format!("{app}.git")),
         home.join("logs").join(app),
+        home.join("cache/build").join(app),
     ] {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

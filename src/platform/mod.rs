@@ -234,8 +234,8 @@ impl Platform {
     }
 
     /// Boots the live deploy of every app that is not stopped (after `up`
-    /// restarts). Each app boots in its own task; the router answers 502
-    /// with "starting" for them meanwhile.
+    /// restarts), as many at a time as the host has CPUs; the router
+    /// answers 502 "it is starting" for them meanwhile.
     pub async fn restore(self: &Arc<Self>) {
         let apps = match self.store.list_apps(None).await {
             Ok(a) => a,
@@ -244,6 +244,10 @@ impl Platform {
                 return;
             }
         };
+        // Booting every app at once would starve them all (each boot is
+        // CPU-bound under TCG): as many at a time as there are CPUs.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let slots = Arc::new(tokio::sync::Semaphore::new(cpus));
         for a in apps {
             let Ok(Some(live)) = self.store.live_deploy(&a.name).await else {
                 continue;
@@ -254,7 +258,9 @@ impl Platform {
             }
             self.routes.mark_down(&a.name, &[], "it is starting");
             let this = self.clone();
+            let slots = slots.clone();
             tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await;
                 let _guard = this.lock_app(&a.name).await;
                 let quiet = |_: &str| {};
                 match this.boot_deploy(&a.name, &live, 0, &quiet).await {

@@ -1,0 +1,281 @@
+//! A gitd server in the test process (the library `byteport up` runs),
+//! driven by the real `git` and OpenSSH clients.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gitd::{
+    Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest, Stream,
+};
+
+/// Known keys (fingerprint → user); every known user may use every app.
+#[derive(Default)]
+pub struct Keys(pub Mutex<Vec<(String, String)>>);
+
+impl Authority for Keys {
+    fn user_for_key<'a>(
+        &'a self,
+        fingerprint: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(f, _)| f == fingerprint)
+                .map(|(_, u)| u.clone()))
+        })
+    }
+    fn authorize<'a>(
+        &'a self,
+        _user: &'a str,
+        _app: &'a str,
+        _access: Access,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A deploy hook that accepts every push and records it.
+#[derive(Default)]
+pub struct Record(pub Mutex<Vec<DeployRequest>>);
+
+impl DeployHook for Record {
+    fn deploy<'a>(
+        &'a self,
+        req: &'a DeployRequest,
+        progress: gitd::hook::Progress<'a>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            progress("-----> test hook: accepted");
+            self.0.lock().unwrap().push(req.clone());
+            Ok(())
+        })
+    }
+}
+
+struct NoCommands;
+
+impl Commands for NoCommands {
+    fn run<'a>(
+        &'a self,
+        _user: &'a str,
+        line: &'a str,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32> {
+        Box::pin(async move {
+            if let Some(secs) = line.strip_prefix("sleep ") {
+                let secs: u64 = secs.trim().parse().unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+            }
+            out.write(Stream::Stdout, &format!("ran {line}\n")).await;
+            0
+        })
+    }
+}
+
+/// A running server with one authorized key.
+pub struct Server {
+    pub runtime: tokio::runtime::Runtime,
+    pub gitd: Option<gitd::Gitd>,
+    pub dir: tempfile::TempDir,
+    pub key: PathBuf,
+    pub port: u16,
+    pub hook: Arc<Record>,
+}
+
+/// Runs `ssh-keygen` for an ed25519 key; returns the private key path.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(name);
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen (openssh-client) is needed");
+    assert!(st.success());
+    key
+}
+
+/// The SHA256 fingerprint of a public key, as ssh-keygen prints it.
+pub fn fingerprint(key: &Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
+}
+
+impl Server {
+    /// Starts gitd with defaults changed by `tune`.
+    pub fn start(tune: impl FnOnce(&mut gitd::GitdConfig)) -> Server {
+        // RUST_LOG=gitd=debug shows the server's side when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let key = keygen(dir.path(), "client");
+        let keys = Arc::new(Keys::default());
+        keys.0
+            .lock()
+            .unwrap()
+            .push((fingerprint(&key), "alice".into()));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut config =
+            gitd::GitdConfig::new("127.0.0.1:0".parse().unwrap(), &dir.path().join("home"));
+        tune(&mut config);
+        let hook = Arc::new(Record::default());
+        let gitd = runtime
+            .block_on(gitd::serve(
+                config,
+                keys,
+                hook.clone(),
+                Arc::new(NoCommands),
+            ))
+            .unwrap();
+        let port = gitd.local_addr().port();
+        Server {
+            runtime,
+            gitd: Some(gitd),
+            dir,
+            key,
+            port,
+            hook,
+        }
+    }
+
+    /// `GIT_SSH_COMMAND` for the authorized key.
+    pub fn ssh(&self) -> String {
+        format!(
+            "ssh -F /dev/null -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR -o BatchMode=yes -i {} -p {}",
+            self.key.display(),
+            self.port
+        )
+    }
+
+    /// The remote URL of an app.
+    pub fn url(&self, app: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{app}.git", self.port)
+    }
+
+    /// The bare repository of an app.
+    pub fn repo(&self, app: &str) -> PathBuf {
+        self.dir.path().join(format!("home/repos/{app}.git"))
+    }
+
+    /// Runs a raw exec over real ssh with `stdin` as input.
+    pub fn exec(&self, command: &str, stdin: &[u8], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("{} git@127.0.0.1 \"{command}\"", self.ssh()));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(stdin);
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _g = self.runtime.enter();
+        self.gitd.take();
+    }
+}
+
+/// Runs `git` in `dir` with `GIT_SSH_COMMAND = ssh` and extra `env`.
+pub fn git_env(dir: &Path, args: &[&str], ssh: &str, env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("git");
+    c.args([
+        "-c",
+        "user.name=Test",
+        "-c",
+        "user.email=test@example.com",
+        "-c",
+        "init.defaultBranch=main",
+        "-c",
+        "protocol.version=0",
+    ])
+    .args(args)
+    .current_dir(dir)
+    .env("GIT_TERMINAL_PROMPT", "0")
+    .env("GIT_SSH_COMMAND", ssh)
+    .env_remove("GIT_PROTOCOL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("git is needed")
+}
+
+/// Runs `git` in `dir` (protocol v0 unless the args say otherwise).
+pub fn git(dir: &Path, args: &[&str], ssh: &str) -> Output {
+    git_env(dir, args, ssh, &[])
+}
+
+/// Runs `git`, asserting success; returns trimmed stdout.
+pub fn git_ok(dir: &Path, args: &[&str], ssh: &str) -> String {
+    let out = git(dir, args, ssh);
+    assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// stdout + stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Commits a file change in `dir`, a minute after the previous commit
+/// of this test process (so date-ordered walks see a real history).
+pub fn commit(dir: &Path, file: &str, content: &str, msg: &str) {
+    static CLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if let Some(parent) = Path::new(file).parent() {
+        std::fs::create_dir_all(dir.join(parent)).unwrap();
+    }
+    std::fs::write(dir.join(file), content).unwrap();
+    git_ok(dir, &["add", "-A"], "");
+    let t = 1_700_000_000 + 60 * CLOCK.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let date = format!("@{t} +0000");
+    let out = git_env(
+        dir,
+        &["commit", "-qm", msg],
+        "",
+        &[("GIT_AUTHOR_DATE", &date), ("GIT_COMMITTER_DATE", &date)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Objects in the newest pack of a repository's `objects/pack`.
+pub fn objects_in_pack(idx: &Path) -> usize {
+    let out = Command::new("git")
+        .args(["show-index"])
+        .stdin(std::fs::File::open(idx).unwrap())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
