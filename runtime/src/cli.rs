@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::vmm::control::{self, ControlError};
+use crate::vmm::devices::virtio::block::DiskMode;
 use crate::vmm::seccomp::{self, ThreadKind};
 use crate::vmm::{
     BootSource, ConsoleInput, ConsoleOutput, DiskConfig, Vm, VmConfig, VmError, VmExit, VsockConfig,
@@ -24,7 +25,8 @@ pub enum VmCommand {
         /// Initramfs.
         #[arg(long)]
         initrd: Option<PathBuf>,
-        /// virtio-blk disk image (repeatable; `PATH:ro` for read-only).
+        /// virtio-blk disk image (repeatable; `PATH:ro` for read-only,
+        /// `PATH:snapshot` to keep the guest's writes in a private overlay).
         #[arg(long)]
         disk: Vec<String>,
         /// Number of vCPUs.
@@ -110,15 +112,16 @@ pub enum CliError {
 }
 
 fn parse_disk(s: &str) -> DiskConfig {
-    match s.strip_suffix(":ro") {
-        Some(p) => DiskConfig {
-            path: p.into(),
-            read_only: true,
-        },
-        None => DiskConfig {
-            path: s.into(),
-            read_only: false,
-        },
+    let (path, mode) = if let Some(p) = s.strip_suffix(":ro") {
+        (p, DiskMode::ReadOnly)
+    } else if let Some(p) = s.strip_suffix(":snapshot") {
+        (p, DiskMode::Snapshot)
+    } else {
+        (s, DiskMode::ReadWrite)
+    };
+    DiskConfig {
+        path: path.into(),
+        mode,
     }
 }
 

@@ -4,6 +4,7 @@
 //! supervisor the same [`AppVm`] handle.
 
 pub mod initramfs;
+pub mod kvm;
 pub mod qemu;
 
 use std::net::SocketAddr;

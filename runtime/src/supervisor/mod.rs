@@ -140,6 +140,7 @@ pub fn init_config(spec: &AppSpec, modules: Vec<String>) -> InitConfig {
             prefix: 24,
             gateway: Some(GATEWAY_IP),
         }),
+        vsock: None,
     }
 }
 

@@ -152,7 +152,7 @@ pub(super) fn build(cfg: &VmConfig) -> Result<Built, VmError> {
     };
     for d in &cfg.disks {
         let p = events.poller();
-        add(Box::new(Block::open(&d.path, d.read_only)?), p, &mut events)?;
+        add(Box::new(Block::open(&d.path, d.mode)?), p, &mut events)?;
     }
     if cfg.rng {
         let p = events.poller();

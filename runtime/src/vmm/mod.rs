@@ -5,22 +5,26 @@
 //! 1. `builder` (private) assembles the machine in boot order: guest RAM
 //!    ([`memory`]), in-kernel irqchip and PIT, devices ([`devices`]) with their
 //!    irqfds and ioeventfds, ACPI tables ([`acpi`]), the kernel and zero page
-//!    ([`kernel`]), configured vCPUs ([`vcpu`], [`cpuid`]).
+//!    ([`kernel`]; a page-aligned bzImage is mapped copy-on-write rather than
+//!    copied, [`bzimage`]), configured vCPUs ([`vcpu`], [`cpuid`]).
 //! 2. `run` starts the threads of a [`Vm`]: one per vCPU, routing port/MMIO exits
 //!    to the [`devices::Bus`] (register accesses only), and one event loop thread
 //!    ([`event_loop`]) that does all device work — virtio queues (woken by KVM
 //!    ioeventfds on `QueueNotify`), the vsock host sockets, console input.
 //!    Interrupts go back through irqfds.
-//! 3. Devices: 8250 COM1 ([`devices::serial`]), the ACPI power button
-//!    ([`devices::ged`]), virtio-mmio ([`devices::virtio::mmio`]) carrying blk, rng
-//!    and vsock ([`devices::virtio::vsock`], host side on Unix sockets).
+//! 3. Devices: 8250 COM1 with console output and input ([`devices::serial`]), the
+//!    ACPI power button ([`devices::ged`]), virtio-mmio ([`devices::virtio::mmio`])
+//!    carrying blk (read-write, read-only or snapshot), rng and vsock
+//!    ([`devices::virtio::vsock`], host side on Unix sockets).
 //! 4. Control: [`Vm`] pause/resume/stop (power button, grace period, kill)/wait;
 //!    [`control`] serves the per-VM control socket; [`seccomp`] confines every
-//!    thread once setup is over.
+//!    thread once setup is over; [`startup`] accounts start-up CPU time.
 //!
 //! Guest shutdown and reboot (ACPI sleep register, i8042 reset, triple fault)
-//! stop the VM and are reported as [`VmExit`]. Limits: x86_64 only; no PCI, no
-//! virtio-net (apps are reached over vsock), no snapshots or live migration.
+//! stop the VM and are reported as [`VmExit`]. The FADT declares no VGA and no
+//! CMOS RTC (the guest's wall clock comes from kvm-clock). Limits: x86_64 only;
+//! no PCI, no virtio-net (apps are reached over vsock), no snapshots of the VM
+//! itself, no live migration.
 
 pub mod acpi;
 mod builder;
@@ -123,8 +127,8 @@ pub struct VmConfig {
 pub struct DiskConfig {
     /// Backing file.
     pub path: PathBuf,
-    /// Expose read-only.
-    pub read_only: bool,
+    /// Read-write, read-only or snapshot (writes kept in a private overlay).
+    pub mode: devices::virtio::block::DiskMode,
 }
 
 impl VmConfig {

@@ -145,6 +145,39 @@ pub fn static_bins() -> PathBuf {
     target.join("x86_64-unknown-linux-gnu/release")
 }
 
+/// Builds integration test `name` of the runtime crate as a static binary (so it
+/// can run inside level 1) and returns its path.
+pub fn static_test_binary(name: &str) -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("static");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = run(Command::new(cargo)
+        .args(["test", "-p", "runtime", "--no-run", "--message-format=json"])
+        .args(["--test", name, "--target", "x86_64-unknown-linux-gnu"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == name)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo did not report the `{name}` test executable"))
+}
+
+/// The workspace's (dynamically linked) `byteport-init`, built if needed.
+pub fn guest_init_binary() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo)
+        .args(["build", "-p", "byteport", "--bin", "byteport-init"])
+        .current_dir(env!("CARGO_MANIFEST_DIR")));
+    target.join("debug/byteport-init")
+}
+
 /// Writes a gzip'd newc cpio of `root` to `out`.
 pub fn cpio(root: &Path, out: &Path) {
     run(Command::new("sh").arg("-c").arg(format!(

@@ -10,6 +10,7 @@
 //! returned unused. None of it can panic the VMM or grow host memory without bound.
 
 mod conn;
+mod host;
 mod muxer;
 #[cfg(test)]
 mod tests;
