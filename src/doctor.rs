@@ -286,6 +286,24 @@ pub fn run(config: &Config) -> Report {
             "use bare metal or a cloud VM with nested virtualization enabled; until then the qemu driver (TCG) runs apps".into()
         }),
     });
+    checks.push(match runtime::drivers::kvm::find_vmm() {
+        Some(p) => Check {
+            name: "byteport-vmm",
+            status: Status::Ok,
+            detail: format!("{} (the kvm driver)", p.display()),
+            fix: None,
+        },
+        None => Check {
+            name: "byteport-vmm",
+            status: if facts.hardware_virt_usable() {
+                Status::Missing
+            } else {
+                Status::Warn
+            },
+            detail: "not found beside byteport: the kvm driver cannot run".into(),
+            fix: Some("cargo install --locked --path runtime --bin byteport-vmm".into()),
+        },
+    });
     checks.push(tool(
         "QEMU",
         &["qemu-system-x86_64"],

@@ -62,8 +62,10 @@ fn busybox_app_boots_serves_logs_and_stops() {
     let opts = BootOptions {
         run_dir: work.path().join("run"),
         init_binary: support::assets::init_binary(),
-        qemu: support::assets::qemu(),
-        accel: "tcg".into(),
+        driver: runtime::supervisor::Driver::Qemu {
+            qemu: support::assets::qemu(),
+            accel: "tcg".into(),
+        },
         ready_timeout: Duration::from_secs(180),
     };
     let mut app = boot(

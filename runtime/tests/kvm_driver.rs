@@ -13,9 +13,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use guest_init::config::{InitConfig, Process, RootFs, UserIds};
-use runtime::drivers::initramfs::{self, POWER_BUTTON_MODULES, VIRTIO_MODULES};
-use runtime::drivers::kvm::{self, KvmSpec, KvmVm};
+use runtime::drivers::initramfs;
+use runtime::drivers::kvm::{KvmSpec, KvmVm};
+use runtime::supervisor::{init_config, wanted_modules, AppSpec, Driver};
 
 const PAGE: &str = "hello from a BytePort microVM over vsock";
 const APP_PORT: u16 = 8080;
@@ -55,39 +55,37 @@ fn kvm_driver_serves_an_app_in_nested_host() {
     std::fs::write(rootdir.join("www/index.html"), format!("{PAGE}\n")).unwrap();
     nested_host::ext4(&rootdir, &l1.root.join("l2/rootfs.ext4"), 16);
 
-    // The initramfs, as the supervisor assembles it for the kvm driver.
+    // The initramfs, with the modules and the init config the supervisor
+    // uses for the kvm driver.
     let modules_dir = l1.modules.parent().unwrap();
-    let wanted: Vec<&str> = VIRTIO_MODULES
-        .iter()
-        .chain(POWER_BUTTON_MODULES.iter())
-        .copied()
-        .collect();
-    let modules = initramfs::resolve_modules(modules_dir, &wanted).unwrap();
+    let driver = Driver::Kvm {
+        vmm: "/byteport-vmm".into(),
+    };
+    let modules = initramfs::resolve_modules(modules_dir, &wanted_modules(&driver)).unwrap();
     let work = l1.scratch("initrd");
     let base = work.join("base.cpio.gz");
     let in_guest =
         initramfs::write_base(&base, &nested_host::guest_init_binary(), &modules).unwrap();
-    let config = InitConfig {
-        hostname: "hello".into(),
-        modules: in_guest,
-        root: Some(RootFs {
-            device: "/dev/vda".into(),
-            fstype: "ext4".into(),
-            readonly: false,
-        }),
-        user: UserIds {
-            uid: 1000,
-            gid: 1000,
-        },
+    let spec = AppSpec {
+        app: "hello".into(),
+        deploy: 1,
+        kernel: "/l2/vmlinuz".into(),
+        modules_dir: None,
+        rootfs: "/l2/rootfs.ext4".into(),
+        cpus: 1,
+        memory_mib: 256,
+        processes: vec![(
+            "web".into(),
+            format!("/bin/busybox httpd -f -vv -p {APP_PORT} -h /www"),
+        )],
+        port: Some(APP_PORT),
         env: BTreeMap::new(),
+        uid: 1000,
+        gid: 1000,
         workdir: "/".into(),
-        processes: vec![Process {
-            name: "web".into(),
-            command: format!("/bin/busybox httpd -f -vv -p {APP_PORT} -h /www"),
-        }],
-        network: None,
-        vsock: Some(kvm::init_link(Some(APP_PORT))),
     };
+    let config = init_config(&spec, &driver, in_guest);
+    assert!(config.network.is_none() && config.vsock.is_some());
     let cfg = work.join("config.cpio.gz");
     initramfs::write_config(&cfg, &serde_json::to_vec(&config).unwrap()).unwrap();
     let mut initrd = std::fs::read(&base).unwrap();

@@ -47,6 +47,41 @@ pub fn find_init_binary() -> Option<PathBuf> {
     crate::doctor::which("byteport-init")
 }
 
+/// The runtime driver for `wanted` on a host with `facts`, or why apps
+/// cannot boot.
+pub fn choose_driver(
+    wanted: Driver,
+    facts: &crate::doctor::VirtFacts,
+) -> Result<runtime::supervisor::Driver, String> {
+    let driver = match wanted {
+        Driver::Auto => facts.auto_driver().0,
+        d => d,
+    };
+    match driver {
+        Driver::Kvm if !facts.hardware_virt_usable() => Err(format!(
+            "driver = \"kvm\" asks for BytePort's own VMM, but {}; guests would not boot in useful time. Use driver = \"qemu\" (or auto)",
+            facts.auto_driver().1
+        )),
+        Driver::Kvm => match runtime::drivers::kvm::find_vmm() {
+            Some(vmm) => Ok(runtime::supervisor::Driver::Kvm { vmm }),
+            None => Err(
+                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path runtime --bin byteport-vmm`".into(),
+            ),
+        },
+        _ => match crate::doctor::which("qemu-system-x86_64") {
+            Some(qemu) => Ok(runtime::supervisor::Driver::Qemu {
+                qemu,
+                accel: if facts.hardware_virt_usable() {
+                    "kvm".into()
+                } else {
+                    "tcg".into()
+                },
+            }),
+            None => Err("qemu-system-x86_64 not found: apt-get install qemu-system-x86".into()),
+        },
+    }
+}
+
 /// One app's serving VM and what the platform knows about it.
 pub(crate) struct Instance {
     vm: RunningApp,
@@ -103,30 +138,23 @@ impl Platform {
         logs: crate::applog::AppLogs,
     ) -> Platform {
         let facts = crate::doctor::VirtFacts::probe(Path::new("/"));
-        let driver = match config.driver {
-            Driver::Auto => facts.auto_driver().0,
-            d => d,
-        };
-        let (boot, boot_problem) = match (driver, find_init_binary(), crate::doctor::which("qemu-system-x86_64")) {
-            (Driver::Kvm, _, _) => (
-                None,
-                Some("the kvm driver (BytePort's own VMM) is not wired into deploys yet; set driver = \"qemu\"".to_string()),
-            ),
-            (_, None, _) => (
-                None,
-                Some("byteport-init not found beside byteport: reinstall with `cargo install --path .`".to_string()),
-            ),
-            (_, _, None) => (None, Some("qemu-system-x86_64 not found: apt-get install qemu-system-x86".to_string())),
-            (_, Some(init), Some(qemu)) => (
-                Some(BootOptions {
-                    run_dir: config.home.join("run"),
-                    init_binary: init,
-                    qemu,
-                    accel: if facts.hardware_virt_usable() { "kvm".into() } else { "tcg".into() },
-                    ready_timeout: Duration::from_secs(180),
-                }),
-                None,
-            ),
+        let (boot, boot_problem) = match choose_driver(config.driver, &facts) {
+            Ok(driver) => match find_init_binary() {
+                Some(init) => (
+                    Some(BootOptions {
+                        run_dir: config.home.join("run"),
+                        init_binary: init,
+                        driver,
+                        ready_timeout: Duration::from_secs(180),
+                    }),
+                    None,
+                ),
+                None => (
+                    None,
+                    Some("byteport-init not found beside byteport: reinstall with `cargo install --locked --path .`".to_string()),
+                ),
+            },
+            Err(problem) => (None, Some(problem)),
         };
         Platform {
             store,
@@ -278,6 +306,48 @@ impl Platform {
                     }
                 }
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::VirtFacts;
+
+    fn facts(hw: bool, pvm: bool) -> VirtFacts {
+        VirtFacts {
+            kvm_device: true,
+            kvm_openable: true,
+            hw_virt_flag: hw,
+            kvm_pvm: pvm,
+        }
+    }
+
+    #[test]
+    fn kvm_is_refused_where_guests_would_be_emulated() {
+        let err = choose_driver(Driver::Kvm, &facts(false, true)).unwrap_err();
+        assert!(
+            err.contains("kvm_pvm") && err.contains("driver = \"qemu\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_qemu_without_hardware_virtualization() {
+        // qemu-system-x86_64 is installed wherever these tests run (.ci/run).
+        match choose_driver(Driver::Auto, &facts(false, true)) {
+            Ok(runtime::supervisor::Driver::Qemu { accel, .. }) => assert_eq!(accel, "tcg"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kvm_with_hardware_virtualization_needs_byteport_vmm() {
+        match choose_driver(Driver::Auto, &facts(true, false)) {
+            Ok(runtime::supervisor::Driver::Kvm { vmm }) => assert!(vmm.exists()),
+            Err(e) => assert!(e.contains("cargo install --locked --path runtime"), "{e}"),
+            other => panic!("{other:?}"),
         }
     }
 }
