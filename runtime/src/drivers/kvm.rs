@@ -19,12 +19,13 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guest_init::config::{VsockLink, VsockProxy, VSOCK_LOG_PORT};
 
+use super::guest::{self, ConsoleTail, DriverError};
 use super::qemu::{parse_line, GuestLine};
 use super::AppLog;
 use crate::vmm::control;
@@ -37,67 +38,7 @@ const VM_NAME: &str = "vm";
 const MAX_SOCKET_PATH: usize = 107 - 11;
 
 /// Errors from the kvm driver.
-#[derive(Debug, thiserror::Error)]
-pub enum KvmError {
-    /// An input file is missing.
-    #[error("VM `{vm}`: {what} {path} does not exist")]
-    Missing {
-        /// The VM.
-        vm: String,
-        /// Which input.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-    },
-    /// The VM directory's path is too long for the VMM's Unix sockets.
-    #[error("VM `{vm}`: directory {dir} is too long for Unix sockets (keep it under {MAX_SOCKET_PATH} bytes)")]
-    PathTooLong {
-        /// The VM.
-        vm: String,
-        /// The directory.
-        dir: PathBuf,
-    },
-    /// The VMM could not be started.
-    #[error("cannot start {vmm} for VM `{vm}`")]
-    Spawn {
-        /// The binary.
-        vmm: PathBuf,
-        /// The VM.
-        vm: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The guest did not report READY in time.
-    #[error("VM `{vm}` did not become ready within {seconds}s; last console lines:\n{tail}")]
-    NotReady {
-        /// The VM.
-        vm: String,
-        /// The timeout.
-        seconds: u64,
-        /// The console's last lines.
-        tail: String,
-    },
-    /// The guest init failed or the VMM exited before READY.
-    #[error("VM `{vm}` failed to boot: {reason}")]
-    BootFailed {
-        /// The VM.
-        vm: String,
-        /// The guest's FATAL line or the VMM's exit.
-        reason: String,
-    },
-    /// I/O while preparing the VM.
-    #[error("VM `{vm}`: {context}")]
-    Io {
-        /// The VM.
-        vm: String,
-        /// What was being done.
-        context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub type KvmError = DriverError;
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -147,16 +88,6 @@ pub fn find_vmm() -> Option<PathBuf> {
     sibling.exists().then_some(sibling)
 }
 
-type Tail = Arc<Mutex<std::collections::VecDeque<String>>>;
-
-fn push_tail(tail: &Tail, line: String) {
-    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-    t.push_back(line);
-    if t.len() > 40 {
-        t.pop_front();
-    }
-}
-
 /// Routes one guest line: app output to the log callback, events to the channel.
 fn route(line: &str, app_log: &AppLog, events: &Sender<String>) {
     match parse_line(line) {
@@ -178,7 +109,7 @@ pub struct KvmVm {
     child: Child,
     dir: PathBuf,
     events: Receiver<String>,
-    tail: Tail,
+    tail: ConsoleTail,
     closing: Arc<AtomicBool>,
     vsock_records: Arc<AtomicU64>,
     log_socket: PathBuf,
@@ -190,7 +121,7 @@ impl KvmVm {
     /// Starts the VMM; returns once the process runs (see [`KvmVm::wait_ready`]).
     pub fn start(spec: &KvmSpec, app_log: AppLog) -> Result<KvmVm, KvmError> {
         let vm = spec.name.clone();
-        let missing = |what, path: &Path| KvmError::Missing {
+        let missing = |what, path: &Path| DriverError::Missing {
             vm: vm.clone(),
             what,
             path: path.into(),
@@ -205,7 +136,7 @@ impl KvmVm {
         }
         let io = |context: &str| {
             let (vm, context) = (vm.clone(), context.to_string());
-            move |source| KvmError::Io {
+            move |source| DriverError::Io {
                 vm,
                 context,
                 source,
@@ -214,13 +145,14 @@ impl KvmVm {
         std::fs::create_dir_all(&spec.dir).map_err(io("creating the VM directory"))?;
         let uds = spec.dir.join("v");
         if uds.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(KvmError::PathTooLong {
+            return Err(DriverError::PathTooLong {
                 vm,
                 dir: spec.dir.clone(),
+                max: MAX_SOCKET_PATH - 2,
             });
         }
         let (tx, events) = mpsc::channel();
-        let tail: Tail = Arc::default();
+        let tail = ConsoleTail::default();
         let closing = Arc::new(AtomicBool::new(false));
         let vsock_records = Arc::new(AtomicU64::new(0));
 
@@ -292,9 +224,10 @@ impl KvmVm {
             Ok(c) => c,
             Err(source) => {
                 end_listeners(&closing, &log_socket, host_addr);
-                return Err(KvmError::Spawn {
-                    vmm: spec.vmm.clone(),
+                return Err(DriverError::Spawn {
+                    program: spec.vmm.clone(),
                     vm: vm.clone(),
+                    hint: " (cargo install --locked --path runtime --bin byteport-vmm)",
                     source,
                 });
             }
@@ -307,14 +240,14 @@ impl KvmVm {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let _ = writeln!(console, "{line}");
-                push_tail(&tail_c, line.clone());
+                tail_c.push(line.clone());
                 route(&line, &app_log, &tx_c);
             }
         });
         let tail_e = tail.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                push_tail(&tail_e, format!("byteport-vmm: {line}"));
+                tail_e.push(format!("byteport-vmm: {line}"));
             }
         });
         Ok(KvmVm {
@@ -332,8 +265,7 @@ impl KvmVm {
 
     /// The console's last lines (for error messages).
     pub fn console_tail(&self) -> String {
-        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.tail.text()
     }
 
     /// Log records that came over the vsock link (not the serial console).
@@ -343,38 +275,14 @@ impl KvmVm {
 
     /// Waits for the guest init's READY event.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), KvmError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .events
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(e) if e == "READY" => return Ok(()),
-                Ok(e) if e.starts_with("FATAL") => {
-                    return Err(KvmError::BootFailed {
-                        vm: self.name.clone(),
-                        reason: e,
-                    })
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    if let Some(status) = self.exit_status() {
-                        return Err(KvmError::BootFailed {
-                            vm: self.name.clone(),
-                            reason: format!("{status}; console:\n{}", self.console_tail()),
-                        });
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(KvmError::NotReady {
-                            vm: self.name.clone(),
-                            seconds: timeout.as_secs(),
-                            tail: self.console_tail(),
-                        });
-                    }
-                }
-            }
-        }
+        let child = &mut self.child;
+        guest::wait_ready(
+            &self.name,
+            &self.events,
+            timeout,
+            || vmm_exit(child),
+            &self.tail,
+        )
     }
 
     /// Init events received since the last call (EXITED, RESTART, ...).
@@ -384,11 +292,7 @@ impl KvmVm {
 
     /// `None` while the VMM runs; how it ended once it has.
     pub fn exit_status(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(format!("byteport-vmm exited ({status})")),
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot query byteport-vmm: {e}")),
-        }
+        vmm_exit(&mut self.child)
     }
 
     /// Presses the guest's ACPI power button; the guest init stops the app and
@@ -409,6 +313,15 @@ impl KvmVm {
         tracing::warn!(vm = %self.name, "kvm: byteport-vmm still running after stop; killing");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `None` while the VMM process runs; how it ended once it has.
+fn vmm_exit(child: &mut Child) -> Option<String> {
+    match child.try_wait() {
+        Ok(Some(status)) => Some(format!("byteport-vmm exited ({status})")),
+        Ok(None) => None,
+        Err(e) => Some(format!("cannot query byteport-vmm: {e}")),
     }
 }
 

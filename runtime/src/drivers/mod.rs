@@ -3,6 +3,7 @@
 //! usable); `kvm` is BytePort's own VMM (see `crate::vmm`). Both give the
 //! supervisor the same [`AppVm`] handle.
 
+pub mod guest;
 pub mod initramfs;
 pub mod kvm;
 pub mod qemu;

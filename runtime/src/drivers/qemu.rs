@@ -4,12 +4,12 @@
 //! serial console carries the guest init's log records and events, and
 //! the stop request.
 
+use super::guest::{self, ConsoleTail, DriverError};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 /// The guest address QEMU's user-mode network gives the first interface.
@@ -18,59 +18,7 @@ pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
 /// Errors from the QEMU driver.
-#[derive(Debug, thiserror::Error)]
-pub enum QemuError {
-    /// QEMU could not be started.
-    #[error("cannot start {qemu} for VM `{vm}` (apt-get install qemu-system-x86)")]
-    Spawn {
-        /// The binary.
-        qemu: PathBuf,
-        /// The VM.
-        vm: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// An input file is missing.
-    #[error("VM `{vm}`: {what} {path} does not exist")]
-    Missing {
-        /// The VM.
-        vm: String,
-        /// Which input.
-        what: &'static str,
-        /// Its path.
-        path: PathBuf,
-    },
-    /// The guest did not report READY in time.
-    #[error("VM `{vm}` did not become ready within {seconds}s; last console lines:\n{tail}")]
-    NotReady {
-        /// The VM.
-        vm: String,
-        /// The timeout.
-        seconds: u64,
-        /// The console's last lines.
-        tail: String,
-    },
-    /// The guest init failed or QEMU exited before READY.
-    #[error("VM `{vm}` failed to boot: {reason}")]
-    BootFailed {
-        /// The VM.
-        vm: String,
-        /// The guest's FATAL line or QEMU's exit.
-        reason: String,
-    },
-    /// I/O while preparing the VM.
-    #[error("VM `{vm}`: {context}")]
-    Io {
-        /// The VM.
-        vm: String,
-        /// What was being done.
-        context: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub type QemuError = DriverError;
 
 /// What to boot.
 #[derive(Debug, Clone)]
@@ -182,7 +130,7 @@ pub struct QemuVm {
     child: Child,
     stdin: Option<ChildStdin>,
     events: Receiver<String>,
-    tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    tail: ConsoleTail,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
 }
@@ -194,7 +142,7 @@ fn free_port() -> std::io::Result<u16> {
 impl QemuVm {
     /// Starts QEMU; returns once the process runs (see [`QemuVm::wait_ready`]).
     pub fn start(spec: &QemuSpec, app_log: AppLog) -> Result<QemuVm, QemuError> {
-        let missing = |what, path: &Path| QemuError::Missing {
+        let missing = |what, path: &Path| DriverError::Missing {
             vm: spec.name.clone(),
             what,
             path: path.into(),
@@ -208,7 +156,7 @@ impl QemuVm {
         let io = |context: &str| {
             let vm = spec.name.clone();
             let context = context.to_string();
-            move |source| QemuError::Io {
+            move |source| DriverError::Io {
                 vm,
                 context,
                 source,
@@ -269,9 +217,10 @@ impl QemuVm {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         tracing::info!(vm = %spec.name, ?host_addr, "qemu: starting");
-        let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            qemu: spec.qemu.clone(),
+        let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
+            program: spec.qemu.clone(),
             vm: spec.name.clone(),
+            hint: " (apt-get install qemu-system-x86)",
             source,
         })?;
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -280,19 +229,13 @@ impl QemuVm {
         let mut console =
             std::fs::File::create(&spec.console_log).map_err(io("creating the console log"))?;
         let (tx, events) = mpsc::channel();
-        let tail: Arc<std::sync::Mutex<std::collections::VecDeque<String>>> = Arc::default();
+        let tail = ConsoleTail::default();
         let tail_w = tail.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(console, "{line}");
-                {
-                    let mut t = tail_w.lock().unwrap_or_else(|p| p.into_inner());
-                    t.push_back(line.clone());
-                    if t.len() > 40 {
-                        t.pop_front();
-                    }
-                }
+                tail_w.push(line.clone());
                 match parse_line(&line) {
                     GuestLine::App {
                         process,
@@ -309,10 +252,7 @@ impl QemuVm {
         let tail_e = tail.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tail_e
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push_back(format!("qemu: {line}"));
+                tail_e.push(format!("qemu: {line}"));
             }
         });
         Ok(QemuVm {
@@ -327,57 +267,23 @@ impl QemuVm {
 
     /// The console's last lines (for error messages).
     pub fn console_tail(&self) -> String {
-        let t = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.tail.text()
     }
 
     /// Waits for the guest init's READY event.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), QemuError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self
-                .events
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                Ok(e) if e == "READY" => return Ok(()),
-                Ok(e) if e.starts_with("FATAL") => {
-                    return Err(QemuError::BootFailed {
-                        vm: self.name.clone(),
-                        reason: e,
-                    })
-                }
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = self.child.try_wait() {
-                        return Err(QemuError::BootFailed {
-                            vm: self.name.clone(),
-                            reason: format!(
-                                "qemu exited with {status}; console:\n{}",
-                                self.console_tail()
-                            ),
-                        });
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(QemuError::NotReady {
-                            vm: self.name.clone(),
-                            seconds: timeout.as_secs(),
-                            tail: self.console_tail(),
-                        });
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
-                    return Err(QemuError::BootFailed {
-                        vm: self.name.clone(),
-                        reason: format!(
-                            "qemu exited ({status:?}); console:\n{}",
-                            self.console_tail()
-                        ),
-                    });
-                }
-            }
-        }
+        let child = &mut self.child;
+        guest::wait_ready(
+            &self.name,
+            &self.events,
+            timeout,
+            || match child.try_wait() {
+                Ok(Some(status)) => Some(format!("qemu exited ({status})")),
+                Ok(None) => None,
+                Err(e) => Some(format!("cannot query qemu: {e}")),
+            },
+            &self.tail,
+        )
     }
 
     /// Init events received since the last call (EXITED, RESTART, ...).

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use guest_init::config::{InitConfig, Network, Process, RootFs, UserIds};
 
+use crate::drivers::guest::DriverError;
 use crate::drivers::initramfs::InitramfsError;
-use crate::drivers::kvm::KvmError;
-use crate::drivers::qemu::{QemuError, GATEWAY_IP, GUEST_IP};
+use crate::drivers::qemu::{GATEWAY_IP, GUEST_IP};
 use crate::drivers::AppVm;
 
 pub use boot::{boot, wanted_modules};
@@ -27,12 +27,9 @@ pub enum BootError {
     /// Assembling the initramfs failed.
     #[error(transparent)]
     Initramfs(#[from] InitramfsError),
-    /// The qemu driver failed.
+    /// The driver (qemu or kvm) failed.
     #[error(transparent)]
-    Qemu(#[from] QemuError),
-    /// The kvm driver failed.
-    #[error(transparent)]
-    Kvm(#[from] KvmError),
+    Driver(#[from] DriverError),
     /// Preparing the VM's directory failed.
     #[error("preparing {path}")]
     Io {
