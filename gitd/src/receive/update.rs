@@ -35,9 +35,26 @@ pub fn apply(
     atomic: bool,
     feedback: &mut dyn Feedback,
 ) -> Vec<Result<(), String>> {
+    // Nothing moves towards an incomplete history.
+    let tips: Vec<ObjectId> = commands
+        .iter()
+        .filter(|c| !c.is_delete())
+        .map(|c| c.new)
+        .collect();
+    let connected = match crate::upload::refs::Refs::read(repo) {
+        Ok(refs) => {
+            let existing: Vec<ObjectId> = refs.tips().collect();
+            super::connectivity::check(repo, &tips, &existing)
+                .map_err(|e| format!("missing necessary objects: {e}"))
+        }
+        Err(e) => Err(format!("cannot read the refs: {e}")),
+    };
     let mut results: Vec<Result<(), String>> = commands
         .iter()
-        .map(|c| check_and_deploy(ctx, repo, c, push_options, feedback))
+        .map(|c| match &connected {
+            Err(e) if !c.is_delete() => Err(e.clone()),
+            _ => check_and_deploy(ctx, repo, c, push_options, feedback),
+        })
         .collect();
     if atomic && results.iter().any(|r| r.is_err()) {
         results = results
