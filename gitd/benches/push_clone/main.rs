@@ -8,7 +8,8 @@
 //! commits with realistic deltas), this project's own history, and any
 //! real repositories listed in `GITD_BENCH_REPOS` (colon-separated paths,
 //! e.g. a mirror of serde-rs/serde). `GITD_BENCH_RUNS` (default 3) timed
-//! runs per case, median reported.
+//! runs per case, median reported. `GITD_BENCH_KEEP=1` keeps the work
+//! directory (repositories, server homes) for profiling.
 //!
 //! Run: `cargo bench -p gitd --bench push_clone`.
 
@@ -222,6 +223,9 @@ fn main() {
     let commits = env_usize("GITD_BENCH_COMMITS", 5000);
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
+    if std::env::var_os("GITD_BENCH_KEEP").is_some() {
+        eprintln!("keeping {} (GITD_BENCH_KEEP)", w.display());
+    }
 
     let mut repos: Vec<(String, PathBuf)> = vec![];
     let started = Instant::now();
@@ -330,5 +334,10 @@ fn main() {
             mib(s.push_peak.total_kib),
             mib(s.push_peak.git_kib),
         );
+    }
+    drop(gitd);
+    drop(sshd);
+    if std::env::var_os("GITD_BENCH_KEEP").is_some() {
+        let _ = work.keep();
     }
 }
