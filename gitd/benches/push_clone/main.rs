@@ -7,8 +7,8 @@
 //! Repositories: a generated history (`GITD_BENCH_COMMITS`, default 5000
 //! commits with realistic deltas), this project's own history, and any
 //! real repositories listed in `GITD_BENCH_REPOS` (colon-separated paths,
-//! e.g. a mirror of serde-rs/serde). `GITD_BENCH_RUNS` (default 3) timed
-//! runs per case, median reported. `GITD_BENCH_KEEP=1` keeps the work
+//! e.g. a mirror of serde-rs/serde). `GITD_BENCH_RUNS` (default 5) timed
+//! runs per case, alternating between the servers, median reported. `GITD_BENCH_KEEP=1` keeps the work
 //! directory (repositories, server homes) for profiling.
 //!
 //! Run: `cargo bench -p gitd --bench push_clone`.
@@ -151,38 +151,55 @@ fn clone(server: &Server, ssh: &str, name: &str, into: &Path, source: &Path) -> 
     took
 }
 
-fn measure(
-    server: &Server,
+/// Measures both servers on one repository. Runs alternate between the
+/// servers, so load from elsewhere on the machine hits both alike.
+fn measure_pair(
+    servers: [&Server; 2],
     key: &Path,
     source: &Path,
     runs: usize,
     tag: &str,
     work: &Path,
-) -> Figures {
-    let ssh = ssh_command(key, server.port);
-    let pid = server.child.id();
-    // Warm-up (page cache, first connection), then timed pushes.
-    push(server, &ssh, source, &format!("{tag}-warm"));
-    let pushes = (0..runs)
-        .map(|i| push(server, &ssh, source, &format!("{tag}-{i}")))
-        .collect();
-    // Memory: one more push, sampled (separate so sampling cost does not
-    // touch the timings).
-    rss::reset_hwm(pid);
-    let sampler = rss::Sampler::start(pid);
-    push(server, &ssh, source, &format!("{tag}-mem"));
-    let push_peak = sampler.stop();
-    let push_hwm_kib = rss::hwm_kib(pid);
-    let into = work.join(format!("clone-{tag}"));
-    let clones = (0..runs)
-        .map(|_| clone(server, &ssh, &format!("{tag}-0"), &into, source))
-        .collect();
-    Figures {
-        push: median(pushes),
-        clone: median(clones),
-        push_peak,
-        push_hwm_kib,
+) -> [Figures; 2] {
+    let ssh = servers.map(|s| ssh_command(key, s.port));
+    let mut pushes = [vec![], vec![]];
+    let mut clones = [vec![], vec![]];
+    for k in 0..2 {
+        // Warm-up: page cache, first connection.
+        push(servers[k], &ssh[k], source, &format!("{tag}-warm"));
     }
+    for i in 0..runs {
+        for k in 0..2 {
+            pushes[k].push(push(servers[k], &ssh[k], source, &format!("{tag}-{i}")));
+        }
+    }
+    for _ in 0..runs {
+        for k in 0..2 {
+            let into = work.join(format!("clone-{tag}-{k}"));
+            clones[k].push(clone(
+                servers[k],
+                &ssh[k],
+                &format!("{tag}-0"),
+                &into,
+                source,
+            ));
+        }
+    }
+    [0, 1].map(|k| {
+        // Memory: one more push, sampled (separate so sampling costs do
+        // not touch the timings).
+        let pid = servers[k].child.id();
+        rss::reset_hwm(pid);
+        let sampler = rss::Sampler::start(pid);
+        push(servers[k], &ssh[k], source, &format!("{tag}-mem"));
+        let push_peak = sampler.stop();
+        Figures {
+            push: median(std::mem::take(&mut pushes[k])),
+            clone: median(std::mem::take(&mut clones[k])),
+            push_peak,
+            push_hwm_kib: rss::hwm_kib(pid),
+        }
+    })
 }
 
 fn describe(repo: &Path) -> String {
@@ -219,7 +236,7 @@ fn main() {
     if args.first().map(String::as_str) == Some(servers::SERVE_ARG) {
         return servers::serve_gitd(&args[1..]);
     }
-    let runs = env_usize("GITD_BENCH_RUNS", 3).max(1);
+    let runs = env_usize("GITD_BENCH_RUNS", 5).max(1);
     let commits = env_usize("GITD_BENCH_COMMITS", 5000);
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
@@ -309,8 +326,7 @@ fn main() {
     );
     for (i, (name, repo)) in repos.iter().enumerate() {
         println!("\n== {name}: {}", describe(repo));
-        let g = measure(&gitd, &key, repo, runs, &format!("r{i}"), w);
-        let s = measure(&sshd, &key, repo, runs, &format!("r{i}"), w);
+        let [g, s] = measure_pair([&gitd, &sshd], &key, repo, runs, &format!("r{i}"), w);
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
         println!("{:<8} {:>12} {:>12} {:>8}", "", "gitd", "sshd+git", "ratio");
         println!(
