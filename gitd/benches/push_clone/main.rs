@@ -173,6 +173,15 @@ fn measure_pair(
             pushes[k].push(push(servers[k], &ssh[k], source, &format!("{tag}-{i}")));
         }
     }
+    // Memory: one more push each, sampled (apart from the timed runs so
+    // sampling costs do not touch them), before any clone has run.
+    let mut peaks = [0, 1].map(|k| {
+        let pid = servers[k].child.id();
+        rss::reset_hwm(pid);
+        let sampler = rss::Sampler::start(pid);
+        push(servers[k], &ssh[k], source, &format!("{tag}-mem"));
+        (sampler.stop(), rss::hwm_kib(pid))
+    });
     for _ in 0..runs {
         for k in 0..2 {
             let into = work.join(format!("clone-{tag}-{k}"));
@@ -185,20 +194,11 @@ fn measure_pair(
             ));
         }
     }
-    [0, 1].map(|k| {
-        // Memory: one more push, sampled (separate so sampling costs do
-        // not touch the timings).
-        let pid = servers[k].child.id();
-        rss::reset_hwm(pid);
-        let sampler = rss::Sampler::start(pid);
-        push(servers[k], &ssh[k], source, &format!("{tag}-mem"));
-        let push_peak = sampler.stop();
-        Figures {
-            push: median(std::mem::take(&mut pushes[k])),
-            clone: median(std::mem::take(&mut clones[k])),
-            push_peak,
-            push_hwm_kib: rss::hwm_kib(pid),
-        }
+    [0, 1].map(|k| Figures {
+        push: median(std::mem::take(&mut pushes[k])),
+        clone: median(std::mem::take(&mut clones[k])),
+        push_peak: peaks[k].0,
+        push_hwm_kib: peaks[k].1.take(),
     })
 }
 

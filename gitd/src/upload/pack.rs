@@ -20,7 +20,7 @@ use super::UploadError;
 use crate::pktline;
 
 /// Delta-base cache per counting thread.
-const PACK_CACHE: usize = 32 << 20;
+const PACK_CACHE: usize = 16 << 20;
 
 /// What to pack.
 pub struct Plan<'a> {
