@@ -71,6 +71,7 @@ struct Figures {
     clone: Duration,
     push_peak: rss::Peak,
     push_hwm_kib: Option<u64>,
+    idle_kib: u64,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -177,10 +178,11 @@ fn measure_pair(
     // sampling costs do not touch them), before any clone has run.
     let mut peaks = [0, 1].map(|k| {
         let pid = servers[k].child.id();
+        let idle = rss::tree_kib(pid);
         rss::reset_hwm(pid);
         let sampler = rss::Sampler::start(pid);
         push(servers[k], &ssh[k], source, &format!("{tag}-mem"));
-        (sampler.stop(), rss::hwm_kib(pid))
+        (sampler.stop(), rss::hwm_kib(pid), idle)
     });
     for _ in 0..runs {
         for k in 0..2 {
@@ -199,6 +201,7 @@ fn measure_pair(
         clone: median(std::mem::take(&mut clones[k])),
         push_peak: peaks[k].0,
         push_hwm_kib: peaks[k].1.take(),
+        idle_kib: peaks[k].2,
     })
 }
 
@@ -344,11 +347,14 @@ fn main() {
             ratio(g.clone, s.clone)
         );
         println!(
-            "peak RSS during push: gitd {} (sampled; kernel VmHWM {}), sshd+git {} (git processes alone {})",
+            "peak RSS during push: gitd {} (kernel VmHWM {}; idle before: {}), \
+sshd+git {} (git processes alone {}; idle before: {})",
             mib(g.push_peak.total_kib),
             g.push_hwm_kib.map(mib).unwrap_or_else(|| "n/a".into()),
+            mib(g.idle_kib),
             mib(s.push_peak.total_kib),
             mib(s.push_peak.git_kib),
+            mib(s.idle_kib),
         );
     }
     drop(gitd);

@@ -52,6 +52,14 @@ fn tree(root: u32) -> Vec<(u32, String)> {
     out
 }
 
+/// Current VmRSS summed over `root`'s process tree, KiB.
+pub fn tree_kib(root: u32) -> u64 {
+    tree(root)
+        .iter()
+        .map(|(p, _)| rss_kib(*p).unwrap_or(0))
+        .sum()
+}
+
 /// Peaks seen while sampling.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Peak {
