@@ -80,6 +80,15 @@ pub fn apply(
                 *r = Err(msg.clone());
             }
         }
+        // Make the moved refs durable before the client hears `ok`.
+        for (c, _) in commands.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+            let file = repo.path().join(&c.name);
+            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
+                if let Ok(f) = std::fs::File::open(p) {
+                    let _ = f.sync_all();
+                }
+            }
+        }
     }
     results
 }
