@@ -1,9 +1,28 @@
 //! Router benchmark: throughput and p99 latency through BytePort's router vs
 //! a direct connection to the app, vs nginx as the reverse proxy in front of
-//! the same app — one run, side by side, with ratios.
+//! the same app — one run, side by side, with ratios. Both proxies log every
+//! request to a file, buffered and flushed every 500 ms (the router through
+//! the app log, nginx's `access_log ... buffer=16k flush=500ms`).
 //!
-//! Needs `wrk` and `nginx` (Debian packages). Run: `cargo bench --bench router`.
-//! Settings: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (default 32).
+//! 1. **App in a microVM** (what the goals are about): `byteport up` with
+//!    `examples/static-site` pushed to it; "direct" is the VM's forwarded
+//!    port, the router is the daemon's own, nginx proxies to the same port.
+//! 2. **Proxy overhead**: a trivial in-process app on the host (≈100k
+//!    req/s), so the proxies' own cost per request dominates; on two cores
+//!    shared by wrk, the app and the proxy, no proxy gets near "direct".
+//!
+//! Needs `wrk` and `nginx` (Debian packages; scripts/install-deps.sh).
+//! Run: `cargo bench --bench router`. Settings: BENCH_SECONDS (default 10),
+//! BENCH_CONNECTIONS (default 32), BENCH_ROUNDS (default 3; each path is
+//! measured once per round, alternating, and the median is shown),
+//! BENCH_SCENARIOS (`vm` or `host`; default both).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+// The allocator `byteport` itself runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -53,9 +72,93 @@ struct WrkResult {
     rps: f64,
     p99_ms: f64,
     errors: String,
+    /// CPU time the proxy (or, for "direct", nobody) spent per request, µs.
+    cpu_us_per_req: Option<f64>,
 }
 
-fn wrk(wrk_bin: &str, url: &str, host: &str, secs: u64, conns: u32) -> WrkResult {
+/// utime + stime of a task, in seconds, from /proc/<pid>[/task/<tid>]/stat.
+fn task_cpu_secs(stat_path: &std::path::Path) -> f64 {
+    let text = std::fs::read_to_string(stat_path).unwrap_or_default();
+    // The command name is in parentheses and may hold spaces: split after it.
+    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// The run with the median throughput, its CPU per request replaced by
+/// the median CPU per request over the runs.
+fn median(mut runs: Vec<WrkResult>) -> WrkResult {
+    let mut cpu: Vec<f64> = runs.iter().filter_map(|r| r.cpu_us_per_req).collect();
+    cpu.sort_by(f64::total_cmp);
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let mid = runs.len() / 2;
+    let mut m = runs.swap_remove(mid);
+    m.cpu_us_per_req = cpu.get(cpu.len() / 2).copied();
+    m
+}
+
+fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
+
+/// Where a proxy's CPU time is read from.
+#[derive(Clone)]
+enum CpuOf {
+    /// Nothing (the direct path).
+    Nobody,
+    /// One process, all its threads (`byteport up`; its QEMU children are
+    /// the app, not the proxy).
+    Process(u32),
+    /// A whole process and its children as listed in /proc (nginx master + workers).
+    ProcessTree(u32),
+    /// The threads of this process whose name starts with the prefix.
+    ThreadsNamed(&'static str),
+}
+
+impl CpuOf {
+    fn secs(&self) -> f64 {
+        match self {
+            CpuOf::Nobody => 0.0,
+            CpuOf::Process(pid) => {
+                task_cpu_secs(std::path::Path::new(&format!("/proc/{pid}/stat")))
+            }
+            CpuOf::ProcessTree(pid) => {
+                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                    .unwrap_or_default();
+                std::iter::once(*pid)
+                    .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+                    .map(|p: u32| task_cpu_secs(std::path::Path::new(&format!("/proc/{p}/stat"))))
+                    .sum()
+            }
+            CpuOf::ThreadsNamed(prefix) => std::fs::read_dir("/proc/self/task")
+                .map(|tasks| {
+                    tasks
+                        .flatten()
+                        .filter(|t| {
+                            std::fs::read_to_string(t.path().join("comm"))
+                                .is_ok_and(|c| c.starts_with(prefix))
+                        })
+                        .map(|t| task_cpu_secs(&t.path().join("stat")))
+                        .sum()
+                })
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+fn wrk(wrk_bin: &str, url: &str, host: &str, cpu: CpuOf) -> WrkResult {
+    let (secs, conns) = settings();
+    let cpu_before = cpu.secs();
     let out = Command::new(wrk_bin)
         .args([
             "-t",
@@ -88,10 +191,17 @@ fn wrk(wrk_bin: &str, url: &str, host: &str, secs: u64, conns: u32) -> WrkResult
         .filter(|l| l.contains("errors") || l.contains("Non-2xx"))
         .collect::<Vec<_>>()
         .join("; ");
+    let requests = rps * secs as f64;
+    let cpu_us_per_req = match cpu {
+        CpuOf::Nobody => None,
+        _ if requests > 0.0 => Some((cpu.secs() - cpu_before) * 1e6 / requests),
+        _ => None,
+    };
     WrkResult {
         rps,
         p99_ms: p99,
         errors,
+        cpu_us_per_req,
     }
 }
 
@@ -115,7 +225,7 @@ fn start_nginx(
     let conf = format!(
         "worker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
 events {{ worker_connections 1024; }}\n\
-http {{\n access_log off;\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n\
+http {{\n access_log {d}/access.log combined buffer=16k flush=500ms;\n client_body_temp_path {d};\n proxy_temp_path {d};\n fastcgi_temp_path {d};\n uwsgi_temp_path {d};\n scgi_temp_path {d};\n\
  upstream app {{ server {upstream}; keepalive 64; }}\n\
  server {{\n  listen 127.0.0.1:{listen};\n  location / {{\n   proxy_pass http://app;\n   proxy_http_version 1.1;\n   proxy_set_header Connection \"\";\n   proxy_set_header Host $host;\n   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n   proxy_set_header X-Forwarded-Proto $scheme;\n   proxy_set_header X-Forwarded-Host $host;\n  }}\n }}\n}}\n",
         d = dir.path().display()
@@ -135,22 +245,134 @@ http {{\n access_log off;\n client_body_temp_path {d};\n proxy_temp_path {d};\n 
     (child, dir)
 }
 
-fn main() {
-    // `cargo test --benches` passes --bench-less flags; only run when benching.
-    if std::env::args().any(|a| a == "--list") {
-        return;
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Scenario {
+    name: &'static str,
+    direct: WrkResult,
+    router: WrkResult,
+    nginx: WrkResult,
+}
+
+/// wrk against `app` directly, through `router` (Host header picks the
+/// app; its CPU time read from `router_cpu`) and through a fresh nginx in
+/// front of `app`.
+fn measure(
+    name: &'static str,
+    bins: &(String, String),
+    app: SocketAddr,
+    (router, router_cpu): (SocketAddr, CpuOf),
+    host: &str,
+    path: &str,
+) -> Scenario {
+    let (wrk_bin, nginx) = bins;
+    let nginx_port = free_port();
+    let (mut nginx_child, _dir) = start_nginx(nginx, nginx_port, app);
+    let nginx_pid = nginx_child.id();
+    // Alternate the three paths, several rounds, and keep the median of
+    // each: this machine's load moves under every single run.
+    let rounds = rounds();
+    let (mut direct, mut routed, mut proxied) = (vec![], vec![], vec![]);
+    for round in 1..=rounds {
+        eprintln!("router bench: {name}: round {round}/{rounds}");
+        direct.push(wrk(
+            wrk_bin,
+            &format!("http://{app}{path}"),
+            host,
+            CpuOf::Nobody,
+        ));
+        routed.push(wrk(
+            wrk_bin,
+            &format!("http://{router}{path}"),
+            host,
+            router_cpu.clone(),
+        ));
+        proxied.push(wrk(
+            wrk_bin,
+            &format!("http://127.0.0.1:{nginx_port}{path}"),
+            host,
+            CpuOf::ProcessTree(nginx_pid),
+        ));
     }
-    let wrk_bin = need("wrk", "wrk");
-    let nginx = need("nginx", "nginx-light");
-    let secs: u64 = std::env::var("BENCH_SECONDS")
+    let (direct, routed, proxied) = (median(direct), median(routed), median(proxied));
+    // SIGTERM (not SIGKILL) so the nginx master takes its workers down too.
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(nginx_child.id() as i32, libc::SIGTERM) };
+    let _ = nginx_child.wait();
+    Scenario {
+        name,
+        direct,
+        router: routed,
+        nginx: proxied,
+    }
+}
+
+fn settings() -> (u64, u32) {
+    let secs = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    let conns: u32 = std::env::var("BENCH_CONNECTIONS")
+    let conns = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
+    (secs, conns)
+}
 
+/// Scenario 1: the static-site example in a VM behind `byteport up`.
+fn vm_app(bins: &(String, String)) -> Scenario {
+    let d = support::daemon::Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = d.add_key(tmp.path(), "bench");
+    let work = tmp.path().join("site");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/static-site");
+    std::fs::create_dir_all(work.join("public")).unwrap();
+    std::fs::copy(example.join("Byteport"), work.join("Byteport")).unwrap();
+    for f in std::fs::read_dir(example.join("public")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), work.join("public").join(f.file_name())).unwrap();
+    }
+    let git = |args: &[&str], ssh: Option<&str>| support::daemon::git(&work, args, ssh);
+    git(&["init", "-q"], None);
+    git(&["add", "-A"], None);
+    git(&["commit", "-qm", "site"], None);
+    let out = git(
+        &["push", "-q", &d.remote("site"), "main"],
+        Some(&d.ssh_command(&key)),
+    );
+    assert!(
+        out.status.success(),
+        "push failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    let ps = String::from_utf8_lossy(&d.cli(&["ps", "site"]).stdout).to_string();
+    let upstream: SocketAddr = ps
+        .split_whitespace()
+        .skip_while(|w| *w != "upstream")
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no upstream in `byteport ps`: {ps}"));
+    let router = SocketAddr::from(([127, 0, 0, 1], d.router_port));
+    measure(
+        "app in a microVM (static-site, busybox httpd, QEMU)",
+        bins,
+        upstream,
+        (router, CpuOf::Process(d.pid())),
+        "site.localhost",
+        "/index.html",
+    )
+}
+
+/// Scenario 2: an in-process app, the router in-process with the daemon's
+/// request logging (a line per request into the app log file).
+fn host_app(bins: &(String, String)) -> Scenario {
     // The app gets its own runtime thread, as a VM would have its own CPU;
     // the router runs on another, as in `byteport up`.
     let app_rt = tokio::runtime::Builder::new_multi_thread()
@@ -159,66 +381,94 @@ fn main() {
         .build()
         .unwrap();
     let app = app_rt.block_on(app_server());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
+    let logs_dir = tempfile::tempdir().unwrap();
+    let logs = byteport::applog::AppLogs::new(logs_dir.path().to_path_buf());
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The router on a thread of its own, as `byteport up` runs it.
+    std::thread::Builder::new()
+        .name("bp-router".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let table = RouteTable::new("localhost");
+                table.switch("bench", &[], app, 1);
+                let log: RequestLog =
+                    Arc::new(move |app: &str, line: &str| logs.append(app, 1, line));
+                let router = Router::bind("127.0.0.1:0".parse().unwrap(), table, log)
+                    .await
+                    .unwrap();
+                tx.send(router.local_addr).unwrap();
+                std::future::pending::<()>().await;
+            });
+        })
         .unwrap();
-    let router = rt.block_on(async {
-        let table = RouteTable::new("localhost");
-        table.switch("bench", &[], app, 1);
-        let log: RequestLog = Arc::new(|_: &str, _: &str| {});
-        Router::bind("127.0.0.1:0".parse().unwrap(), table, log)
-            .await
-            .unwrap()
-    });
-    let nginx_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (mut nginx_child, _dir) = start_nginx(&nginx, nginx_port, app);
+    let router_addr = rx.recv().unwrap();
+    let s = measure(
+        "proxy overhead (trivial in-process app on the host)",
+        bins,
+        app,
+        (router_addr, CpuOf::ThreadsNamed("bp-router")),
+        "bench.localhost",
+        "/",
+    );
+    drop(logs_dir);
+    s
+}
 
-    println!(
-        "router benchmark: wrk -t1 -c{conns} -d{secs}s, 1 KiB page, same app behind each path"
-    );
-    let host = "bench.localhost";
-    let direct = wrk(&wrk_bin, &format!("http://{app}/"), host, secs, conns);
-    let routed = wrk(
-        &wrk_bin,
-        &format!("http://{}/", router.local_addr),
-        host,
-        secs,
-        conns,
-    );
-    let proxied = wrk(
-        &wrk_bin,
-        &format!("http://127.0.0.1:{nginx_port}/"),
-        host,
-        secs,
-        conns,
-    );
-    // SIGTERM (not SIGKILL) so the nginx master takes its workers down too.
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(nginx_child.id() as i32, libc::SIGTERM) };
-    let _ = nginx_child.wait();
-
-    println!("{:<16} {:>12} {:>10}  errors", "path", "req/s", "p99 ms");
-    for (name, r) in [
-        ("direct", &direct),
-        ("byteport router", &routed),
-        ("nginx", &proxied),
-    ] {
-        println!(
-            "{name:<16} {:>12.0} {:>10.2}  {}",
-            r.rps, r.p99_ms, r.errors
-        );
+fn main() {
+    // `cargo test --benches` passes --bench-less flags; only run when benching.
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let bins = (need("wrk", "wrk"), need("nginx", "nginx-light"));
+    let (secs, conns) = settings();
+    // BENCH_SCENARIOS=vm or =host runs one of the two.
+    let only = std::env::var("BENCH_SCENARIOS").unwrap_or_default();
+    let mut scenarios = Vec::new();
+    if only.is_empty() || only == "vm" {
+        scenarios.push(vm_app(&bins));
+    }
+    if only.is_empty() || only == "host" {
+        scenarios.push(host_app(&bins));
     }
     println!(
-        "ratios: router/direct throughput {:.2}x (goal >= 0.9x), router/nginx throughput {:.2}x (goal >= 1.0x), p99 router/nginx {:.2}x",
-        routed.rps / direct.rps,
-        routed.rps / proxied.rps,
-        routed.p99_ms / proxied.p99_ms
+        "router benchmark: wrk -t1 -c{conns} -d{secs}s, median of {} alternating rounds, every request logged to a file by each proxy",
+        rounds()
     );
-    drop(router);
+    for s in &scenarios {
+        println!("\n{}", s.name);
+        println!(
+            "  {:<16} {:>10} {:>9} {:>14}  errors",
+            "path", "req/s", "p99 ms", "proxy CPU/req"
+        );
+        for (name, r) in [
+            ("direct", &s.direct),
+            ("byteport router", &s.router),
+            ("nginx", &s.nginx),
+        ] {
+            let cpu = r
+                .cpu_us_per_req
+                .map(|us| format!("{us:.1} us"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "  {name:<16} {:>10.0} {:>9.2} {cpu:>14}  {}",
+                r.rps, r.p99_ms, r.errors
+            );
+        }
+        println!(
+            "  ratios: router/direct {:.2}x (goal >= 0.9x), router/nginx {:.2}x (goal >= 1.0x), p99 router/nginx {:.2}x",
+            s.router.rps / s.direct.rps,
+            s.router.rps / s.nginx.rps,
+            s.router.p99_ms / s.nginx.p99_ms
+        );
+        if let (Some(r), Some(n)) = (s.router.cpu_us_per_req, s.nginx.cpu_us_per_req) {
+            println!(
+                "  CPU per request router/nginx {:.2}x (lower is better)",
+                r / n
+            );
+        }
+    }
 }

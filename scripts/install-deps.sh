@@ -10,6 +10,7 @@ packages=(
   qemu-system-x86 qemu-utils             # the qemu driver and the nested test host for our VMM
   busybox-static cpio e2fsprogs          # guest init, initramfs, ext4 rootfs images
   mmdebstrap debootstrap                 # debian:<suite> base layers
+  wrk nginx-light                        # router benchmark: load generator and the reference proxy
 )
 
 missing=()

@@ -53,6 +53,44 @@ pub enum Command {
     /// Secrets of an app (sealed at rest, values never printed).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Running VMs: deploy, uptime, crashes (asks `byteport up`).
+    Ps {
+        /// Only this app.
+        app: Option<String>,
+    },
+    /// An app's logs: its processes, the router, BytePort's events (asks `byteport up`).
+    Logs {
+        /// The app.
+        app: String,
+        /// How many past lines.
+        #[arg(short = 'n', long = "num", default_value_t = 100)]
+        lines: usize,
+        /// Keep printing new lines until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Boot a fresh VM of the live deploy (new config vars and secrets), no downtime.
+    Restart {
+        /// The app.
+        app: String,
+    },
+    /// Run an earlier deploy's artifact again, as a new deploy (no rebuild).
+    Rollback {
+        /// The app.
+        app: String,
+        /// The deploy to go back to (3, #3 or v3; default: the previous live one).
+        deploy: Option<String>,
+    },
+    /// Stop serving an app; it stays stopped across restarts until `start`.
+    Stop {
+        /// The app.
+        app: String,
+    },
+    /// Start a stopped app on its live deploy.
+    Start {
+        /// The app.
+        app: String,
+    },
     /// Deploy history of an app.
     Deploys {
         /// The app.
@@ -195,7 +233,7 @@ pub enum AppsCommand {
         /// The collaborator.
         user: String,
     },
-    /// Delete an app and its history (its repository stays on disk).
+    /// Delete an app: its VM, deploys, config, secrets, repository and logs.
     Destroy {
         /// The app.
         app: String,

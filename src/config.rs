@@ -115,6 +115,7 @@ struct FileConfig {
     ssh_max_connections: Option<u64>,
     ssh_idle_timeout_secs: Option<u64>,
     max_pack_size: Option<String>,
+    build_ca: Option<String>,
 }
 
 /// The effective configuration.
@@ -140,6 +141,10 @@ pub struct Config {
     pub ssh_idle_timeout_secs: u64,
     /// Largest pack a push may send, in bytes.
     pub max_pack_size: u64,
+    /// Which CA certificates build steps trust: `host` (default), `none`,
+    /// or a PEM bundle path (see builder/README.md).
+    #[serde(serialize_with = "serialize_ca")]
+    pub build_ca: builder::CaTrust,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each setting came from, by key.
@@ -222,6 +227,12 @@ impl Config {
             file.deploy_branches.map(|b| b.join(",")),
             "main,master",
         );
+        let build_ca = pick(
+            "build_ca",
+            Some(builder::trust::CA_TRUST_ENV),
+            file.build_ca,
+            "host",
+        );
 
         let max_conns = pick(
             "ssh_max_connections",
@@ -262,10 +273,20 @@ impl Config {
                 .filter(|b| !b.is_empty())
                 .map(String::from)
                 .collect(),
+            build_ca: builder::CaTrust::parse(&build_ca.0),
             home,
             file: file_path,
             sources,
         };
+        if let builder::CaTrust::File(bundle) = &config.build_ca {
+            if let Err(e) = config.build_ca.bundle() {
+                return Err(ConfigError::Value {
+                    key: "build_ca",
+                    source_name: config.sources["build_ca"].to_string(),
+                    message: format!("{}: {e} (use host, none, or a PEM file)", bundle.display()),
+                });
+            }
+        }
         if !(config.database_url.starts_with("sqlite:")
             || config.database_url.starts_with("postgres://")
             || config.database_url.starts_with("postgresql://"))
@@ -300,6 +321,7 @@ impl Config {
                 self.ssh_idle_timeout_secs.to_string(),
             ),
             ("max_pack_size", self.max_pack_size.to_string()),
+            ("build_ca", ca_text(&self.build_ca)),
         ];
         let mut out = String::new();
         for (key, value) in rows {
@@ -321,6 +343,19 @@ impl Config {
     pub fn repos_dir(&self) -> PathBuf {
         self.home.join("repos")
     }
+}
+
+/// `host`, `none` or the bundle's path, as written in `byteport.toml`.
+fn ca_text(trust: &builder::CaTrust) -> String {
+    match trust {
+        builder::CaTrust::Host => "host".into(),
+        builder::CaTrust::None => "none".into(),
+        builder::CaTrust::File(p) => p.display().to_string(),
+    }
+}
+
+fn serialize_ca<S: serde::Serializer>(trust: &builder::CaTrust, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&ca_text(trust))
 }
 
 /// Hides a password in a database URL (`postgres://u:secret@h` → `postgres://u:***@h`).
@@ -495,6 +530,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown driver `xen`"), "{err}");
+    }
+
+    #[test]
+    fn build_ca_is_host_none_or_an_existing_bundle() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().to_str().unwrap().to_string();
+        let load = |ca: Option<&str>| {
+            let (h, ca) = (h.clone(), ca.map(String::from));
+            Config::load(None, &move |k| match k {
+                "BYTEPORT_HOME" => Some(h.clone()),
+                "BYTEPORT_BUILD_CA" => ca.clone(),
+                _ => None,
+            })
+        };
+        assert_eq!(load(None).unwrap().build_ca, builder::CaTrust::Host);
+        assert_eq!(load(Some("none")).unwrap().build_ca, builder::CaTrust::None);
+        let err = load(Some("/no/such/bundle.pem")).unwrap_err().to_string();
+        assert!(
+            err.contains("build_ca")
+                && err.contains("BYTEPORT_BUILD_CA")
+                && err.contains("/no/such/bundle.pem"),
+            "{err}"
+        );
+        let c = load(Some("none")).unwrap();
+        assert!(
+            c.render().contains("build_ca         = none"),
+            "{}",
+            c.render()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `byteport up`: every service that exists so far in one process — the
-//! git server first, then the router — stopped cleanly on SIGINT/SIGTERM.
+//! git server first, then the router, the control socket the CLI talks to
+//! and the crash watcher — stopped cleanly on SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
@@ -49,6 +50,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     }
     let routes = RouteTable::new("localhost");
     let logs = AppLogs::new(config.home.join("logs"));
+    {
+        // Buffered log lines reach the disk even when an app goes quiet.
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::applog::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                logs.flush();
+            }
+        });
+    }
     let platform = Arc::new(Platform::new(
         config,
         store.clone(),
@@ -79,17 +91,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         git_config,
         Arc::new(StoreAuthority(store.clone())),
         Arc::new(PipelineHook(platform.clone())),
-        Arc::new(AdminCommands {
-            store: store.clone(),
-            router_port: config.router_addr.port(),
-        }),
+        Arc::new(AdminCommands(platform.clone())),
     )
     .await
     .with_context(|| format!("git server cannot start on {}", config.ssh_addr))?;
     let router = Router::bind(config.router_addr, routes.clone(), log)
         .await
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
+    crate::control::serve(&config.home, platform.clone()).await?;
     platform.restore().await;
+    platform.spawn_watcher();
     Ok(Services {
         store,
         router,
@@ -124,8 +135,10 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     eprintln!("byteport up: stopping");
+    let _ = std::fs::remove_file(crate::control::socket_path(&config.home));
     services.router.shutdown();
     services.platform.stop_all().await;
+    services.platform.logs().flush();
     services.store.close().await;
     Ok(())
 }

@@ -153,13 +153,15 @@ async fn pipeline(
     progress.line("-----> Building rootfs ...");
     let home = platform_home(platform);
     let (repo, commit) = (req.repo.clone(), req.commit.clone());
+    let ca_trust = platform.build_ca().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let build = tokio::task::spawn_blocking(move || {
         let sink = move |line: &str| {
             let _ = tx.send(line.to_string());
         };
-        let request =
+        let mut request =
             builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
+        request.ca_trust = ca_trust;
         builder::build(&request)
     });
     let mut build = std::pin::pin!(build);
@@ -205,6 +207,9 @@ async fn pipeline(
         return Err(format!("cannot boot here: {problem}"));
     }
     progress.line("-----> Booting microVM ...");
+    // From here on this push changes which VM serves the app: one at a time
+    // with restarts, rollbacks and crash recovery.
+    let _app_lock = platform.lock_app(&req.app).await;
     let booted = platform
         .boot(&req.app, number, &outcome.digest, &|l: &str| {
             progress.line(l)
@@ -243,6 +248,12 @@ async fn pipeline(
     platform
         .store
         .mark_live(&req.app, number)
+        .await
+        .map_err(|e| e.to_string())?;
+    // A push to a stopped app is a request to run it.
+    platform
+        .store
+        .set_app_stopped(&req.app, false)
         .await
         .map_err(|e| e.to_string())?;
     progress.line(&format!(

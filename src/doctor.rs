@@ -130,9 +130,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
         })
 }
 
-fn version_of(bin: &Path, arg: &str) -> String {
+fn version_of(bin: &Path, arg: Option<&str>) -> String {
     Command::new(bin)
-        .arg(arg)
+        .args(arg)
         .output()
         .ok()
         .map(|o| {
@@ -151,12 +151,22 @@ fn version_of(bin: &Path, arg: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The argument that makes `bin` print its version on the first line.
+fn version_arg(bin: &Path) -> Option<&'static str> {
+    match bin.file_name()?.to_str()? {
+        "mkfs.ext4" => Some("-V"),
+        // busybox prints "BusyBox v1.x ..." first when run without arguments.
+        "busybox" => None,
+        _ => Some("--version"),
+    }
+}
+
 fn tool(name: &'static str, candidates: &[&str], fix: &str) -> Check {
     match candidates.iter().find_map(|c| which(c)) {
         Some(p) => Check {
             name,
             status: Status::Ok,
-            detail: format!("{} {}", p.display(), version_of(&p, "--version")),
+            detail: format!("{} {}", p.display(), version_of(&p, version_arg(&p))),
             fix: None,
         },
         None => Check {
@@ -206,31 +216,38 @@ fn free_disk(path: &Path) -> Check {
     }
 }
 
-fn cgroups(root: &Path) -> Check {
-    if root.join("sys/fs/cgroup/cgroup.controllers").exists() {
-        Check {
+/// What the builder can limit for build steps, from its own detection.
+fn cgroups(hierarchy: &builder::cgroup::Hierarchy) -> Check {
+    use builder::cgroup::Hierarchy;
+    let missing: Vec<&str> = hierarchy.missing().iter().map(|c| c.name()).collect();
+    match hierarchy {
+        Hierarchy::Unsupported(why) => Check {
+            name: "cgroups",
+            status: Status::Warn,
+            detail: format!(
+                "{why}: build steps run with a timeout but without memory/pids/CPU limits"
+            ),
+            fix: Some(
+                "mount cgroup2 on /sys/fs/cgroup (or the v1 memory, pids and cpu controllers)"
+                    .into(),
+            ),
+        },
+        h if missing.is_empty() => Check {
             name: "cgroups",
             status: Status::Ok,
-            detail: "cgroup v2: build steps get memory, pids and CPU limits".into(),
+            detail: format!("{}: build steps get memory, pids and CPU limits", h.label()),
             fix: None,
-        }
-    } else if root.join("sys/fs/cgroup/memory").exists() || root.join("sys/fs/cgroup/cpu").exists()
-    {
-        Check {
+        },
+        h => Check {
             name: "cgroups",
             status: Status::Warn,
-            detail:
-                "cgroup v1 only: build steps run with a timeout but without memory/pids/CPU limits"
-                    .into(),
-            fix: Some("boot with systemd.unified_cgroup_hierarchy=1 for cgroup v2".into()),
-        }
-    } else {
-        Check {
-            name: "cgroups",
-            status: Status::Warn,
-            detail: "no cgroup filesystem mounted".into(),
-            fix: Some("mount cgroup2 on /sys/fs/cgroup".into()),
-        }
+            detail: format!(
+                "{}: build steps are not limited for {}",
+                h.label(),
+                missing.join(", ")
+            ),
+            fix: Some(format!("enable the {} controller(s)", missing.join(", "))),
+        },
     }
 }
 
@@ -299,7 +316,7 @@ pub fn run(config: &Config) -> Report {
         &["git"],
         "apt-get install git (clients only; the server needs none)",
     ));
-    checks.push(cgroups(Path::new("/")));
+    checks.push(cgroups(&builder::cgroup::detect()));
     checks.push(Check {
         name: "vhost-vsock",
         status: if Path::new("/dev/vhost-vsock").exists() {

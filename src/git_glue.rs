@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gitd::{Access, Authority, BoxFuture, CommandReply, Commands, DeployHook, DeployRequest};
+use gitd::{Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest};
 
 use crate::platform::Platform;
 use crate::store::{Store, StoreError};
@@ -80,23 +80,21 @@ impl DeployHook for PipelineHook {
     }
 }
 
-/// Admin commands over SSH.
-pub struct AdminCommands {
-    /// The store.
-    pub store: Store,
-    /// The router's port, for URLs.
-    pub router_port: u16,
-}
+/// Admin commands over SSH, run as the key's owner.
+pub struct AdminCommands(pub Arc<Platform>);
 
 impl Commands for AdminCommands {
-    fn run<'a>(&'a self, user: &'a str, line: &'a str) -> BoxFuture<'a, CommandReply> {
-        Box::pin(async move {
-            let r = crate::admin::run(&self.store, self.router_port, user, line).await;
-            CommandReply {
-                stdout: r.stdout,
-                stderr: r.stderr,
-                code: r.code,
-            }
-        })
+    fn run<'a>(
+        &'a self,
+        user: &'a str,
+        line: &'a str,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32> {
+        Box::pin(crate::admin::run(
+            &self.0,
+            crate::admin::Caller::User(user),
+            line,
+            out,
+        ))
     }
 }

@@ -11,6 +11,7 @@ pub mod applog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod doctor;

@@ -78,7 +78,7 @@ fn busybox_app_boots_serves_logs_and_stops() {
     )
     .unwrap_or_else(|e| panic!("boot failed: {e}"));
 
-    let addr = app.vm.host_addr.expect("web port forwarded");
+    let addr = app.vm.host_addr().expect("web port forwarded");
     let probe = HealthProbe::Http {
         method: "GET".into(),
         path: "/".into(),
@@ -115,7 +115,7 @@ fn busybox_app_boots_serves_logs_and_stops() {
     }
 
     app.vm.stop(Duration::from_secs(60));
-    assert!(app.vm.exited(), "the guest powered off");
+    assert!(app.vm.exit_status().is_some(), "the guest powered off");
     let console = std::fs::read_to_string(app.dir.join("console.log")).unwrap();
     assert!(console.contains("init evt] POWEROFF"), "{console}");
     assert!(console.contains("init evt] STARTED web"), "{console}");

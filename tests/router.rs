@@ -152,10 +152,10 @@ async fn unknown_host_is_404_and_down_app_is_502() {
         "{r}"
     );
 
-    table.mark_down("sleepy", &[]);
+    table.mark_down("sleepy", &[], "it is starting");
     let r = raw(router.local_addr, &get("sleepy.localhost", "/")).await;
     assert!(
-        r.starts_with("HTTP/1.1 502") && r.contains("not running"),
+        r.starts_with("HTTP/1.1 502") && r.contains("not answering right now: it is starting"),
         "{r}"
     );
 
@@ -245,4 +245,97 @@ async fn switch_drains_the_old_upstream_without_failing_requests() {
         "{r}"
     );
     assert!(matches!(table.lookup("app.localhost"), Some(Route::Up(u)) if u.deploy == 2));
+}
+
+/// An upstream that counts the connections it accepts; `close` makes it
+/// answer `Connection: close` (like busybox httpd), and `/big` sends a
+/// large body.
+async fn counting_upstream(close: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let body = if req.uri().path() == "/big" {
+                            Bytes::from(vec![b'x'; 4 << 20])
+                        } else {
+                            Bytes::from_static(b"ok")
+                        };
+                        let mut r = Response::new(Full::new(body));
+                        if close {
+                            r.headers_mut().insert(
+                                "connection",
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    use std::sync::atomic::Ordering;
+    let (router, table, _) = start().await;
+    let (addr, accepted) = counting_upstream(false).await;
+    table.switch("k", &[], addr, 1);
+    // 30 requests, one new client connection each: the router reuses its
+    // upstream connection once each response has been read.
+    for i in 0..30 {
+        let r = raw(router.local_addr, &get("k.localhost", &format!("/{i}"))).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one upstream connection"
+    );
+
+    // A client that leaves in the middle of a large body: that upstream
+    // connection is not reused half-read, and later requests still work.
+    {
+        let mut s = TcpStream::connect(router.local_addr).await.unwrap();
+        s.write_all(get("k.localhost", "/big").as_bytes())
+            .await
+            .unwrap();
+        let mut first = [0u8; 1024];
+        let _ = s.read(&mut first).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let r = raw(router.local_addr, &get("k.localhost", "/")).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (2..=3).contains(&n),
+        "the half-read connection was replaced, not reused: {n}"
+    );
+}
+
+#[tokio::test]
+async fn upstreams_that_close_every_connection_still_work() {
+    use std::sync::atomic::Ordering;
+    let (router, table, _) = start().await;
+    let (addr, accepted) = counting_upstream(true).await;
+    table.switch("c", &[], addr, 1);
+    for i in 0..10 {
+        let r = raw(router.local_addr, &get("c.localhost", &format!("/{i}"))).await;
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 10);
 }

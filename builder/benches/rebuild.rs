@@ -1,16 +1,19 @@
 //! Rebuild benchmark on the workspace's Python and Node examples
 //! (`examples/python-flask`, `examples/node-web`, both `debian:bookworm`):
-//! wall time of a cold build (empty base cache and artifact store), a rebuild
-//! of the same commit, and a rebuild after a one-line app change, with ratios
-//! to cold, in one run. Goal: one-line change ≤ 10% of cold; unchanged ≤ 1 s.
+//! wall time of a cold build (empty base cache, build cache and artifact
+//! store), a rebuild of the same commit, and a rebuild after a one-line app
+//! change (base and build cache warm: npm's downloads are reused), with
+//! ratios to cold, in one run. Goal: one-line change ≤ 10% of cold; unchanged ≤ 1 s.
 //!
 //! Run: `cargo bench -p builder --bench rebuild` (as root; needs the Debian
 //! mirror and, for node-web's `npm ci`, the npm registry; mmdebstrap,
 //! e2fsprogs and git installed).
 
-use builder::{BuildRequest, NullSink, Source};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use builder::{BuildRequest, NullSink};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// (example directory, file that gets the one-line change, comment marker)
@@ -19,36 +22,11 @@ const APPS: &[(&str, &str, &str)] = &[
     ("node-web", "server.js", "//"),
 ];
 
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .current_dir(dir)
-        .args([
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@example.invalid",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "git {args:?} failed");
-}
-
-fn timed(home: &Path, cache: &Path, repo: &Path) -> (Duration, builder::BuildOutcome) {
-    let mut req = BuildRequest::new(
-        home,
-        Source::Git {
-            repo: repo.to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        &NullSink,
-    );
+fn timed(home: &Path, cache: &Path, repo: &common::Repo) -> (Duration, builder::BuildOutcome) {
+    let mut req = BuildRequest::new(home, repo.source(), &NullSink);
     req.base_cache = Some(cache.to_path_buf());
     let start = Instant::now();
-    let out = builder::build(&req).unwrap_or_else(|e| panic!("{}: {e}", repo.display()));
+    let out = builder::build(&req).unwrap_or_else(|e| panic!("{}: {e}", repo.path().display()));
     (start.elapsed(), out)
 }
 
@@ -56,44 +34,23 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probing
     }
-    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples");
     println!(
         "{:<14} {:>9} {:>12} {:>9} {:>10} {:>9} {:>10}",
         "app", "cold s", "unchanged s", "ratio", "1-line s", "ratio", "image MiB"
     );
     for (name, file, comment) in APPS {
-        let src = examples.join(name);
-        assert!(
-            src.join("Byteport").is_file(),
-            "{} must exist (the example apps)",
-            src.display()
-        );
+        // Cold: empty base cache, build cache and artifact store.
         let work = tempfile::tempdir().expect("temp dir");
-        let (home, cache, repo) = (
-            work.path().join("home"),
-            work.path().join("bases"),
-            work.path().join("repo"),
-        );
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg(&src)
-            .arg(&repo)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(copied, "copying {}", src.display());
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-qm", "init"]);
-
+        let (home, cache) = (work.path().join("home"), work.path().join("bases"));
+        let repo = common::Repo::example(name);
         let (cold, first) = timed(&home, &cache, &repo);
         let (unchanged, second) = timed(&home, &cache, &repo);
         assert!(second.cache_hit && second.digest == first.digest);
-        let path = repo.join(file);
+        let path = repo.path().join(file);
         let mut text = std::fs::read_to_string(&path).expect("read");
         text.push_str(&format!("{comment} one more line\n"));
-        std::fs::write(&path, text).expect("write");
-        git(&repo, &["commit", "-qam", "one line"]);
+        common::write_files(repo.path(), &[(file, &text, 0o644)]);
+        common::git(repo.path(), &["commit", "-qam", "one line"]);
         let (changed, third) = timed(&home, &cache, &repo);
         assert!(!third.cache_hit && third.digest != first.digest);
         let pct = |d: Duration| 100.0 * d.as_secs_f64() / cold.as_secs_f64();

@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 /// Version of the artifact layout; part of every input key.
 pub const FORMAT: u32 = 1;
+/// Version of how images are assembled (what ends up inside for the same
+/// inputs); part of every input key, so a change never serves an artifact
+/// built the old way. 2: package caches kept out of the image.
+pub const ASSEMBLY: u32 = 2;
 /// Kernel command line of every artifact.
 pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw rootfstype=ext4";
 /// File name of the root filesystem inside an artifact directory.
@@ -278,7 +282,7 @@ pub fn input_key(
 ) -> String {
     let mut h = Sha256::new();
     h.update(format!(
-        "byteport-artifact-v{FORMAT}\n{CMDLINE}\n{source_identity}\n"
+        "byteport-artifact-v{FORMAT}-a{ASSEMBLY}\n{CMDLINE}\n{source_identity}\n"
     ));
     h.update(serde_json::to_vec(plan).unwrap_or_default());
     for (k, v) in build_secrets {

@@ -1,7 +1,9 @@
 //! Base layers: `scratch` (empty), `busybox` (busybox-static + applet links),
 //! `debian:<suite>` (mmdebstrap minbase + the manifest's packages). Each is
 //! built once per (base, sorted packages) into a cache directory, atomically,
-//! under a file lock, and copied into every build that asks for it.
+//! under a file lock, and used (as an overlay's lower layer) by every build
+//! that asks for it. Debian bases are built in mmdebstrap's reproducible
+//! mode (`SOURCE_DATE_EPOCH`).
 
 use crate::error::{BuildError, IoContext, Result};
 use crate::image::tail;
@@ -30,7 +32,7 @@ pub struct Base {
 /// Cache key of a base with its packages (sorted by the caller).
 pub fn key(base: &BaseSpec, packages: &[String]) -> String {
     let mut h = Sha256::new();
-    h.update(format!("byteport-base-v2\n{base}\n{}", packages.join("\n")));
+    h.update(format!("byteport-base-v3\n{base}\n{}", packages.join("\n")));
     let slug: String = base
         .to_string()
         .chars()
@@ -188,6 +190,10 @@ fn debian_base(
         cmd.arg(format!("--include={}", packages.join(",")));
     }
     cmd.arg(suite).arg(root).arg("http://deb.debian.org/debian");
+    // mmdebstrap's reproducible mode: no build-time timestamps, machine-id,
+    // ldconfig aux-cache or logs; two runs against the same mirror state
+    // give the same tree.
+    cmd.env("SOURCE_DATE_EPOCH", crate::image::EPOCH.to_string());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

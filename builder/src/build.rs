@@ -6,10 +6,11 @@
 use crate::artifact::{self, Descriptor, RootfsRef, Store, DESCRIPTOR_FILE, ROOTFS_FILE};
 use crate::cgroup::Limits;
 use crate::error::{BuildError, IoContext, Result};
-use crate::isolate::{self, StepRun};
 use crate::log::LogSink;
 use crate::plan::{BaseSpec, BuildPlan, Step};
-use crate::source::{self, SourceTree};
+use crate::source::SourceTree;
+use crate::steps::{run_steps, StepEnv};
+use crate::trust::CaTrust;
 use crate::{base, image, setup};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -17,9 +18,6 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The host CA bundle `run` steps trust by default.
-pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Default wall-clock limit of one `run` step.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -52,14 +50,19 @@ pub struct BuildRequest<'a> {
     pub step_timeout: Duration,
     /// Where bases are cached (default `<home>/cache/bases`).
     pub base_cache: Option<PathBuf>,
-    /// CA bundle of the host that `run` steps trust (default: the host's
-    /// `/etc/ssl/certs/ca-certificates.crt` if present), so package installs
-    /// work behind TLS-inspecting proxies. Not part of the artifact.
-    pub host_ca_bundle: Option<PathBuf>,
+    /// Build caches of `run` steps (default `<home>/cache/build`; see [`crate::cache`]).
+    pub build_cache: Option<PathBuf>,
+    /// CA certificates `run` steps trust (default: `$BYTEPORT_BUILD_CA`, else
+    /// the host's bundle; see [`crate::trust`]). Never part of the artifact.
+    pub ca_trust: CaTrust,
+    /// Resource limits of each `run` step (default: memory = the vm block's
+    /// `memory` but at least 1 GiB, 4096 processes, the vm's CPUs).
+    pub step_limits: Option<Limits>,
 }
 
 impl<'a> BuildRequest<'a> {
-    /// A request with default timeout, no secrets and the default base cache.
+    /// A request with default timeout, no secrets, the default caches and
+    /// limits, and the CA trust of `$BYTEPORT_BUILD_CA` (default `host`).
     pub fn new(home: impl Into<PathBuf>, source: Source, log: &'a dyn LogSink) -> Self {
         BuildRequest {
             home: home.into(),
@@ -68,7 +71,9 @@ impl<'a> BuildRequest<'a> {
             secrets: BTreeMap::new(),
             step_timeout: DEFAULT_STEP_TIMEOUT,
             base_cache: None,
-            host_ca_bundle: Some(PathBuf::from(HOST_CA_BUNDLE)).filter(|p| p.is_file()),
+            build_cache: None,
+            ca_trust: CaTrust::from_env(),
+            step_limits: None,
         }
     }
 }
@@ -78,6 +83,8 @@ impl std::fmt::Debug for BuildRequest<'_> {
         f.debug_struct("BuildRequest")
             .field("home", &self.home)
             .field("source", &self.source)
+            .field("ca_trust", &self.ca_trust)
+            .field("step_limits", &self.step_limits)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +221,13 @@ fn run(
         });
     }
     phases.mark("check");
+    let has_run = plan.steps.iter().any(|s| matches!(s, Step::Run { .. }));
+    // A misconfigured CA bundle fails the build before any heavy work.
+    let ca_bundle = if has_run {
+        req.ca_trust.bundle()?
+    } else {
+        None
+    };
 
     let busybox = match plan.base {
         BaseSpec::Busybox => {
@@ -274,8 +288,19 @@ fn run(
                 }
             }
             mark();
-            run_steps(req, tree, &plan, &root, &build_secrets)?;
+            let env = StepEnv {
+                secrets: &build_secrets,
+                ca_bundle: ca_bundle.as_deref(),
+            };
+            run_steps(req, tree, &plan, &root, &env)?;
             mark();
+            let scrubbed = image::scrub_volatile(&root)?;
+            if !scrubbed.is_empty() {
+                log.line(&format!(
+                    "-----> Removed files that record build times: {}",
+                    scrubbed.join(", ")
+                ));
+            }
             image::normalize_times(&root)?;
             let image_bytes = image::make_ext4(&root, &image_path, &key, plan.disk_bytes)?;
             Ok((image_bytes, sha256_file(&image_path)?))
@@ -326,78 +351,6 @@ fn run(
         image_bytes,
         phases: phases.list,
     })
-}
-
-fn run_steps(
-    req: &BuildRequest<'_>,
-    tree: &SourceTree,
-    plan: &BuildPlan,
-    root: &Path,
-    secrets: &BTreeMap<String, String>,
-) -> Result<()> {
-    let total = plan.steps.len();
-    let mut workdir = "/".to_string();
-    let mut env = plan.env.clone();
-    env.extend(secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let limits = Limits {
-        memory_bytes: plan.memory_bytes.max(1 << 30),
-        pids: 4096,
-        cpus: plan.cpus.max(1),
-    };
-    let mut times_fixed = false;
-    let mut warned = false;
-    for (i, step) in plan.steps.iter().enumerate() {
-        let number = i + 1;
-        match step {
-            Step::Copy { from, to } => {
-                let n = tree.place(from, to, root, number)?;
-                req.log.line(&format!(
-                    "-----> Step {number}/{total}: copy {from} {to} ({n} entries)"
-                ));
-            }
-            Step::Workdir { path } => {
-                source::dest_dir(root, path, true)
-                    .map_err(|reason| BuildError::BadCopy { number, reason })?;
-                workdir = path.clone();
-                req.log
-                    .line(&format!("-----> Step {number}/{total}: workdir {path}"));
-            }
-            Step::Run { command } => {
-                req.log
-                    .line(&format!("-----> Step {number}/{total}: run {command}"));
-                if std::fs::symlink_metadata(root.join("bin/sh")).is_err() {
-                    return Err(BuildError::NoShell {
-                        number,
-                        command: command.clone(),
-                        base: plan.base.to_string(),
-                    });
-                }
-                if !times_fixed {
-                    // Tools that embed source mtimes (.pyc, archives) see fixed ones.
-                    image::normalize_times(root)?;
-                    times_fixed = true;
-                }
-                let run = StepRun {
-                    number,
-                    command,
-                    rootfs: root,
-                    workdir: &workdir,
-                    env: &env,
-                    timeout: req.step_timeout,
-                    limits,
-                    host_ca: req.host_ca_bundle.as_deref(),
-                    warn_unlimited: !warned,
-                };
-                warned = true;
-                let outcome = isolate::run_step(&run, req.log)?;
-                req.log.line(&format!(
-                    "-----> Step {number}/{total} done in {:.1}s",
-                    outcome.elapsed.as_secs_f64()
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

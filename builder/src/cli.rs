@@ -5,6 +5,7 @@ use crate::build::{build, BuildOutcome, BuildRequest, Source, DEFAULT_STEP_TIMEO
 use crate::error::Result;
 use crate::log::StderrSink;
 use crate::setup::{ensure_assets, SetupOptions};
+use crate::trust::{CaTrust, CA_TRUST_ENV};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub struct BuildArgs {
     /// Wall-clock limit of each `run` step, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_STEP_TIMEOUT.as_secs())]
     pub step_timeout: u64,
+    /// CA certificates `run` steps trust: `host` (this machine's bundle, the
+    /// default), `none` (only the image's own, like `docker build`), or a PEM file.
+    #[arg(long, value_name = "host|none|FILE", env = CA_TRUST_ENV)]
+    pub build_ca: Option<CaTrust>,
 }
 
 /// Run `setup` and print what is in place.
@@ -70,6 +75,9 @@ pub fn run_build(home: &Path, args: &BuildArgs) -> Result<BuildOutcome> {
     };
     let mut req = BuildRequest::new(home, source, &StderrSink);
     req.step_timeout = Duration::from_secs(args.step_timeout);
+    if let Some(trust) = &args.build_ca {
+        req.ca_trust = trust.clone();
+    }
     let out = build(&req)?;
     if args.json {
         println!("{}", outcome_json(&out));
@@ -118,4 +126,34 @@ pub fn outcome_text(out: &BuildOutcome) -> String {
         out.total().as_secs_f64()
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    #[test]
+    fn build_ca_flag_selects_the_trust_and_defaults_to_the_environment() {
+        let cli = Cli::try_parse_from(["b", "dir", "--build-ca", "none"]).unwrap();
+        assert_eq!(cli.build.build_ca, Some(CaTrust::None));
+        let cli = Cli::try_parse_from(["b", "dir", "--build-ca", "/etc/corp.pem"]).unwrap();
+        assert_eq!(
+            cli.build.build_ca,
+            Some(CaTrust::File("/etc/corp.pem".into()))
+        );
+        // Without the flag the request keeps BuildRequest::new's choice:
+        // $BYTEPORT_BUILD_CA, else the host's bundle.
+        let req = BuildRequest::new("/h", Source::Dir("d".into()), &crate::NullSink);
+        assert_eq!(req.ca_trust, CaTrust::from_env());
+        if std::env::var_os(CA_TRUST_ENV).is_none() {
+            assert_eq!(req.ca_trust, CaTrust::Host);
+        }
+    }
 }

@@ -78,6 +78,28 @@ pub enum BuildError {
         /// Up to the last 50 lines of output.
         last_lines: Vec<String>,
     },
+    /// The kernel killed a `run` step's processes at its cgroup memory limit.
+    #[error("build step {number} `{command}` ran out of memory: the kernel killed it at the step memory limit of {} MiB ({hierarchy}); build steps get the vm block's `memory` but at least 1 GiB, so raise `memory` or make the step use less; last lines:\n{}", limit_bytes >> 20, last_lines.join("\n"))]
+    StepOutOfMemory {
+        /// 1-based step number.
+        number: usize,
+        /// The command as written.
+        command: String,
+        /// The memory limit in bytes, as the kernel applied it.
+        limit_bytes: u64,
+        /// `cgroup v2` or `cgroup v1`.
+        hierarchy: &'static str,
+        /// Up to the last 50 lines of output.
+        last_lines: Vec<String>,
+    },
+    /// The CA bundle build steps are told to trust cannot be used.
+    #[error("CA bundle for build steps {path}: {reason} (set BYTEPORT_BUILD_CA to `host`, `none` or a PEM file)")]
+    CaBundle {
+        /// The configured bundle.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A `run` step needs `/bin/sh` in the rootfs and the base has none.
     #[error("build step {number} `{command}` needs /bin/sh, but base `{base}` has no shell (use `from busybox` or `from debian:<suite>`)")]
     NoShell {

@@ -36,6 +36,43 @@ pub fn normalize_times(root: &Path) -> Result<()> {
     filetime::set_symlink_file_times(root, t, t).ctx("setting timestamps", root)
 }
 
+/// Files that package tools write during `run` steps and that record build
+/// times or host details, useless at run time: removed before packing (as
+/// mmdebstrap's reproducible mode and debuerreotype do for bases), so an
+/// `apt-get install` step still gives a reproducible image.
+pub const VOLATILE_FILES: &[&str] = &[
+    "/var/log/dpkg.log",
+    "/var/log/alternatives.log",
+    "/var/log/apt/history.log",
+    "/var/log/apt/term.log",
+    "/var/log/apt/eipp.log.xz",
+    "/var/cache/ldconfig/aux-cache",
+];
+
+/// Remove the [`VOLATILE_FILES`] present under `root` (regular files only,
+/// and only through real directories: a symlinked `/var/log` is left alone).
+/// Returns the ones removed.
+pub fn scrub_volatile(root: &Path) -> Result<Vec<&'static str>> {
+    let mut removed = Vec::new();
+    'files: for f in VOLATILE_FILES {
+        let mut p = root.to_path_buf();
+        let parts: Vec<&str> = f.trim_start_matches('/').split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            p.push(part);
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue 'files;
+            };
+            let last = i + 1 == parts.len();
+            if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+                continue 'files;
+            }
+        }
+        std::fs::remove_file(&p).ctx("removing", &p)?;
+        removed.push(*f);
+    }
+    Ok(removed)
+}
+
 /// Bytes and inodes the tree under `root` occupies on ext4 (4 KiB blocks).
 pub fn measure(root: &Path) -> Result<(u64, u64)> {
     let mut bytes = 4096;
@@ -215,6 +252,34 @@ mod tests {
     fn initial_size_has_headroom_and_is_aligned() {
         let s = initial_size(100 * MIB, 1000);
         assert!(s >= 125 * MIB && s.is_multiple_of(4 * MIB));
+    }
+
+    #[test]
+    fn volatile_files_are_removed_but_never_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        std::fs::create_dir_all(root.join("var/log/apt")).unwrap();
+        std::fs::create_dir_all(root.join("var/cache")).unwrap();
+        std::fs::write(root.join("var/log/dpkg.log"), "2026-01-01 install").unwrap();
+        std::fs::write(root.join("var/log/apt/history.log"), "Start-Date").unwrap();
+        std::fs::write(root.join("var/log/keep.log"), "mine").unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("aux-cache"), "host file").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("var/cache/ldconfig")).unwrap();
+        let removed = scrub_volatile(&root).unwrap();
+        assert_eq!(
+            removed,
+            vec!["/var/log/dpkg.log", "/var/log/apt/history.log"]
+        );
+        assert!(root.join("var/log/keep.log").is_file());
+        assert!(
+            outside.join("aux-cache").is_file(),
+            "not followed out of the rootfs"
+        );
+        assert!(scrub_volatile(&d.path().join("nothing"))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //!    oversized files and escaping symlinks before anything is read whole;
 //! 2. [`manifest`] → [`plan`]: what to build;
 //! 3. [`base`]: the cached base layer (scratch, busybox, debian + packages);
-//! 4. [`isolate`] (+ [`cgroup`]): `run` steps in their own namespaces;
+//! 4. [`isolate`] (+ [`cgroup`], [`cache`], [`trust`]): `run` steps in
+//!    their own namespaces, limited, with package caches mounted from
+//!    outside the image and the configured CA certificates;
 //! 5. [`image`]: a reproducible ext4 image;
 //! 6. [`artifact`]: descriptor and content-addressed store.
 //!
@@ -27,6 +29,7 @@
 pub mod artifact;
 pub mod base;
 mod build;
+pub mod cache;
 pub mod cgroup;
 pub mod cli;
 pub mod error;
@@ -38,10 +41,14 @@ mod overlay;
 pub mod plan;
 pub mod setup;
 pub mod source;
+mod steps;
+pub mod trust;
 
 pub use artifact::Descriptor;
 pub use build::{build, build_plan, BuildOutcome, BuildRequest, Source, DEFAULT_STEP_TIMEOUT};
+pub use cgroup::Limits;
 pub use error::{BuildError, Result};
 pub use log::{LogSink, MemorySink, NullSink, StderrSink};
 pub use plan::{BaseSpec, BuildPlan, Step};
 pub use setup::{ensure_assets, Assets, SetupOptions};
+pub use trust::CaTrust;

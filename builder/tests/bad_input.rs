@@ -18,15 +18,8 @@ fn copy_all(base: BaseSpec) -> BuildPlan {
 #[test]
 fn a_symlink_out_of_the_tree_is_rejected() {
     let home = home();
-    let (repo, _) = git_repo(&[("ok", "x", 0o644), ("sub/evil", "../../../etc/shadow", 0)]);
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        copy_all(BaseSpec::Scratch),
-    );
+    let repo = Repo::with_files(&[("ok", "x", 0o644), ("sub/evil", "../../../etc/shadow", 0)]);
+    let (out, _) = build(home.path(), repo.source(), copy_all(BaseSpec::Scratch));
     match out {
         Err(BuildError::SymlinkEscape { path, target }) => {
             assert_eq!(path, "sub/evil");
@@ -34,15 +27,8 @@ fn a_symlink_out_of_the_tree_is_rejected() {
         }
         other => panic!("expected SymlinkEscape, got {other:?}"),
     }
-    let (repo, _) = git_repo(&[("abs", "/etc/passwd", 0)]);
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        copy_all(BaseSpec::Scratch),
-    );
+    let repo = Repo::with_files(&[("abs", "/etc/passwd", 0)]);
+    let (out, _) = build(home.path(), repo.source(), copy_all(BaseSpec::Scratch));
     assert!(
         matches!(out, Err(BuildError::SymlinkEscape { .. })),
         "{out:?}"
@@ -53,7 +39,7 @@ fn a_symlink_out_of_the_tree_is_rejected() {
 #[test]
 fn a_2_gb_file_is_rejected_against_the_disk_cap_without_being_read() {
     let home = home();
-    let (repo, _) = git_repo(&[("small", "x", 0o644)]);
+    let repo = Repo::with_files(&[("small", "x", 0o644)]);
     let big = std::fs::File::create(repo.path().join("big.bin")).unwrap();
     big.set_len(2 << 30).unwrap();
     drop(big);
@@ -62,14 +48,7 @@ fn a_2_gb_file_is_rejected_against_the_disk_cap_without_being_read() {
     let mut plan = copy_all(BaseSpec::Scratch);
     plan.disk_bytes = 1 << 30;
     let start = std::time::Instant::now();
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
+    let (out, _) = build(home.path(), repo.source(), plan);
     match out {
         Err(BuildError::FileTooLarge { path, size, disk }) => {
             assert_eq!((path.as_str(), size, disk), ("big.bin", 2 << 30, 1 << 30));
@@ -111,16 +90,13 @@ fn a_rootfs_bigger_than_disk_is_rejected_with_both_sizes() {
 #[test]
 fn copy_of_a_missing_path_and_a_missing_build_secret_are_errors() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("bad", BaseSpec::Scratch);
     plan.steps = vec![Step::Copy {
         from: "nope/".into(),
         to: "/app".into(),
     }];
-    let src = Source::Git {
-        repo: repo.path().to_path_buf(),
-        rev: "HEAD".into(),
-    };
+    let src = repo.source();
     let (out, _) = build(home.path(), src.clone(), plan);
     assert!(
         matches!(out, Err(BuildError::BadCopy { number: 1, .. })),
@@ -135,10 +111,7 @@ fn copy_of_a_missing_path_and_a_missing_build_secret_are_errors() {
     );
     let (out, _) = build(
         home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "no-such-branch".into(),
-        },
+        repo.source_at("no-such-branch"),
         copy_all(BaseSpec::Scratch),
     );
     assert!(matches!(out, Err(BuildError::Git { .. })), "{out:?}");
@@ -147,28 +120,21 @@ fn copy_of_a_missing_path_and_a_missing_build_secret_are_errors() {
 #[test]
 fn build_secrets_reach_steps_only_when_asked_for() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
-    let src = Source::Git {
-        repo: repo.path().to_path_buf(),
-        rev: "HEAD".into(),
-    };
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
+    let src = repo.source();
     let mut plan = BuildPlan::new("sec", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: "echo \"token=${TOKEN:-unset} other=${OTHER:-unset}\"".into(),
     }];
     plan.build_secrets = vec!["TOKEN".into()];
     plan.runtime_secrets = vec!["TOKEN".into(), "OTHER".into()];
-    let log = builder::MemorySink::default();
-    let mut req = request(home.path(), src, &log);
-    req.secrets.insert("TOKEN".into(), "s3cret".into());
-    req.secrets.insert("OTHER".into(), "runtime-only".into());
-    let out = builder::build_plan(&req, plan).unwrap();
+    let (out, log) = ok(build_with(home.path(), src, Some(plan), |req| {
+        req.secrets.insert("TOKEN".into(), "s3cret".into());
+        req.secrets.insert("OTHER".into(), "runtime-only".into());
+    }));
     assert!(
-        log.lines()
-            .iter()
-            .any(|l| l == "[step 1] token=s3cret other=unset"),
-        "{:#?}",
-        log.lines()
+        log.iter().any(|l| l == "[step 1] token=s3cret other=unset"),
+        "{log:#?}"
     );
     let desc = std::fs::read_to_string(&out.descriptor_path).unwrap();
     assert!(

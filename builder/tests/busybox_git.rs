@@ -43,13 +43,10 @@ const FILES: &[(&str, &str, u32)] = &[
 #[test]
 fn busybox_app_from_a_commit_has_files_modes_links_and_a_descriptor_and_rebuilds_from_cache() {
     let home = home();
-    let (repo, head) = git_repo(FILES);
-    let src = Source::Git {
-        repo: repo.path().to_path_buf(),
-        rev: "main".into(),
-    };
-    let (out, log) = build(home.path(), src.clone(), app_plan());
-    let out = out.unwrap_or_else(|e| panic!("build failed: {e}\n{}", log.join("\n")));
+    let repo = Repo::with_files(FILES);
+    let head = repo.head();
+    let src = repo.source_at("main");
+    let (out, log) = ok(build(home.path(), src.clone(), app_plan()));
     assert!(!out.cache_hit);
     assert!(log.iter().any(|l| l == "[step 3] GREETING=hi"), "{log:#?}");
     assert!(
@@ -100,37 +97,19 @@ fn busybox_app_from_a_commit_has_files_modes_links_and_a_descriptor_and_rebuilds
         .starts_with(home.path().join("artifacts").join(&out.digest)));
 
     // Same input: nothing rebuilt, same digest.
-    let (again, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: head.clone(),
-        },
-        app_plan(),
-    );
-    let again = again.unwrap();
+    let (again, _) = ok(build(home.path(), repo.source_at(&head), app_plan()));
     assert!(again.cache_hit);
     assert_eq!(again.digest, out.digest);
 
     // Rebuilt from scratch (new home, same base cache): byte-identical artifact.
     let other = common::home();
-    let (fresh, _) = build(other.path(), src, app_plan());
-    let fresh = fresh.unwrap();
+    let (fresh, _) = ok(build(other.path(), src, app_plan()));
     assert!(!fresh.cache_hit);
     assert_eq!(fresh.digest, out.digest, "reproducible digest");
 
     // One changed file: new digest.
-    write_files(repo.path(), &[("index.html", "<h1>changed</h1>\n", 0o644)]);
-    git(repo.path(), &["commit", "-qam", "change"]);
-    let (changed, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        app_plan(),
-    );
-    let changed = changed.unwrap();
+    repo.commit(&[("index.html", "<h1>changed</h1>\n", 0o644)], "change");
+    let (changed, _) = ok(build(home.path(), repo.source(), app_plan()));
     assert!(!changed.cache_hit);
     assert_ne!(changed.digest, out.digest);
     assert_eq!(
@@ -145,7 +124,7 @@ fn steps_are_isolated_from_the_host() {
     let marker = format!("byteport-host-marker-{}", std::process::id());
     let host_marker = std::env::temp_dir().join(&marker);
     std::fs::write(&host_marker, "x").unwrap();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("iso", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: format!(
@@ -153,15 +132,7 @@ fn steps_are_isolated_from_the_host() {
              test -e /tmp/{marker} && echo host-visible >> /out; ls /dev >> /out; echo done >> /out"
         ),
     }];
-    let (out, log) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
-    let out = out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    let (out, log) = ok(build(home.path(), repo.source(), plan));
     let seen = debugfs(&out.rootfs_path, "cat /out");
     std::fs::remove_file(host_marker).unwrap();
     assert!(seen.starts_with("pid=1\nbyteport-build\n"), "{seen}");
@@ -182,7 +153,7 @@ fn steps_are_isolated_from_the_host() {
 #[test]
 fn a_failing_step_reports_number_command_code_and_output_and_leaves_nothing() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("fail", BaseSpec::Busybox);
     plan.steps = vec![
         Step::Copy {
@@ -196,14 +167,7 @@ fn a_failing_step_reports_number_command_code_and_output_and_leaves_nothing() {
             command: "for i in $(seq 1 80); do echo line $i; done; exit 3".into(),
         },
     ];
-    let (out, _) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
+    let (out, _) = build(home.path(), repo.source(), plan);
     match out {
         Err(BuildError::StepFailed {
             number,
@@ -226,23 +190,16 @@ fn a_failing_step_reports_number_command_code_and_output_and_leaves_nothing() {
 #[test]
 fn a_step_past_its_timeout_is_killed_with_its_whole_tree() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("slow", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: "echo started; (sleep 4242 &); sleep 4243 & sleep 4244".into(),
     }];
-    let log = builder::MemorySink::default();
-    let mut req = request(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        &log,
-    );
-    req.step_timeout = std::time::Duration::from_secs(2);
     let start = std::time::Instant::now();
-    match builder::build_plan(&req, plan) {
+    let (out, _) = build_with(home.path(), repo.source(), Some(plan), |req| {
+        req.step_timeout = std::time::Duration::from_secs(2)
+    });
+    match out {
         Err(BuildError::StepTimeout {
             number: 1,
             last_lines,
@@ -261,7 +218,7 @@ fn a_step_past_its_timeout_is_killed_with_its_whole_tree() {
 #[test]
 fn background_processes_of_a_successful_step_do_not_outlive_it() {
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("bg", BaseSpec::Busybox);
     plan.steps = vec![
         Step::Run {
@@ -271,15 +228,7 @@ fn background_processes_of_a_successful_step_do_not_outlive_it() {
             command: "echo second".into(),
         },
     ];
-    let (out, log) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
-    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    let (_, log) = ok(build(home.path(), repo.source(), plan));
     assert!(log.iter().any(|l| l == "[step 1] spawned"), "{log:#?}");
     assert_eq!(
         processes_matching("sleep 4245"),
@@ -298,12 +247,11 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
         from: "app/server".into(),
         to: "/server".into(),
     }];
-    let (out, _) = build(
+    let (out, _) = ok(build(
         home.path(),
         Source::Dir(src.path().to_path_buf()),
         plan.clone(),
-    );
-    let out = out.unwrap();
+    ));
     let ls = debugfs(&out.rootfs_path, "ls /");
     assert!(
         ls.contains("server") && !ls.contains("bin") && !ls.contains("app"),
@@ -331,19 +279,11 @@ fn steps_share_the_host_network() {
         got
     });
     let home = home();
-    let (repo, _) = git_repo(&[("a", "a", 0o644)]);
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
     let mut plan = BuildPlan::new("net", BaseSpec::Busybox);
     plan.steps = vec![Step::Run {
         command: format!("echo from-the-step | nc 127.0.0.1 {port}"),
     }];
-    let (out, log) = build(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        plan,
-    );
-    out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    ok(build(home.path(), repo.source(), plan));
     assert_eq!(server.join().unwrap(), "from-the-step\n");
 }

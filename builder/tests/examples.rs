@@ -1,69 +1,35 @@
 //! Build every app in the workspace's `examples/` from a git commit (the
 //! example copied into a fresh repository), inspect the image with debugfs,
-//! and check that a second build is a cache hit. Debian bases land in the
-//! test cache outside the clone, so only the first run pays for them.
+//! check that a second build is a cache hit, and that the build reproduces:
+//! a fresh home (empty artifact store, empty build cache) gives the same
+//! digest, and so does a build with a warm build cache. Debian bases land in
+//! the test cache outside the clone, so only the first run pays for them.
 
 mod common;
 
-use builder::{BuildRequest, MemorySink, Source};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{} must exist (the example apps): {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("Byteport").is_file())
-        .collect();
-    found.sort();
-    assert!(
-        !found.is_empty(),
-        "no example with a Byteport manifest under {}",
-        dir.display()
-    );
-    found
-}
+use std::time::Instant;
 
 #[test]
-fn every_example_builds_from_a_commit_and_rebuilds_from_cache() {
+fn every_example_builds_from_a_commit_rebuilds_from_cache_and_reproduces_in_fresh_homes() {
     let home = home();
-    for example in examples() {
-        let name = example.file_name().unwrap().to_string_lossy().into_owned();
-        let repo = tempfile::tempdir().unwrap();
-        let copied = Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", example.display()))
-            .arg(repo.path())
-            .status()
-            .unwrap();
-        assert!(copied.success());
-        git(repo.path(), &["init", "-q", "-b", "main"]);
-        git(repo.path(), &["add", "-A"]);
-        git(repo.path(), &["commit", "-qm", "example"]);
+    for name in example_names() {
+        let repo = Repo::example(&name);
         let manifest = manifest_spec::parse(
-            &std::fs::read(example.join("Byteport")).unwrap(),
+            &std::fs::read(repo.path().join("Byteport")).unwrap(),
             "Byteport",
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let secrets = |req: &mut builder::BuildRequest<'_>| {
+            for s in &manifest.secrets {
+                req.secrets
+                    .insert(s.name.clone(), format!("test-{}", s.name));
+            }
+        };
 
-        let log = MemorySink::default();
-        let req: BuildRequest<'_> = request(
-            home.path(),
-            Source::Git {
-                repo: repo.path().to_path_buf(),
-                rev: "main".into(),
-            },
-            &log,
-        );
-        let mut req = req;
-        for s in &manifest.secrets {
-            req.secrets
-                .insert(s.name.clone(), format!("test-{}", s.name));
-        }
-        let out = builder::build(&req)
-            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", log.lines().join("\n")));
+        let start = Instant::now();
+        let (out, log) = ok(build_with(home.path(), repo.source(), None, secrets));
+        let first = start.elapsed();
         let d = &out.descriptor;
         assert_eq!(d.app, manifest.app, "{name}");
         assert_eq!(
@@ -75,37 +41,88 @@ fn every_example_builds_from_a_commit_and_rebuilds_from_cache() {
         assert!(d.rootfs.size <= manifest.vm.disk_bytes, "{name}");
         for step in &manifest.build {
             if let manifest_spec::BuildStep::Copy { to, .. } = step {
-                let stat = debugfs(&out.rootfs_path, &format!("stat {to}"));
-                assert!(stat.contains("Type:"), "{name}: {to} missing in the image");
+                assert!(
+                    exists_in_image(&out.rootfs_path, to),
+                    "{name}: {to} missing in the image"
+                );
             }
         }
-        let git_dir = Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("stat {}/.git", d.workdir))
-            .arg(&out.rootfs_path)
-            .output()
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&git_dir.stderr).contains("not found"),
-            "{name}: .git must not be in the image"
-        );
+        for absent in [
+            format!("{}/.git", d.workdir),
+            "/root/.npm".into(),
+            "/root/.cache".into(),
+        ] {
+            assert!(
+                !exists_in_image(&out.rootfs_path, &absent),
+                "{name}: {absent} must not be in the image"
+            );
+        }
 
-        let again = builder::build(&req).unwrap();
+        let (again, _) = ok(build_with(home.path(), repo.source(), None, secrets));
         assert!(
             again.cache_hit && again.digest == out.digest,
             "{name}: second build must be a cache hit"
         );
-        let phases: Vec<String> = out
-            .phases
-            .iter()
-            .map(|(n, d)| format!("{n} {:.1}s", d.as_secs_f64()))
-            .collect();
+
+        // Reproducible: same inputs into a fresh home (the base cache is shared).
+        let fresh = common::home();
+        let start = Instant::now();
+        let (other, other_log) = ok(build_with(fresh.path(), repo.source(), None, secrets));
+        let second = start.elapsed();
+        assert!(!other.cache_hit, "{name}");
+        assert_eq!(
+            other.digest, out.digest,
+            "{name}: two builds of the same commit into fresh homes differ\nfirst:\n{}\nsecond:\n{}",
+            log.join("\n"),
+            other_log.join("\n")
+        );
+
+        // A warm build cache (what package managers downloaded last time)
+        // speeds the build up but must not change the image.
+        let cache = home.path().join("cache/build");
+        let used: usize = std::fs::read_dir(cache.join(&manifest.app))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| walk_files(&e.path()))
+                    .sum()
+            })
+            .unwrap_or(0);
+        if used > 0 {
+            let warm = common::home();
+            let (w, _) = ok(build_with(warm.path(), repo.source(), None, |req| {
+                secrets(req);
+                req.build_cache = Some(cache.clone());
+            }));
+            assert_eq!(
+                w.digest, out.digest,
+                "{name}: a warm build cache changed the image"
+            );
+        }
         println!(
-            "{name}: {} ({} MiB), {:.1}s: {}",
+            "{name}: {} ({} MiB), first {:.1}s ({}), fresh home {:.1}s, build cache {used} files",
             &out.digest[..12],
             out.image_bytes >> 20,
-            out.total().as_secs_f64(),
-            phases.join(", ")
+            first.as_secs_f64(),
+            out.phases
+                .iter()
+                .map(|(n, d)| format!("{n} {:.1}s", d.as_secs_f64()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            second.as_secs_f64(),
         );
     }
+}
+
+/// Number of regular files under directory `dir` (0 when missing or not a directory).
+fn walk_files(dir: &std::path::Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => walk_files(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
 }

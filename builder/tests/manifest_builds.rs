@@ -2,7 +2,7 @@
 
 mod common;
 
-use builder::{BuildError, BuildRequest, MemorySink, Source};
+use builder::{BuildError, Source};
 use common::*;
 
 const MANIFEST: &str = "app hello-busybox
@@ -38,23 +38,18 @@ worker {
 }
 ";
 
-fn build_manifest(
-    home: &std::path::Path,
-    source: Source,
-    secrets: &[(&str, &str)],
-) -> (Result<builder::BuildOutcome, BuildError>, Vec<String>) {
-    let log = MemorySink::default();
-    let mut req: BuildRequest<'_> = request(home, source, &log);
-    for (k, v) in secrets {
-        req.secrets.insert(k.to_string(), v.to_string());
-    }
-    (builder::build(&req), log.lines())
+fn build_with_secrets(home: &std::path::Path, source: Source, secrets: &[(&str, &str)]) -> Built {
+    build_with(home, source, None, |req| {
+        for (k, v) in secrets {
+            req.secrets.insert(k.to_string(), v.to_string());
+        }
+    })
 }
 
 #[test]
 fn a_pushed_commit_is_built_per_its_manifest() {
     let home = home();
-    let (repo, head) = git_repo(&[
+    let repo = Repo::with_files(&[
         ("Byteport", MANIFEST, 0o644),
         ("site/index.html", "<h1>hi</h1>\n", 0o644),
         (
@@ -63,16 +58,12 @@ fn a_pushed_commit_is_built_per_its_manifest() {
             0o755,
         ),
     ]);
-    let src = Source::Git {
-        repo: repo.path().to_path_buf(),
-        rev: head,
-    };
-    let (out, log) = build_manifest(
+    let src = repo.source_at(&repo.head());
+    let (out, _) = ok(build_with_secrets(
         home.path(),
         src.clone(),
         &[("DEPLOY_TOKEN", "t0k"), ("API_KEY", "k")],
-    );
-    let out = out.unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    ));
     let img = &out.rootfs_path;
     assert_eq!(debugfs(img, "cat /srv/www/index.html"), "<h1>hi</h1>\n");
     assert_eq!(
@@ -92,12 +83,11 @@ fn a_pushed_commit_is_built_per_its_manifest() {
     assert!(d.rootfs.size <= 64 << 20);
     assert_eq!(d.health.as_ref().unwrap().interval_ms, 5000);
 
-    let (again, _) = build_manifest(
+    let (again, _) = ok(build_with_secrets(
         home.path(),
         src,
         &[("DEPLOY_TOKEN", "t0k"), ("API_KEY", "other")],
-    );
-    let again = again.unwrap();
+    ));
     assert!(
         again.cache_hit,
         "runtime-only secret values do not affect the artifact"
@@ -108,19 +98,12 @@ fn a_pushed_commit_is_built_per_its_manifest() {
 #[test]
 fn a_manifest_error_is_reported_with_line_and_column() {
     let home = home();
-    let (repo, _) = git_repo(&[(
+    let repo = Repo::with_files(&[(
         "Byteport",
         "app x\nfrom busybox\nvm {\n  memroy 1G\n}\n",
         0o644,
     )]);
-    let (out, _) = build_manifest(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        &[],
-    );
+    let (out, _) = build_manifest(home.path(), repo.source());
     match out {
         Err(e @ BuildError::Manifest { .. }) => {
             let msg = e.to_string();
@@ -129,28 +112,14 @@ fn a_manifest_error_is_reported_with_line_and_column() {
         }
         other => panic!("expected a manifest error, got {other:?}"),
     }
-    let (repo, _) = git_repo(&[("README", "no manifest", 0o644)]);
-    let (out, _) = build_manifest(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        &[],
-    );
+    let repo = Repo::with_files(&[("README", "no manifest", 0o644)]);
+    let (out, _) = build_manifest(home.path(), repo.source());
     assert!(
         matches!(out, Err(BuildError::ManifestMissing { .. })),
         "{out:?}"
     );
-    let (repo, _) = git_repo(&[("Byteport", "app x\nfrom alpine\n", 0o644)]);
-    let (out, _) = build_manifest(
-        home.path(),
-        Source::Git {
-            repo: repo.path().to_path_buf(),
-            rev: "HEAD".into(),
-        },
-        &[],
-    );
+    let repo = Repo::with_files(&[("Byteport", "app x\nfrom alpine\n", 0o644)]);
+    let (out, _) = build_manifest(home.path(), repo.source());
     assert!(
         matches!(&out, Err(BuildError::Manifest { rendered }) if rendered.contains(":2:")),
         "unknown base: {out:?}"
@@ -174,8 +143,10 @@ fn a_plain_directory_builds_like_byteport_build_dir() {
         ],
     );
     std::fs::create_dir(dir.path().join(".git")).unwrap();
-    let (out, _) = build_manifest(home.path(), Source::Dir(dir.path().to_path_buf()), &[]);
-    let out = out.unwrap();
+    let (out, _) = ok(build_manifest(
+        home.path(),
+        Source::Dir(dir.path().to_path_buf()),
+    ));
     let ls = debugfs(&out.rootfs_path, "ls /app");
     assert!(ls.contains("f.txt") && !ls.contains(".git"), "{ls}");
     let text = builder::cli::outcome_text(&out);
@@ -183,6 +154,6 @@ fn a_plain_directory_builds_like_byteport_build_dir() {
         text.contains(&out.digest) && text.contains("image") && text.contains("total"),
         "{text}"
     );
-    let (again, _) = build_manifest(home.path(), Source::Dir(dir.path().to_path_buf()), &[]);
+    let (again, _) = build_manifest(home.path(), Source::Dir(dir.path().to_path_buf()));
     assert!(again.unwrap().cache_hit);
 }

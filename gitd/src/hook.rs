@@ -69,19 +69,31 @@ pub trait DeployHook: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), String>>;
 }
 
-/// The reply to an admin command.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CommandReply {
-    /// For the client's stdout.
-    pub stdout: String,
-    /// For the client's stderr.
-    pub stderr: String,
-    /// Exit status.
-    pub code: u32,
+/// Which of the client's output streams a command writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// The client's stdout.
+    Stdout,
+    /// The client's stderr.
+    Stderr,
+}
+
+/// Where an admin command writes while it runs: straight to the SSH
+/// channel, so long commands (`logs -f`, `restart`) show progress live.
+pub trait CommandOutput: Send + Sync {
+    /// Writes `text` as is (add the newline yourself).
+    fn write<'a>(&'a self, stream: Stream, text: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// Non-git commands (`ssh git@host apps`).
 pub trait Commands: Send + Sync + 'static {
-    /// Runs `line` for `user`.
-    fn run<'a>(&'a self, user: &'a str, line: &'a str) -> BoxFuture<'a, CommandReply>;
+    /// Runs `line` for `user`, writing to `out` as it goes; resolves to the
+    /// exit status. The future is dropped when the client goes away (a
+    /// Ctrl-C on `logs -f`), so it must not leave work half done on drop.
+    fn run<'a>(
+        &'a self,
+        user: &'a str,
+        line: &'a str,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32>;
 }

@@ -54,7 +54,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use hook::{Access, Authority, BoxFuture, CommandReply, Commands, DeployHook, DeployRequest};
+pub use hook::{
+    Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest, Stream,
+};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]

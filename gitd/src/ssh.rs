@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use russh::keys::HashAlg;
 use russh::server::{Auth, ChannelOpenHandle, Handle, Msg, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::SyncIoBridge;
 
 use crate::limits::{self, ConnState, IdleIo};
@@ -190,6 +191,51 @@ async fn stderr(handle: &Handle, id: ChannelId, text: &str) {
     let _ = handle.extended_data(id, 1, t.into_bytes()).await;
 }
 
+/// An admin command's live output: the channel's stdout and stderr.
+struct ChannelOutput {
+    stdout: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    stderr: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+}
+
+impl ChannelOutput {
+    fn new(channel: &Channel<Msg>) -> ChannelOutput {
+        ChannelOutput {
+            stdout: tokio::sync::Mutex::new(Box::pin(channel.make_writer())),
+            stderr: tokio::sync::Mutex::new(Box::pin(channel.make_writer_ext(Some(1)))),
+        }
+    }
+
+    async fn flush(&self) {
+        let _ = self.stdout.lock().await.flush().await;
+        let _ = self.stderr.lock().await.flush().await;
+    }
+}
+
+impl crate::CommandOutput for ChannelOutput {
+    fn write<'a>(&'a self, stream: crate::Stream, text: &'a str) -> crate::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut w = match stream {
+                crate::Stream::Stdout => self.stdout.lock().await,
+                crate::Stream::Stderr => self.stderr.lock().await,
+            };
+            // A client that went away is noticed by `client_gone`.
+            if w.write_all(text.as_bytes()).await.is_ok() {
+                let _ = w.flush().await;
+            }
+        })
+    }
+}
+
+/// Resolves when the client closes the channel or the connection drops.
+/// An EOF on the client's stdin (`ssh -n`, `< /dev/null`) is not leaving.
+async fn client_gone(channel: &mut Channel<Msg>) {
+    while let Some(msg) = channel.wait().await {
+        if matches!(msg, russh::ChannelMsg::Close) {
+            return;
+        }
+    }
+}
+
 /// Whatever must outlive the exit-status message (the channel's streams).
 type Keep = Option<Box<dyn std::any::Any + Send>>;
 
@@ -211,14 +257,17 @@ async fn run_exec(
     };
     let (service, app) = match request {
         Request::Command(cmd) => {
-            let reply = shared.commands.run(user, &cmd).await;
-            let mut stream = channel.into_stream();
-            let _ = stream.write_all(reply.stdout.as_bytes()).await;
-            let _ = stream.flush().await;
-            if !reply.stderr.is_empty() {
-                stderr(handle, id, &reply.stderr).await;
-            }
-            return (reply.code, Some(Box::new(stream)));
+            let mut channel = channel;
+            let out = ChannelOutput::new(&channel);
+            let code = tokio::select! {
+                code = shared.commands.run(user, &cmd, &out) => code,
+                () = client_gone(&mut channel) => {
+                    tracing::debug!(%user, "gitd: client left during an admin command");
+                    130
+                }
+            };
+            out.flush().await;
+            return (code, Some(Box::new((channel, out))));
         }
         Request::Git { service, app } => (service, app),
     };

@@ -2,12 +2,17 @@
 //! through their control sockets.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Subcommand;
 
 use crate::vmm::control::{self, ControlError};
-use crate::vmm::{BootSource, ConsoleOutput, DiskConfig, Vm, VmConfig, VmError, VmExit};
+use crate::vmm::devices::virtio::block::DiskMode;
+use crate::vmm::seccomp::{self, ThreadKind};
+use crate::vmm::{
+    BootSource, ConsoleInput, ConsoleOutput, DiskConfig, Vm, VmConfig, VmError, VmExit, VsockConfig,
+};
 
 /// VM subcommands.
 #[derive(Debug, Subcommand)]
@@ -20,7 +25,8 @@ pub enum VmCommand {
         /// Initramfs.
         #[arg(long)]
         initrd: Option<PathBuf>,
-        /// virtio-blk disk image (repeatable; `PATH:ro` for read-only).
+        /// virtio-blk disk image (repeatable; `PATH:ro` for read-only,
+        /// `PATH:snapshot` to keep the guest's writes in a private overlay).
         #[arg(long)]
         disk: Vec<String>,
         /// Number of vCPUs.
@@ -32,12 +38,20 @@ pub enum VmCommand {
         /// Kernel command line.
         #[arg(long, default_value = "console=ttyS0 reboot=k panic=-1")]
         cmdline: String,
-        /// Host Unix socket for the guest's vsock (reserved; see crate docs).
+        /// Host Unix socket of a virtio-vsock device: host programs connect and
+        /// write `CONNECT <port>\n`; guest connections to host port P go to `PATH_P`.
         #[arg(long)]
         vsock: Option<PathBuf>,
+        /// Guest context id of the vsock device.
+        #[arg(long, default_value_t = 3)]
+        cid: u64,
         /// Serial console log file (default: stdout).
         #[arg(long)]
         console: Option<PathBuf>,
+        /// Serial console input: `stdin`, or a Unix socket path to listen on (one
+        /// client at a time; it also gets the console output).
+        #[arg(long)]
+        console_input: Option<String>,
         /// VM name (control socket `<runtime_dir>/<name>.sock`).
         #[arg(long, default_value = "vm")]
         name: String,
@@ -58,10 +72,17 @@ pub enum VmCommand {
         /// VM name.
         name: String,
     },
-    /// Stop a VM.
+    /// Stop a VM: press its ACPI power button, wait for it to power off, kill
+    /// it if it has not after the grace period.
     Stop {
         /// VM name.
         name: String,
+        /// Kill at once instead.
+        #[arg(long)]
+        force: bool,
+        /// Seconds the guest gets to power off.
+        #[arg(long, default_value_t = 30)]
+        grace: u64,
     },
 }
 
@@ -85,21 +106,22 @@ pub enum CliError {
     /// The guest ended abnormally.
     #[error("VM ended: {0:?}")]
     Guest(VmExit),
-    /// Unsupported option.
-    #[error("{0}")]
-    Unsupported(String),
+    /// Confining the main thread failed.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
 }
 
 fn parse_disk(s: &str) -> DiskConfig {
-    match s.strip_suffix(":ro") {
-        Some(p) => DiskConfig {
-            path: p.into(),
-            read_only: true,
-        },
-        None => DiskConfig {
-            path: s.into(),
-            read_only: false,
-        },
+    let (path, mode) = if let Some(p) = s.strip_suffix(":ro") {
+        (p, DiskMode::ReadOnly)
+    } else if let Some(p) = s.strip_suffix(":snapshot") {
+        (p, DiskMode::Snapshot)
+    } else {
+        (s, DiskMode::ReadWrite)
+    };
+    DiskConfig {
+        path: path.into(),
+        mode,
     }
 }
 
@@ -115,14 +137,11 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
             mem,
             cmdline,
             vsock,
+            cid,
             console,
+            console_input,
             name,
         } => {
-            if vsock.is_some() {
-                return Err(CliError::Unsupported(
-                    "--vsock: virtio-vsock is not implemented yet".into(),
-                ));
-            }
             let cfg = VmConfig {
                 boot: BootSource::Linux {
                     kernel,
@@ -132,8 +151,17 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
                 cpus,
                 mem_mib: mem,
                 console: console.map_or(ConsoleOutput::Stdout, ConsoleOutput::File),
+                console_input: match console_input.as_deref() {
+                    None => ConsoleInput::None,
+                    Some("stdin") => ConsoleInput::Stdin,
+                    Some(p) => ConsoleInput::Socket(p.into()),
+                },
                 disks: disk.iter().map(|d| parse_disk(d)).collect(),
                 rng: true,
+                vsock: vsock.map(|uds_path| VsockConfig {
+                    guest_cid: cid,
+                    uds_path,
+                }),
             };
             std::fs::create_dir_all(runtime_dir)
                 .map_err(io(format!("creating {}", runtime_dir.display())))?;
@@ -141,23 +169,38 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
             let _ = std::fs::remove_file(&sock);
             let listener = std::os::unix::net::UnixListener::bind(&sock)
                 .map_err(io(format!("binding {}", sock.display())))?;
-            let vm = Arc::new(Mutex::new(Some(Vm::start(cfg)?)));
-            let server_vm = vm.clone();
-            std::thread::spawn(move || control::serve(listener, server_vm, name));
-            let exit = loop {
-                let slot = vm.lock().unwrap_or_else(|p| p.into_inner());
-                match slot.as_ref() {
-                    None => break VmExit::Killed,
-                    Some(v) => {
-                        if let Some(e) = v.wait_timeout(std::time::Duration::from_millis(100)) {
-                            break e;
-                        }
-                    }
+            let vm = match Vm::start(cfg) {
+                Ok(vm) => Arc::new(vm),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&sock);
+                    return Err(e.into());
                 }
             };
-            if let Some(v) = vm.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                v.shutdown();
+            let server_vm = vm.clone();
+            let (served_tx, served) = std::sync::mpsc::channel::<()>();
+            std::thread::Builder::new()
+                .name("vmm-control".into())
+                .spawn(move || {
+                    match seccomp::apply_for(ThreadKind::Control) {
+                        Ok(()) => control::serve(listener, server_vm, name),
+                        Err(e) => tracing::error!(error = %e, "control socket not served"),
+                    }
+                    let _ = served_tx.send(());
+                })
+                .map_err(io("spawning the control thread".into()))?;
+            // The process's own main thread (byteport-vmm) is confined too; under
+            // `byteport vm run` this runs on a pool thread of the daemon's runtime.
+            // SAFETY: plain syscalls without arguments.
+            if unsafe { libc::gettid() == libc::getpid() } {
+                if let Err(e) = seccomp::apply_for(ThreadKind::Main) {
+                    vm.kill();
+                    let _ = std::fs::remove_file(&sock);
+                    return Err(e.into());
+                }
             }
+            let exit = vm.wait();
+            // Let the control thread answer a pending `stop` before the process ends.
+            let _ = served.recv_timeout(Duration::from_secs(2));
             let _ = std::fs::remove_file(&sock);
             match exit {
                 VmExit::PowerOff | VmExit::Reboot | VmExit::Killed => Ok(()),
@@ -195,7 +238,21 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
         }
         VmCommand::Pause { name } => simple(runtime_dir, &name, "pause"),
         VmCommand::Resume { name } => simple(runtime_dir, &name, "resume"),
-        VmCommand::Stop { name } => simple(runtime_dir, &name, "stop"),
+        VmCommand::Stop { name, force, grace } => {
+            let sock = control::socket_path(runtime_dir, &name);
+            let v = if force {
+                control::request(&sock, "kill")?
+            } else {
+                let grace = Duration::from_secs(grace);
+                control::request_with_timeout(
+                    &sock,
+                    &format!("stop {}", grace.as_millis()),
+                    grace + Duration::from_secs(30),
+                )?
+            };
+            println!("{v}");
+            Ok(())
+        }
     }
 }
 

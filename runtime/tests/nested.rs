@@ -1,14 +1,14 @@
 //! Boots Linux under our VMM inside a nested test host (QEMU TCG level 1, emulated
 //! SVM), since this machine's own /dev/kvm cannot run Linux in useful time.
 //! Level 2 must reach userspace, see 2 CPUs, mount ext4 over virtio-blk, see the
-//! virtio-rng device and power off; markers come back over the serial console.
+//! virtio-rng device, talk vsock both ways (it dials the host; the host inside
+//! level 1 does `CONNECT` and gets its reply) and power off when level 1 presses
+//! its ACPI power button through `byteport-vmm stop`. Markers come back over the
+//! serial console.
 
 mod nested_host;
-use nested_host as nested;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const L2_INIT: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
@@ -16,15 +16,25 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo L2-USERSPACE-UP
-for m in virtio_ring virtio virtio_mmio virtio_blk vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport virtio-rng; do
+for m in virtio_ring virtio virtio_mmio virtio_blk vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport virtio-rng evdev button; do
   insmod /lib/modules/$m.ko || echo L2-INSMOD-FAIL-$m
 done
 echo L2-CPUS=$(grep -c ^processor /proc/cpuinfo)
+# No CMOS RTC: the wall clock must come from kvm-clock.
+echo L2-YEAR=$(date +%Y)
 sleep 1
 mount -t ext4 /dev/vda /mnt && echo L2-DISK=$(cat /mnt/hello.txt)
 echo L2-RNG=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null || cat /sys/devices/virtual/misc/hw_random/rng_current)
-echo L2-POWEROFF
-poweroff -f
+ev=
+for d in /sys/class/input/event*; do
+  grep -q "Power Button" $d/device/name 2>/dev/null && ev=/dev/input/${d##*/}
+done
+echo L2-POWER-BUTTON-DEVICE=$ev
+# Hold the button's event device open before anyone can press it.
+( exec 3<"$ev"; touch /run/armed; dd bs=24 count=1 <&3 >/dev/null 2>&1 && echo L2-POWER-BUTTON-PRESSED; echo L2-POWEROFF; poweroff -f ) &
+while [ ! -e /run/armed ]; do sleep 0.1; done
+echo L2-DIAL=$(byteport-vsock-probe dial 7000 hello-from-l2)
+byteport-vsock-probe serve 1234
 "#;
 
 const L1_INIT: &str = r#"#!/bin/sh
@@ -34,109 +44,75 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in irqbypass kvm kvm-amd; do insmod /lib/modules/$m.ko || echo L1-INSMOD-FAIL-$m; done
 [ -e /dev/kvm ] && echo L1-KVM-READY
+/byteport-vsock-probe serve-uds /run/l2.vsock_7000 &
 /byteport-vmm --runtime-dir /run/vmm run --name l2 --kernel /l2/vmlinuz --initrd /l2/initrd.gz \
-  --disk /l2/disk.ext4 --cpus 2 --mem 256 --cmdline "console=ttyS0 reboot=k panic=-1 quiet"
+  --disk /l2/disk.ext4 --cpus 2 --mem 256 --vsock /run/l2.vsock \
+  --cmdline "console=ttyS0 reboot=k panic=-1 quiet" &
+vmm=$!
+echo L1-VSOCK-REPLY=$(/byteport-vsock-probe call /run/l2.vsock 1234 hello-from-l1 180)
+echo L1-STOP=$(/byteport-vmm --runtime-dir /run/vmm stop l2 --grace 120)
+wait $vmm
 echo L1-VMM-EXIT=$?
 poweroff -f
 "#;
 
 #[test]
 fn linux_boots_under_byteport_vmm_in_nested_host() {
-    nested::require_tools();
-    let (kernel, modules) = nested::kernel();
-    let vmm = nested::static_vmm();
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-
-    // Level 2: initramfs + ext4 disk.
-    let l2root = w.join("l2root");
-    nested::busybox_root(&l2root, L2_INIT, &modules, nested::L2_MODULES);
-    let diskdir = w.join("diskdir");
-    std::fs::create_dir_all(&diskdir).unwrap();
+    let l1 = nested_host::Level1::new(L1_INIT);
+    l1.add_l2_initrd(L2_INIT, nested_host::L2_MODULES);
+    let diskdir = l1.scratch("diskdir");
     std::fs::write(diskdir.join("hello.txt"), "ext4-over-virtio-blk\n").unwrap();
+    nested_host::ext4(&diskdir, &l1.root.join("l2/disk.ext4"), 16);
 
-    // Level 1: initramfs holding the VMM and the level-2 payload.
-    let l1root = w.join("l1root");
-    nested::busybox_root(&l1root, L1_INIT, &modules, nested::L1_MODULES);
-    let l2 = l1root.join("l2");
-    std::fs::create_dir_all(&l2).unwrap();
-    nested::cpio(&l2root, &l2.join("initrd.gz"));
-    nested::ext4(&diskdir, &l2.join("disk.ext4"), 16);
-    std::fs::copy(&kernel, l2.join("vmlinuz")).unwrap();
-    std::fs::copy(&vmm, l1root.join("byteport-vmm")).unwrap();
-    let l1initrd = w.join("l1.gz");
-    nested::cpio(&l1root, &l1initrd);
-
-    let start = Instant::now();
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-M", "microvm", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-serial",
-            "stdio",
-        ])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&l1initrd)
-        // Under load, TCG timing defeats the kernel's PIT-based TSC calibration and the
-        // boot stalls; give it the figures instead.
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 tsc_early_khz=2000000 lpj=4000000",
-        ])
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("qemu-system-x86_64: {e}; run: {}", nested::APT));
-    let out = qemu.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = Vec::new();
-    let deadline = start + Duration::from_secs(240);
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) => {
-                let l = l.trim_end_matches('\r').to_string();
-                eprintln!("[{:6.1}s] {l}", start.elapsed().as_secs_f64());
-                let done = l.starts_with("L1-VMM-EXIT");
-                log.push(l);
-                if done {
-                    break;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let has = |m: &str| log.iter().any(|l| l.contains(m));
-    let all = log.join("\n");
-    assert!(has("L1-KVM-READY"), "level 1 has no /dev/kvm:\n{all}");
+    let c = l1.boot(1024, 2, Duration::from_secs(300), "L1-VMM-EXIT");
+    let all = c.text();
     assert!(
-        has("L2-USERSPACE-UP"),
+        !c.panicked,
+        "the level-1 kernel (under QEMU TCG's emulated SVM) panicked; see its trace:\n{all}"
+    );
+    assert!(c.has("L1-KVM-READY"), "level 1 has no /dev/kvm:\n{all}");
+    assert!(
+        c.has("L2-USERSPACE-UP"),
         "level 2 never reached userspace:\n{all}"
     );
-    assert!(!has("L2-INSMOD-FAIL"), "module load failed:\n{all}");
-    assert!(has("L2-CPUS=2"), "level 2 does not see 2 CPUs:\n{all}");
+    assert!(!c.has("INSMOD-FAIL"), "module load failed:\n{all}");
+    assert!(c.has("L2-CPUS=2"), "level 2 does not see 2 CPUs:\n{all}");
     assert!(
-        has("L2-DISK=ext4-over-virtio-blk"),
+        c.value("L2-YEAR=")
+            .and_then(|y| y.parse::<u32>().ok())
+            .is_some_and(|y| y >= 2025),
+        "level 2 has no wall clock:\n{all}"
+    );
+    assert!(
+        c.has("L2-DISK=ext4-over-virtio-blk"),
         "ext4 over virtio-blk failed:\n{all}"
     );
-    assert!(has("L2-RNG=virtio_rng"), "virtio-rng not found:\n{all}");
+    assert!(c.has("L2-RNG=virtio_rng"), "virtio-rng not found:\n{all}");
     assert!(
-        has("L1-VMM-EXIT=0"),
+        c.value("L2-POWER-BUTTON-DEVICE=")
+            .is_some_and(|d| d.starts_with("/dev/input/event")),
+        "no ACPI power button in level 2:\n{all}"
+    );
+    assert_eq!(
+        c.value("L2-DIAL="),
+        Some("pong:hello-from-l2"),
+        "guest → host vsock failed:\n{all}"
+    );
+    assert_eq!(
+        c.value("L1-VSOCK-REPLY="),
+        Some("pong:hello-from-l1"),
+        "host → guest vsock (CONNECT) failed:\n{all}"
+    );
+    assert!(
+        c.has("L2-POWER-BUTTON-PRESSED"),
+        "the guest never saw the power button:\n{all}"
+    );
+    assert!(
+        c.value("L1-STOP=").is_some_and(|s| s.contains("PowerOff")),
+        "graceful stop did not end in a guest power-off:\n{all}"
+    );
+    assert!(
+        c.has("L1-VMM-EXIT=0"),
         "VMM did not exit cleanly after poweroff:\n{all}"
     );
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use runtime::vmm::{BootSource, ConsoleOutput, Vm, VmConfig, VmExit, VmState};
+use runtime::vmm::{BootSource, ConsoleInput, ConsoleOutput, Vm, VmConfig, VmExit, VmState};
 
 const LOAD: u64 = 0x10_0000;
 
@@ -17,8 +17,10 @@ fn cfg(code: Vec<u8>, console: &Path) -> VmConfig {
         cpus: 1,
         mem_mib: 16,
         console: ConsoleOutput::File(console.to_path_buf()),
+        console_input: ConsoleInput::None,
         disks: Vec::new(),
         rng: true,
+        vsock: None,
     }
 }
 
@@ -190,8 +192,13 @@ fn virtio_mmio_registers_and_queue_notify() {
     code.extend(mem_w32(desc + 12, 2));
     code.extend(mem_w32(avail, 1 << 16)); // flags 0, idx 1
     code.extend(mem_w32(avail + 4, 0));
-    // Notify queue 0.
+    // Notify queue 0: KVM signals the queue's ioeventfd and the event loop thread
+    // processes the queue, so spin until the used index moves:
+    // wait: movzx eax, word [used+2]; test eax, eax; jz wait
     code.extend(mmio_w32(0x50, 0));
+    code.extend([0x0f, 0xb7, 0x04, 0x25]);
+    code.extend((used + 2).to_le_bytes());
+    code.extend([0x85, 0xc0, 0x74, 0xf4]);
     // used idx: movzx eax, word [used+2]; add al,'0'; out → '1'
     code.extend([0x0f, 0xb7, 0x04, 0x25]);
     code.extend((used + 2).to_le_bytes());
@@ -233,12 +240,12 @@ fn one_vcpu_stopping_stops_the_whole_machine() {
 #[test]
 fn control_socket_pause_resume_stop_and_list() {
     use runtime::vmm::control;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
     let mut code = MOV_DX_COM1.to_vec();
     code.extend([0xb0, b'.', 0xee, 0xeb, 0xfb]);
-    let vm = Arc::new(Mutex::new(Some(Vm::start(cfg(code, &console)).unwrap())));
+    let vm = Arc::new(Vm::start(cfg(code, &console)).unwrap());
     let sock = control::socket_path(dir.path(), "t1");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let v2 = vm.clone();
@@ -249,18 +256,119 @@ fn control_socket_pause_resume_stop_and_list() {
         "running"
     );
     assert_eq!(control::request(&sock, "pause").unwrap()["state"], "paused");
-    assert_eq!(
-        vm.lock().unwrap().as_ref().unwrap().state(),
-        VmState::Paused
-    );
+    assert_eq!(vm.state(), VmState::Paused);
     assert_eq!(
         control::request(&sock, "resume").unwrap()["state"],
         "running"
     );
     assert!(control::request(&sock, "bogus").is_err());
+    assert!(control::request(&sock, "stop soon").is_err());
     // `list` through the CLI entry point sees the VM.
     runtime::cli::run(runtime::cli::VmCommand::List { json: true }, dir.path()).unwrap();
-    assert_eq!(control::request(&sock, "stop").unwrap()["state"], "stopped");
-    assert!(vm.lock().unwrap().is_none());
+    // This guest ignores the power button: a graceful stop ends in a kill after
+    // the grace period.
+    let t = Instant::now();
+    let r = control::request(&sock, "stop 300").unwrap();
+    assert_eq!(r["state"], "stopped");
+    assert_eq!(r["exit"], "Killed");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert_eq!(vm.state(), VmState::Stopped);
     assert!(control::request(&dir.path().join("none.sock"), "status").is_err());
+}
+
+/// `mov rbx, GED event register`, then spin until an event bit is set; print it
+/// as a digit and power off through the ACPI sleep control register.
+fn power_button_guest() -> Vec<u8> {
+    let mut code = vec![0x48, 0xbb];
+    code.extend(0xcfff_f000u64.to_le_bytes());
+    // wait: mov eax,[rbx]; test eax,eax; jz wait
+    code.extend([0x8b, 0x03, 0x85, 0xc0, 0x74, 0xfa]);
+    // add al,'0'; mov dx,0x3f8; out dx,al
+    code.extend([0x04, b'0']);
+    code.extend(MOV_DX_COM1);
+    code.push(0xee);
+    // mov al, SLP_EN; mov dx, 0x3c0; out dx, al
+    code.extend([0xb0, 0x20, 0x66, 0xba, 0xc0, 0x03, 0xee]);
+    code
+}
+
+#[test]
+fn graceful_stop_presses_the_power_button_and_the_guest_powers_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let vm = Vm::start(cfg(power_button_guest(), &console)).expect("start");
+    assert!(
+        vm.wait_timeout(Duration::from_millis(200)).is_none(),
+        "the guest must wait for the button"
+    );
+    assert_eq!(vm.stop(Duration::from_secs(60)), VmExit::PowerOff);
+    assert_eq!(vm.state(), VmState::Stopped);
+    assert_eq!(std::fs::read_to_string(&console).unwrap(), "1");
+}
+
+#[test]
+fn serial_input_from_the_console_socket_reaches_the_guest() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let sock = dir.path().join("console.sock");
+    // Three times: wait for LSR data-ready, read RBR, echo it + 1. Then reset.
+    let mut code = vec![0xb9, 3, 0, 0, 0]; // mov ecx, 3
+    code.extend([0x66, 0xba, 0xfd, 0x03]); // next: mov dx, 0x3fd
+    code.extend([0xec, 0xa8, 0x01, 0x74, 0xfb]); // wait: in al,dx; test al,1; jz wait
+    code.extend(MOV_DX_COM1);
+    code.extend([0xec, 0xfe, 0xc0, 0xee]); // in al,dx; inc al; out dx,al
+    code.extend([0xff, 0xc9, 0x75, 0xeb]); // dec ecx; jnz next
+    code.extend(RESET);
+    let mut c = cfg(code, &console);
+    c.console_input = ConsoleInput::Socket(sock.clone());
+    let vm = Vm::start(c).expect("start");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"abc").unwrap();
+    let mut echo = [0u8; 3];
+    if let Err(e) = s.read_exact(&mut echo) {
+        panic!(
+            "no echo on the console socket ({e}); console file: {:?}, exit: {:?}",
+            std::fs::read_to_string(&console),
+            vm.wait_timeout(Duration::ZERO)
+        );
+    }
+    assert_eq!(&echo, b"bcd", "console output goes to the attached client");
+    assert_eq!(
+        vm.wait_timeout(Duration::from_secs(30)),
+        Some(VmExit::Reboot)
+    );
+    drop(vm);
+    assert_eq!(std::fs::read_to_string(&console).unwrap(), "bcd");
+}
+
+#[test]
+fn vmm_threads_run_under_seccomp() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let mut code = MOV_DX_COM1.to_vec();
+    code.extend([0xb0, b'.', 0xee, 0xeb, 0xfb]);
+    let mut c = cfg(code, &console);
+    c.cpus = 2;
+    let vm = Vm::start(c).expect("start");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut confined = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if comm.starts_with("vcpu") || comm == "vmm-events" {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            assert!(
+                status.lines().any(|l| l == "Seccomp:\t2"),
+                "thread {comm} is not under a seccomp filter"
+            );
+            confined.push(comm);
+        }
+    }
+    // Other tests' VMs run in this process too; ours must be among the confined.
+    for t in ["vcpu0", "vcpu1", "vmm-events"] {
+        assert!(confined.iter().any(|c| c == t), "{t} missing: {confined:?}");
+    }
+    assert_eq!(vm.kill(), VmExit::Killed);
 }

@@ -59,7 +59,15 @@ pub async fn run(args: AppsArgs, config: &Config) -> anyhow::Result<ExitCode> {
                     "destroying `{app}` deletes its deploys, config and secrets; run again with --confirm {app}"
                 );
             }
+            // The running daemon stops the VM and unroutes the app itself.
+            let line = shlex::try_join(["destroy", app.as_str(), "--confirm", app.as_str()])?;
+            match crate::control::call(&config.home, &line).await {
+                Ok(code) => return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+                Err(crate::control::CallError::NotRunning { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
             store.delete_app(&app).await?;
+            crate::platform::remove_app_files(&config.home, &app)?;
             println!("destroyed {app}");
         }
     }

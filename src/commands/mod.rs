@@ -69,7 +69,40 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
         Command::Apps(args) => apps::run(args, config).await,
         Command::Secrets(cmd) => vars::secrets(cmd, config).await,
         Command::Deploys { app, limit, json } => apps::deploys(&app, limit, json, config).await,
+        Command::Ps { app } => daemon_command(config, "ps", app.as_deref(), &[]).await,
+        Command::Logs { app, lines, follow } => {
+            let n = lines.to_string();
+            let mut extra = vec!["-n", n.as_str()];
+            if follow {
+                extra.push("-f");
+            }
+            daemon_command(config, "logs", Some(&app), &extra).await
+        }
+        Command::Restart { app } => daemon_command(config, "restart", Some(&app), &[]).await,
+        Command::Rollback { app, deploy } => {
+            let extra: Vec<&str> = deploy.iter().map(String::as_str).collect();
+            daemon_command(config, "rollback", Some(&app), &extra).await
+        }
+        Command::Stop { app } => daemon_command(config, "stop", Some(&app), &[]).await,
+        Command::Start { app } => daemon_command(config, "start", Some(&app), &[]).await,
     }
+}
+
+/// Runs an admin command on the running `byteport up` (the same command
+/// lines as over SSH) and exits with its status.
+async fn daemon_command(
+    config: &Config,
+    command: &str,
+    app: Option<&str>,
+    extra: &[&str],
+) -> anyhow::Result<ExitCode> {
+    let words: Vec<&str> = std::iter::once(command)
+        .chain(app)
+        .chain(extra.iter().copied())
+        .collect();
+    let line = shlex::try_join(words).context("quoting the command")?;
+    let code = crate::control::call(&config.home, &line).await?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
 /// Reads all of stdin as one value, trimming one trailing newline.

@@ -5,6 +5,7 @@
 //! a known app with nothing serving gets a 502 page, an unknown host a 404.
 //! Each request line goes to a [`RequestLog`] so it shows in the app's logs.
 
+mod client;
 mod pages;
 mod proxy;
 mod table;

@@ -5,37 +5,88 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
+use super::client::{PooledBody, UpstreamClient};
 use super::table::{InflightGuard, Route, RouteTable};
 use super::{pages, RequestLog};
 
-type Body = BoxBody<Bytes, hyper::Error>;
+/// What the router answers with: a page of its own, or the app's body,
+/// which keeps the request counted in flight (for drains) and its upstream
+/// connection out of the pool until it has been sent.
+pub enum RouterBody {
+    /// The router's own page (404, 502, 400).
+    Page(Full<Bytes>),
+    /// The app's response body.
+    Upstream {
+        /// The body, returning its connection to the pool at the end.
+        body: PooledBody,
+        /// Counts the request until the body is gone.
+        _inflight: Option<InflightGuard>,
+    },
+}
+
+impl hyper::body::Body for RouterBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RouterBody::Page(page) => std::pin::Pin::new(page)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            RouterBody::Upstream { body, .. } => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RouterBody::Page(page) => page.is_end_stream(),
+            RouterBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            RouterBody::Page(page) => page.size_hint(),
+            RouterBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+type Body = RouterBody;
 
 pub struct Proxy {
     table: RouteTable,
     log: RequestLog,
-    client: Client<HttpConnector, Incoming>,
+    client: UpstreamClient,
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn full(status: StatusCode, html: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(html)).map_err(|e| match e {}).boxed());
+    let mut r = Response::new(RouterBody::Page(Full::new(Bytes::from(html))));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -59,89 +110,88 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers (and those named by `Connection`), keeping
 /// `Connection: upgrade` + `Upgrade` when `keep_upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade = headers.get(header::UPGRADE).cloned();
-    for name in named {
-        headers.remove(name);
-    }
-    for h in HOP_BY_HOP {
-        headers.remove(h);
-    }
-    if keep_upgrade {
-        if let Some(u) = upgrade {
-            headers.insert(header::UPGRADE, u);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    // Taken first: `Connection: upgrade` names the Upgrade header itself.
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The request log line for a request that was not proxied.
+fn request_line<B>(req: &Request<B>, outcome: &str, started: Instant, peer: SocketAddr) -> String {
+    format!(
+        "{} {} {outcome} {}ms from {peer}",
+        req.method(),
+        req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        started.elapsed().as_millis()
+    )
 }
 
 impl Proxy {
     pub fn new(table: RouteTable, log: RequestLog) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
         Proxy {
             table,
             log,
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(std::time::Duration::from_secs(30))
-                .pool_max_idle_per_host(64)
-                .build(connector),
+            client: UpstreamClient::default(),
         }
     }
 
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
-        let method = req.method().clone();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        let host = req
+        let host = match req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| req.uri().host().map(str::to_string));
-        let Some(host) = host else {
-            return full(
-                StatusCode::BAD_REQUEST,
-                pages::bad_request("The request has no Host header, so no app can be chosen."),
-            );
+            .or_else(|| req.uri().host())
+        {
+            Some(h) => h.to_string(),
+            None => {
+                return full(
+                    StatusCode::BAD_REQUEST,
+                    pages::bad_request("The request has no Host header, so no app can be chosen."),
+                )
+            }
         };
         let upstream = match self.table.lookup(&host) {
             Some(Route::Up(u)) => u,
-            Some(Route::Down { app }) => {
-                (self.log)(
-                    &app,
-                    &format!("{method} {path} 502 (app not running) from {peer}"),
-                );
-                return full(
-                    StatusCode::BAD_GATEWAY,
-                    pages::app_down(&app, "it is not running"),
-                );
+            Some(Route::Down { app, why }) => {
+                let line = request_line(&req, "502 (app not running)", started, peer);
+                (self.log)(&app, &line);
+                return full(StatusCode::BAD_GATEWAY, pages::app_down(&app, &why));
             }
             None => return full(StatusCode::NOT_FOUND, pages::unknown_host(&host)),
         };
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().cloned();
         let guard = InflightGuard::new(upstream.clone());
-        let app = upstream.app.clone();
         let response = self.forward(req, &upstream.addr, &host, peer, guard).await;
-        let status = response.status();
-        (self.log)(
-            &app,
-            &format!(
-                "{method} {path} {} {}ms from {peer}",
-                status.as_u16(),
-                started.elapsed().as_millis()
-            ),
+        let line = format!(
+            "{method} {} {} {}ms from {peer}",
+            path.as_ref().map_or("/", |p| p.as_str()),
+            response.status().as_u16(),
+            started.elapsed().as_millis()
         );
+        (self.log)(&upstream.app, &line);
         response
     }
 
@@ -156,13 +206,13 @@ impl Proxy {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        // Origin form on the upstream connection: the path, no authority.
         let path = parts
             .uri
             .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string();
-        let uri = match format!("http://{upstream}{path}").parse() {
+            .cloned()
+            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+        let uri = match hyper::Uri::builder().path_and_query(path).build() {
             Ok(u) => u,
             Err(_) => {
                 return full(
@@ -176,23 +226,30 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers, upgrade);
         let xff = match parts
             .headers
-            .get("x-forwarded-for")
+            .get(&X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             Some(prev) => format!("{prev}, {}", peer.ip()),
             None => peer.ip().to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert("x-forwarded-for", v);
+            parts.headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         parts
             .headers
-            .insert("x-forwarded-proto", HeaderValue::from_static("http"));
-        if let Ok(v) = HeaderValue::from_str(host) {
-            parts.headers.insert("x-forwarded-host", v);
+            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        match parts.headers.get(header::HOST).cloned() {
+            Some(v) => {
+                parts.headers.insert(X_FORWARDED_HOST.clone(), v);
+            }
+            None => {
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    parts.headers.insert(X_FORWARDED_HOST.clone(), v);
+                }
+            }
         }
         let upstream_req = Request::from_parts(parts, body);
-        let mut resp = match self.client.request(upstream_req).await {
+        let mut resp = match self.client.send(*upstream, upstream_req).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(%upstream, error = %e, "router: upstream request failed");
@@ -221,17 +278,18 @@ impl Proxy {
                 });
             }
             let (parts, body) = resp.into_parts();
-            return Response::from_parts(parts, body.boxed());
+            let body = RouterBody::Upstream {
+                body,
+                _inflight: None,
+            };
+            return Response::from_parts(parts, body);
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        // Keep the request counted until the body has been sent.
-        let body = body
-            .map_frame(move |f| {
-                let _ = &guard;
-                f
-            })
-            .boxed();
+        let body = RouterBody::Upstream {
+            body,
+            _inflight: Some(guard),
+        };
         Response::from_parts(parts, body)
     }
 }

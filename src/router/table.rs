@@ -72,6 +72,8 @@ pub enum Route {
     Down {
         /// The app.
         app: String,
+        /// Why, for the 502 page ("it is starting", "it was stopped by its owner").
+        why: Arc<str>,
     },
 }
 
@@ -109,19 +111,31 @@ pub struct RouteTable {
 
 /// Normalises a Host header: lower case, port and trailing dot removed.
 pub fn normalize_host(host: &str) -> String {
+    normalized(host).into_owned()
+}
+
+/// [`normalize_host`] without allocating when the name is already lower
+/// case (the common case: browsers send `app.localhost:8000`).
+fn normalized(host: &str) -> std::borrow::Cow<'_, str> {
     let host = host.trim();
-    let without_port = if host.starts_with('[') {
-        host.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port → [v6]
+        match rest.find(']') {
+            Some(end) => &host[..end + 2],
+            None => host,
+        }
     } else {
         host.rsplit_once(':')
             .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()))
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_else(|| host.to_string())
+            .map(|(h, _)| h)
+            .unwrap_or(host)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let name = name.trim_end_matches('.');
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
 }
 
 impl RouteTable {
@@ -162,9 +176,10 @@ impl RouteTable {
         old
     }
 
-    /// Marks `app` down: its hosts answer 502 until it is switched up again.
-    /// Returns the upstream that was serving, if any.
-    pub fn mark_down(&self, app: &str, domains: &[String]) -> Option<Arc<Upstream>> {
+    /// Marks `app` down: its hosts answer 502, saying `why` ("it is
+    /// starting"), until it is switched up again. Returns the upstream that
+    /// was serving, if any.
+    pub fn mark_down(&self, app: &str, domains: &[String], why: &str) -> Option<Arc<Upstream>> {
         let hosts = self.hosts_for(app, domains);
         let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let old = inner.unmap(app);
@@ -173,6 +188,7 @@ impl RouteTable {
             hosts,
             Route::Down {
                 app: app.to_string(),
+                why: why.into(),
             },
         );
         old
@@ -186,9 +202,9 @@ impl RouteTable {
 
     /// What a Host header value routes to.
     pub fn lookup(&self, host: &str) -> Option<Route> {
-        let host = normalize_host(host);
+        let host = normalized(host);
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.by_host.get(&host).cloned()
+        inner.by_host.get(host.as_ref()).cloned()
     }
 
     /// The deploy currently serving `app`, if it is up.
@@ -220,6 +236,14 @@ mod tests {
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
         assert_eq!(normalize_host("a:b"), "a:b");
+        assert_eq!(normalize_host("  App.localhost.:8000 "), "app.localhost");
+        assert_eq!(normalize_host("[::1"), "[::1");
+        assert_eq!(normalize_host(""), "");
+        assert_eq!(normalize_host(":"), "");
+        assert!(matches!(
+            normalized("app.localhost:1"),
+            std::borrow::Cow::Borrowed("app.localhost")
+        ));
     }
 
     #[test]
@@ -243,7 +267,10 @@ mod tests {
             t.lookup("hello.example.com").is_none(),
             "dropped domain no longer routes"
         );
-        assert_eq!(t.mark_down("hello", &[]).unwrap().deploy, 2);
+        assert_eq!(
+            t.mark_down("hello", &[], "it is starting").unwrap().deploy,
+            2
+        );
         assert!(matches!(
             t.lookup("hello.localhost"),
             Some(Route::Down { .. })

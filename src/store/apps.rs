@@ -16,6 +16,8 @@ pub struct App {
     pub collaborators: Vec<String>,
     /// Creation time, Unix ms.
     pub created_at: i64,
+    /// Its owner stopped it (`byteport stop`): it stays down until started.
+    pub stopped: bool,
 }
 
 impl Store {
@@ -52,16 +54,18 @@ impl Store {
             owner: owner.into(),
             collaborators: vec![],
             created_at: now,
+            stopped: false,
         })
     }
 
     /// Looks an app up.
     pub async fn app(&self, name: &str) -> Result<Option<App>, StoreError> {
-        let row = sqlx::query("SELECT name, owner, created_at FROM apps WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("looking up an app"))?;
+        let row =
+            sqlx::query("SELECT name, owner, created_at, desired_state FROM apps WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(q("looking up an app"))?;
         let Some(row) = row else { return Ok(None) };
         let collaborators = self.collaborators(name).await?;
         Ok(Some(App {
@@ -69,7 +73,26 @@ impl Store {
             owner: row.get(1),
             collaborators,
             created_at: row.get(2),
+            stopped: row.get::<String, _>(3) == "stopped",
         }))
+    }
+
+    /// Records whether `app` should run (`byteport start`) or stay stopped
+    /// (`byteport stop`), so that a restart of `byteport up` honours it.
+    pub async fn set_app_stopped(&self, app: &str, stopped: bool) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE apps SET desired_state = $1 WHERE name = $2")
+            .bind(if stopped { "stopped" } else { "running" })
+            .bind(app)
+            .execute(&self.pool)
+            .await
+            .map_err(q("recording an app's desired state"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "app",
+                name: app.into(),
+            });
+        }
+        Ok(())
     }
 
     /// Like [`Store::app`], but a missing app is an error.

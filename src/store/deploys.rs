@@ -80,9 +80,11 @@ pub struct Deploy {
     pub created_at: i64,
     /// When it finished (live or failed), Unix ms.
     pub finished_at: Option<i64>,
+    /// For a rollback: the deploy whose artifact it runs again.
+    pub rollback_of: Option<i64>,
 }
 
-const COLUMNS: &str = "app, number, commit_id, git_ref, pushed_by, status, artifact, failure_reason, timings_json, created_at, finished_at";
+const COLUMNS: &str = "app, number, commit_id, git_ref, pushed_by, status, artifact, failure_reason, timings_json, created_at, finished_at, rollback_of";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Deploy {
     let timings: String = r.get(8);
@@ -98,6 +100,7 @@ fn from_row(r: &sqlx::any::AnyRow) -> Deploy {
         timings: serde_json::from_str(&timings).unwrap_or_default(),
         created_at: r.get(9),
         finished_at: r.get(10),
+        rollback_of: r.get(11),
     }
 }
 
@@ -110,6 +113,37 @@ impl Store {
         git_ref: &str,
         pushed_by: Option<&str>,
     ) -> Result<Deploy, StoreError> {
+        self.insert_deploy(app, commit, git_ref, pushed_by, None)
+            .await
+    }
+
+    /// Records a rollback of `app` to deploy `target`: a new deploy (status
+    /// `booting`) with `target`'s commit and artifact. Fails if `target`
+    /// does not exist or was never built.
+    pub async fn start_rollback(
+        &self,
+        app: &str,
+        target: i64,
+        by: Option<&str>,
+    ) -> Result<Deploy, StoreError> {
+        let t = self.require_deploy(app, target).await?;
+        let Some(artifact) = t.artifact.as_deref() else {
+            return Err(StoreError::Invalid(format!(
+                "deploy #{target} of {app} has no artifact (it failed before its build finished); pick another with `byteport deploys {app}`"
+            )));
+        };
+        self.insert_deploy(app, &t.commit, &t.git_ref, by, Some((artifact, target)))
+            .await
+    }
+
+    async fn insert_deploy(
+        &self,
+        app: &str,
+        commit: &str,
+        git_ref: &str,
+        pushed_by: Option<&str>,
+        rollback: Option<(&str, i64)>,
+    ) -> Result<Deploy, StoreError> {
         self.require_app(app).await?;
         let mut tx = self.pool.begin().await.map_err(q("starting a deploy"))?;
         let next: i64 =
@@ -119,18 +153,23 @@ impl Store {
                 .await
                 .map_err(q("numbering a deploy"))?
                 .get(0);
-        let now = now_ms();
+        let status = match rollback {
+            Some(_) => DeployStatus::Booting,
+            None => DeployStatus::Pending,
+        };
         sqlx::query(
-            "INSERT INTO deploys (app, number, commit_id, git_ref, pushed_by, status, timings_json, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO deploys (app, number, commit_id, git_ref, pushed_by, status, timings_json, created_at, artifact, rollback_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(app)
         .bind(next)
         .bind(commit)
         .bind(git_ref)
         .bind(pushed_by.map(String::from))
-        .bind(DeployStatus::Pending.as_str())
+        .bind(status.as_str())
         .bind("{}")
-        .bind(now)
+        .bind(now_ms())
+        .bind(rollback.map(|(artifact, _)| artifact.to_string()))
+        .bind(rollback.map(|(_, target)| target))
         .execute(&mut *tx)
         .await
         .map_err(q("starting a deploy"))?;

@@ -150,6 +150,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The daemon's output so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.path().join("up.log")).unwrap_or_default()
@@ -178,15 +183,55 @@ impl Daemon {
         format!("ssh://git@127.0.0.1:{}/{app}.git", self.ssh_port)
     }
 
+    /// Creates a key pair in `dir` with ssh-keygen and registers it for
+    /// user `name` with `byteport keys add`; returns the private key.
+    pub fn add_key(&self, dir: &Path, name: &str) -> PathBuf {
+        let key = keygen(dir, name);
+        let out = self.cli(&[
+            "keys",
+            "add",
+            name,
+            key.with_extension("pub").to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "keys add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        key
+    }
+
+    /// Runs an admin command over SSH with the real OpenSSH client.
+    pub fn ssh(&self, key: &Path, command: &str) -> Output {
+        let mut args: Vec<String> = self
+            .ssh_command(key)
+            .split_whitespace()
+            .skip(1)
+            .map(String::from)
+            .collect();
+        args.extend(["git@127.0.0.1".to_string(), command.to_string()]);
+        Command::new("ssh")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh (openssh-client) is needed")
+    }
+
     /// GET / through the router with `Host: <app>.localhost`.
     pub fn get(&self, app: &str) -> Result<String, String> {
+        self.get_path(app, "/")
+    }
+
+    /// GET `path` through the router with `Host: <app>.localhost`; `Ok`
+    /// for a 200, `Err` with the whole response otherwise.
+    pub fn get_path(&self, app: &str, path: &str) -> Result<String, String> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.router_port))
             .map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         write!(
             s,
-            "GET / HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n"
         )
         .map_err(|e| e.to_string())?;
         let mut out = String::new();

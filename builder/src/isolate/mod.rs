@@ -3,9 +3,11 @@
 //! The step's shell is PID 1 of its own pid namespace, in its own mount, uts
 //! and ipc namespaces, `pivot_root`ed into the rootfs with a fresh `/proc` and
 //! a minimal tmpfs `/dev`; the host's filesystem is detached and invisible.
-//! Network is shared (package installs need it). A wall-clock timeout kills
-//! the namespace's init, which makes the kernel kill every process in it.
-//! All mounts live in the step's mount namespace and vanish with it.
+//! Network is shared (package installs need it). Memory, process count and
+//! CPU are limited by a cgroup ([`crate::cgroup`], v2 or v1). A wall-clock
+//! timeout kills the namespace's init, which makes the kernel kill every
+//! process in it; the cgroup is emptied and removed afterwards. All mounts
+//! live in the step's mount namespace and vanish with it.
 //!
 //! Process layout: builder thread → *intermediate* (joins the cgroup,
 //! `unshare`s, forks, waits, exits with the step's status) → *step* (PID 1,
@@ -15,32 +17,30 @@
 //! the intermediate the step is already bound to it.
 
 mod bind;
+mod output;
+mod sandbox;
 
-use crate::cgroup::{self, Hierarchy, Limits, StepGroup};
+use crate::cgroup::{GroupReport, Hierarchy, Limits, StepGroup};
 use crate::error::{BuildError, Result};
 use crate::log::LogSink;
-use bind::BindFile;
-use std::collections::{BTreeMap, VecDeque};
+use bind::{BindDir, BindFile};
+use sandbox::Paths;
+use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Lines of output kept for error messages.
-const TAIL_LINES: usize = 50;
-/// Longest line passed to the sink; longer lines are split.
-const MAX_LINE: usize = 4096;
 /// `PATH` of a step unless the manifest sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Where Debian's ca-certificates keeps the bundle; the host's is bound here.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// Where Debian's ca-certificates keeps the bundle; a trusted bundle is bound here.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Variables pointing common tools (OpenSSL, node, pip, requests, curl, git)
 /// at the bound CA bundle; the manifest's env overrides them.
-const CA_ENV: &[&str] = &[
+pub const CA_ENV: &[&str] = &[
     "SSL_CERT_FILE",
     "NODE_EXTRA_CA_CERTS",
     "REQUESTS_CA_BUNDLE",
@@ -48,6 +48,15 @@ const CA_ENV: &[&str] = &[
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
 ];
+
+/// A host directory mounted read-write at a path of the rootfs during a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMount {
+    /// Directory on the host.
+    pub host: PathBuf,
+    /// Absolute path in the rootfs.
+    pub target: &'static str,
+}
 
 /// One step to run.
 #[derive(Debug)]
@@ -60,17 +69,19 @@ pub struct StepRun<'a> {
     pub rootfs: &'a Path,
     /// Working directory inside the rootfs (absolute, must exist).
     pub workdir: &'a str,
-    /// Environment (manifest env plus build-time secrets).
+    /// Environment (builder defaults, then manifest env plus build-time secrets).
     pub env: &'a BTreeMap<String, String>,
     /// Wall-clock limit.
     pub timeout: Duration,
-    /// Resource limits (applied on cgroup v2 hosts).
+    /// Resource limits.
     pub limits: Limits,
-    /// A host CA bundle to trust during the step (bound over the rootfs's
-    /// bundle when it has `/etc/ssl/certs`), e.g. for a TLS-inspecting proxy.
-    pub host_ca: Option<&'a Path>,
-    /// Log that limits cannot be enforced on this host (once per build).
-    pub warn_unlimited: bool,
+    /// The host's cgroup hierarchy ([`crate::cgroup::detect`]).
+    pub hierarchy: &'a Hierarchy,
+    /// A CA bundle to trust during the step (bound read-only over the
+    /// rootfs's bundle when it has `/etc/ssl/certs`).
+    pub ca_bundle: Option<&'a Path>,
+    /// Build caches mounted during the step (never part of the image).
+    pub caches: &'a [CacheMount],
 }
 
 /// How the step ended, when it ran to completion successfully.
@@ -78,23 +89,11 @@ pub struct StepRun<'a> {
 pub struct StepOutcome {
     /// Wall time.
     pub elapsed: Duration,
-    /// Whether cgroup limits were applied.
-    pub limited: bool,
+    /// The cgroup's limits and usage, when limits were applied.
+    pub report: Option<GroupReport>,
 }
 
-struct Paths {
-    root: CString,
-    proc_: CString,
-    dev: CString,
-    dev_shm: CString,
-    dev_pts: CString,
-    dev_fd: CString,
-    nodes: Vec<(CString, libc::mode_t, libc::dev_t)>,
-    binds: Vec<(CString, CString)>,
-    workdir: CString,
-}
-
-fn cstr(p: &Path) -> CString {
+pub(crate) fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
 
@@ -124,10 +123,23 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         Path::new("/etc/resolv.conf"),
         "/etc/resolv.conf",
     )];
-    if let Some(ca) = step.host_ca {
+    if let Some(ca) = step.ca_bundle {
         bind_files.push(BindFile::prepare(&root, ca, CA_BUNDLE));
     }
     let ca_bound = bind_files.get(1).is_some_and(|b| b.target.is_some());
+    let bind_dirs: Vec<BindDir> = step
+        .caches
+        .iter()
+        .map(|c| BindDir::prepare(&root, &c.host, c.target))
+        .collect();
+    for (c, b) in step.caches.iter().zip(&bind_dirs) {
+        if b.target.is_none() {
+            log.line(&format!(
+                "[step {}] warning: build cache not mounted at {} (a part of that path is not a directory); what the step writes there stays in the image",
+                step.number, c.target
+            ));
+        }
+    }
     let dev = root.join("dev");
     let node = |n: &str, maj: u32, min: u32| {
         (
@@ -136,6 +148,34 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             libc::makedev(maj, min),
         )
     };
+
+    let group = match StepGroup::create(
+        step.hierarchy,
+        &format!("{}-{}-{}", std::process::id(), step.number, unique()),
+        step.limits,
+    ) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if !matches!(step.hierarchy, Hierarchy::Unsupported(_)) {
+                log.line(&format!(
+                    "[step {}] warning: {} limits not applied ({e}); running without memory/pids/cpu limits",
+                    step.number,
+                    step.hierarchy.label()
+                ));
+            }
+            None
+        }
+    };
+    let procs: Vec<std::fs::File> = match &group {
+        Some(g) => g
+            .procs_files()
+            .iter()
+            .map(|p| std::fs::OpenOptions::new().write(true).open(p))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| iso("opening cgroup.procs", e))?,
+        None => Vec::new(),
+    };
+
     let paths = Paths {
         root: cstr(&root),
         proc_: cstr(&root.join("proc")),
@@ -151,7 +191,11 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             node("urandom", 1, 9),
             node("tty", 5, 0),
         ],
-        binds: bind_files
+        files: bind_files
+            .iter()
+            .filter_map(|b| b.target.as_ref().map(|t| (b.host.clone(), cstr(t))))
+            .collect(),
+        dirs: bind_dirs
             .iter()
             .filter_map(|b| b.target.as_ref().map(|t| (b.host.clone(), cstr(t))))
             .collect(),
@@ -161,39 +205,8 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
                 std::io::ErrorKind::InvalidInput.into(),
             )
         })?,
+        procs_fds: procs.iter().map(|f| f.as_raw_fd()).collect(),
     };
-
-    let group = match cgroup::detect(Path::new("/sys/fs/cgroup")) {
-        Hierarchy::V2(mount) => {
-            let name = format!("{}-{}-{}", std::process::id(), step.number, unique());
-            match StepGroup::create(&mount, &name, step.limits) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    log.line(&format!("[step {}] warning: cgroup v2 limits not applied ({e}); running without memory/pids/cpu limits", step.number));
-                    None
-                }
-            }
-        }
-        Hierarchy::Unsupported(why) => {
-            if step.warn_unlimited {
-                log.line(&format!(
-                "[step {}] warning: {why}; memory/pids/cpu limits are not enforced for build steps (only the {:?} timeout is)",
-                step.number, step.timeout
-            ));
-            }
-            None
-        }
-    };
-    let procs = match &group {
-        Some(g) => Some(
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(g.procs_file())
-                .map_err(|e| iso("opening cgroup.procs", e))?,
-        ),
-        None => None,
-    };
-    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
 
     let (reader, writer) = std::io::pipe().map_err(|e| iso("creating output pipe", e))?;
     let mut cmd = Command::new("/bin/sh");
@@ -214,7 +227,7 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
     // waitpid, _exit, mount, mknod, mkdir, symlink, chdir, pivot_root, umount2,
     // sethostname) on data prepared before the fork, and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || enter_sandbox(&paths, procs_fd));
+        cmd.pre_exec(move || sandbox::enter_sandbox(&paths));
     }
     let start = Instant::now();
     let mut child = cmd
@@ -225,7 +238,7 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
 
     let deadline = start + step.timeout;
     let (status, timed_out, tail) = std::thread::scope(|s| {
-        let reader_thread = s.spawn(move || stream_lines(reader, step.number, log));
+        let reader_thread = s.spawn(move || output::stream_lines(reader, step.number, log));
         let mut timed_out = false;
         let status = loop {
             match child.try_wait() {
@@ -248,10 +261,17 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         let tail = reader_thread.join().unwrap_or_default();
         (status, timed_out, tail)
     });
-    drop(group);
+    let report = group.as_ref().map(|g| g.report());
+    if let Some(g) = group {
+        if let Err(e) = g.close() {
+            log.line(&format!("[step {}] warning: {e}", step.number));
+        }
+    }
     drop(bind_files);
+    drop(bind_dirs);
     let status = status.map_err(|e| iso("waiting for the step", e))?;
     let last_lines: Vec<String> = tail.into_iter().collect();
+    let oom_kills = report.as_ref().map_or(0, |r| r.oom_kills);
     if timed_out {
         return Err(BuildError::StepTimeout {
             number: step.number,
@@ -261,6 +281,15 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         });
     }
     if !status.success() {
+        if let (Some(r), true) = (&report, oom_kills > 0) {
+            return Err(BuildError::StepOutOfMemory {
+                number: step.number,
+                command: step.command.to_string(),
+                limit_bytes: r.memory_limit.unwrap_or(step.limits.memory_bytes),
+                hierarchy: r.hierarchy,
+                last_lines,
+            });
+        }
         let status = match (status.code(), status.signal()) {
             (Some(c), _) if c > 128 => format!("exit code {c} (signal {})", c - 128),
             (Some(c), _) => format!("exit code {c}"),
@@ -274,9 +303,16 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
             last_lines,
         });
     }
+    if oom_kills > 0 {
+        log.line(&format!(
+            "[step {}] warning: the kernel killed {oom_kills} process(es) of this step at its memory limit of {} MiB; the step still exited 0",
+            step.number,
+            step.limits.memory_bytes >> 20
+        ));
+    }
     Ok(StepOutcome {
         elapsed: start.elapsed(),
-        limited: procs_fd.is_some(),
+        report,
     })
 }
 
@@ -284,172 +320,4 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// Read the merged output, send each line to the sink, keep the last lines.
-fn stream_lines(mut r: std::io::PipeReader, number: usize, log: &dyn LogSink) -> VecDeque<String> {
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 8192];
-    let emit = |bytes: &[u8], tail: &mut VecDeque<String>| {
-        let line = String::from_utf8_lossy(bytes)
-            .trim_end_matches('\r')
-            .to_string();
-        log.line(&format!("[step {number}] {line}"));
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    };
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            emit(&line[..line.len() - 1], &mut tail);
-        }
-        while pending.len() > MAX_LINE {
-            let part: Vec<u8> = pending.drain(..MAX_LINE).collect();
-            emit(&part, &mut tail);
-        }
-    }
-    if !pending.is_empty() {
-        emit(&pending, &mut tail);
-    }
-    tail
-}
-
-fn check(rc: libc::c_int) -> std::io::Result<()> {
-    if rc == -1 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Runs in the forked child (see the module docs for the process layout).
-fn enter_sandbox(p: &Paths, procs_fd: Option<i32>) -> std::io::Result<()> {
-    // SAFETY: plain system calls on valid, NUL-terminated strings and
-    // integers prepared before the fork; see `run_step`'s SAFETY note.
-    unsafe {
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ))?;
-        if let Some(fd) = procs_fd {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        check(libc::unshare(
-            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC,
-        ))?;
-        let pid = libc::fork();
-        if pid == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if pid > 0 {
-            // Intermediate: let only the step hold the exec-status pipe and
-            // the output pipe, then mirror its exit status.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            let mut status: libc::c_int = 0;
-            loop {
-                let r = libc::waitpid(pid, &mut status, 0);
-                if r == pid {
-                    break;
-                }
-                if r == -1 && *libc::__errno_location() != libc::EINTR {
-                    libc::_exit(255);
-                }
-            }
-            if libc::WIFEXITED(status) {
-                libc::_exit(libc::WEXITSTATUS(status));
-            }
-            libc::_exit(128 + libc::WTERMSIG(status));
-        }
-        // The step: PID 1 of the new pid namespace.
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ))?;
-        let none = std::ptr::null();
-        check(libc::mount(
-            none,
-            c"/".as_ptr(),
-            none,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            p.root.as_ptr(),
-            p.root.as_ptr(),
-            none,
-            libc::MS_BIND | libc::MS_REC,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            c"proc".as_ptr(),
-            p.proc_.as_ptr(),
-            c"proc".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            std::ptr::null(),
-        ))?;
-        check(libc::mount(
-            c"tmpfs".as_ptr(),
-            p.dev.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID,
-            c"mode=755,size=65536k".as_ptr().cast(),
-        ))?;
-        for (path, mode, dev) in &p.nodes {
-            check(libc::mknod(path.as_ptr(), *mode, *dev))?;
-            check(libc::chmod(path.as_ptr(), 0o666))?;
-        }
-        check(libc::mkdir(p.dev_shm.as_ptr(), 0o1777))?;
-        check(libc::mkdir(p.dev_pts.as_ptr(), 0o755))?;
-        check(libc::mount(
-            c"shm".as_ptr(),
-            p.dev_shm.as_ptr(),
-            c"tmpfs".as_ptr(),
-            libc::MS_NOSUID | libc::MS_NODEV,
-            c"mode=1777".as_ptr().cast(),
-        ))?;
-        check(libc::symlink(c"/proc/self/fd".as_ptr(), p.dev_fd.as_ptr()))?;
-        for (host, target) in &p.binds {
-            // Best effort: DNS and TLS trust for package installs; a failure
-            // only affects name lookups or certificate checks of the step.
-            if libc::mount(
-                host.as_ptr(),
-                target.as_ptr(),
-                none,
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) == 0
-            {
-                libc::mount(
-                    none,
-                    target.as_ptr(),
-                    none,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                    std::ptr::null(),
-                );
-            }
-        }
-        check(libc::chdir(p.root.as_ptr()))?;
-        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
-        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-        check(libc::chdir(p.workdir.as_ptr()))?;
-        let host = b"byteport-build";
-        check(libc::sethostname(host.as_ptr().cast(), host.len()))?;
-    }
-    Ok(())
 }

@@ -7,7 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gitd::{Access, Authority, BoxFuture, CommandReply, Commands, DeployHook, DeployRequest};
+use gitd::{
+    Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest, Stream,
+};
 
 /// Known keys (fingerprint → user); every known user may use every app.
 #[derive(Default)]
@@ -59,17 +61,19 @@ impl DeployHook for Record {
 struct NoCommands;
 
 impl Commands for NoCommands {
-    fn run<'a>(&'a self, _user: &'a str, line: &'a str) -> BoxFuture<'a, CommandReply> {
+    fn run<'a>(
+        &'a self,
+        _user: &'a str,
+        line: &'a str,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32> {
         Box::pin(async move {
             if let Some(secs) = line.strip_prefix("sleep ") {
                 let secs: u64 = secs.trim().parse().unwrap_or(1);
                 tokio::time::sleep(Duration::from_secs(secs)).await;
             }
-            CommandReply {
-                stdout: format!("ran {line}\n"),
-                stderr: String::new(),
-                code: 0,
-            }
+            out.write(Stream::Stdout, &format!("ran {line}\n")).await;
+            0
         })
     }
 }

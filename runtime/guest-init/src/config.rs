@@ -29,6 +29,39 @@ pub struct InitConfig {
     pub processes: Vec<Process>,
     /// Static network set-up (QEMU user-mode networking), if any.
     pub network: Option<Network>,
+    /// The host link over virtio-vsock (BytePort's own VMM), if any: log
+    /// records go to the host over it and host connections reach the app.
+    #[serde(default)]
+    pub vsock: Option<VsockLink>,
+}
+
+/// Host port (on CID 2) the guest init ships its log records to.
+pub const VSOCK_LOG_PORT: u32 = 1100;
+
+/// What runs over vsock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockLink {
+    /// Host port the init connects to for its log records (else the serial
+    /// console carries them).
+    #[serde(default = "default_log_port")]
+    pub log_port: u32,
+    /// Guest vsock port whose connections are proxied to the app.
+    pub proxy: Option<VsockProxy>,
+}
+
+fn default_log_port() -> u32 {
+    VSOCK_LOG_PORT
+}
+
+/// A vsock port proxied to a TCP port on the guest's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockProxy {
+    /// Port the init listens on (any CID may connect; the host is CID 2).
+    pub vsock_port: u32,
+    /// The app's TCP port on 127.0.0.1.
+    pub tcp_port: u16,
 }
 
 /// The root filesystem.
@@ -125,6 +158,17 @@ impl InitConfig {
                 )));
             }
         }
+        if let Some(v) = &c.vsock {
+            if v.log_port == u32::MAX
+                || v.proxy
+                    .is_some_and(|p| p.vsock_port == u32::MAX || p.tcp_port == 0)
+            {
+                return Err(ConfigError(
+                    "init.json: vsock ports must be below 4294967295 and the TCP port above 0"
+                        .into(),
+                ));
+            }
+        }
         for p in &c.processes {
             if p.command.trim().is_empty() || p.name.is_empty() {
                 return Err(ConfigError(format!(
@@ -158,6 +202,30 @@ mod tests {
         );
         assert_eq!(c.processes[0].name, "web");
         assert_eq!(c.network.unwrap().prefix, 24);
+        assert_eq!(c.vsock, None);
+    }
+
+    #[test]
+    fn parses_a_vsock_link() {
+        let text = r#"{"hostname":"a","processes":[{"name":"web","command":"x"}],
+            "vsock":{"proxy":{"vsock_port":8080,"tcp_port":8080}}}"#;
+        let c = InitConfig::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            c.vsock,
+            Some(VsockLink {
+                log_port: VSOCK_LOG_PORT,
+                proxy: Some(VsockProxy {
+                    vsock_port: 8080,
+                    tcp_port: 8080
+                })
+            })
+        );
+        let bad = r#"{"hostname":"a","processes":[{"name":"web","command":"x"}],
+            "vsock":{"proxy":{"vsock_port":8080,"tcp_port":0}}}"#;
+        assert!(InitConfig::parse(bad.as_bytes())
+            .unwrap_err()
+            .0
+            .contains("vsock"));
     }
 
     #[test]

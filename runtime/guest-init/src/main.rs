@@ -5,14 +5,18 @@
 //! network, starts the app's processes as an unprivileged user, reaps every
 //! child, restarts crashed processes with backoff, and ships output lines
 //! (`[bp <ms> <process> <stream>] text`) to the serial console, where the
-//! host's driver reads them. A stop request (SIGTERM/SIGINT to PID 1,
-//! Ctrl-Alt-Del, or `BYTEPORT-STOP` on the console) sends SIGTERM to the
-//! app, waits, syncs and powers off.
+//! host's driver reads them — or, under BytePort's own VMM, over vsock
+//! (`vsock`), which also carries host connections to the app's port. A stop
+//! request (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `BYTEPORT-STOP` on the
+//! console, or the ACPI power button) sends SIGTERM to the app, waits, syncs
+//! and powers off.
 //!
 //! It must stay small and static: it runs before anything else exists.
 
+mod power;
 mod supervise;
 mod system;
+mod vsock;
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -103,8 +107,39 @@ fn run() -> ! {
             fatal(&sink, &format!("network {}: {e}", net.interface));
         }
     }
+    if let Some(link) = &config.vsock {
+        match vsock::connect_log(link.log_port) {
+            Ok(stream) => {
+                let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
+                let console = std::mem::replace(&mut *w, Box::new(std::io::sink()));
+                *w = Box::new(vsock::LinkWriter::new(stream, console));
+            }
+            Err(e) => emit(
+                &sink,
+                "init",
+                "evt",
+                &format!(
+                    "WARN vsock log link to port {}: {e}; logging to the console",
+                    link.log_port
+                ),
+            ),
+        }
+        if let Some(p) = link.proxy {
+            if let Err(e) = vsock::spawn_proxy(p) {
+                fatal(&sink, &format!("vsock proxy on port {}: {e}", p.vsock_port));
+            }
+        }
+    }
     install_stop_handlers();
     watch_console_for_stop();
+    if power::watch(request_stop).is_none() && config.vsock.is_some() {
+        emit(
+            &sink,
+            "init",
+            "evt",
+            "WARN no ACPI power button; stop requests come by signal or console only",
+        );
+    }
 
     let mut sup = Supervisor::new(config, sink.clone());
     sup.start_all();
@@ -118,6 +153,10 @@ fn run() -> ! {
     sup.stop_all(STOP_GRACE);
     emit(&sink, "init", "evt", "POWEROFF");
     system::power_off()
+}
+
+fn request_stop() {
+    STOP.store(true, Ordering::SeqCst);
 }
 
 fn install_stop_handlers() {

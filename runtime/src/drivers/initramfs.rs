@@ -63,6 +63,10 @@ pub const VIRTIO_MODULES: [&str; 6] = [
     "vsock",
 ];
 
+/// The ACPI power button as an input device: how the `kvm` driver's VMM asks
+/// the guest init for a graceful stop (add these to [`VIRTIO_MODULES`] for it).
+pub const POWER_BUTTON_MODULES: [&str; 2] = ["evdev", "button"];
+
 /// Resolves `wanted` module names to their files under `modules_dir`,
 /// dependencies first, each once. Dependencies come from `modules.dep`
 /// when present, else from each module's own `.modinfo` (`depends=`), as a

@@ -174,8 +174,7 @@ pub fn parse_line(line: &str) -> GuestLine {
     GuestLine::Console(line.to_string())
 }
 
-/// Receives app log lines: (process, stream, text).
-pub type AppLog = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+pub use super::AppLog;
 
 /// A running QEMU VM.
 pub struct QemuVm {
@@ -407,6 +406,40 @@ impl QemuVm {
         tracing::warn!(vm = %self.name, "qemu: guest did not power off in time; killing");
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl super::AppVm for QemuVm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn host_addr(&self) -> Option<SocketAddr> {
+        self.host_addr
+    }
+
+    fn console_tail(&self) -> String {
+        QemuVm::console_tail(self)
+    }
+
+    fn drain_events(&mut self) -> Vec<String> {
+        QemuVm::drain_events(self)
+    }
+
+    fn exit_status(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("qemu exited ({status})")),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot query qemu: {e}")),
+        }
+    }
+
+    fn stop(&mut self, grace: Duration) {
+        QemuVm::stop(self, grace)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        Some(self.child.id())
     }
 }
 

@@ -8,13 +8,15 @@ mod health;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use guest_init::config::{InitConfig, Network, Process, RootFs, UserIds};
 use sha2::{Digest, Sha256};
 
 use crate::drivers::initramfs::{self, InitramfsError, VIRTIO_MODULES};
-use crate::drivers::qemu::{AppLog, QemuError, QemuSpec, QemuVm, GATEWAY_IP, GUEST_IP};
+use crate::drivers::qemu::{QemuError, QemuSpec, QemuVm, GATEWAY_IP, GUEST_IP};
+use crate::drivers::{AppLog, AppVm};
 
 pub use health::{check_once, wait_healthy, HealthError, HealthProbe};
 
@@ -92,7 +94,7 @@ pub struct RunningApp {
     /// Its deploy.
     pub deploy: i64,
     /// The VM.
-    pub vm: QemuVm,
+    pub vm: Box<dyn AppVm>,
     /// The VM's directory (console log, initramfs).
     pub dir: PathBuf,
 }
@@ -138,6 +140,7 @@ pub fn init_config(spec: &AppSpec, modules: Vec<String>) -> InitConfig {
             prefix: 24,
             gateway: Some(GATEWAY_IP),
         }),
+        vsock: None,
     }
 }
 
@@ -178,13 +181,21 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A name no other VM of this process has: `<app>-<deploy>.<n>` (a deploy
+/// is booted again by restarts, crash recovery and rollbacks).
+fn vm_name(spec: &AppSpec) -> String {
+    static INSTANCE: AtomicU64 = AtomicU64::new(1);
+    let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}.{n}", spec.app, spec.deploy)
+}
+
 /// Boots `spec` with the QEMU driver and waits for the guest's READY.
 pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<RunningApp, BootError> {
     let (base, modules) = base_initramfs(spec, opts)?;
-    let dir = opts
-        .run_dir
-        .join("vms")
-        .join(format!("{}-{}", spec.app, spec.deploy));
+    let name = vm_name(spec);
+    let dir = opts.run_dir.join("vms").join(&name);
+    // A VM directory of an earlier `byteport up` with the same name.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let config =
         serde_json::to_vec_pretty(&init_config(spec, modules)).expect("init config serializes");
@@ -207,10 +218,10 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
         }
     }
     let qspec = QemuSpec {
-        name: format!("{}-{}", spec.app, spec.deploy),
+        name: name.clone(),
         qemu: opts.qemu.clone(),
         kernel: spec.kernel.clone(),
-        initrd,
+        initrd: initrd.clone(),
         rootfs: Some(spec.rootfs.clone()),
         cpus: spec.cpus,
         memory_mib: spec.memory_mib,
@@ -218,12 +229,18 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
         console_log: dir.join("console.log"),
         accel: opts.accel.clone(),
     };
-    let mut vm = QemuVm::start(&qspec, app_log)?;
-    vm.wait_ready(opts.ready_timeout)?;
+    let started = QemuVm::start(&qspec, app_log).and_then(|mut vm| {
+        vm.wait_ready(opts.ready_timeout)?;
+        Ok(vm)
+    });
+    // The config holds the app's secrets; the VMM has read it by now (and a
+    // failed boot does not need it either).
+    let _ = std::fs::remove_file(&config_archive);
+    let _ = std::fs::remove_file(&initrd);
     Ok(RunningApp {
         app: spec.app.clone(),
         deploy: spec.deploy,
-        vm,
+        vm: Box::new(started?),
         dir,
     })
 }

@@ -1,7 +1,9 @@
 //! ACPI tables for a hardware-reduced machine: RSDP → XSDT → FADT (→ DSDT) + MADT.
 //! The DSDT describes each virtio-mmio device as `LNRO0005` (how the Debian kernel,
-//! which lacks `virtio_mmio.device=` support, finds them) and an `_S5_` state whose
-//! sleep-control register write means power off.
+//! which lacks `virtio_mmio.device=` support, finds them), an `_S5_` state whose
+//! sleep-control register write means power off, and the power button: a Generic
+//! Event Device (`ACPI0013`, see [`crate::vmm::devices::ged`]) whose `_EVT` method
+//! reads the event register and notifies the `PNP0C0C` button device.
 
 use acpi_tables::aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
@@ -22,6 +24,9 @@ pub const RSDP_ADDR: u64 = 0xe_0000;
 pub const SLEEP_CONTROL_PORT: u16 = 0x3c0;
 /// SLP_EN bit of the sleep control register.
 pub const SLP_EN: u8 = 1 << 5;
+/// FADT `IAPC_BOOT_ARCH` bits (ACPI 6.5, table 5.11).
+const IAPC_NO_VGA: u16 = 1 << 2;
+const IAPC_NO_CMOS_RTC: u16 = 1 << 5;
 const IOAPIC_ADDR: u32 = 0xfec0_0000;
 const LAPIC_ADDR: u32 = 0xfee0_0000;
 const OEM_ID: [u8; 6] = *b"BYTEPT";
@@ -39,6 +44,17 @@ pub struct MmioDevice {
     pub gsi: u32,
 }
 
+/// The Generic Event Device to describe.
+#[derive(Debug, Clone, Copy)]
+pub struct Ged {
+    /// Event register page base address.
+    pub base: u64,
+    /// Page length.
+    pub len: u32,
+    /// GSI of its interrupt.
+    pub gsi: u32,
+}
+
 /// Errors writing the tables.
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
@@ -50,7 +66,45 @@ pub enum AcpiError {
     Memory(#[from] vm_memory::GuestMemoryError),
 }
 
-fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
+/// `\_SB_.PWRB` (the power button) and `\_SB_.GED_`, whose `_EVT` (run by the
+/// guest on the GED interrupt) does: `if (GDAT & 1) == 1 { Notify(PWRB, 0x80) }`
+/// — 0x80 on a button device means "pressed".
+fn power_button(g: &Ged, body: &mut Vec<u8>) {
+    let hid = aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C0C"));
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    aml::Device::new("_SB_.PWRB".into(), vec![&hid, &uid]).to_aml_bytes(body);
+
+    let hid = aml::Name::new("_HID".into(), &"ACPI0013");
+    let uid = aml::Name::new("_UID".into(), &aml::ZERO);
+    let irq = aml::Interrupt::new(true, true, false, false, g.gsi);
+    let crs = aml::ResourceTemplate::new(vec![&irq]);
+    let crs_n = aml::Name::new("_CRS".into(), &crs);
+    let (base, len) = (g.base, u64::from(g.len));
+    let region = aml::OpRegion::new("GDST".into(), aml::OpRegionSpace::SystemMemory, &base, &len);
+    let field = aml::Field::new(
+        "GDST".into(),
+        aml::FieldAccessType::DWord,
+        aml::FieldLockRule::NoLock,
+        aml::FieldUpdateRule::WriteAsZeroes,
+        vec![aml::FieldEntry::Named(*b"GDAT", 32)],
+    );
+    let gdat = aml::Path::new("GDAT");
+    let load = aml::Store::new(&aml::Local(0), &gdat);
+    let masked = aml::And::new(&aml::Local(1), &aml::Local(0), &aml::ONE);
+    let pressed = 0x80u8;
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let notify = aml::Notify::new(&pwrb, &pressed);
+    let is_button = aml::Equal::new(&aml::Local(1), &aml::ONE);
+    let cond = aml::If::new(&is_button, vec![&notify]);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&load, &masked, &cond]);
+    aml::Device::new(
+        "_SB_.GED_".into(),
+        vec![&hid, &uid, &crs_n, &region, &field, &evt],
+    )
+    .to_aml_bytes(body);
+}
+
+fn dsdt(devices: &[MmioDevice], ged: &Ged) -> Vec<u8> {
     let mut body = Vec::new();
     // COM1, so the 8250 driver gets IRQ 4 through the IOAPIC on a reduced-hardware machine.
     let io = aml::IO::new(0x3f8, 0x3f8, 1, 8);
@@ -71,6 +125,7 @@ fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
         let path = format!("_SB_.V{i:03X}");
         aml::Device::new(path.as_str().into(), vec![&hid, &uid, &crs_n]).to_aml_bytes(&mut body);
     }
+    power_button(ged, &mut body);
     let five = 5u8;
     let zero = 0u8;
     let s5 = aml::Package::new(vec![&five, &zero]);
@@ -81,7 +136,12 @@ fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
 }
 
 /// Writes all tables into `mem`; returns the RSDP address (for the zero page).
-pub fn write(mem: &GuestMemoryMmap, cpus: u8, devices: &[MmioDevice]) -> Result<u64, AcpiError> {
+pub fn write(
+    mem: &GuestMemoryMmap,
+    cpus: u8,
+    devices: &[MmioDevice],
+    ged: &Ged,
+) -> Result<u64, AcpiError> {
     if devices.len() > 0xfff {
         return Err(AcpiError::TooBig(devices.len() as u64));
     }
@@ -95,7 +155,7 @@ pub fn write(mem: &GuestMemoryMmap, cpus: u8, devices: &[MmioDevice]) -> Result<
         mem.write_slice(bytes, GuestAddress(at))?;
         Ok(at)
     };
-    let dsdt_addr = place(&dsdt(devices))?;
+    let dsdt_addr = place(&dsdt(devices, ged))?;
 
     let mut fadt = FADTBuilder::new(OEM_ID, OEM_TABLE, 1)
         .dsdt_64(dsdt_addr)
@@ -108,6 +168,11 @@ pub fn write(mem: &GuestMemoryMmap, cpus: u8, devices: &[MmioDevice]) -> Result<
         u64::from(SLEEP_CONTROL_PORT),
     );
     fadt.sleep_status_reg = fadt.sleep_control_reg;
+    // No legacy devices, no i8042, no VGA, no CMOS RTC: the guest skips probing
+    // them. Each probe is a series of port reads that exit to the VMM; Linux's
+    // RTC probe alone spins on the "update in progress" bit for seconds when the
+    // ports read as 0xff.
+    fadt.iapc_boot_arch = (IAPC_NO_VGA | IAPC_NO_CMOS_RTC).into();
     let mut fadt_bytes = Vec::new();
     fadt.finalize().to_aml_bytes(&mut fadt_bytes);
     let fadt_addr = place(&fadt_bytes)?;
@@ -148,6 +213,12 @@ mod tests {
         b.iter().fold(0u8, |a, x| a.wrapping_add(*x)) == 0
     }
 
+    const GED: Ged = Ged {
+        base: 0xcfff_f000,
+        len: 0x1000,
+        gsi: 23,
+    };
+
     #[test]
     fn tables_are_linked_and_checksummed() {
         let mem = crate::vmm::memory::create(16 << 20).unwrap();
@@ -156,7 +227,7 @@ mod tests {
             len: 0x1000,
             gsi: 5,
         }];
-        let rsdp = write(&mem, 2, &devs).unwrap();
+        let rsdp = write(&mem, 2, &devs, &GED).unwrap();
         let mut r = [0u8; 36];
         mem.read_slice(&mut r, GuestAddress(rsdp)).unwrap();
         assert_eq!(&r[..8], b"RSD PTR ");
@@ -165,10 +236,25 @@ mod tests {
         let mut hdr = [0u8; 36];
         mem.read_slice(&mut hdr, GuestAddress(xsdt)).unwrap();
         assert_eq!(&hdr[..4], b"XSDT");
-        let d = dsdt(&devs);
+        // XSDT entry 0 is the FADT: no VGA, no CMOS RTC (IAPC_BOOT_ARCH at 109).
+        let mut entry = [0u8; 8];
+        mem.read_slice(&mut entry, GuestAddress(xsdt + 36)).unwrap();
+        let fadt = u64::from_le_bytes(entry);
+        let mut f = [0u8; 111];
+        mem.read_slice(&mut f, GuestAddress(fadt)).unwrap();
+        assert_eq!(&f[..4], b"FACP");
+        assert_eq!(
+            u16::from_le_bytes([f[109], f[110]]),
+            IAPC_NO_VGA | IAPC_NO_CMOS_RTC
+        );
+        let d = dsdt(&devs, &GED);
         assert!(checksum_ok(&d));
         assert!(d.windows(8).any(|w| w == b"LNRO0005"));
         assert!(d.windows(4).any(|w| w == b"_S5_"));
+        assert!(d.windows(8).any(|w| w == b"ACPI0013"));
+        for name in [b"_EVT", b"GDAT", b"PWRB"] {
+            assert!(d.windows(4).any(|w| w == name), "{name:?} missing");
+        }
     }
 
     #[test]
@@ -181,6 +267,9 @@ mod tests {
                 gsi: 5,
             })
             .collect();
-        assert!(matches!(write(&mem, 1, &devs), Err(AcpiError::TooBig(_))));
+        assert!(matches!(
+            write(&mem, 1, &devs, &GED),
+            Err(AcpiError::TooBig(_))
+        ));
     }
 }

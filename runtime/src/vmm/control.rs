@@ -1,16 +1,31 @@
 //! Per-VM control socket: `<runtime_dir>/<name>.sock`, one line-based request per
-//! connection: `status`, `pause`, `resume`, `stop`; the reply is one JSON line.
+//! connection; the reply is one JSON line.
+//!
+//! | request | effect |
+//! | --- | --- |
+//! | `status` | current state |
+//! | `pause` / `resume` | park / unpark the vCPUs |
+//! | `stop [GRACE_MS]` | press the ACPI power button; reply when the guest has powered off, or kill it after `GRACE_MS` (default 30 s) |
+//! | `kill` | stop now |
+//!
+//! The server is one thread that never blocks on a stopping guest: pending `stop`
+//! requests are answered from its poll loop, so `status` keeps working meanwhile.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{Vm, VmState};
+use super::{Vm, VmExit, VmState};
 
 /// Longest request line accepted.
 const MAX_REQUEST: u64 = 64;
+/// Grace period of `stop` without an argument.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// Longest grace period a `stop` request may ask for.
+const MAX_GRACE: Duration = Duration::from_secs(3600);
 
 /// Errors talking to a control socket.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +53,89 @@ pub fn socket_path(runtime_dir: &Path, name: &str) -> PathBuf {
     runtime_dir.join(format!("{name}.sock"))
 }
 
-/// Serves control requests for `vm` until the VM is taken out of the slot.
-pub fn serve(listener: UnixListener, vm: Arc<Mutex<Option<Vm>>>, name: String) {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+fn state_reply(name: &str, vm: &Vm) -> serde_json::Value {
+    serde_json::json!({"name": name, "state": vm.state()})
+}
+
+fn stopped_reply(name: &str, exit: &VmExit) -> serde_json::Value {
+    serde_json::json!({"name": name, "state": VmState::Stopped, "exit": format!("{exit:?}")})
+}
+
+/// A `stop` waiting for the guest.
+struct Stopping {
+    conn: UnixStream,
+    deadline: Instant,
+}
+
+/// What a request line asks for.
+enum Request {
+    Status,
+    Pause,
+    Resume,
+    Stop(Duration),
+    Kill,
+    Bad(String),
+}
+
+fn parse(line: &str) -> Request {
+    let mut words = line.split_whitespace();
+    let req = match (words.next(), words.next()) {
+        (Some("status"), None) => Request::Status,
+        (Some("pause"), None) => Request::Pause,
+        (Some("resume"), None) => Request::Resume,
+        (Some("kill"), None) => Request::Kill,
+        (Some("stop"), None) => Request::Stop(DEFAULT_GRACE),
+        (Some("stop"), Some(ms)) => match ms.parse::<u64>() {
+            Ok(ms) => Request::Stop(Duration::from_millis(ms).min(MAX_GRACE)),
+            Err(_) => Request::Bad(format!(
+                "stop: grace {ms:?} is not a number of milliseconds"
+            )),
+        },
+        _ => Request::Bad(format!("unknown request {:?}", line.trim())),
+    };
+    if words.next().is_some() {
+        return Request::Bad(format!("unknown request {:?}", line.trim()));
+    }
+    req
+}
+
+/// Serves control requests for `vm` until it has stopped (and every pending
+/// `stop` got its answer).
+pub fn serve(listener: UnixListener, vm: Arc<Vm>, name: String) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!(error = %e, "control socket: cannot poll; not serving");
+        return;
+    }
+    let mut stopping: Vec<Stopping> = Vec::new();
+    loop {
+        if !stopping.is_empty() {
+            let exit = match vm.wait_timeout(Duration::ZERO) {
+                Some(_) => Some(vm.wait()),
+                None if stopping.iter().any(|s| Instant::now() >= s.deadline) => Some(vm.kill()),
+                None => None,
+            };
+            if let Some(exit) = exit {
+                for s in stopping.drain(..) {
+                    let _ = writeln!(&s.conn, "{}", stopped_reply(&name, &exit));
+                }
+            }
+        } else if vm.state() == VmState::Stopped {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Wake often while a stop is pending, rarely otherwise (only to notice
+        // that the VM has stopped).
+        let wait_ms = if stopping.is_empty() { 250 } else { 20 };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        let Ok((conn, _)) = listener.accept() else {
+            continue;
+        };
+        let _ = conn.set_nonblocking(false);
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut line = String::new();
         if BufReader::new((&conn).take(MAX_REQUEST))
@@ -50,38 +144,52 @@ pub fn serve(listener: UnixListener, vm: Arc<Mutex<Option<Vm>>>, name: String) {
         {
             continue;
         }
-        let mut slot = vm.lock().unwrap_or_else(|p| p.into_inner());
-        let reply = match (line.trim(), slot.as_ref()) {
-            (_, None) => serde_json::json!({"name": name, "state": VmState::Stopped}),
-            ("status", Some(v)) => serde_json::json!({"name": name, "state": v.state()}),
-            ("pause", Some(v)) => {
-                v.pause();
-                serde_json::json!({"name": name, "state": v.state()})
+        let reply = match parse(&line) {
+            Request::Status => state_reply(&name, &vm),
+            Request::Pause => {
+                vm.pause();
+                state_reply(&name, &vm)
             }
-            ("resume", Some(v)) => {
-                v.resume();
-                serde_json::json!({"name": name, "state": v.state()})
+            Request::Resume => {
+                vm.resume();
+                state_reply(&name, &vm)
             }
-            ("stop", Some(_)) => {
-                let exit = slot.take().map(Vm::shutdown);
-                serde_json::json!({"name": name, "state": VmState::Stopped, "exit": format!("{exit:?}")})
+            Request::Kill => stopped_reply(&name, &vm.kill()),
+            Request::Stop(grace) => {
+                if let Some(exit) = vm.wait_timeout(Duration::ZERO) {
+                    let _ = exit;
+                    stopped_reply(&name, &vm.wait())
+                } else {
+                    vm.resume();
+                    if let Err(e) = vm.power_button() {
+                        tracing::warn!(error = %e, "power button failed");
+                    }
+                    stopping.push(Stopping {
+                        conn,
+                        deadline: Instant::now() + grace,
+                    });
+                    continue;
+                }
             }
-            (other, Some(_)) => serde_json::json!({"error": format!("unknown request {other:?}")}),
+            Request::Bad(e) => serde_json::json!({ "error": e }),
         };
-        drop(slot);
         let _ = writeln!(&conn, "{reply}");
     }
 }
 
-/// Sends `request` to the VM behind `sock` and returns the parsed JSON reply.
-pub fn request(sock: &Path, request: &str) -> Result<serde_json::Value, ControlError> {
+/// Sends `request` to the VM behind `sock` and returns the parsed JSON reply,
+/// waiting at most `timeout` for it.
+pub fn request_with_timeout(
+    sock: &Path,
+    request: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
     let io = |source| ControlError::Io {
         path: sock.to_path_buf(),
         source,
     };
     let mut s = UnixStream::connect(sock).map_err(io)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io)?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
     writeln!(s, "{request}").map_err(io)?;
     let mut reply = String::new();
     BufReader::new(&s).read_line(&mut reply).map_err(io)?;
@@ -97,4 +205,9 @@ pub fn request(sock: &Path, request: &str) -> Result<serde_json::Value, ControlE
         });
     }
     Ok(v)
+}
+
+/// [`request_with_timeout`] with a 30 s timeout.
+pub fn request(sock: &Path, request: &str) -> Result<serde_json::Value, ControlError> {
+    request_with_timeout(sock, request, Duration::from_secs(30))
 }

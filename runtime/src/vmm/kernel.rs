@@ -1,5 +1,6 @@
 //! Loading a Linux kernel (bzImage or ELF vmlinux) with linux-loader and writing the
-//! zero page (boot_params): command line, e820 map, initramfs.
+//! zero page (boot_params): command line, e820 map, initramfs. A page-aligned
+//! bzImage is mapped rather than copied ([`super::bzimage`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -99,11 +100,15 @@ pub fn load_linux(
         let r = Elf::load(mem, None, &mut f, himem).map_err(load_err)?;
         (r, r.kernel_load.0)
     } else {
-        let r = BzImage::load(mem, None, &mut f, himem).map_err(load_err)?;
+        let r = match super::bzimage::map(mem, &f, GuestAddress(HIMEM_START)) {
+            Some(r) => r,
+            None => BzImage::load(mem, None, &mut f, himem).map_err(load_err)?,
+        };
         // The 64-bit entry point sits 0x200 bytes into the protected-mode kernel.
         (r, r.kernel_load.0 + 0x200)
     };
 
+    super::startup::mark("kernel image");
     let mut params = boot_params::default();
     if let Some(hdr) = res.setup_header {
         params.hdr = hdr;
@@ -125,15 +130,17 @@ pub fn load_linux(
 
     let mem_end = mem.last_addr().0 + 1;
     if let Some(initrd) = initrd {
-        let data = std::fs::read(initrd).map_err(io(initrd))?;
-        let size = data.len() as u64;
+        let mut file = File::open(initrd).map_err(io(initrd))?;
+        let size = file.metadata().map_err(io(initrd))?.len();
         let kernel_end = res.kernel_load.0 + res.kernel_end;
         let addr = mem_end
             .checked_sub(size)
             .map(|a| a & !0xfff)
             .filter(|&a| a >= kernel_end.max(res.kernel_end))
             .ok_or(KernelError::InitrdTooBig { size })?;
-        mem.write_slice(&data, GuestAddress(addr))
+        // Straight from the file into guest memory: no host-side copy.
+        let len = usize::try_from(size).map_err(|_| KernelError::InitrdTooBig { size })?;
+        mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
             .map_err(|source| KernelError::Memory {
                 what: "initramfs",
                 source,

@@ -33,7 +33,8 @@ pub enum MemoryError {
     },
 }
 
-/// Allocates `size` bytes of guest RAM starting at guest physical address 0.
+/// Allocates `size` bytes of guest RAM starting at guest physical address 0
+/// (anonymous, populated lazily as the guest or the loader touches it).
 pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if !(MIN_MEM_BYTES..=MMIO_HOLE_START).contains(&size) {
         return Err(MemoryError::BadSize(size));

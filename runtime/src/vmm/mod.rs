@@ -1,22 +1,43 @@
 //! BytePort's own VMM: one KVM virtual machine per [`Vm`], built from a [`VmConfig`].
 //!
-//! Flow of data: [`VmConfig`] → guest memory ([`memory`]) → kernel + zero page
-//! ([`kernel`]) + ACPI tables ([`acpi`]) → vCPUs ([`vcpu`], [`cpuid`]) → exits routed
-//! to devices ([`devices`]); [`control`] serves the per-VM control socket and
-//! [`seccomp`] confines the vCPU threads.
+//! Flow of data, module by module:
 //!
-//! Current limits: virtio queue notifications are handled on the notifying vCPU
-//! thread (no ioeventfd/event loop yet), virtio-vsock is not implemented, and host
-//! stop is immediate (no ACPI power-button grace period).
+//! 1. `builder` (private) assembles the machine in boot order: guest RAM
+//!    ([`memory`]), in-kernel irqchip and PIT, devices ([`devices`]) with their
+//!    irqfds and ioeventfds, ACPI tables ([`acpi`]), the kernel and zero page
+//!    ([`kernel`]; a page-aligned bzImage is mapped copy-on-write rather than
+//!    copied, [`bzimage`]), configured vCPUs ([`vcpu`], [`cpuid`]).
+//! 2. `run` starts the threads of a [`Vm`]: one per vCPU, routing port/MMIO exits
+//!    to the [`devices::Bus`] (register accesses only), and one event loop thread
+//!    ([`event_loop`]) that does all device work — virtio queues (woken by KVM
+//!    ioeventfds on `QueueNotify`), the vsock host sockets, console input.
+//!    Interrupts go back through irqfds.
+//! 3. Devices: 8250 COM1 with console output and input ([`devices::serial`]), the
+//!    ACPI power button ([`devices::ged`]), virtio-mmio ([`devices::virtio::mmio`])
+//!    carrying blk (read-write, read-only or snapshot), rng and vsock
+//!    ([`devices::virtio::vsock`], host side on Unix sockets).
+//! 4. Control: [`Vm`] pause/resume/stop (power button, grace period, kill)/wait;
+//!    [`control`] serves the per-VM control socket; [`seccomp`] confines every
+//!    thread once setup is over; [`startup`] accounts start-up CPU time.
+//!
+//! Guest shutdown and reboot (ACPI sleep register, i8042 reset, triple fault)
+//! stop the VM and are reported as [`VmExit`]. The FADT declares no VGA and no
+//! CMOS RTC (the guest's wall clock comes from kvm-clock). Limits: x86_64 only;
+//! no PCI, no virtio-net (apps are reached over vsock), no snapshots of the VM
+//! itself, no live migration.
 
 pub mod acpi;
+mod builder;
+pub mod bzimage;
 pub mod control;
 pub mod cpuid;
 pub mod devices;
+pub mod event_loop;
 pub mod kernel;
 pub mod memory;
 mod run;
 pub mod seccomp;
+pub mod startup;
 pub mod vcpu;
 
 pub use run::{Vm, VmExit, VmState};
@@ -57,6 +78,29 @@ pub enum ConsoleOutput {
     Stdout,
 }
 
+/// Where the guest's serial console input comes from.
+#[derive(Debug, Clone, Default)]
+pub enum ConsoleInput {
+    /// No input.
+    #[default]
+    None,
+    /// The VMM process's stdin (bytes are passed through as they come).
+    Stdin,
+    /// A Unix socket the VMM listens on; one client at a time gets the console
+    /// (its bytes are input, console output is copied to it).
+    Socket(PathBuf),
+}
+
+/// virtio-vsock with its host side on Unix sockets (Firecracker's scheme).
+#[derive(Debug, Clone)]
+pub struct VsockConfig {
+    /// The guest's context id (3 or more).
+    pub guest_cid: u64,
+    /// Host socket: host programs connect here and write `CONNECT <port>\n`;
+    /// guest connections to host port P go to `<uds_path>_P`.
+    pub uds_path: PathBuf,
+}
+
 /// Everything needed to start a VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -68,10 +112,14 @@ pub struct VmConfig {
     pub mem_mib: u64,
     /// Serial console destination.
     pub console: ConsoleOutput,
+    /// Serial console input.
+    pub console_input: ConsoleInput,
     /// virtio-blk disks, in order (the guest sees vda, vdb, ...).
     pub disks: Vec<DiskConfig>,
     /// Whether to add a virtio-rng device.
     pub rng: bool,
+    /// Optional virtio-vsock device.
+    pub vsock: Option<VsockConfig>,
 }
 
 /// One virtio-blk disk.
@@ -79,8 +127,8 @@ pub struct VmConfig {
 pub struct DiskConfig {
     /// Backing file.
     pub path: PathBuf,
-    /// Expose read-only.
-    pub read_only: bool,
+    /// Read-write, read-only or snapshot (writes kept in a private overlay).
+    pub mode: devices::virtio::block::DiskMode,
 }
 
 impl VmConfig {
@@ -95,8 +143,10 @@ impl VmConfig {
             cpus: 1,
             mem_mib: 256,
             console: ConsoleOutput::Null,
+            console_input: ConsoleInput::None,
             disks: Vec::new(),
             rng: true,
+            vsock: None,
         }
     }
 }
@@ -121,6 +171,9 @@ pub enum VmError {
     /// Disk image could not be opened.
     #[error(transparent)]
     Disk(#[from] devices::virtio::block::BlockError),
+    /// The vsock host socket could not be set up.
+    #[error(transparent)]
+    Vsock(#[from] devices::virtio::vsock::VsockError),
     /// ACPI table error.
     #[error(transparent)]
     Acpi(#[from] acpi::AcpiError),

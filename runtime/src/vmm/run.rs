@@ -1,25 +1,20 @@
-//! Building a running VM and controlling it: vCPU threads, pause/resume, stop, wait.
+//! A running VM and its control: the vCPU threads and the event loop thread,
+//! pause/resume, graceful stop (ACPI power button, then kill), wait.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kvm_bindings::kvm_pit_config;
-use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
+use kvm_ioctls::VmFd;
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
-use super::devices::serial::{Com1, COM1_IRQ};
-use super::devices::virtio::{
-    block::Block, mmio::MmioTransport, mmio::MMIO_LEN, rng::Rng, VirtioDevice,
-};
-use super::devices::{Bus, VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE};
+use super::builder;
+use super::devices::{ged::Ged, Bus};
+use super::event_loop::LoopExit;
 use super::vcpu::{self, Step, VcpuStop};
-use super::{acpi, kernel, memory, BootSource, ConsoleOutput, VmConfig, VmError};
+use super::{VmConfig, VmError};
 
 /// Externally visible run state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,14 +62,30 @@ impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
         self.ctl.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Records a fatal VMM error and asks every vCPU to stop.
+    fn fail(&self, e: String) {
+        let mut c = self.lock();
+        if c.exit.is_none() {
+            c.exit = Some(VmExit::Error(e));
+        }
+        c.stop_requested = true;
+        self.cv.notify_all();
+    }
 }
 
-/// A running (or paused/stopped) VM.
+/// A running (or paused/stopped) VM. All methods take `&self`, so one handle can
+/// be shared (e.g. with the control socket thread) through an `Arc`.
 #[derive(Debug)]
 pub struct Vm {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// vCPU threads not joined yet (kicking a joined thread would be undefined).
+    vcpus: Mutex<Vec<JoinHandle<()>>>,
+    events: Mutex<Option<JoinHandle<()>>>,
+    loop_exit: LoopExit,
+    ged: Arc<Ged>,
     cpus: usize,
+    // Field order matters: the VM fd goes before the memory it maps.
     _vm: VmFd,
     _mem: GuestMemoryMmap,
 }
@@ -82,100 +93,13 @@ pub struct Vm {
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
 impl Vm {
-    /// Builds the VM from `cfg` and starts its vCPU threads.
+    /// Builds the VM from `cfg` and starts its vCPU threads and its event loop.
     pub fn start(cfg: VmConfig) -> Result<Vm, VmError> {
-        if cfg.cpus == 0 || cfg.cpus > 32 {
-            return Err(VmError::Config(format!(
-                "cpus must be 1..=32, got {}",
-                cfg.cpus
-            )));
-        }
-        let kvm_err = |what| move |source| VmError::Kvm { what, source };
         let io_err = |what: &str| {
             let what = what.to_string();
             move |source| VmError::Io { what, source }
         };
-        let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        let mem = memory::create(cfg.mem_mib.saturating_mul(1 << 20))?;
-        memory::register(&vm, &mem)?;
-        vm.set_tss_address(0xfffb_d000)
-            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        vm.create_irq_chip()
-            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        vm.create_pit2(kvm_pit_config::default())
-            .map_err(kvm_err("KVM_CREATE_PIT2"))?;
-
-        let out: Box<dyn Write + Send> = match &cfg.console {
-            ConsoleOutput::Null => Box::new(std::io::sink()),
-            ConsoleOutput::Stdout => Box::new(std::io::stdout()),
-            ConsoleOutput::File(p) => Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(io_err(&format!("opening console {}", p.display())))?,
-            ),
-        };
-        let com_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-        vm.register_irqfd(&com_irq, COM1_IRQ)
-            .map_err(kvm_err("KVM_IRQFD com1"))?;
-        let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
-        for d in &cfg.disks {
-            models.push(Box::new(Block::open(&d.path, d.read_only)?));
-        }
-        if cfg.rng {
-            models.push(Box::new(Rng));
-        }
-        let mut transports = Vec::new();
-        let mut acpi_devs = Vec::new();
-        let mut mmio_params = String::new();
-        for (i, model) in models.into_iter().enumerate() {
-            let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
-            let gsi = VIRTIO_FIRST_IRQ + i as u32;
-            vm.register_irqfd(&irq, gsi)
-                .map_err(kvm_err("KVM_IRQFD virtio"))?;
-            let base = VIRTIO_MMIO_BASE + i as u64 * MMIO_LEN;
-            mmio_params.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
-            transports.push(MmioTransport::new(model, mem.clone(), irq));
-            acpi_devs.push(acpi::MmioDevice {
-                base,
-                len: MMIO_LEN as u32,
-                gsi,
-            });
-        }
-        let bus = Arc::new(Bus::new(Com1::new(com_irq, out), transports));
-
-        vcpu::write_boot_structures(&mem)?;
-        let entry = match &cfg.boot {
-            BootSource::Linux {
-                kernel: k,
-                initrd,
-                cmdline,
-            } => {
-                let rsdp = acpi::write(&mem, cfg.cpus, &acpi_devs)?;
-                kernel::load_linux(
-                    &mem,
-                    k,
-                    initrd.as_deref(),
-                    &format!("{cmdline}{mmio_params}"),
-                    rsdp,
-                )?
-            }
-            BootSource::RawCode { code, load_addr } => {
-                if *load_addr < kernel::HIMEM_START {
-                    return Err(VmError::Config("raw code must load at >= 1 MiB".into()));
-                }
-                mem.write_slice(code, GuestAddress(*load_addr))
-                    .map_err(|e| {
-                        VmError::Config(format!("raw code does not fit in guest memory: {e}"))
-                    })?;
-                kernel::BootEntry {
-                    rip: *load_addr,
-                    rsi: 0,
-                }
-            }
-        };
+        let built = builder::build(&cfg)?;
 
         // Signal used to kick vCPUs out of KVM_RUN; the handler does nothing.
         register_signal_handler(SIGRTMIN(), kick_handler).map_err(|e| VmError::Io {
@@ -193,38 +117,52 @@ impl Vm {
             }),
             cv: Condvar::new(),
         });
+        let loop_exit = built
+            .events
+            .exit_handle()
+            .map_err(io_err("event loop exit eventfd"))?;
+        let events = built.events;
+        let ev_shared = shared.clone();
+        let events_thread = std::thread::Builder::new()
+            .name("vmm-events".into())
+            .spawn(move || {
+                let r = super::seccomp::apply_for(super::seccomp::ThreadKind::EventLoop)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| events.run().map_err(|e| format!("event loop: {e}")));
+                if let Err(e) = r {
+                    ev_shared.fail(e);
+                }
+            })
+            .map_err(io_err("spawning the event loop thread"))?;
+
         let mut threads = Vec::new();
-        let filter = super::seccomp::vcpu_filter()?;
-        for id in 0..cfg.cpus {
-            let mut fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-            vcpu::configure(&kvm, &fd, id, cfg.cpus, entry.rip, entry.rsi)?;
-            let bus = bus.clone();
+        for (id, mut fd) in built.vcpus.into_iter().enumerate() {
+            let bus = built.bus.clone();
             let shared = shared.clone();
-            let filter = filter.clone();
             let t = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
-                    if let Err(e) = super::seccomp::apply(&filter) {
+                    if let Err(e) = super::seccomp::apply_for(super::seccomp::ThreadKind::Vcpu) {
+                        shared.fail(e.to_string());
                         let mut c = shared.lock();
-                        c.exit = Some(VmExit::Error(e.to_string()));
-                        c.stop_requested = true;
                         c.exited += 1;
                         shared.cv.notify_all();
                         return;
                     }
-                    vcpu_loop(&mut fd, &bus, &shared, id)
+                    vcpu_loop(&mut fd, &bus, &shared, id as u8)
                 })
                 .map_err(io_err("spawning vCPU thread"))?;
             threads.push(t);
         }
         Ok(Vm {
             shared,
-            threads,
-            cpus: cfg.cpus as usize,
-            _vm: vm,
-            _mem: mem,
+            vcpus: Mutex::new(threads),
+            events: Mutex::new(Some(events_thread)),
+            loop_exit,
+            ged: built.ged,
+            cpus: usize::from(cfg.cpus),
+            _vm: built.vm,
+            _mem: built.mem,
         })
     }
 
@@ -234,9 +172,10 @@ impl Vm {
     }
 
     fn kick_all(&self) {
-        for t in &self.threads {
-            // SAFETY: the pthread id belongs to a thread we spawned and have not joined;
-            // the signal has a no-op handler installed.
+        for t in lock(&self.vcpus).iter() {
+            // SAFETY: the pthread id belongs to a thread we spawned and have not joined
+            // (joined handles are removed from the list under this lock); the signal
+            // has a no-op handler installed.
             unsafe { libc::pthread_kill(t.as_pthread_t(), SIGRTMIN()) };
         }
     }
@@ -269,8 +208,32 @@ impl Vm {
         }
     }
 
-    /// Stops the VM now (vCPUs kicked out of `KVM_RUN`), then joins the threads.
-    pub fn shutdown(mut self) -> VmExit {
+    /// Presses the ACPI power button: a guest that handles it shuts down in an
+    /// orderly way and powers off (see [`super::devices::ged`]).
+    pub fn power_button(&self) -> Result<(), VmError> {
+        self.ged.press_power_button().map_err(|source| VmError::Io {
+            what: "raising the power-button interrupt".into(),
+            source,
+        })
+    }
+
+    /// Graceful stop: presses the power button (resuming a paused guest first so it
+    /// can react), waits up to `grace` for the guest to power off, then kills it.
+    pub fn stop(&self, grace: Duration) -> VmExit {
+        self.resume();
+        if self.wait_timeout(Duration::ZERO).is_none() {
+            if let Err(e) = self.power_button() {
+                tracing::warn!(error = %e, "power button failed; killing the VM");
+            }
+            if self.wait_timeout(grace).is_some() {
+                return self.finish();
+            }
+        }
+        self.kill()
+    }
+
+    /// Stops the VM now (vCPUs kicked out of `KVM_RUN`), then joins its threads.
+    pub fn kill(&self) -> VmExit {
         {
             let mut c = self.shared.lock();
             c.stop_requested = true;
@@ -287,11 +250,17 @@ impl Vm {
             }
             let _ = self.shared.cv.wait_timeout(c, Duration::from_millis(5));
         }
-        self.join()
+        self.finish()
+    }
+
+    /// Same as [`kill`](Self::kill), consuming the handle.
+    pub fn shutdown(self) -> VmExit {
+        self.kill()
     }
 
     /// Waits up to `timeout` for the guest to stop by itself; `None` on timeout.
-    /// Once one vCPU has stopped the machine, the others are kicked out of `KVM_RUN`.
+    /// Once one vCPU has stopped the machine, the others are kicked out of `KVM_RUN`
+    /// (every 20 ms until they are out); otherwise this sleeps until a vCPU exits.
     pub fn wait_timeout(&self, timeout: Duration) -> Option<VmExit> {
         let deadline = std::time::Instant::now() + timeout;
         let mut c = self.shared.lock();
@@ -299,14 +268,20 @@ impl Vm {
             if c.exited >= self.cpus {
                 return Some(c.exit.clone().unwrap_or(VmExit::Killed));
             }
-            if c.stop_requested {
+            let stopping = c.stop_requested;
+            if stopping {
+                drop(c);
                 self.kick_all();
+                c = self.shared.lock();
             }
             let now = std::time::Instant::now();
             if now >= deadline {
                 return None;
             }
-            let step = (deadline - now).min(Duration::from_millis(20));
+            let mut step = deadline - now;
+            if stopping {
+                step = step.min(Duration::from_millis(20));
+            }
             c = self
                 .shared
                 .cv
@@ -316,17 +291,20 @@ impl Vm {
         }
     }
 
-    /// Waits for the guest to stop by itself.
-    pub fn wait(mut self) -> VmExit {
-        loop {
-            if self.wait_timeout(Duration::from_secs(3600)).is_some() {
-                return self.join();
-            }
-        }
+    /// Waits for the guest to stop by itself, then joins the VM's threads.
+    pub fn wait(&self) -> VmExit {
+        while self.wait_timeout(Duration::from_secs(3600)).is_none() {}
+        self.finish()
     }
 
-    fn join(&mut self) -> VmExit {
-        for t in self.threads.drain(..) {
+    /// Joins every thread once all vCPUs have exited; idempotent.
+    fn finish(&self) -> VmExit {
+        let handles = std::mem::take(&mut *lock(&self.vcpus));
+        for t in handles {
+            let _ = t.join();
+        }
+        self.loop_exit.trigger();
+        if let Some(t) = lock(&self.events).take() {
             let _ = t.join();
         }
         let mut c = self.shared.lock();
@@ -337,35 +315,19 @@ impl Vm {
 
 impl Drop for Vm {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.shared.lock().stop_requested = true;
-            self.shared.cv.notify_all();
-            while self.threads.iter().any(|t| !t.is_finished()) {
-                self.kick_all();
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            self.join();
+        if !lock(&self.vcpus).is_empty() || lock(&self.events).is_some() {
+            self.kill();
         }
     }
 }
 
-/// CPU time this process has used so far.
-fn process_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn vcpu_loop(fd: &mut kvm_ioctls::VcpuFd, bus: &Arc<Bus>, shared: &Shared, id: u8) {
-    if id == 0 && std::env::var_os("BYTEPORT_VMM_REPORT_STARTUP").is_some() {
-        eprintln!(
-            "byteport-vmm: first KVM_RUN after {:.2} ms of process CPU time",
-            process_cpu_time().as_secs_f64() * 1000.0
-        );
+    if id == 0 {
+        super::startup::report();
     }
     loop {
         {

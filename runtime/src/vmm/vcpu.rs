@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_bindings::{
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -114,9 +116,21 @@ fn segment(entry: u64, index: u16) -> kvm_segment {
     }
 }
 
-/// Configures vCPU `id` of `count` to start in 64-bit mode at `rip` with `rsi`.
+/// The CPUID KVM supports, fetched once per VM (each call makes the host kernel
+/// run CPUID for every leaf, which traps when the host is itself a guest).
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, VcpuError> {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|source| VcpuError::Kvm {
+            id: 0,
+            what: "get supported cpuid",
+            source,
+        })
+}
+
+/// Configures vCPU `id` of `count` to start in 64-bit mode at `rip` with `rsi`;
+/// `supported` comes from [`supported_cpuid`].
 pub fn configure(
-    kvm: &Kvm,
+    supported: &CpuId,
     vcpu: &VcpuFd,
     id: u8,
     count: u8,
@@ -124,9 +138,7 @@ pub fn configure(
     rsi: u64,
 ) -> Result<(), VcpuError> {
     let err = |what| move |source| VcpuError::Kvm { id, what, source };
-    let mut cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(err("get supported cpuid"))?;
+    let mut cpuid = supported.clone();
     super::cpuid::filter(&mut cpuid, id, count);
     vcpu.set_cpuid2(&cpuid).map_err(err("set cpuid"))?;
 

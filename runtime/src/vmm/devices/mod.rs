@@ -1,10 +1,12 @@
 //! Emulated devices and the bus that routes vCPU I/O exits to them.
 
+pub mod ged;
 pub mod serial;
 pub mod virtio;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use ged::{Ged, GED_ADDR, GED_LEN};
 use serial::{Com1, COM1_BASE, COM1_LEN};
 use virtio::mmio::{MmioTransport, MMIO_LEN};
 
@@ -12,6 +14,8 @@ use virtio::mmio::{MmioTransport, MMIO_LEN};
 pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
 /// GSI of the first virtio-mmio device (the next ones follow).
 pub const VIRTIO_FIRST_IRQ: u32 = 5;
+/// Most virtio devices one VM may have (their GSIs end below the GED's).
+pub const MAX_VIRTIO_DEVICES: usize = (ged::GED_GSI - VIRTIO_FIRST_IRQ) as usize;
 
 /// i8042 command port; writing 0xFE there resets the machine.
 pub const I8042_CMD_PORT: u16 = 0x64;
@@ -29,20 +33,23 @@ pub enum BusAction {
     PowerOff,
 }
 
-/// All devices reachable from the guest, shared by vCPU threads.
+/// All devices reachable from the guest, shared by vCPU threads (register
+/// accesses) and the event loop (queue and host-side work).
 #[derive(Debug)]
 pub struct Bus {
-    com1: Mutex<Com1>,
-    virtio: Vec<Mutex<MmioTransport>>,
+    com1: Arc<Mutex<Com1>>,
+    ged: Arc<Ged>,
+    virtio: Vec<Arc<Mutex<MmioTransport>>>,
 }
 
 impl Bus {
-    /// Builds the bus around COM1.
-    pub fn new(com1: Com1, virtio: Vec<MmioTransport>) -> Self {
-        Self {
-            com1: Mutex::new(com1),
-            virtio: virtio.into_iter().map(Mutex::new).collect(),
-        }
+    /// Builds the bus around COM1, the GED and the virtio-mmio devices (in window order).
+    pub fn new(
+        com1: Arc<Mutex<Com1>>,
+        ged: Arc<Ged>,
+        virtio: Vec<Arc<Mutex<MmioTransport>>>,
+    ) -> Self {
+        Self { com1, ged, virtio }
     }
 
     fn virtio_at(&self, addr: u64) -> Option<(&Mutex<MmioTransport>, u64)> {
@@ -87,6 +94,9 @@ impl Bus {
         if let Some((dev, off)) = self.virtio_at(addr) {
             return lock(dev).read(off, data);
         }
+        if (GED_ADDR..GED_ADDR + GED_LEN).contains(&addr) {
+            return self.ged.read(addr - GED_ADDR, data);
+        }
         tracing::trace!(addr, len = data.len(), "unclaimed mmio read");
         data.fill(0);
     }
@@ -104,6 +114,6 @@ impl Bus {
 
 /// Locks a device mutex, recovering from a poisoned lock (a panicking vCPU thread
 /// must not take the whole bus down).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

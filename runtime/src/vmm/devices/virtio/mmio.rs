@@ -1,11 +1,25 @@
 //! The virtio-mmio (version 2) transport: register file, queue setup, notifications,
 //! interrupts through an irqfd.
+//!
+//! Register accesses arrive on vCPU threads. Queue notifications do not: each
+//! queue has an eventfd that KVM signals when the guest writes its index to
+//! `QueueNotify` (an ioeventfd), and the event loop thread runs the device
+//! ([`EventHandler::handle`]). A `QueueNotify` write that still reaches us (no
+//! ioeventfd, e.g. in unit tests) signals the same eventfd.
+
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::VirtioDevice;
+use super::{QueueCtx, VirtioDevice, DEVICE_TOKEN_BASE};
+use crate::vmm::event_loop::{EventHandler, Poller};
+
+/// Offset of the `QueueNotify` register (where the ioeventfds are registered).
+pub const QUEUE_NOTIFY: u64 = 0x50;
 
 /// Size of one device's MMIO window.
 pub const MMIO_LEN: u64 = 0x1000;
@@ -21,6 +35,7 @@ const INT_CONFIG: u32 = 2;
 pub struct MmioTransport {
     device: Box<dyn VirtioDevice>,
     queues: Vec<Queue>,
+    queue_evts: Vec<EventFd>,
     mem: GuestMemoryMmap,
     irq: EventFd,
     queue_sel: u32,
@@ -43,15 +58,29 @@ impl std::fmt::Debug for MmioTransport {
 
 impl MmioTransport {
     /// Wraps `device`; `irq` is the irqfd raised for used buffers / config changes.
-    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemoryMmap, irq: EventFd) -> Self {
-        let queues = device
+    /// Each queue's notification eventfd is registered on `poller` with the
+    /// queue index as token.
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        mem: GuestMemoryMmap,
+        irq: EventFd,
+        poller: &Poller,
+    ) -> std::io::Result<Self> {
+        let queues: Vec<Queue> = device
             .queue_max_sizes()
             .iter()
             .filter_map(|&s| Queue::new(s).ok())
             .collect();
-        Self {
+        let mut queue_evts = Vec::with_capacity(queues.len());
+        for i in 0..queues.len() {
+            let evt = EventFd::new(libc::EFD_NONBLOCK)?;
+            poller.add(evt.as_raw_fd(), i as u32, EventSet::IN)?;
+            queue_evts.push(evt);
+        }
+        Ok(Self {
             device,
             queues,
+            queue_evts,
             mem,
             irq,
             queue_sel: 0,
@@ -61,7 +90,12 @@ impl MmioTransport {
             status: 0,
             interrupt_status: 0,
             config_generation: 0,
-        }
+        })
+    }
+
+    /// The notification eventfd of each queue, in queue order (for KVM ioeventfds).
+    pub fn queue_evts(&self) -> &[EventFd] {
+        &self.queue_evts
     }
 
     /// Device status register (for tests and diagnostics).
@@ -143,7 +177,11 @@ impl MmioTransport {
                     q.set_ready(v == 1);
                 }
             }
-            0x50 => self.notify(v as usize),
+            QUEUE_NOTIFY => {
+                if let Some(evt) = self.queue_evts.get(v as usize) {
+                    let _ = evt.write(1);
+                }
+            }
             0x64 => self.interrupt_status &= !v,
             0x70 => {
                 if v == 0 {
@@ -176,20 +214,34 @@ impl MmioTransport {
         for q in &mut self.queues {
             q.reset();
         }
+        self.device.reset();
+    }
+
+    fn live(&self) -> bool {
+        self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_NEEDS_RESET == 0
     }
 
     /// Queue `idx` was notified by the guest: let the device process it.
     pub fn notify(&mut self, idx: usize) {
-        if self.status & STATUS_DRIVER_OK == 0 || self.status & STATUS_NEEDS_RESET != 0 {
+        if !self.live() || idx >= self.queues.len() {
             return;
         }
-        let Some(q) = self.queues.get_mut(idx) else {
-            return;
-        };
-        if !q.is_valid(&self.mem) {
-            return;
-        }
-        match self.device.process_queue(idx, q, &self.mem) {
+        let mut ctx = QueueCtx::new(&mut self.queues, &self.mem, true);
+        let r = self.device.process_queue(idx, &mut ctx);
+        self.after(r);
+    }
+
+    /// A host fd of the device is ready. Devices see it even before DRIVER_OK
+    /// (so they can refuse host connections), but get no usable queue then.
+    pub fn host_event(&mut self, token: u32, events: EventSet) {
+        let live = self.live();
+        let mut ctx = QueueCtx::new(&mut self.queues, &self.mem, live);
+        let r = self.device.host_event(token, events, &mut ctx);
+        self.after(r);
+    }
+
+    fn after(&mut self, r: Result<bool, super::DeviceError>) {
+        match r {
             Ok(true) => self.raise(INT_USED),
             Ok(false) => {}
             Err(e) => {
@@ -198,6 +250,23 @@ impl MmioTransport {
                 self.config_generation = self.config_generation.wrapping_add(1);
                 self.raise(INT_CONFIG);
             }
+        }
+    }
+}
+
+impl EventHandler for Mutex<MmioTransport> {
+    fn handle(&self, token: u32, events: EventSet) {
+        let mut t = self.lock().unwrap_or_else(|p| p.into_inner());
+        if token < DEVICE_TOKEN_BASE {
+            let idx = token as usize;
+            // Drain the eventfd first: a notification arriving while we process is
+            // then seen on the next wakeup instead of being lost.
+            if let Some(evt) = t.queue_evts.get(idx) {
+                let _ = evt.read();
+            }
+            t.notify(idx);
+        } else {
+            t.host_event(token, events);
         }
     }
 }
@@ -217,7 +286,14 @@ mod tests {
     fn setup(size: u16) -> (MmioTransport, GuestMemoryMmap, EventFd) {
         let mem = mem();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut t = MmioTransport::new(Box::new(Rng), mem.clone(), irq.try_clone().unwrap());
+        let poller = crate::vmm::event_loop::EventLoop::new().unwrap().poller();
+        let mut t = MmioTransport::new(
+            Box::new(Rng),
+            mem.clone(),
+            irq.try_clone().unwrap(),
+            &poller,
+        )
+        .unwrap();
         assert_eq!(rd(&mut t, 0), MAGIC);
         assert_eq!(rd(&mut t, 8), 4);
         t.write(0x70, &7u32.to_le_bytes());
@@ -238,7 +314,14 @@ mod tests {
         let (mut t, m, irq) = setup(16);
         desc(&m, 0, 0x8000, 8, WRITE, 0);
         publish(&m, &[0]);
+        // A QueueNotify write only signals the queue's eventfd; the event loop
+        // does the work.
         t.write(0x50, &0u32.to_le_bytes());
+        assert_eq!(used(&m).0, 0);
+        assert_eq!(t.queue_evts()[0].read().unwrap(), 1);
+        let t = Mutex::new(t);
+        t.handle(0, EventSet::IN);
+        let mut t = t.into_inner().unwrap();
         assert_eq!(used(&m).0, 1);
         assert_eq!(irq.read().unwrap(), 1);
         assert_eq!(rd(&mut t, 0x60), INT_USED);
@@ -250,7 +333,7 @@ mod tests {
     fn broken_queue_sets_needs_reset_and_reset_clears_it() {
         let (mut t, m, _irq) = setup(4);
         publish(&m, &[0; 9]); // avail idx 9 > size 4
-        t.write(0x50, &0u32.to_le_bytes());
+        t.notify(0);
         assert_ne!(t.status() & STATUS_NEEDS_RESET, 0);
         t.write(0x70, &0u32.to_le_bytes());
         assert_eq!(t.status(), 0);
@@ -266,6 +349,8 @@ mod tests {
         t.write(0x30, &99u32.to_le_bytes());
         assert_eq!(rd(&mut t, 0x34), 0);
         t.write(0x50, &99u32.to_le_bytes());
+        t.notify(99);
+        t.host_event(DEVICE_TOKEN_BASE + 5, EventSet::IN);
         t.read(0x100 + u64::MAX / 2, &mut b);
     }
 }

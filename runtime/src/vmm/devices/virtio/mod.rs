@@ -8,9 +8,11 @@
 pub mod block;
 pub mod mmio;
 pub mod rng;
+pub mod vsock;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 
 /// `VIRTIO_F_VERSION_1`: modern (non-legacy) device.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -32,6 +34,41 @@ pub enum DeviceError {
     Host(String),
 }
 
+/// Tokens below this value belong to the transport (one per queue notification);
+/// a device registers its own host fds with tokens at or above it.
+pub const DEVICE_TOKEN_BASE: u32 = 0x100;
+
+/// The queues of a device as a device sees them while handling an event.
+#[derive(Debug)]
+pub struct QueueCtx<'a> {
+    queues: &'a mut [Queue],
+    /// Guest memory every buffer address is checked against.
+    pub mem: &'a GuestMemoryMmap,
+    live: bool,
+}
+
+impl<'a> QueueCtx<'a> {
+    /// `live` is false while the driver has not set DRIVER_OK or the device needs a reset.
+    pub fn new(queues: &'a mut [Queue], mem: &'a GuestMemoryMmap, live: bool) -> Self {
+        Self { queues, mem, live }
+    }
+
+    /// Queue `idx`, if the device is live and the driver set the queue up with
+    /// addresses inside guest memory.
+    pub fn queue(&mut self, idx: usize) -> Option<&mut Queue> {
+        if !self.live {
+            return None;
+        }
+        let mem = self.mem;
+        self.queues.get_mut(idx).filter(|q| q.is_valid(mem))
+    }
+
+    /// Whether the driver has finished setting the device up.
+    pub fn live(&self) -> bool {
+        self.live
+    }
+}
+
 /// A virtio device model (the part behind the transport).
 pub trait VirtioDevice: Send {
     /// Virtio device id (2 = block, 4 = rng, 19 = vsock).
@@ -42,13 +79,22 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Reads from the device-specific config space; out-of-range bytes read as 0.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Processes available buffers of queue `idx`; returns true if any were used.
-    fn process_queue(
+    /// The guest notified queue `idx`: process its available buffers. Returns true
+    /// if any buffer was used (the transport then interrupts the guest).
+    fn process_queue(&mut self, idx: usize, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceError>;
+    /// A host fd the device registered (token ≥ [`DEVICE_TOKEN_BASE`]) is ready.
+    /// Returns true if any buffer was used.
+    fn host_event(
         &mut self,
-        idx: usize,
-        queue: &mut Queue,
-        mem: &GuestMemoryMmap,
-    ) -> Result<bool, DeviceError>;
+        _token: u32,
+        _events: EventSet,
+        _ctx: &mut QueueCtx<'_>,
+    ) -> Result<bool, DeviceError> {
+        Ok(false)
+    }
+    /// The driver reset the device: drop per-session state (queues are reset by
+    /// the transport).
+    fn reset(&mut self) {}
 }
 
 /// Copies `src` at `offset` of a config space into `data` (zero fill outside).
@@ -79,6 +125,11 @@ pub(crate) mod testutil {
 
     pub fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    /// A live context over `qs`.
+    pub fn ctx<'a>(qs: &'a mut [Queue], mem: &'a GuestMemoryMmap) -> super::QueueCtx<'a> {
+        super::QueueCtx::new(qs, mem, true)
     }
 
     pub fn queue(size: u16) -> Queue {

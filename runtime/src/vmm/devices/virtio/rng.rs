@@ -2,10 +2,9 @@
 
 use std::io::Write;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
+use virtio_queue::{QueueOwnedT, QueueT};
 
-use super::{DeviceError, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{DeviceError, QueueCtx, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// Largest number of bytes returned for one request.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -44,12 +43,11 @@ impl VirtioDevice for Rng {
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
-    fn process_queue(
-        &mut self,
-        idx: usize,
-        queue: &mut Queue,
-        mem: &GuestMemoryMmap,
-    ) -> Result<bool, DeviceError> {
+    fn process_queue(&mut self, idx: usize, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceError> {
+        let mem = ctx.mem;
+        let Some(queue) = ctx.queue(idx) else {
+            return Ok(false);
+        };
         let mut used = false;
         let chains: Vec<_> = queue
             .iter(mem)
@@ -84,24 +82,24 @@ mod tests {
     #[test]
     fn fills_writable_buffer() {
         let mem = mem();
-        let mut q = queue(16);
+        let mut q = [queue(16)];
         desc(&mem, 0, 0x8000, 32, WRITE, 0);
         publish(&mem, &[0]);
-        assert!(Rng.process_queue(0, &mut q, &mem).unwrap());
+        assert!(Rng.process_queue(0, &mut ctx(&mut q, &mem)).unwrap());
         assert_eq!(used(&mem).1, vec![(0, 32)]);
     }
 
     #[test]
     fn hostile_chains_do_not_panic() {
         let mem = mem();
-        let mut q = queue(16);
+        let mut q = [queue(16)];
         // 0: loops onto itself; 1: out of guest memory; 2: read-only; 3: huge.
         desc(&mem, 0, 0x8000, 16, WRITE | NEXT, 0);
         desc(&mem, 1, 0xffff_0000, 16, WRITE, 0);
         desc(&mem, 2, 0x8000, 16, 0, 0);
         desc(&mem, 3, 0x8000, u32::MAX, WRITE, 0);
         publish(&mem, &[0, 1, 2, 3]);
-        Rng.process_queue(0, &mut q, &mem).unwrap();
+        Rng.process_queue(0, &mut ctx(&mut q, &mem)).unwrap();
         let (n, entries) = used(&mem);
         assert_eq!(n, 4);
         // Loop: bounded by the queue size; out of range and oversized: nothing written.
@@ -114,9 +112,9 @@ mod tests {
     #[test]
     fn avail_index_beyond_queue_size_is_device_error() {
         let mem = mem();
-        let mut q = queue(4);
+        let mut q = [queue(4)];
         desc(&mem, 0, 0x8000, 16, WRITE, 0);
         publish(&mem, &[0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        assert!(Rng.process_queue(0, &mut q, &mem).is_err());
+        assert!(Rng.process_queue(0, &mut ctx(&mut q, &mem)).is_err());
     }
 }

@@ -1,16 +1,22 @@
 //! virtio-blk backed by a host file: read, write (unless read-only), flush, get-id.
+//! In snapshot mode the image is only read and the guest's writes go to a
+//! private overlay ([`storage`]).
 
-use std::fs::{File, OpenOptions};
+mod storage;
+
+use std::fs::OpenOptions;
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use storage::Storage;
+
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{read_config_bytes, DeviceError, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{read_config_bytes, DeviceError, QueueCtx, VirtioDevice, VIRTIO_F_VERSION_1};
 
-const SECTOR: u64 = 512;
+/// Bytes per sector.
+pub const SECTOR: u64 = 512;
 const VIRTIO_BLK_F_RO: u64 = 1 << 5;
 const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 const T_IN: u32 = 0;
@@ -31,10 +37,23 @@ pub struct BlockError {
     source: std::io::Error,
 }
 
+/// How the guest may use a disk image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskMode {
+    /// Reads and writes reach the image.
+    #[default]
+    ReadWrite,
+    /// The guest sees a read-only disk.
+    ReadOnly,
+    /// The guest may write, but writes go to a private overlay thrown away with
+    /// the VM; the image is opened read-only.
+    Snapshot,
+}
+
 /// A block device.
 #[derive(Debug)]
 pub struct Block {
-    file: File,
+    storage: Storage,
     read_only: bool,
     sectors: u64,
     config: [u8; 8],
@@ -42,18 +61,33 @@ pub struct Block {
 }
 
 impl Block {
-    /// Opens `path` (read-only if `read_only`).
-    pub fn open(path: &Path, read_only: bool) -> Result<Self, BlockError> {
+    /// Opens `path` for the guest in `mode`.
+    pub fn open(path: &Path, mode: DiskMode) -> Result<Self, BlockError> {
         let err = |source| BlockError {
             path: path.to_path_buf(),
             source,
         };
         let file = OpenOptions::new()
             .read(true)
-            .write(!read_only)
+            .write(mode == DiskMode::ReadWrite)
             .open(path)
             .map_err(err)?;
         let sectors = file.metadata().map_err(err)?.len() / SECTOR;
+        let storage = match mode {
+            DiskMode::Snapshot => {
+                Storage::snapshot(file, sectors, &std::env::temp_dir()).map_err(|e| BlockError {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "creating the snapshot overlay in {}: {e}",
+                            std::env::temp_dir().display()
+                        ),
+                    ),
+                })?
+            }
+            _ => Storage::Direct(file),
+        };
         let mut id = [0u8; 20];
         let name = path
             .file_name()
@@ -62,8 +96,8 @@ impl Block {
         let n = name.len().min(20);
         id[..n].copy_from_slice(&name[..n]);
         Ok(Self {
-            file,
-            read_only,
+            storage,
+            read_only: mode == DiskMode::ReadOnly,
             sectors,
             config: sectors.to_le_bytes(),
             id,
@@ -94,7 +128,7 @@ impl Block {
                     T_OUT if self.read_only => S_IOERR,
                     T_OUT => self.write_from(sector, &mut reader),
                     T_FLUSH => {
-                        if self.file.sync_all().is_ok() {
+                        if self.storage.flush().is_ok() {
                             S_OK
                         } else {
                             S_IOERR
@@ -130,8 +164,7 @@ impl Block {
             return S_IOERR;
         }
         let mut buf = vec![0u8; len];
-        if self.file.read_exact_at(&mut buf, sector * SECTOR).is_err() || w.write_all(&buf).is_err()
-        {
+        if self.storage.read_at(&mut buf, sector).is_err() || w.write_all(&buf).is_err() {
             return S_IOERR;
         }
         S_OK
@@ -143,8 +176,7 @@ impl Block {
             return S_IOERR;
         }
         let mut buf = vec![0u8; len];
-        if r.read_exact(&mut buf).is_err() || self.file.write_all_at(&buf, sector * SECTOR).is_err()
-        {
+        if r.read_exact(&mut buf).is_err() || self.storage.write_at(&buf, sector).is_err() {
             return S_IOERR;
         }
         S_OK
@@ -165,12 +197,11 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
-    fn process_queue(
-        &mut self,
-        idx: usize,
-        queue: &mut Queue,
-        mem: &GuestMemoryMmap,
-    ) -> Result<bool, DeviceError> {
+    fn process_queue(&mut self, idx: usize, ctx: &mut QueueCtx<'_>) -> Result<bool, DeviceError> {
+        let mem = ctx.mem;
+        let Some(queue) = ctx.queue(idx) else {
+            return Ok(false);
+        };
         let chains: Vec<_> = queue
             .iter(mem)
             .map_err(|source| DeviceError::Queue { queue: idx, source })?
@@ -200,11 +231,19 @@ mod tests {
     const STATUS: u64 = 0xa000;
 
     fn disk(ro: bool) -> (tempfile::NamedTempFile, Block) {
+        disk_in(if ro {
+            DiskMode::ReadOnly
+        } else {
+            DiskMode::ReadWrite
+        })
+    }
+
+    fn disk_in(mode: DiskMode) -> (tempfile::NamedTempFile, Block) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         let mut content = vec![0u8; 8 * 512];
         content[512..1024].fill(0xab);
         f.write_all(&content).unwrap();
-        let b = Block::open(f.path(), ro).unwrap();
+        let b = Block::open(f.path(), mode).unwrap();
         (f, b)
     }
 
@@ -219,9 +258,9 @@ mod tests {
     }
 
     fn run(b: &mut Block, m: &GuestMemoryMmap) {
-        let mut q = queue(16);
+        let mut q = [queue(16)];
         publish(m, &[0]);
-        b.process_queue(0, &mut q, m).unwrap();
+        b.process_queue(0, &mut ctx(&mut q, m)).unwrap();
     }
 
     fn three(m: &GuestMemoryMmap, data_len: u32, data_flags: u16) {
@@ -255,6 +294,28 @@ mod tests {
         desc(&m, 1, STATUS, 1, WRITE, 0);
         run(&mut b, &m);
         assert_eq!(status(&m), S_OK);
+    }
+
+    #[test]
+    fn snapshot_mode_keeps_the_image_and_shows_the_guest_its_writes() {
+        let (f, mut b) = disk_in(DiskMode::Snapshot);
+        assert_eq!(b.features() & VIRTIO_BLK_F_RO, 0, "writable for the guest");
+        let m = mem();
+        hdr(&m, T_OUT, 1);
+        m.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
+        three(&m, 512, 0);
+        run(&mut b, &m);
+        assert_eq!(status(&m), S_OK);
+        let m = mem();
+        hdr(&m, T_IN, 1);
+        three(&m, 512, WRITE);
+        run(&mut b, &m);
+        assert_eq!(m.read_obj::<u8>(GuestAddress(DATA)).unwrap(), 0x5a);
+        assert_eq!(
+            std::fs::read(f.path()).unwrap()[512],
+            0xab,
+            "image untouched"
+        );
     }
 
     #[test]

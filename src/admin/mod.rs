@@ -1,0 +1,389 @@
+//! The admin commands, in the spirit of Dokku: the same command lines over
+//! SSH (`ssh -p 2222 git@host CMD`, as a key's owner) and from the local
+//! CLI through `byteport up`'s control socket (as the operator, who may
+//! touch every app). Output is written as it happens, so `logs -f`,
+//! `restart` and `rollback` show progress live.
+
+mod logs;
+
+use gitd::{CommandOutput, Stream};
+
+use crate::platform::Platform;
+use crate::store::StoreError;
+
+/// Who runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// A key's owner over SSH: only their own and shared apps.
+    User(&'a str),
+    /// The local operator (the CLI through the control socket): every app.
+    Operator,
+}
+
+impl Caller<'_> {
+    fn name(&self) -> Option<&str> {
+        match self {
+            Caller::User(u) => Some(u),
+            Caller::Operator => None,
+        }
+    }
+}
+
+/// Help text shown by `help` and for unknown commands.
+pub const HELP: &str = "\
+BytePort commands (ssh -p PORT git@HOST COMMAND):
+  help                                 this text
+  apps                                 apps you own or collaborate on
+  ps [APP]                             running VMs: deploy, uptime, crashes
+  config APP                           show APP's config vars
+  config APP set KEY=VALUE...          set config vars (then: restart APP)
+  config APP unset KEY...              remove config vars
+  deploys APP                          deploy history
+  logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
+  restart APP                          fresh VM of the live deploy, no downtime
+  rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
+  stop APP                             stop serving APP (stays stopped)
+  start APP                            start a stopped APP
+  destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
+git:
+  git push ssh://git@HOST:PORT/APP.git main   deploy
+";
+
+/// Longest admin command line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Writes `text` and a newline to the caller's stdout.
+async fn say(out: &dyn CommandOutput, text: &str) {
+    out.write(Stream::Stdout, &with_newline(text)).await;
+}
+
+/// Writes `text` to the caller's stderr and returns exit status 1.
+async fn fail(out: &dyn CommandOutput, text: &str) -> u32 {
+    out.write(Stream::Stderr, &with_newline(text)).await;
+    1
+}
+
+fn with_newline(text: &str) -> String {
+    let mut t = text.to_string();
+    if !t.ends_with('\n') {
+        t.push('\n');
+    }
+    t
+}
+
+/// Runs one admin command line; returns its exit status.
+pub async fn run(
+    platform: &Platform,
+    caller: Caller<'_>,
+    line: &str,
+    out: &dyn CommandOutput,
+) -> u32 {
+    if line.len() > MAX_LINE {
+        return fail(
+            out,
+            &format!("command too long ({} bytes; limit {MAX_LINE})", line.len()),
+        )
+        .await;
+    }
+    let Some(words) = shlex::split(line) else {
+        return fail(out, "cannot parse the command: unbalanced quotes").await;
+    };
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match dispatch(platform, caller, &words, out).await {
+        Ok(code) => code,
+        Err(e) => fail(out, &format!("error: {e}")).await,
+    }
+}
+
+/// Why a command failed before doing anything.
+#[derive(Debug, thiserror::Error)]
+enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+async fn require_access(
+    platform: &Platform,
+    caller: Caller<'_>,
+    app: &str,
+) -> Result<(), AdminError> {
+    let allowed = match caller {
+        Caller::User(user) => platform.store.can_access(user, app).await?,
+        Caller::Operator => platform.store.app(app).await?.is_some(),
+    };
+    if allowed {
+        Ok(())
+    } else {
+        // Same message whether the app exists or not: no probing for names.
+        Err(StoreError::NotFound {
+            kind: "app (or you have no access to it)",
+            name: app.to_string(),
+        }
+        .into())
+    }
+}
+
+/// `3`, `#3` or `v3` (Heroku's spelling) → 3.
+fn parse_deploy_number(word: &str) -> Result<i64, AdminError> {
+    let digits = word.trim_start_matches(['#', 'v']);
+    digits
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            AdminError::Usage(format!(
+                "`{}` is not a deploy number (e.g. 3, #3 or v3)",
+                word.escape_default()
+            ))
+        })
+}
+
+async fn dispatch(
+    platform: &Platform,
+    caller: Caller<'_>,
+    words: &[&str],
+    out: &dyn CommandOutput,
+) -> Result<u32, AdminError> {
+    let store = &platform.store;
+    let router_port = platform.router_port();
+    match words {
+        [] | ["help"] | ["--help"] | ["-h"] => {
+            out.write(Stream::Stdout, HELP).await;
+            Ok(0)
+        }
+        ["apps"] => {
+            let apps = store.list_apps(caller.name()).await?;
+            if apps.is_empty() {
+                say(
+                    out,
+                    "no apps yet: git push a repository with a Byteport manifest",
+                )
+                .await;
+            }
+            for a in apps {
+                let live = store.live_deploy(&a.name).await?;
+                let state = match (&live, a.stopped, platform.is_running(&a.name)) {
+                    (None, _, _) => "not live".to_string(),
+                    (Some(d), true, _) => format!("#{} stopped", d.number),
+                    (Some(d), false, true) => format!("#{} running", d.number),
+                    (Some(d), false, false) => format!("#{} down", d.number),
+                };
+                say(
+                    out,
+                    &format!(
+                        "{:<24} {:<14} http://{}.localhost:{router_port}",
+                        a.name, state, a.name
+                    ),
+                )
+                .await;
+            }
+            Ok(0)
+        }
+        ["ps"] | ["ps", _] => {
+            let only = words.get(1).copied();
+            if let Some(app) = only {
+                require_access(platform, caller, app).await?;
+            }
+            let mut shown = 0;
+            for vm in platform.status() {
+                if only.is_some_and(|a| a != vm.app) {
+                    continue;
+                }
+                if let Caller::User(u) = caller {
+                    if !store.can_access(u, &vm.app).await? {
+                        continue;
+                    }
+                }
+                shown += 1;
+                say(
+                    out,
+                    &format!(
+                        "{:<24} deploy #{:<4} vm {:<20} pid {:<8} up {}s  crashes {}  upstream {}",
+                        vm.app,
+                        vm.deploy,
+                        vm.vm,
+                        vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        vm.uptime_secs,
+                        vm.crashes,
+                        vm.upstream.as_deref().unwrap_or("-")
+                    ),
+                )
+                .await;
+            }
+            if shown == 0 {
+                say(out, "no VMs running").await;
+            }
+            Ok(0)
+        }
+        ["config", app] => {
+            require_access(platform, caller, app).await?;
+            for (k, v) in store.config_vars(app).await? {
+                say(out, &format!("{k}={v}")).await;
+            }
+            Ok(0)
+        }
+        ["config", app, "set", pairs @ ..] if !pairs.is_empty() => {
+            require_access(platform, caller, app).await?;
+            let mut parsed = vec![];
+            for p in pairs {
+                match p.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => parsed.push((k.to_string(), v.to_string())),
+                    _ => return Ok(fail(out, &format!("`{p}` is not KEY=VALUE")).await),
+                }
+            }
+            store.set_config(app, &parsed).await?;
+            let keys: Vec<&str> = parsed.iter().map(|(k, _)| k.as_str()).collect();
+            say(
+                out,
+                &format!(
+                    "set {} on {app} (takes effect on the next deploy or `restart {app}`)",
+                    keys.join(", ")
+                ),
+            )
+            .await;
+            Ok(0)
+        }
+        ["config", app, "unset", keys @ ..] if !keys.is_empty() => {
+            require_access(platform, caller, app).await?;
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let n = store.unset_config(app, &keys).await?;
+            say(out, &format!("removed {n} var(s) from {app}")).await;
+            Ok(0)
+        }
+        ["deploys", app] => {
+            require_access(platform, caller, app).await?;
+            let deploys = store.list_deploys(app, 20).await?;
+            if deploys.is_empty() {
+                say(out, &format!("{app} has no deploys yet")).await;
+            }
+            for d in deploys {
+                let what = match d.rollback_of {
+                    Some(n) => format!("rollback to #{n}"),
+                    None => d.commit.get(..12).unwrap_or(&d.commit).to_string(),
+                };
+                say(
+                    out,
+                    &format!(
+                        "#{:<4} {:<10} {what}{}",
+                        d.number,
+                        d.status.as_str(),
+                        d.failure_reason
+                            .map(|r| format!("  ({})", r.lines().next().unwrap_or_default()))
+                            .unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+            Ok(0)
+        }
+        ["logs", args @ ..] => {
+            let opts = logs::LogsOptions::parse(args).map_err(AdminError::Usage)?;
+            require_access(platform, caller, &opts.app).await?;
+            logs::show(platform, &opts.app, &opts, out).await?;
+            Ok(0)
+        }
+        ["restart", app] => {
+            require_access(platform, caller, app).await?;
+            let (progress, mut lines) = progress_channel();
+            let op = platform.restart(app, &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await).await
+        }
+        ["rollback", app] | ["rollback", app, _] => {
+            require_access(platform, caller, app).await?;
+            let target = words.get(2).map(|w| parse_deploy_number(w)).transpose()?;
+            let (progress, mut lines) = progress_channel();
+            let op = platform.rollback(app, target, caller.name(), &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await.map(|_| ())).await
+        }
+        ["stop", app] => {
+            require_access(platform, caller, app).await?;
+            let (progress, mut lines) = progress_channel();
+            let op = platform.stop(app, &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await).await
+        }
+        ["start", app] => {
+            require_access(platform, caller, app).await?;
+            let (progress, mut lines) = progress_channel();
+            let op = platform.start(app, &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await).await
+        }
+        ["destroy", app, "--confirm", confirm] if app == confirm => {
+            require_access(platform, caller, app).await?;
+            if let Caller::User(user) = caller {
+                let owner = store.require_app(app).await?.owner;
+                if owner != user {
+                    return Ok(fail(
+                        out,
+                        &format!("only {app}'s owner ({owner}) may destroy it"),
+                    )
+                    .await);
+                }
+            }
+            let (progress, mut lines) = progress_channel();
+            let op = platform.destroy(app, &progress);
+            lifecycle(out, streamed(out, &mut lines, op).await).await
+        }
+        ["destroy", app, ..] => Ok(fail(
+            out,
+            &format!(
+                "destroying {app} deletes its VM, deploys, config, secrets, repository and logs; run again with --confirm {app}"
+            ),
+        )
+        .await),
+        [cmd, ..] => Ok(fail(
+            out,
+            &format!(
+                "unknown or incomplete command `{}`\n\n{HELP}",
+                cmd.escape_default()
+            ),
+        )
+        .await),
+    }
+}
+
+/// A progress callback for the platform's lifecycle operations (which
+/// report synchronously) and the receiving end [`streamed`] forwards.
+fn progress_channel() -> (
+    impl Fn(&str) + Send + Sync,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    (
+        move |line: &str| {
+            let _ = tx.send(line.to_string());
+        },
+        rx,
+    )
+}
+
+/// Runs `op`, writing its progress lines to the caller as they come.
+async fn streamed<T>(
+    out: &dyn CommandOutput,
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    op: impl std::future::Future<Output = T>,
+) -> T {
+    let mut op = std::pin::pin!(op);
+    loop {
+        tokio::select! {
+            Some(line) = lines.recv() => say(out, &line).await,
+            result = &mut op => {
+                while let Ok(line) = lines.try_recv() {
+                    say(out, &line).await;
+                }
+                return result;
+            }
+        }
+    }
+}
+
+async fn lifecycle(out: &dyn CommandOutput, result: Result<(), String>) -> Result<u32, AdminError> {
+    match result {
+        Ok(()) => Ok(0),
+        Err(e) => Ok(fail(out, &format!("error: {e}")).await),
+    }
+}
+
+#[cfg(test)]
+mod tests;
