@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use gitd::{Access, Authority, BoxFuture, CommandReply, Commands, DeployHook, DeployRequest};
+use gitd::{Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest};
 
 /// The argument that turns this binary into the gitd server.
 pub const SERVE_ARG: &str = "--serve-gitd";
@@ -43,8 +43,8 @@ impl DeployHook for NoDeploy {
 }
 
 impl Commands for NoDeploy {
-    fn run<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, CommandReply> {
-        Box::pin(async { CommandReply::default() })
+    fn run<'a>(&'a self, _: &'a str, _: &'a str, _: &'a dyn CommandOutput) -> BoxFuture<'a, u32> {
+        Box::pin(async { 1 })
     }
 }
 
