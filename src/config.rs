@@ -112,6 +112,9 @@ struct FileConfig {
     driver: Option<String>,
     database_url: Option<String>,
     deploy_branches: Option<Vec<String>>,
+    ssh_max_connections: Option<u64>,
+    ssh_idle_timeout_secs: Option<u64>,
+    max_pack_size: Option<String>,
     build_ca: Option<String>,
 }
 
@@ -132,6 +135,12 @@ pub struct Config {
     pub database_url: String,
     /// Branches whose push deploys.
     pub deploy_branches: Vec<String>,
+    /// SSH connections beyond this are told the server is full.
+    pub ssh_max_connections: usize,
+    /// An SSH connection idle this long is closed, with a message.
+    pub ssh_idle_timeout_secs: u64,
+    /// Largest pack a push may send, in bytes.
+    pub max_pack_size: u64,
     /// Which CA certificates build steps trust: `host` (default), `none`,
     /// or a PEM bundle path (see builder/README.md).
     #[serde(serialize_with = "serialize_ca")]
@@ -225,7 +234,29 @@ impl Config {
             "host",
         );
 
+        let max_conns = pick(
+            "ssh_max_connections",
+            Some("BYTEPORT_SSH_MAX_CONNECTIONS"),
+            file.ssh_max_connections.map(|v| v.to_string()),
+            "64",
+        );
+        let idle = pick(
+            "ssh_idle_timeout_secs",
+            Some("BYTEPORT_SSH_IDLE_TIMEOUT_SECS"),
+            file.ssh_idle_timeout_secs.map(|v| v.to_string()),
+            "600",
+        );
+        let max_pack = pick(
+            "max_pack_size",
+            Some("BYTEPORT_MAX_PACK_SIZE"),
+            file.max_pack_size,
+            "1G",
+        );
+
         let config = Config {
+            ssh_max_connections: parse_count("ssh_max_connections", max_conns)? as usize,
+            ssh_idle_timeout_secs: parse_count("ssh_idle_timeout_secs", idle)?,
+            max_pack_size: parse_size("max_pack_size", max_pack)?,
             ssh_addr: parse_addr("ssh_addr", ssh)?,
             http_addr: parse_addr("http_addr", http)?,
             router_addr: parse_addr("router_addr", router)?,
@@ -284,6 +315,12 @@ impl Config {
             ("driver", self.driver.to_string()),
             ("database_url", redact_url(&self.database_url)),
             ("deploy_branches", self.deploy_branches.join(",")),
+            ("ssh_max_connections", self.ssh_max_connections.to_string()),
+            (
+                "ssh_idle_timeout_secs",
+                self.ssh_idle_timeout_secs.to_string(),
+            ),
+            ("max_pack_size", self.max_pack_size.to_string()),
             ("build_ca", ca_text(&self.build_ca)),
         ];
         let mut out = String::new();
@@ -370,6 +407,47 @@ fn parse_addr(
         source_name: source.to_string(),
         message: format!("`{value}` is not an address like 127.0.0.1:8080 ({e})"),
     })
+}
+
+/// A positive whole number.
+fn parse_count(key: &'static str, (value, source): (String, Source)) -> Result<u64, ConfigError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ConfigError::Value {
+            key,
+            source_name: source.to_string(),
+            message: format!("`{value}` is not a positive whole number"),
+        })
+}
+
+/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
+fn parse_size(key: &'static str, (value, source): (String, Source)) -> Result<u64, ConfigError> {
+    let v = value.trim();
+    let (digits, unit) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_uppercase()),
+        _ => (v, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => 64,
+    };
+    digits
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0 && shift < 64)
+        .and_then(|n| n.checked_mul(1u64 << shift.min(63)))
+        .ok_or_else(|| ConfigError::Value {
+            key,
+            source_name: source.to_string(),
+            message: format!("`{value}` is not a size like 1G, 512M or 1048576"),
+        })
 }
 
 #[cfg(test)]
@@ -497,6 +575,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn git_server_limits_parse_and_bad_ones_are_named() {
+        let c = Config::load(None, &env_of(&[("BYTEPORT_HOME", "/tmp/x")])).unwrap();
+        assert_eq!(
+            (
+                c.ssh_max_connections,
+                c.ssh_idle_timeout_secs,
+                c.max_pack_size
+            ),
+            (64, 600, 1 << 30)
+        );
+        let c = Config::load(
+            None,
+            &env_of(&[
+                ("BYTEPORT_HOME", "/tmp/x"),
+                ("BYTEPORT_SSH_MAX_CONNECTIONS", "3"),
+                ("BYTEPORT_SSH_IDLE_TIMEOUT_SECS", "30"),
+                ("BYTEPORT_MAX_PACK_SIZE", "512M"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.ssh_max_connections,
+                c.ssh_idle_timeout_secs,
+                c.max_pack_size
+            ),
+            (3, 30, 512 << 20)
+        );
+        for (var, bad) in [
+            ("BYTEPORT_MAX_PACK_SIZE", "lots"),
+            ("BYTEPORT_MAX_PACK_SIZE", "2T"),
+            ("BYTEPORT_SSH_MAX_CONNECTIONS", "0"),
+            ("BYTEPORT_SSH_IDLE_TIMEOUT_SECS", "-1"),
+        ] {
+            let err = Config::load(None, &|k: &str| match k {
+                "BYTEPORT_HOME" => Some("/tmp/x".into()),
+                k if k == var => Some(bad.into()),
+                _ => None,
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(var) && err.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     // The git server first: pushes are the front door.
     let mut git_config = gitd::GitdConfig::new(config.ssh_addr, &config.home);
     git_config.deploy_branches = config.deploy_branches.clone();
+    git_config.max_connections = config.ssh_max_connections;
+    git_config.idle_timeout = std::time::Duration::from_secs(config.ssh_idle_timeout_secs);
+    git_config.max_pack_bytes = config.max_pack_size;
     let gitd = gitd::serve(
         git_config,
         Arc::new(StoreAuthority(store.clone())),

@@ -253,6 +253,33 @@ fn clone_fetch_force_push_and_hostile_protocol_input() {
     );
     assert!(git(&clone, &["fsck", "--full"], None).status.success());
 
+    // Protocol v2 (git's default) end to end through `byteport up`: the
+    // trace shows the server answering `version 2`.
+    let trace = work.path().join("trace-v2");
+    std::fs::write(w.join("file.txt"), "v2\n").unwrap();
+    git(&w, &["commit", "-qam", "c6"], None);
+    assert!(git(&w, &["push", &d.remote("lib"), "main:dev"], Some(&ssh))
+        .status
+        .success());
+    let out = std::process::Command::new("git")
+        .args(["-c", "protocol.version=2", "fetch", "-q", "origin"])
+        .current_dir(&clone)
+        .env("GIT_SSH_COMMAND", &ssh)
+        .env("GIT_TRACE_PACKET", &trace)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let t = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        t.contains("fetch< version 2") && t.contains("fetch> command=fetch"),
+        "{t}"
+    );
+    assert_eq!(
+        git(&clone, &["rev-parse", "origin/dev"], None).stdout,
+        git(&w, &["rev-parse", "HEAD"], None).stdout
+    );
+    assert!(git(&clone, &["fsck", "--full"], None).status.success());
+
     // Non-fast-forward needs --force, which works.
     git(&w, &["reset", "-q", "--hard", "HEAD~2"], None);
     let out = git(&w, &["push", &d.remote("lib"), "main:dev"], Some(&ssh));
@@ -430,5 +457,71 @@ fn concurrent_pushes_to_one_app_end_consistent() {
         .collect();
     assert!(heads.contains(&dev), "dev = {dev}, pushed {heads:?}");
     assert!(git(&repo, &["fsck", "--full"], None).status.success());
+    d.stop();
+}
+
+#[test]
+fn limits_configured_for_byteport_up_reach_the_client() {
+    let mut d = Daemon::start_with_env(&[
+        ("BYTEPORT_MAX_PACK_SIZE", "1M"),
+        ("BYTEPORT_SSH_IDLE_TIMEOUT_SECS", "2"),
+    ]);
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let out = d.cli(&[
+        "keys",
+        "add",
+        "alice",
+        alice.with_extension("pub").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let ssh = d.ssh_command(&alice);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    git(w, &["init", "-q"], None);
+    // 3 MiB that does not compress, on a non-deploy branch.
+    let mut noise = vec![0u8; 3 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(w.join("big.bin"), &noise).unwrap();
+    git(w, &["add", "-A"], None);
+    git(w, &["commit", "-qm", "big"], None);
+    let out = git(w, &["push", &d.remote("big"), "main:dev"], Some(&ssh));
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains(
+            "the pack is larger than this server accepts (1 MiB; the `max_pack_size` setting)"
+        ),
+        "{t}"
+    );
+
+    // A client that stalls in the middle of a git exchange is told why.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{ssh} git@127.0.0.1 \"git-receive-pack 'big.git'\""
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let t = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(
+            "nothing received from the client for 2 s: closing the connection (idle timeout)"
+        ),
+        "{t}"
+    );
     d.stop();
 }

@@ -1,19 +1,41 @@
 //! `gitd`: BytePort's in-process SSH git server (russh + gix).
 //!
-//! Owns SSH authentication, the git smart protocol (receive-pack; upload-pack
-//! next), the bare repository store and the push → deploy hook call. It must
-//! not build or run apps itself: deploys go through the [`DeployHook`] the
-//! `byteport` binary provides, keys and access through [`Authority`].
+//! Owns SSH authentication, the git smart protocol (receive-pack for
+//! pushes; upload-pack for clone, fetch and ls-remote, protocol v0, v1 and
+//! v2), the bare repository store, the connection limits and the push →
+//! deploy hook call. It must not build or run apps itself: deploys go
+//! through the [`DeployHook`] the `byteport` binary provides, keys and
+//! access through [`Authority`]. No `git` binary runs on the server.
 //!
-//! Flow of data: [`ssh`] (russh session, auth, exec) → [`names`] (which
-//! service, which app) → [`receive`] (pkt-lines via gix-packetline, pack via
-//! gix-pack, refs via a gix transaction) → [`hook`] (deploy before the ref
-//! moves, progress as side-band `remote:` lines).
+//! Flow of data: [`ssh`] (russh session, auth, `GIT_PROTOCOL` env, exec;
+//! [`limits`]: connection limit, idle timeout) → [`names`] (which service,
+//! which app) → [`receive`] (commands → pack ingest → deploy hook → ref
+//! transaction → report) or [`upload`] (refs → negotiation → shallow →
+//! pack) → [`hook`] (deploy before the ref moves, progress as side-band
+//! `remote:` lines).
 //!
-//! gitoxide has no server side of the protocol, so the receive-pack state
-//! machine (ref advertisement, command parsing, report-status, side-band
-//! multiplexing) is written here on top of gix's pkt-line codec, pack
-//! indexer and ref transactions. No `git` binary runs on the server.
+//! ## What gix provides and what is written here
+//!
+//! gitoxide implements the *client* side of the git protocols; it has no
+//! server. So the server state machines are written in this crate on top
+//! of gix's building blocks:
+//!
+//! | part | from gix | written here, and why |
+//! | --- | --- | --- |
+//! | pkt-line framing | `gix-packetline` length decoding and encoders | [`pktline::Reader`]: tells a clean hang-up from a truncated packet, v2 delim packets, `ERR` lines, side-band sizing |
+//! | push: pack ingest | `gix-pack` `Bundle::write_to_directory` (index, verify, complete thin packs) | the size limit around it ([`receive::ingest`]) |
+//! | push: refs | `gix-ref` transactions with old-value checks | command parsing, report-status, atomic, push options, hook ordering |
+//! | fetch: negotiation | — | [`upload::negotiate`]: `have` handling, multi_ack / multi_ack_detailed / no-done, v2 acknowledgments and `ready` (git's "ok to give up" rule) |
+//! | fetch: commit selection | commit decoding | [`upload::graph`]: the date-ordered "wants minus haves" walk, because gix's rev-walk cannot treat shallow boundaries as parentless |
+//! | fetch: shallow | — | [`upload::shallow`]: deepen, deepen-relative, deepen-since, deepen-not, unshallow |
+//! | fetch: pack | `gix-pack` object counting (tree additions or whole trees) and entry generation (copies existing deltas from packs) | [`upload::pack`]: which objects per commit, include-tag, side-band framing, progress |
+//! | protocol v2 | — | [`upload::v2`]: capability advertisement, command loop, `ls-refs`, `fetch` sections |
+//!
+//! Not supported (refused with a clear message): partial clone
+//! (`--filter`; git falls back to a full clone), `want-ref`, packfile URIs,
+//! sideband-all, SHA-256 repositories. Packs sent are never thin (gix can
+//! only make thin packs against objects it cannot prove the client has),
+//! and new deltas are never computed: deltas come from the pushed packs.
 #![deny(missing_docs)]
 
 pub mod hook;

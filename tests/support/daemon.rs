@@ -15,6 +15,7 @@ pub struct Daemon {
     /// The router.
     pub router_port: u16,
     _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -57,7 +58,14 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
     key
 }
 
-fn spawn_up(dir: &Path, home: &Path, ssh_port: u16, router_port: u16, http_port: u16) -> Child {
+fn spawn_up(
+    dir: &Path,
+    home: &Path,
+    ssh_port: u16,
+    router_port: u16,
+    http_port: u16,
+    extra_env: &[(String, String)],
+) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -72,6 +80,7 @@ fn spawn_up(dir: &Path, home: &Path, ssh_port: u16, router_port: u16, http_port:
         .env("BYTEPORT_DRIVER", "qemu")
         .env("BYTEPORT_INIT", super::assets::init_binary())
         .env("RUST_LOG", "info")
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -82,6 +91,15 @@ fn spawn_up(dir: &Path, home: &Path, ssh_port: u16, router_port: u16, http_port:
 impl Daemon {
     /// Starts `byteport up`, reusing the cached guest kernel.
     pub fn start() -> Daemon {
+        Daemon::start_with_env(&[])
+    }
+
+    /// Starts `byteport up` with extra environment (configuration).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
@@ -90,13 +108,14 @@ impl Daemon {
         std::os::unix::fs::symlink(cached.join("kernels"), home.join("kernels")).unwrap();
         std::os::unix::fs::symlink(cached.join("assets"), home.join("assets")).unwrap();
         let (ssh_port, router_port, http_port) = (free_port(), free_port(), free_port());
-        let child = spawn_up(dir.path(), &home, ssh_port, router_port, http_port);
+        let child = spawn_up(dir.path(), &home, ssh_port, router_port, http_port, &env);
         let d = Daemon {
             child,
             home,
             ssh_port,
             router_port,
             _dir: dir,
+            env,
         };
         d.wait_for_port(ssh_port);
         d.wait_for_port(router_port);
@@ -113,6 +132,7 @@ impl Daemon {
             self.ssh_port,
             self.router_port,
             http_port,
+            &self.env,
         );
         self.wait_for_port(self.ssh_port);
         self.wait_for_port(self.router_port);

@@ -108,9 +108,6 @@ pub fn ingest(
         return Err(too_big(max_bytes));
     }
     result
-        .map(|outcome| Ingested {
-            keep: outcome.keep_path,
-        })
         .map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -120,6 +117,25 @@ pub fn ingest(
             }
             msg
         })
+        .and_then(|outcome| {
+            // On disk before any ref points into it (git fsyncs packs too).
+            for path in [&outcome.data_path, &outcome.index_path]
+                .into_iter()
+                .flatten()
+            {
+                sync(path).map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
+            }
+            if outcome.data_path.is_some() {
+                sync(&pack_dir).map_err(|e| format!("cannot sync {}: {e}", pack_dir.display()))?;
+            }
+            Ok(Ingested {
+                keep: outcome.keep_path,
+            })
+        })
+}
+
+fn sync(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 #[cfg(test)]

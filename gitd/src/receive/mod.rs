@@ -7,6 +7,7 @@
 //! thread over the SSH channel's byte streams.
 
 pub mod commands;
+pub mod connectivity;
 pub mod ingest;
 pub mod update;
 

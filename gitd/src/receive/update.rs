@@ -35,9 +35,26 @@ pub fn apply(
     atomic: bool,
     feedback: &mut dyn Feedback,
 ) -> Vec<Result<(), String>> {
+    // Nothing moves towards an incomplete history.
+    let tips: Vec<ObjectId> = commands
+        .iter()
+        .filter(|c| !c.is_delete())
+        .map(|c| c.new)
+        .collect();
+    let connected = match crate::upload::refs::Refs::read(repo) {
+        Ok(refs) => {
+            let existing: Vec<ObjectId> = refs.tips().collect();
+            super::connectivity::check(repo, &tips, &existing)
+                .map_err(|e| format!("missing necessary objects: {e}"))
+        }
+        Err(e) => Err(format!("cannot read the refs: {e}")),
+    };
     let mut results: Vec<Result<(), String>> = commands
         .iter()
-        .map(|c| check_and_deploy(ctx, repo, c, push_options, feedback))
+        .map(|c| match &connected {
+            Err(e) if !c.is_delete() => Err(e.clone()),
+            _ => check_and_deploy(ctx, repo, c, push_options, feedback),
+        })
         .collect();
     if atomic && results.iter().any(|r| r.is_err()) {
         results = results
@@ -61,6 +78,15 @@ pub fn apply(
             let msg = format!("ref update failed: {e}");
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(msg.clone());
+            }
+        }
+        // Make the moved refs durable before the client hears `ok`.
+        for (c, _) in commands.iter().zip(&results).filter(|(_, r)| r.is_ok()) {
+            let file = repo.path().join(&c.name);
+            for p in [Some(file.as_path()), file.parent()].into_iter().flatten() {
+                if let Ok(f) = std::fs::File::open(p) {
+                    let _ = f.sync_all();
+                }
             }
         }
     }

@@ -7,6 +7,7 @@
 //! [`graph`]'s walk, streamed by gix-pack).
 
 pub mod graph;
+pub mod locate;
 pub mod negotiate;
 pub mod pack;
 pub mod refs;

@@ -19,6 +19,9 @@ use super::shallow::Shallow;
 use super::UploadError;
 use crate::pktline;
 
+/// Delta-base cache per counting thread.
+const PACK_CACHE: usize = 16 << 20;
+
 /// What to pack.
 pub struct Plan<'a> {
     /// The client's wants (checked to exist).
@@ -215,9 +218,17 @@ fn build_and_write(
     }
     let skip = client_side_parents(graph, &commits, &plan.shallow.grafts)?;
     let repo = graph.repo();
-    let (boundary, inner): (Vec<ObjectId>, Vec<ObjectId>) = commits
-        .iter()
-        .partition(|c| plan.shallow.grafts.contains(*c));
+    // A commit's new objects are found by diffing its tree against its
+    // parents'; at a shallow boundary the whole tree goes. With nothing in
+    // common (a clone), walking every tree once (seen subtrees skipped) is
+    // cheaper than diffing every commit against its parent.
+    let (boundary, inner): (Vec<ObjectId>, Vec<ObjectId>) = if plan.common.is_empty() {
+        (commits.clone(), vec![])
+    } else {
+        commits
+            .iter()
+            .partition(|c| plan.shallow.grafts.contains(*c))
+    };
     whole.extend(boundary);
 
     let mut db = repo
@@ -228,6 +239,10 @@ fn build_and_write(
         .into_inner();
     // Counting and entry generation keep pack locations across lookups.
     db.prevent_pack_unload();
+    // Trees are deltas in chains; a roomy delta-base cache per thread
+    // (git's core.deltaBaseCacheLimit is 96 MiB) saves re-inflating bases.
+    db.set_pack_cache(|| Box::new(gix_pack::cache::lru::MemoryCappedHashmap::new(PACK_CACHE)));
+    let db = super::locate::Locating::new(db);
     let interrupt = AtomicBool::new(false);
     let mut seen = HashSet::new();
     let mut counts = vec![];
