@@ -82,12 +82,8 @@ fn main() {
     let wanted: Option<Vec<String>> = std::env::var("BENCH_EXAMPLES")
         .ok()
         .map(|v| v.split(',').map(str::to_string).collect());
+    // The daemon shares the Debian base cache with the tests.
     let d = Daemon::start();
-    // Share the Debian base cache with the tests (keyed by base + packages).
-    let bases = support::assets::cache_dir().join("bases");
-    std::fs::create_dir_all(&bases).unwrap();
-    std::fs::create_dir_all(d.home.join("cache")).unwrap();
-    std::os::unix::fs::symlink(&bases, d.home.join("cache/bases")).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let key = d.add_key(tmp.path(), "bench");
     let ssh = d.ssh_command(&key);

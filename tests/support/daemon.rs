@@ -107,6 +107,12 @@ impl Daemon {
         let cached = super::assets::cache_dir().join("home");
         std::os::unix::fs::symlink(cached.join("kernels"), home.join("kernels")).unwrap();
         std::os::unix::fs::symlink(cached.join("assets"), home.join("assets")).unwrap();
+        // Debian base layers are shared with the builder's tests (keyed by
+        // base, packages and builder version), so a push builds only its app.
+        let bases = super::assets::cache_dir().join("bases");
+        std::fs::create_dir_all(&bases).unwrap();
+        std::fs::create_dir_all(home.join("cache")).unwrap();
+        std::os::unix::fs::symlink(&bases, home.join("cache/bases")).unwrap();
         let (ssh_port, router_port, http_port) = (free_port(), free_port(), free_port());
         let child = spawn_up(dir.path(), &home, ssh_port, router_port, http_port, &env);
         let d = Daemon {
