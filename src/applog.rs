@@ -25,8 +25,13 @@ const MAX_OPEN_FILES: usize = 256;
 /// Longest a written line waits in memory before it is on disk.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
+/// Lines kept in memory per app, so `logs` (and the dashboard) show the
+/// recent past without reading files.
+pub const RECENT_LINES: usize = 1000;
+
 struct Inner {
     channels: HashMap<String, broadcast::Sender<String>>,
+    recent: HashMap<String, std::collections::VecDeque<String>>,
     /// Open log files by app, then deploy.
     files: HashMap<String, HashMap<i64, BufWriter<File>>>,
     open_files: usize,
@@ -37,6 +42,7 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             channels: HashMap::new(),
+            recent: HashMap::new(),
             files: HashMap::new(),
             open_files: 0,
             last_flush: Instant::now(),
@@ -148,11 +154,27 @@ impl AppLogs {
         if inner.last_flush.elapsed() >= FLUSH_EVERY {
             inner.flush_all();
         }
+        let recent = match inner.recent.get_mut(app) {
+            Some(r) => r,
+            None => inner.recent.entry(app.to_string()).or_default(),
+        };
+        if recent.len() >= RECENT_LINES {
+            recent.pop_front();
+        }
+        recent.push_back(line.to_string());
         if let Some(tx) = inner.channels.get(app) {
             if tx.receiver_count() > 0 {
                 let _ = tx.send(line.to_string());
             }
         }
+    }
+
+    /// The last `n` lines written for `app` since this process started, if
+    /// memory holds that many (else `None`: read the files).
+    pub fn recent(&self, app: &str, n: usize) -> Option<Vec<String>> {
+        let inner = self.lock();
+        let r = inner.recent.get(app)?;
+        (r.len() >= n).then(|| r.iter().skip(r.len() - n).cloned().collect())
     }
 
     /// Writes every buffered line to its file (before reading the files,
@@ -161,9 +183,10 @@ impl AppLogs {
         self.lock().flush_all();
     }
 
-    /// Closes the files of `app` (destroyed, or its logs removed).
+    /// Closes the files of `app` and forgets its recent lines (destroyed).
     pub fn close(&self, app: &str) {
         let mut inner = self.lock();
+        inner.recent.remove(app);
         if let Some(mut files) = inner.files.remove(app) {
             inner.open_files -= files.len();
             for f in files.values_mut() {
@@ -208,6 +231,13 @@ mod tests {
         );
         let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(got, ["one", "two", "three"]);
+        assert_eq!(logs.recent("a", 2).unwrap(), ["two", "three"]);
+        assert_eq!(logs.recent("a", 4), None, "memory holds 3 lines only");
+        for i in 0..RECENT_LINES + 5 {
+            logs.append("c", 1, &i.to_string());
+        }
+        let last = logs.recent("c", RECENT_LINES).unwrap();
+        assert_eq!(last.first().map(String::as_str), Some("5"));
     }
 
     #[test]

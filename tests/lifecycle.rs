@@ -10,6 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::daemon::{git, Daemon};
@@ -106,12 +108,49 @@ fn vm_pid(d: &Daemon) -> Option<u32> {
 }
 
 #[test]
-fn rollback_config_and_restart() {
+fn redeploy_under_load_rollback_config_and_restart() {
     let (d, tmp, key, ssh) = setup();
     let work = tmp.path().join("work");
     push(&d, &work, &ssh, "version one");
+
+    // A `git push` while a client keeps requesting: the new version comes
+    // up beside the old one, the router switches, the old one drains — no
+    // request fails.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let router_port = d.router_port;
+    let client = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match support::daemon::get_via(router_port, "life", "/index.html") {
+                    Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => {
+                        failed.lock().unwrap().push(e);
+                        0
+                    }
+                };
+            }
+        })
+    };
     push(&d, &work, &ssh, "version two");
-    assert!(d.get("life").unwrap().contains("version two"));
+    wait_for(&d, "the new version through the router", 30, || {
+        d.get("life").ok().filter(|p| p.contains("version two"))
+    });
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the redeploy: {:?}",
+        failed.len(),
+        failed.len() + ok.load(Ordering::SeqCst),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(ok.load(Ordering::SeqCst) > 10, "the client loop ran");
 
     // `byteport rollback APP` (CLI, through the control socket) goes back
     // to the previous good deploy as a new deploy, streaming its progress.

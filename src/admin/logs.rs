@@ -113,6 +113,12 @@ pub async fn show(
     // Subscribe before reading the files: a line written in between is
     // printed twice at worst, never lost.
     let mut live = opts.follow.then(|| platform.logs().subscribe(app));
+    if let Some(lines) = platform.logs().recent(app, opts.lines) {
+        for line in &lines {
+            say(out, line).await;
+        }
+        return follow(live.as_mut(), out).await;
+    }
     platform.logs().flush();
     let segments = platform.store.log_segments(app).await?;
     // Newest segments first; take lines until we have enough, then print
@@ -138,7 +144,15 @@ pub async fn show(
     for line in chunks.iter().rev().flatten() {
         say(out, line).await;
     }
-    let Some(live) = live.as_mut() else {
+    follow(live.as_mut(), out).await
+}
+
+/// With `-f`: every new line until the caller's future is dropped.
+async fn follow(
+    live: Option<&mut tokio::sync::broadcast::Receiver<String>>,
+    out: &dyn CommandOutput,
+) -> Result<(), StoreError> {
+    let Some(live) = live else {
         return Ok(());
     };
     loop {

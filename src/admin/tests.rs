@@ -175,6 +175,10 @@ async fn logs_show_the_tail_across_deploys() {
         r.stdout, "deploy 1 line 2\ndeploy 2 line 0\ndeploy 2 line 1\ndeploy 2 line 2\n",
         "{r:?}"
     );
+    // More than memory holds: read from the files, oldest deploy first.
+    let r = run_as(&p, alice, "logs hello -n 100").await;
+    assert_eq!(r.stdout.lines().count(), 6, "{r:?}");
+    assert!(r.stdout.starts_with("deploy 1 line 0\n"), "{r:?}");
     let r = run_as(&p, alice, "logs hello -n x").await;
     assert!(r.stderr.contains("number of lines"), "{r:?}");
 }

@@ -231,22 +231,7 @@ impl Daemon {
     /// GET `path` through the router with `Host: <app>.localhost`; `Ok`
     /// for a 200, `Err` with the whole response otherwise.
     pub fn get_path(&self, app: &str, path: &str) -> Result<String, String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.router_port))
-            .map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n"
-        )
-        .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        if out.starts_with("HTTP/1.1 200") {
-            Ok(out)
-        } else {
-            Err(out)
-        }
+        get_via(self.router_port, app, path)
     }
 
     /// Stops the daemon with SIGTERM and waits.
@@ -262,6 +247,27 @@ impl Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// GET `path` from the router on `router_port` with `Host: <app>.localhost`;
+/// `Ok` for a 200, `Err` with the whole response (or the error) otherwise.
+pub fn get_via(router_port: u16, app: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(("127.0.0.1", router_port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {app}.localhost\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    if out.starts_with("HTTP/1.1 200") {
+        Ok(out)
+    } else {
+        Err(out)
     }
 }
 
