@@ -27,18 +27,10 @@ fn text(o: &std::process::Output) -> String {
 fn push_deploys_redeploys_rejects_and_guards_access() {
     let mut d = Daemon::start();
     let keys = tempfile::tempdir().unwrap();
-    let alice = keygen(keys.path(), "alice");
-    let bob = keygen(keys.path(), "bob");
+    let alice = d.add_key(keys.path(), "alice");
+    let bob = d.add_key(keys.path(), "bob");
+    // Never registered.
     let mallory = keygen(keys.path(), "mallory");
-    for (name, key) in [("alice", &alice), ("bob", &bob)] {
-        let out = d.cli(&[
-            "keys",
-            "add",
-            name,
-            key.with_extension("pub").to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-    }
     let ssh_alice = d.ssh_command(&alice);
 
     let work = tempfile::tempdir().unwrap();
@@ -193,14 +185,7 @@ fn push_deploys_redeploys_rejects_and_guards_access() {
 fn clone_fetch_force_push_and_hostile_protocol_input() {
     let mut d = Daemon::start();
     let keys = tempfile::tempdir().unwrap();
-    let alice = keygen(keys.path(), "alice");
-    let out = d.cli(&[
-        "keys",
-        "add",
-        "alice",
-        alice.with_extension("pub").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let alice = d.add_key(keys.path(), "alice");
     let ssh = d.ssh_command(&alice);
     let work = tempfile::tempdir().unwrap();
     let w = work.path().join("w");
@@ -371,14 +356,7 @@ fn clone_fetch_force_push_and_hostile_protocol_input() {
 fn concurrent_pushes_to_one_app_end_consistent() {
     let mut d = Daemon::start();
     let keys = tempfile::tempdir().unwrap();
-    let alice = keygen(keys.path(), "alice");
-    let out = d.cli(&[
-        "keys",
-        "add",
-        "alice",
-        alice.with_extension("pub").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let alice = d.add_key(keys.path(), "alice");
     let ssh = d.ssh_command(&alice);
     let work = tempfile::tempdir().unwrap();
     let base = work.path().join("base");
@@ -467,14 +445,7 @@ fn limits_configured_for_byteport_up_reach_the_client() {
         ("BYTEPORT_SSH_IDLE_TIMEOUT_SECS", "2"),
     ]);
     let keys = tempfile::tempdir().unwrap();
-    let alice = keygen(keys.path(), "alice");
-    let out = d.cli(&[
-        "keys",
-        "add",
-        "alice",
-        alice.with_extension("pub").to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
+    let alice = d.add_key(keys.path(), "alice");
     let ssh = d.ssh_command(&alice);
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
