@@ -29,11 +29,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use byteport::router::{RequestLog, RouteTable, Router};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
+use router::{RequestLog, RouteTable, Router};
 
 fn need(bin: &str, package: &str) -> String {
     byteport::doctor::which(bin)
@@ -382,7 +382,11 @@ fn host_app(bins: &(String, String)) -> Scenario {
         .unwrap();
     let app = app_rt.block_on(app_server());
     let logs_dir = tempfile::tempdir().unwrap();
-    let logs = byteport::applog::AppLogs::new(logs_dir.path().to_path_buf());
+    let events = platform::Events::new(platform::events::EventSettings {
+        dir: logs_dir.path().to_path_buf(),
+        journal: Default::default(),
+    });
+    let flusher = events.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     // The router on a thread of its own, as `byteport up` runs it.
     std::thread::Builder::new()
@@ -395,8 +399,17 @@ fn host_app(bins: &(String, String)) -> Scenario {
             rt.block_on(async move {
                 let table = RouteTable::new("localhost");
                 table.switch("bench", &[], app, 1);
-                let log: RequestLog =
-                    Arc::new(move |app: &str, line: &str| logs.append(app, 1, line));
+                flusher.spawn_flusher();
+                let log: RequestLog = Arc::new(move |app: &str, line: &str| {
+                    events.emit(
+                        app,
+                        Some(1),
+                        None,
+                        platform::EventKind::Request {
+                            line: line.to_string(),
+                        },
+                    );
+                });
                 let router = Router::bind("127.0.0.1:0".parse().unwrap(), table, log)
                     .await
                     .unwrap();

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::admin::Caller;
-use crate::platform::Platform;
+use platform::Platform;
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 64 * 1024;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::applog::AppLogs;
+use platform::events::EventKind;
+use platform::store::Store;
+use platform::Platform;
+use router::{RequestLog, RouteTable, Router};
+
 use crate::config::Config;
 use crate::git_glue::{AdminCommands, PipelineHook, StoreAuthority};
-use crate::platform::Platform;
-use crate::router::{RequestLog, RouteTable, Router};
-use crate::store::Store;
 
 /// Everything `up` started, for tests and for the shutdown path.
 pub struct Services {
@@ -49,37 +50,25 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
             .context("setup (guest kernel, busybox) failed; run `byteport setup` to retry")?;
     }
     let routes = RouteTable::new("localhost");
-    let logs = AppLogs::new(config.home.join("logs"));
-    {
-        // Buffered log lines reach the disk even when an app goes quiet.
-        let logs = logs.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::applog::FLUSH_EVERY);
-            loop {
-                tick.tick().await;
-                logs.flush();
-            }
-        });
-    }
     let platform = Arc::new(Platform::new(
-        config,
+        crate::driver::platform_settings(config),
         store.clone(),
         routes.clone(),
-        logs.clone(),
     ));
     let request_platform = platform.clone();
+    // One line per routed request into the app's stream; no global lock
+    // (a read lock on the app table and the app's own lock).
     let log: RequestLog = Arc::new(move |app: &str, line: &str| {
         tracing::debug!(target: "byteport::router", app, "{line}");
-        if let Some(deploy) = request_platform.routes.deploy_of(app) {
-            logs.append(
-                app,
-                deploy,
-                &format!(
-                    "{} router  {line}",
-                    crate::commands::fmt_time(crate::store::now_ms())
-                ),
-            );
-        }
+        let deploy = request_platform.routes.deploy_of(app);
+        request_platform.events.emit(
+            app,
+            deploy,
+            None,
+            EventKind::Request {
+                line: line.to_string(),
+            },
+        );
     });
     // The git server first: pushes are the front door.
     let mut git_config = gitd::GitdConfig::new(config.ssh_addr, &config.home);
@@ -99,8 +88,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         .await
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
     crate::control::serve(&config.home, platform.clone()).await?;
-    platform.restore().await;
-    platform.spawn_watcher();
+    platform.start().await.context("starting the job queue")?;
     Ok(Services {
         store,
         router,
@@ -138,7 +126,6 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(crate::control::socket_path(&config.home));
     services.router.shutdown();
     services.platform.stop_all().await;
-    services.platform.logs().flush();
     services.store.close().await;
     Ok(())
 }

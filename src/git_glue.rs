@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use gitd::{Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest};
 
-use crate::platform::Platform;
-use crate::store::{Store, StoreError};
+use platform::store::{Store, StoreError};
+use platform::Platform;
 
 /// Keys and access, from the store.
 pub struct StoreAuthority(pub Store);
@@ -55,8 +55,49 @@ impl Authority for StoreAuthority {
     }
 }
 
-/// The deploy pipeline as gitd's push hook.
+/// The deploy pipeline as gitd's push hook: the push becomes a deploy job
+/// (run on this node, where the repository is); its events are the
+/// `remote:` lines; its verdict decides whether the ref moves.
 pub struct PipelineHook(pub Arc<Platform>);
+
+/// Watches a push's deploy job while its client is connected: if the
+/// client goes away (Ctrl-C on `git push`) before the job's point of no
+/// return, the job is cancelled; after it, the deploy goes on. Either way
+/// the app's log says which.
+struct ClientWatch {
+    platform: Arc<Platform>,
+    app: String,
+    job: i64,
+    finished: bool,
+}
+
+impl Drop for ClientWatch {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (platform, app, job) = (self.platform.clone(), self.app.clone(), self.job);
+        match platform.job_control(job) {
+            Some(control) if control.is_committed() => platform.note(
+                &app,
+                None,
+                &format!("the push's client disconnected; job {job} is past its point of no return (switching) and finishes"),
+            ),
+            Some(control) => {
+                control.cancel(platform::JobError::Cancelled {
+                    reason: "the push's client disconnected (Ctrl-C on git push)".into(),
+                });
+                platform.note(&app, None, &format!("the push's client disconnected; job {job} cancelled, the previous version keeps serving"));
+            }
+            None => {
+                // Still queued (or on its way out): cancel it in the store.
+                tokio::spawn(async move {
+                    let _ = platform.cancel(&app, Some(job), "the push's client disconnecting").await;
+                });
+            }
+        }
+    }
+}
 
 impl DeployHook for PipelineHook {
     fn deploy<'a>(
@@ -65,17 +106,25 @@ impl DeployHook for PipelineHook {
         progress: gitd::hook::Progress<'a>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let request = crate::deploy::DeployRequest {
-                app: req.app.clone(),
-                repo: req.repo.clone(),
-                git_ref: req.git_ref.clone(),
+            let spec = platform::JobSpec::Deploy {
                 commit: req.new.clone(),
-                pushed_by: Some(req.user.clone()),
+                git_ref: req.git_ref.clone(),
                 push_options: req.push_options.clone(),
             };
-            crate::deploy::run(&self.0, &request, &|l: &str| progress(l))
+            let follower = self
+                .0
+                .submit(&req.app, spec, Some(&req.user), true)
                 .await
-                .map(|_| ())
+                .map_err(|e| e.to_string())?;
+            let mut watch = ClientWatch {
+                platform: self.0.clone(),
+                app: req.app.clone(),
+                job: follower.job.id,
+                finished: false,
+            };
+            let verdict = follower.wait(&self.0, |line| progress(line)).await;
+            watch.finished = true;
+            verdict.map(|_| ()).map_err(|e| e.to_string())
         })
     }
 }

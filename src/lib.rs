@@ -7,16 +7,11 @@
 #![deny(missing_docs)]
 
 pub mod admin;
-pub mod applog;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod deploy;
 pub mod doctor;
+pub mod driver;
 pub mod git_glue;
-pub mod platform;
-pub mod repo_files;
-pub mod router;
-pub mod store;

@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use byteport::config::Config;
-use byteport::deploy::{self, DeployRequest};
-use byteport::platform::Platform;
-use byteport::router::{RequestLog, RouteTable, Router};
-use byteport::store::{DeployStatus, Store};
+use platform::store::{DeployStatus, Store};
+use platform::{JobError, JobSpec, Platform};
+use router::{RequestLog, RouteTable, Router};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -94,8 +93,12 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     store.add_user("alice", None).await.unwrap();
     store.create_app("site", "alice").await.unwrap();
     let routes = RouteTable::new("localhost");
-    let logs = byteport::applog::AppLogs::new(home.join("logs"));
-    let platform = Platform::new(&config, store.clone(), routes.clone(), logs);
+    let platform = Arc::new(Platform::new(
+        byteport::driver::platform_settings(&config),
+        store.clone(),
+        routes.clone(),
+    ));
+    platform.start().await.unwrap();
     assert_eq!(platform.boot_problem(), None);
     let log: RequestLog = Arc::new(|_: &str, _: &str| {});
     let router = Router::bind("127.0.0.1:0".parse().unwrap(), routes.clone(), log)
@@ -103,7 +106,9 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
         .unwrap();
     let raddr = router.local_addr;
 
-    let bare = tmp.path().join("site.git");
+    // Where the platform keeps the app's repository.
+    std::fs::create_dir_all(home.join("repos")).unwrap();
+    let bare = home.join("repos/site.git");
     git(
         tmp.path(),
         &["init", "-q", "--bare", bare.to_str().unwrap()],
@@ -113,25 +118,30 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     git(&work, &["init", "-q"]);
 
     let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let progress = {
-        let lines = lines.clone();
-        move |l: &str| lines.lock().unwrap().push(l.to_string())
-    };
-    let request = |commit: String| DeployRequest {
-        app: "site".into(),
-        repo: bare.clone(),
-        git_ref: "refs/heads/main".into(),
-        commit,
-        pushed_by: Some("alice".into()),
-        push_options: vec![],
+    let deploy = |commit: String| {
+        let (platform, lines) = (platform.clone(), lines.clone());
+        async move {
+            let spec = JobSpec::Deploy {
+                commit,
+                git_ref: "refs/heads/main".into(),
+                push_options: vec![],
+            };
+            let job = platform.submit("site", spec, Some("alice"), true).await?;
+            job.wait(&platform, |l| lines.lock().unwrap().push(l.to_string()))
+                .await
+        }
     };
 
     // First deploy.
     let c1 = commit(&work, &bare, MANIFEST, "version one\n");
-    let out = deploy::run(&platform, &request(c1), &progress)
+    let job = deploy(c1)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", lines.lock().unwrap().join("\n")));
-    assert_eq!(out.status, Some(DeployStatus::Live));
+    assert_eq!(job.deploy_number, Some(1));
+    assert_eq!(
+        store.deploy("site", 1).await.unwrap().unwrap().status,
+        DeployStatus::Live
+    );
     let text = lines.lock().unwrap().join("\n");
     assert!(text.contains("site: Byteport manifest OK"), "{text}");
     assert!(text.contains("Live at http://site.localhost:"), "{text}");
@@ -157,7 +167,7 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
         })
     };
     let c2 = commit(&work, &bare, MANIFEST, "version two\n");
-    deploy::run(&platform, &request(c2), &progress)
+    deploy(c2)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", lines.lock().unwrap().join("\n")));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -176,9 +186,9 @@ async fn push_build_boot_switch_and_reject_without_downtime() {
     // A broken manifest is rejected with line:col; version two keeps serving.
     let broken = MANIFEST.replace("port 8080", "port 80800");
     let c3 = commit(&work, &bare, &broken, "version three\n");
-    let err = deploy::run(&platform, &request(c3), &progress)
-        .await
-        .unwrap_err();
+    let err = deploy(c3).await.unwrap_err();
+    assert!(matches!(err, JobError::Rejected { .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("Byteport:") && err.contains("80800"), "{err}");
     assert!(get(raddr, "site.localhost")
         .unwrap()

@@ -3,7 +3,7 @@
 
 mod support;
 
-use byteport::store::{DeployStatus, PortfolioStatus, Store, StoreError};
+use platform::store::{DeployStatus, PortfolioStatus, Store, StoreError};
 
 const ALICE_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkA31zzsJ+GveuiOShxwxvnGAMWnU9bigP+TVyTJ7c alice@laptop";
@@ -115,6 +115,7 @@ async fn suite(url: &str, home: &std::path::Path) {
             "a".repeat(40).as_str(),
             "refs/heads/main",
             Some("alice"),
+            None,
         )
         .await
         .unwrap();
@@ -138,6 +139,7 @@ async fn suite(url: &str, home: &std::path::Path) {
             "b".repeat(40).as_str(),
             "refs/heads/main",
             Some("alice"),
+            None,
         )
         .await
         .unwrap();
@@ -148,7 +150,13 @@ async fn suite(url: &str, home: &std::path::Path) {
         .unwrap();
     assert_eq!(store.live_deploy("hello").await.unwrap().unwrap().number, 1);
     let d3 = store
-        .start_deploy("hello", "c".repeat(40).as_str(), "refs/heads/main", None)
+        .start_deploy(
+            "hello",
+            "c".repeat(40).as_str(),
+            "refs/heads/main",
+            None,
+            None,
+        )
         .await
         .unwrap();
     store.mark_live("hello", d3.number).await.unwrap();
@@ -167,7 +175,7 @@ async fn suite(url: &str, home: &std::path::Path) {
         .unwrap()
         .contains("memroy"));
     assert!(store
-        .start_deploy("ghost", "x", "refs/heads/main", None)
+        .start_deploy("ghost", "x", "refs/heads/main", None, None)
         .await
         .is_err());
 
@@ -233,17 +241,7 @@ async fn suite(url: &str, home: &std::path::Path) {
     assert!(store.unset_secret("hello", "DATABASE_URL").await.unwrap());
     assert!(!store.unset_secret("hello", "DATABASE_URL").await.unwrap());
 
-    // Log index and portfolio.
-    store
-        .index_log("hello", 3, "app", "/logs/hello/3/app.log", 10)
-        .await
-        .unwrap();
-    store
-        .index_log("hello", 3, "app", "/logs/hello/3/app.log", 99)
-        .await
-        .unwrap();
-    let segs = store.log_segments("hello").await.unwrap();
-    assert_eq!((segs.len(), segs[0].bytes), (1, 99));
+    // Portfolio.
     store
         .save_portfolio_draft("hello", "Hello", "A demo.", &["rust".into()], None, Some(3))
         .await
@@ -271,7 +269,6 @@ async fn suite(url: &str, home: &std::path::Path) {
     store.delete_app("hello").await.unwrap();
     assert!(store.app("hello").await.unwrap().is_none());
     assert!(store.list_deploys("hello", 10).await.unwrap().is_empty());
-    assert!(store.log_segments("hello").await.unwrap().is_empty());
     store.close().await;
 }
 

@@ -3,15 +3,12 @@
 //! deploys last, then — with `-f` — every new line as it is written, until
 //! the client goes away.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-
 use gitd::CommandOutput;
-use tokio::sync::broadcast::error::RecvError;
+use platform::events::{Event, Item};
 
 use super::say;
-use crate::platform::Platform;
-use crate::store::StoreError;
+use platform::store::StoreError;
+use platform::Platform;
 
 /// Lines shown before following, unless `-n` says otherwise.
 const DEFAULT_LINES: usize = 100;
@@ -75,99 +72,47 @@ impl LogsOptions {
     }
 }
 
-/// The last `n` lines of `path` (reads from the end, not the whole file).
-fn tail_lines(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
-    let mut file = std::fs::File::open(path)?;
-    let len = file.seek(SeekFrom::End(0))?;
-    let mut start = len;
-    let mut buf: Vec<u8> = Vec::new();
-    const CHUNK: u64 = 64 * 1024;
-    while start > 0 && buf.iter().filter(|b| **b == b'\n').count() <= n {
-        let step = CHUNK.min(start);
-        start -= step;
-        file.seek(SeekFrom::Start(start))?;
-        let mut chunk = vec![0; step as usize];
-        file.read_exact(&mut chunk)?;
-        chunk.extend_from_slice(&buf);
-        buf = chunk;
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
-    // The first line may be cut when we did not read from the start.
-    let skip_first = usize::from(start > 0);
-    let usable = &all[skip_first.min(all.len())..];
-    Ok(usable[usable.len().saturating_sub(n)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect())
-}
-
-/// Prints the tail of `app`'s logs and, with `follow`, new lines until the
-/// caller's future is dropped (the client left).
+/// Prints the tail of `app`'s runtime log (its processes, the router's
+/// request lines, BytePort's events) and, with `follow`, new lines until
+/// the caller's future is dropped (the client left). The tail and the
+/// follow come from one snapshot of the app's stream: no line is lost or
+/// printed twice between them.
 pub async fn show(
     platform: &Platform,
     app: &str,
     opts: &LogsOptions,
     out: &dyn CommandOutput,
 ) -> Result<(), StoreError> {
-    // Subscribe before reading the files: a line written in between is
-    // printed twice at worst, never lost.
-    let mut live = opts.follow.then(|| platform.logs().subscribe(app));
-    if let Some(lines) = platform.logs().recent(app, opts.lines) {
-        for line in &lines {
-            say(out, line).await;
-        }
-        return follow(live.as_mut(), out).await;
-    }
-    platform.logs().flush();
-    let segments = platform.store.log_segments(app).await?;
-    // Newest segments first; take lines until we have enough, then print
-    // them oldest first.
-    let mut chunks: Vec<Vec<String>> = Vec::new();
-    let mut have = 0;
-    for s in &segments {
-        if have >= opts.lines {
-            break;
-        }
-        match tail_lines(Path::new(&s.path), opts.lines - have) {
-            Ok(lines) => {
-                have += lines.len();
-                chunks.push(lines);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(app, path = %s.path, error = %e, "cannot read a log file"),
-        }
-    }
-    if chunks.is_empty() && live.is_none() {
+    let keep = |e: &Event| e.kind.is_runtime_log();
+    let events = platform.events.clone();
+    let (app_s, n) = (app.to_string(), opts.lines);
+    // Reading older lines may touch the journal files: off the async workers.
+    let (tail, mut live) = tokio::task::spawn_blocking(move || events.tail(&app_s, n, keep))
+        .await
+        .map_err(|e| StoreError::Invalid(format!("reading the log failed: {e}")))?;
+    if tail.is_empty() && !opts.follow {
         say(out, &format!("{app} has no logs yet")).await;
     }
-    for line in chunks.iter().rev().flatten() {
-        say(out, line).await;
+    for e in &tail {
+        say(out, &e.to_line()).await;
     }
-    follow(live.as_mut(), out).await
-}
-
-/// With `-f`: every new line until the caller's future is dropped.
-async fn follow(
-    live: Option<&mut tokio::sync::broadcast::Receiver<String>>,
-    out: &dyn CommandOutput,
-) -> Result<(), StoreError> {
-    let Some(live) = live else {
+    if !opts.follow {
         return Ok(());
-    };
-    loop {
-        match live.recv().await {
-            Ok(line) => say(out, &line).await,
-            Err(RecvError::Lagged(n)) => {
+    }
+    while let Some(item) = live.next().await {
+        match item {
+            Item::Event(e) if keep(&e) => say(out, &e.to_line()).await,
+            Item::Event(_) => {}
+            Item::Skipped(n) => {
                 say(
                     out,
-                    &format!("byteport: {n} log lines skipped (this client reads too slowly)"),
+                    &format!("byteport: … {n} lines skipped (this client reads too slowly)"),
                 )
                 .await
             }
-            Err(RecvError::Closed) => return Ok(()),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,25 +141,5 @@ mod tests {
         assert!(LogsOptions::parse(&["a", "b"])
             .unwrap_err()
             .contains("one app"));
-    }
-
-    #[test]
-    fn tail_reads_only_the_end_and_keeps_whole_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("l.log");
-        let text: String = (0..50_000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, &text).unwrap();
-        let t = tail_lines(&path, 3).unwrap();
-        assert_eq!(t, ["line 49997", "line 49998", "line 49999"]);
-        let t = tail_lines(&path, 20_000).unwrap();
-        assert_eq!(t.len(), 20_000);
-        assert_eq!(t[0], "line 30000");
-        std::fs::write(&path, "only\n").unwrap();
-        assert_eq!(tail_lines(&path, 10).unwrap(), ["only"]);
-        std::fs::write(&path, "").unwrap();
-        assert!(tail_lines(&path, 10).unwrap().is_empty());
-        // No trailing newline, invalid UTF-8: still lines, no panic.
-        std::fs::write(&path, b"a\nb\xff\xfe").unwrap();
-        assert_eq!(tail_lines(&path, 1).unwrap().len(), 1);
     }
 }

@@ -7,9 +7,11 @@
 mod logs;
 
 use gitd::{CommandOutput, Stream};
+use platform::jobs::dispatch::CancelReport;
+use platform::{JobSpec, JobUpdate};
 
-use crate::platform::Platform;
-use crate::store::StoreError;
+use platform::store::StoreError;
+use platform::Platform;
 
 /// Who runs a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +40,8 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   config APP                           show APP's config vars
   config APP set KEY=VALUE...          set config vars (then: restart APP)
   config APP unset KEY...              remove config vars
-  deploys APP                          deploy history
+  deploys APP                          deploy history and queued/running jobs
+  deploys cancel APP [JOB]             cancel APP's running (else queued) job, or JOB
   logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
   restart APP                          fresh VM of the live deploy, no downtime
   rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
@@ -252,8 +255,38 @@ async fn dispatch(
             say(out, &format!("removed {n} var(s) from {app}")).await;
             Ok(0)
         }
+        ["deploys", "cancel", app] | ["deploys", "cancel", app, _] => {
+            require_access(platform, caller, app).await?;
+            let job = words
+                .get(3)
+                .map(|w| {
+                    w.trim_start_matches('#').parse::<i64>().map_err(|_| {
+                        AdminError::Usage(format!("`{}` is not a job number", w.escape_default()))
+                    })
+                })
+                .transpose()?;
+            let by = caller.name().unwrap_or("the operator");
+            match platform.cancel(app, job, by).await {
+                Ok(report) => Ok(cancel_report(out, report).await),
+                Err(e) => Ok(fail(out, &format!("error: {e}")).await),
+            }
+        }
         ["deploys", app] => {
             require_access(platform, caller, app).await?;
+            for j in store.active_jobs(app).await? {
+                let job = platform::Job::from_row(j);
+                say(
+                    out,
+                    &format!(
+                        "job {:<5} {:<10} {:<8} requested by {}",
+                        job.id,
+                        job.spec.kind(),
+                        job.state.as_str(),
+                        job.requested_by.as_deref().unwrap_or("-")
+                    ),
+                )
+                .await;
+            }
             let deploys = store.list_deploys(app, 20).await?;
             if deploys.is_empty() {
                 say(out, &format!("{app} has no deploys yet")).await;
@@ -286,28 +319,20 @@ async fn dispatch(
         }
         ["restart", app] => {
             require_access(platform, caller, app).await?;
-            let (progress, mut lines) = progress_channel();
-            let op = platform.restart(app, &progress);
-            lifecycle(out, streamed(out, &mut lines, op).await).await
+            run_job(platform, caller, app, JobSpec::Restart, out).await
         }
         ["rollback", app] | ["rollback", app, _] => {
             require_access(platform, caller, app).await?;
             let target = words.get(2).map(|w| parse_deploy_number(w)).transpose()?;
-            let (progress, mut lines) = progress_channel();
-            let op = platform.rollback(app, target, caller.name(), &progress);
-            lifecycle(out, streamed(out, &mut lines, op).await.map(|_| ())).await
+            run_job(platform, caller, app, JobSpec::Rollback { target }, out).await
         }
         ["stop", app] => {
             require_access(platform, caller, app).await?;
-            let (progress, mut lines) = progress_channel();
-            let op = platform.stop(app, &progress);
-            lifecycle(out, streamed(out, &mut lines, op).await).await
+            run_job(platform, caller, app, JobSpec::Stop, out).await
         }
         ["start", app] => {
             require_access(platform, caller, app).await?;
-            let (progress, mut lines) = progress_channel();
-            let op = platform.start(app, &progress);
-            lifecycle(out, streamed(out, &mut lines, op).await).await
+            run_job(platform, caller, app, JobSpec::Start, out).await
         }
         ["destroy", app, "--confirm", confirm] if app == confirm => {
             require_access(platform, caller, app).await?;
@@ -321,9 +346,7 @@ async fn dispatch(
                     .await);
                 }
             }
-            let (progress, mut lines) = progress_channel();
-            let op = platform.destroy(app, &progress);
-            lifecycle(out, streamed(out, &mut lines, op).await).await
+            run_job(platform, caller, app, JobSpec::Destroy, out).await
         }
         ["destroy", app, ..] => Ok(fail(
             out,
@@ -343,45 +366,70 @@ async fn dispatch(
     }
 }
 
-/// A progress callback for the platform's lifecycle operations (which
-/// report synchronously) and the receiving end [`streamed`] forwards.
-fn progress_channel() -> (
-    impl Fn(&str) + Send + Sync,
-    tokio::sync::mpsc::UnboundedReceiver<String>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    (
-        move |line: &str| {
-            let _ = tx.send(line.to_string());
-        },
-        rx,
-    )
-}
-
-/// Runs `op`, writing its progress lines to the caller as they come.
-async fn streamed<T>(
+/// Queues `spec` for `app` and prints its progress until it ends. A
+/// client that goes away (Ctrl-C) leaves the job running: it is the app's
+/// now, and `deploys cancel` stops it.
+async fn run_job(
+    platform: &Platform,
+    caller: Caller<'_>,
+    app: &str,
+    spec: JobSpec,
     out: &dyn CommandOutput,
-    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
-    op: impl std::future::Future<Output = T>,
-) -> T {
-    let mut op = std::pin::pin!(op);
-    loop {
-        tokio::select! {
-            Some(line) = lines.recv() => say(out, &line).await,
-            result = &mut op => {
-                while let Ok(line) = lines.try_recv() {
-                    say(out, &line).await;
+) -> Result<u32, AdminError> {
+    let by = caller.name().unwrap_or("operator");
+    let mut follower = match platform.submit(app, spec, Some(by), false).await {
+        Ok(f) => f,
+        Err(e) => return Ok(fail(out, &format!("error: {e}")).await),
+    };
+    while let Some(update) = follower.next(platform).await {
+        match update {
+            JobUpdate::Line(line) => say(out, &line).await,
+            JobUpdate::Skipped(n) => say(out, &format!("… {n} lines skipped")).await,
+            JobUpdate::Done(result) => {
+                return match *result {
+                    Ok(_) => Ok(0),
+                    Err(e) => Ok(fail(out, &format!("error: {e}")).await),
                 }
-                return result;
             }
         }
     }
+    Ok(fail(out, "error: the job's progress stream ended early").await)
 }
 
-async fn lifecycle(out: &dyn CommandOutput, result: Result<(), String>) -> Result<u32, AdminError> {
-    match result {
-        Ok(()) => Ok(0),
-        Err(e) => Ok(fail(out, &format!("error: {e}")).await),
+async fn cancel_report(out: &dyn CommandOutput, report: CancelReport) -> u32 {
+    match report {
+        CancelReport::Dequeued(job) => {
+            say(out, &format!("cancelled {} before it started", job.title())).await;
+            0
+        }
+        CancelReport::Stopping(job) => {
+            say(
+                out,
+                &format!(
+                    "cancelling {}: its build and VM are being stopped; the previous version keeps serving",
+                    job.title()
+                ),
+            )
+            .await;
+            0
+        }
+        CancelReport::TooLate(job) => {
+            fail(
+                out,
+                &format!(
+                    "{} is past its point of no return (switching to the new VM); it will finish",
+                    job.title()
+                ),
+            )
+            .await
+        }
+        CancelReport::AlreadyFinished(job) => {
+            fail(
+                out,
+                &format!("{} already ended ({})", job.title(), job.state.as_str()),
+            )
+            .await
+        }
     }
 }
 

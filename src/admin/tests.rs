@@ -2,7 +2,7 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::config::Config;
-use crate::store::Store;
+use platform::store::Store;
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkA31zzsJ+GveuiOShxwxvnGAMWnU9bigP+TVyTJ7c alice@laptop";
@@ -57,14 +57,17 @@ async fn platform() -> (tempfile::TempDir, Arc<Platform>) {
     store.add_key("alice", KEY).await.unwrap();
     store.add_user("bob", None).await.unwrap();
     store.create_app("hello", "alice").await.unwrap();
-    let logs = crate::applog::AppLogs::new(home.path().join("logs"));
-    let p = Platform::new(
-        &config,
+    let p = Arc::new(Platform::new(
+        crate::driver::platform_settings(&config),
         store,
-        crate::router::RouteTable::new("localhost"),
-        logs,
-    );
-    (home, Arc::new(p))
+        router::RouteTable::new("localhost"),
+    ));
+    p.start().await.unwrap();
+    (home, p)
+}
+
+fn app_line(p: &Platform, deploy: i64, text: &str) {
+    (p.events.app_sink("hello", deploy))("web", "out", text);
 }
 
 #[tokio::test]
@@ -160,25 +163,45 @@ async fn logs_show_the_tail_across_deploys() {
     let r = run_as(&p, alice, "logs hello").await;
     assert_eq!(r.stdout, "hello has no logs yet\n");
     for deploy in 1..=2 {
-        let file = p.logs().file("hello", deploy);
-        p.store
-            .index_log("hello", deploy, "app", &file.display().to_string(), 0)
-            .await
-            .unwrap();
         for i in 0..3 {
-            p.logs()
-                .append("hello", deploy, &format!("deploy {deploy} line {i}"));
+            app_line(&p, deploy, &format!("deploy {deploy} line {i}"));
         }
+        // Build output is not part of the runtime log.
+        p.events.emit(
+            "hello",
+            Some(deploy),
+            None,
+            platform::EventKind::BuildOutput {
+                text: "compiling".into(),
+            },
+        );
     }
     let r = run_as(&p, alice, "logs hello -n 4").await;
+    let texts: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split_once(" web  ").map_or(l, |(_, t)| t))
+        .collect();
     assert_eq!(
-        r.stdout, "deploy 1 line 2\ndeploy 2 line 0\ndeploy 2 line 1\ndeploy 2 line 2\n",
+        texts,
+        [
+            "deploy 1 line 2",
+            "deploy 2 line 0",
+            "deploy 2 line 1",
+            "deploy 2 line 2"
+        ],
         "{r:?}"
     );
-    // More than memory holds: read from the files, oldest deploy first.
     let r = run_as(&p, alice, "logs hello -n 100").await;
     assert_eq!(r.stdout.lines().count(), 6, "{r:?}");
-    assert!(r.stdout.starts_with("deploy 1 line 0\n"), "{r:?}");
+    assert!(
+        r.stdout
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(" web  deploy 1 line 0"),
+        "{r:?}"
+    );
     let r = run_as(&p, alice, "logs hello -n x").await;
     assert!(r.stderr.contains("number of lines"), "{r:?}");
 }
@@ -196,7 +219,7 @@ async fn logs_follow_streams_new_lines_until_dropped() {
     let mut n = 0;
     while !out.stdout.lock().unwrap().contains("live line") {
         assert!(std::time::Instant::now() < deadline, "no live line arrived");
-        p.logs().append("hello", 1, &format!("live line {n}"));
+        app_line(&p, 1, &format!("live line {n}"));
         n += 1;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

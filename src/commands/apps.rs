@@ -67,7 +67,8 @@ pub async fn run(args: AppsArgs, config: &Config) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             }
             store.delete_app(&app).await?;
-            crate::platform::remove_app_files(&config.home, &app)?;
+            platform::lifecycle::remove_app_files(&config.home, &app)?;
+            let _ = std::fs::remove_dir_all(config.home.join("logs").join(&app));
             println!("destroyed {app}");
         }
     }

@@ -116,6 +116,11 @@ struct FileConfig {
     ssh_idle_timeout_secs: Option<u64>,
     max_pack_size: Option<String>,
     build_ca: Option<String>,
+    max_parallel_jobs: Option<u64>,
+    build_deadline_secs: Option<u64>,
+    job_deadline_secs: Option<u64>,
+    log_segment_size: Option<String>,
+    log_retention: Option<String>,
 }
 
 /// The effective configuration.
@@ -145,6 +150,17 @@ pub struct Config {
     /// or a PEM bundle path (see builder/README.md).
     #[serde(serialize_with = "serialize_ca")]
     pub build_ca: builder::CaTrust,
+    /// Jobs of different apps run at once (one app runs one job at a time).
+    pub max_parallel_jobs: usize,
+    /// Overall deadline of a deploy (build, boot, health, switch), seconds.
+    pub build_deadline_secs: u64,
+    /// Overall deadline of every other job (restart, rollback, ...), seconds.
+    pub job_deadline_secs: u64,
+    /// An app's event journal starts a new file past this size, in bytes.
+    pub log_segment_size: u64,
+    /// An app's event journal keeps at most this much, in bytes (oldest
+    /// files go first).
+    pub log_retention: u64,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each setting came from, by key.
@@ -253,7 +269,46 @@ impl Config {
             "1G",
         );
 
+        let cpus = std::thread::available_parallelism()
+            .map_or(2, |n| n.get().max(2))
+            .to_string();
+        let parallel = pick(
+            "max_parallel_jobs",
+            Some("BYTEPORT_MAX_PARALLEL_JOBS"),
+            file.max_parallel_jobs.map(|v| v.to_string()),
+            &cpus,
+        );
+        let build_deadline = pick(
+            "build_deadline_secs",
+            Some("BYTEPORT_BUILD_DEADLINE_SECS"),
+            file.build_deadline_secs.map(|v| v.to_string()),
+            "900",
+        );
+        let job_deadline = pick(
+            "job_deadline_secs",
+            Some("BYTEPORT_JOB_DEADLINE_SECS"),
+            file.job_deadline_secs.map(|v| v.to_string()),
+            "600",
+        );
+        let segment = pick(
+            "log_segment_size",
+            Some("BYTEPORT_LOG_SEGMENT_SIZE"),
+            file.log_segment_size,
+            "8M",
+        );
+        let retention = pick(
+            "log_retention",
+            Some("BYTEPORT_LOG_RETENTION"),
+            file.log_retention,
+            "64M",
+        );
+
         let config = Config {
+            max_parallel_jobs: parse_count("max_parallel_jobs", parallel)?.max(1) as usize,
+            build_deadline_secs: parse_count("build_deadline_secs", build_deadline)?.max(1),
+            job_deadline_secs: parse_count("job_deadline_secs", job_deadline)?.max(1),
+            log_segment_size: parse_size("log_segment_size", segment)?.max(4096),
+            log_retention: parse_size("log_retention", retention)?,
             ssh_max_connections: parse_count("ssh_max_connections", max_conns)? as usize,
             ssh_idle_timeout_secs: parse_count("ssh_idle_timeout_secs", idle)?,
             max_pack_size: parse_size("max_pack_size", max_pack)?,
@@ -322,6 +377,11 @@ impl Config {
             ),
             ("max_pack_size", self.max_pack_size.to_string()),
             ("build_ca", ca_text(&self.build_ca)),
+            ("max_parallel_jobs", self.max_parallel_jobs.to_string()),
+            ("build_deadline_secs", self.build_deadline_secs.to_string()),
+            ("job_deadline_secs", self.job_deadline_secs.to_string()),
+            ("log_segment_size", self.log_segment_size.to_string()),
+            ("log_retention", self.log_retention.to_string()),
         ];
         let mut out = String::new();
         for (key, value) in rows {
@@ -330,11 +390,11 @@ impl Config {
                 .get(key)
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "default".into());
-            out.push_str(&format!("{key:<16} = {value:<40} ({src})\n"));
+            out.push_str(&format!("{key:<21} = {value:<40} ({src})\n"));
         }
         match &self.file {
-            Some(p) => out.push_str(&format!("config file      : {}\n", p.display())),
-            None => out.push_str("config file      : none (all keys optional)\n"),
+            Some(p) => out.push_str(&format!("config file           : {}\n", p.display())),
+            None => out.push_str("config file           : none (all keys optional)\n"),
         }
         out
     }
@@ -358,17 +418,7 @@ fn serialize_ca<S: serde::Serializer>(trust: &builder::CaTrust, s: S) -> Result<
     s.serialize_str(&ca_text(trust))
 }
 
-/// Hides a password in a database URL (`postgres://u:secret@h` → `postgres://u:***@h`).
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((creds, host)) = rest.split_once('@') {
-            if let Some((user, _)) = creds.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
-}
+pub use platform::store::redact_url;
 
 fn default_home() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "byteport").map(|d| d.data_dir().to_path_buf())

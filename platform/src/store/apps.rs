@@ -186,14 +186,13 @@ impl Store {
 
     /// Deletes an app and everything recorded about it.
     pub async fn delete_app(&self, name: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(q("deleting an app"))?;
+        let mut tx = self.begin_write().await.map_err(q("deleting an app"))?;
         // Explicit child deletes: SQLite only cascades with foreign_keys on.
         for table in [
             "app_collaborators",
             "deploys",
             "config_vars",
             "secrets",
-            "log_segments",
             "portfolio_entries",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(

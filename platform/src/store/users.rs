@@ -173,7 +173,7 @@ impl Store {
     pub async fn add_key(&self, user: &str, public_key_line: &str) -> Result<SshKey, StoreError> {
         validate_dns_label("key owner", user)?;
         let (algorithm, canonical, fingerprint) = parse_public_key(public_key_line)?;
-        let mut tx = self.pool.begin().await.map_err(q("adding a key"))?;
+        let mut tx = self.begin_write().await.map_err(q("adding a key"))?;
         let exists = sqlx::query("SELECT name FROM users WHERE name = $1")
             .bind(user)
             .fetch_optional(&mut *tx)

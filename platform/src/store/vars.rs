@@ -48,7 +48,7 @@ impl Store {
             validate_var_name(k)?;
             validate_value(k, v)?;
         }
-        let mut tx = self.pool.begin().await.map_err(q("setting config"))?;
+        let mut tx = self.begin_write().await.map_err(q("setting config"))?;
         let now = now_ms();
         for (k, v) in vars {
             sqlx::query("DELETE FROM config_vars WHERE app = $1 AND key = $2")
@@ -104,7 +104,7 @@ impl Store {
         validate_var_name(name)?;
         validate_value(name, value)?;
         let sealed = self.secrets.seal(app, name, value);
-        let mut tx = self.pool.begin().await.map_err(q("setting a secret"))?;
+        let mut tx = self.begin_write().await.map_err(q("setting a secret"))?;
         sqlx::query("DELETE FROM secrets WHERE app = $1 AND name = $2")
             .bind(app)
             .bind(name)

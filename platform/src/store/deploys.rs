@@ -82,9 +82,15 @@ pub struct Deploy {
     pub finished_at: Option<i64>,
     /// For a rollback: the deploy whose artifact it runs again.
     pub rollback_of: Option<i64>,
+    /// The job that made it (its build log is that job's events).
+    pub job_id: Option<i64>,
+    /// The commit's author, `Name <email>`.
+    pub commit_author: Option<String>,
+    /// The first line of the commit's message.
+    pub commit_message: Option<String>,
 }
 
-const COLUMNS: &str = "app, number, commit_id, git_ref, pushed_by, status, artifact, failure_reason, timings_json, created_at, finished_at, rollback_of";
+const COLUMNS: &str = "app, number, commit_id, git_ref, pushed_by, status, artifact, failure_reason, timings_json, created_at, finished_at, rollback_of, job_id, commit_author, commit_message";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Deploy {
     let timings: String = r.get(8);
@@ -101,6 +107,9 @@ fn from_row(r: &sqlx::any::AnyRow) -> Deploy {
         created_at: r.get(9),
         finished_at: r.get(10),
         rollback_of: r.get(11),
+        job_id: r.get(12),
+        commit_author: r.get(13),
+        commit_message: r.get(14),
     }
 }
 
@@ -112,9 +121,31 @@ impl Store {
         commit: &str,
         git_ref: &str,
         pushed_by: Option<&str>,
+        job: Option<i64>,
     ) -> Result<Deploy, StoreError> {
-        self.insert_deploy(app, commit, git_ref, pushed_by, None)
+        self.insert_deploy(app, commit, git_ref, pushed_by, None, job)
             .await
+    }
+
+    /// Records what the deployed commit says about itself.
+    pub async fn set_deploy_commit_info(
+        &self,
+        app: &str,
+        number: i64,
+        author: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE deploys SET commit_author = $1, commit_message = $2 WHERE app = $3 AND number = $4",
+        )
+        .bind(author)
+        .bind(message)
+        .bind(app)
+        .bind(number)
+        .execute(&self.pool)
+        .await
+        .map_err(q("recording a commit's author"))?;
+        Ok(())
     }
 
     /// Records a rollback of `app` to deploy `target`: a new deploy (status
@@ -125,6 +156,7 @@ impl Store {
         app: &str,
         target: i64,
         by: Option<&str>,
+        job: Option<i64>,
     ) -> Result<Deploy, StoreError> {
         let t = self.require_deploy(app, target).await?;
         let Some(artifact) = t.artifact.as_deref() else {
@@ -132,8 +164,15 @@ impl Store {
                 "deploy #{target} of {app} has no artifact (it failed before its build finished); pick another with `byteport deploys {app}`"
             )));
         };
-        self.insert_deploy(app, &t.commit, &t.git_ref, by, Some((artifact, target)))
-            .await
+        self.insert_deploy(
+            app,
+            &t.commit,
+            &t.git_ref,
+            by,
+            Some((artifact, target)),
+            job,
+        )
+        .await
     }
 
     async fn insert_deploy(
@@ -143,9 +182,10 @@ impl Store {
         git_ref: &str,
         pushed_by: Option<&str>,
         rollback: Option<(&str, i64)>,
+        job: Option<i64>,
     ) -> Result<Deploy, StoreError> {
         self.require_app(app).await?;
-        let mut tx = self.pool.begin().await.map_err(q("starting a deploy"))?;
+        let mut tx = self.begin_write().await.map_err(q("starting a deploy"))?;
         let next: i64 =
             sqlx::query("SELECT COALESCE(MAX(number), 0) + 1 FROM deploys WHERE app = $1")
                 .bind(app)
@@ -158,7 +198,7 @@ impl Store {
             None => DeployStatus::Pending,
         };
         sqlx::query(
-            "INSERT INTO deploys (app, number, commit_id, git_ref, pushed_by, status, timings_json, created_at, artifact, rollback_of) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO deploys (app, number, commit_id, git_ref, pushed_by, status, timings_json, created_at, artifact, rollback_of, job_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(app)
         .bind(next)
@@ -170,6 +210,7 @@ impl Store {
         .bind(now_ms())
         .bind(rollback.map(|(artifact, _)| artifact.to_string()))
         .bind(rollback.map(|(_, target)| target))
+        .bind(job)
         .execute(&mut *tx)
         .await
         .map_err(q("starting a deploy"))?;
@@ -249,8 +290,7 @@ impl Store {
     /// Makes `number` the live deploy; the previously live one becomes superseded.
     pub async fn mark_live(&self, app: &str, number: i64) -> Result<(), StoreError> {
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(q("switching the live deploy"))?;
         sqlx::query("UPDATE deploys SET status = 'superseded' WHERE app = $1 AND status = 'live' AND number <> $2")

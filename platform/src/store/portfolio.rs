@@ -70,8 +70,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.require_app(app).await?;
         let mut tx = self
-            .pool
-            .begin()
+            .begin_write()
             .await
             .map_err(q("saving a portfolio draft"))?;
         sqlx::query("DELETE FROM portfolio_entries WHERE app = $1")

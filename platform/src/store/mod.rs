@@ -9,7 +9,7 @@
 mod apps;
 mod crypto;
 mod deploys;
-mod logs;
+mod jobs;
 mod portfolio;
 mod users;
 mod vars;
@@ -23,7 +23,7 @@ use sqlx::AnyPool;
 pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
-pub use logs::LogSegment;
+pub use jobs::{CancelOutcome, JobRow, NewJob};
 pub use portfolio::{PortfolioEntry, PortfolioStatus};
 pub use users::{SshKey, User};
 
@@ -145,7 +145,7 @@ impl Store {
             .connect(url)
             .await
             .map_err(|source| StoreError::Connect {
-                url: crate::config::redact_url(url),
+                url: crate::store::redact_url(url),
                 source,
             })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
@@ -155,6 +155,25 @@ impl Store {
             secrets,
             backend,
         })
+    }
+
+    /// The connection pool (tests poke rows directly).
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write
+    /// lock at once (`BEGIN IMMEDIATE`): a read-then-write transaction that
+    /// upgrades later fails with "database is locked" when another
+    /// connection wrote in between, instead of waiting its turn.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Which database this store talks to.
@@ -174,6 +193,18 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
         .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Hides a password in a database URL (`postgres://u:secret@h` → `postgres://u:***@h`).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((creds, host)) = rest.split_once('@') {
+            if let Some((user, _)) = creds.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
 }
 
 /// Validates an app or user name: a DNS label (lower-case letters, digits

@@ -103,6 +103,36 @@ pub fn read_root_file(
     Ok(blob.detach().data)
 }
 
+/// The author (`Name <email>`) and the first line of the message of
+/// commit `rev`, each capped at 200 characters (for deploy lists).
+pub fn commit_info(repo: &Path, rev: &str) -> Result<(String, String), RepoFileError> {
+    let repo_h = gix::open(repo).map_err(|e| RepoFileError::Open {
+        path: repo.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let commit_err = |message: String| RepoFileError::Commit {
+        rev: rev.to_string(),
+        message,
+    };
+    let id = gix::ObjectId::from_hex(rev.as_bytes()).map_err(|e| commit_err(e.to_string()))?;
+    let commit = repo_h
+        .find_object(id)
+        .map_err(|e| commit_err(e.to_string()))?
+        .try_into_commit()
+        .map_err(|e| commit_err(e.to_string()))?;
+    let author = commit.author().map_err(|e| commit_err(e.to_string()))?;
+    let who = format!("{} <{}>", author.name, author.email);
+    let message = commit.message_raw_sloppy().to_string();
+    let first = message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let cap = |s: String| s.chars().take(200).collect::<String>();
+    Ok((cap(who), cap(first)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,325 @@
+//! Booting an artifact into a healthy VM and switching the router to it:
+//! the run spec (descriptor + config vars + secrets), the driver, the
+//! health check, the switch and the drain of the VM it replaces.
+//!
+//! A job may be cancelled while its VM boots or is health-checked: the
+//! half-booted VM is stopped and nothing is routed to it. The switch is
+//! the point of no return ([`crate::jobs::dispatch::JobControl::commit`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::supervisor::{self, AppSpec, HealthProbe, RunningApp};
+
+use crate::apps::{Instance, Platform, DRAIN, MIN_MEMORY_MIB, STOP_GRACE};
+use crate::events::{EventKind, Events, VmChange};
+use crate::jobs::run::JobCtx;
+use crate::jobs::JobError;
+use crate::store::Deploy;
+
+/// A booted, healthy VM waiting to be switched in.
+pub struct Booted {
+    app: RunningApp,
+    /// Where the app answers on the host.
+    pub addr: std::net::SocketAddr,
+    /// Milliseconds per phase (boot, health).
+    pub timings: Vec<(&'static str, i64)>,
+}
+
+impl Booted {
+    pub(crate) fn into_running(self) -> RunningApp {
+        self.app
+    }
+}
+
+fn memory_mib(bytes: u64, ctx: &JobCtx) -> u64 {
+    let mib = bytes >> 20;
+    if mib < MIN_MEMORY_MIB {
+        ctx.say(&format!(
+            "       note: memory {mib}M is below the {MIN_MEMORY_MIB}M a Linux guest needs to boot; using {MIN_MEMORY_MIB}M"
+        ));
+        MIN_MEMORY_MIB
+    } else {
+        mib
+    }
+}
+
+fn vm_event(
+    events: &Events,
+    app: &str,
+    deploy: i64,
+    change: VmChange,
+    vm: &str,
+    detail: Option<String>,
+) {
+    events.emit(
+        app,
+        Some(deploy),
+        None,
+        EventKind::Vm {
+            change,
+            vm: vm.to_string(),
+            detail,
+        },
+    );
+}
+
+/// Stops a VM off the async runtime (it waits for the guest).
+pub(crate) async fn stop_vm(mut vm: RunningApp, grace: Duration, events: &Events) {
+    let (app, deploy, name) = (vm.app.clone(), vm.deploy, vm.vm.name().to_string());
+    let _ = tokio::task::spawn_blocking(move || vm.vm.stop(grace)).await;
+    vm_event(events, &app, deploy, VmChange::Stopped, &name, None);
+}
+
+impl Platform {
+    /// Boots `digest` for (`app`, `deploy`) and waits until it is healthy.
+    /// Cancelling the job stops the VM.
+    pub async fn boot(&self, ctx: &JobCtx, deploy: i64, digest: &str) -> Result<Booted, JobError> {
+        let app = ctx.app.as_str();
+        let opts = self.boot.clone().ok_or_else(|| JobError::Boot {
+            message: format!(
+                "cannot boot here: {}",
+                self.boot_problem.clone().unwrap_or_default()
+            ),
+        })?;
+        let (descriptor, rootfs) = self.artifact(digest)?;
+        let kernel = descriptor
+            .kernel
+            .clone()
+            .ok_or_else(|| JobError::Rejected {
+                message:
+                    "the artifact names no guest kernel: run `byteport setup`, then push again"
+                        .into(),
+            })?;
+        let mut env: BTreeMap<String, String> = descriptor.env.clone();
+        env.extend(self.store.config_vars(app).await?);
+        let secrets = self.store.secret_values(app).await?;
+        for name in &descriptor.secrets {
+            match secrets.get(name) {
+                Some(v) => {
+                    env.insert(name.clone(), v.clone());
+                }
+                None => ctx.say(&format!(
+                    "       warning: secret {name} is not set (byteport secrets set {app} {name})"
+                )),
+            }
+        }
+        let spec = AppSpec {
+            app: app.to_string(),
+            deploy,
+            kernel: kernel.image.clone(),
+            modules_dir: kernel.modules_dir.clone(),
+            rootfs,
+            cpus: descriptor.vm.cpus,
+            memory_mib: memory_mib(descriptor.vm.memory_bytes, ctx),
+            processes: descriptor
+                .processes
+                .iter()
+                .map(|p| (p.name.clone(), p.run.clone()))
+                .collect(),
+            port: descriptor.port,
+            env,
+            uid: descriptor.user.uid,
+            gid: descriptor.user.gid,
+            workdir: descriptor.workdir.clone(),
+        };
+        let started = Instant::now();
+        let sink = self.events.app_sink(app, deploy);
+        let mut boot = tokio::task::spawn_blocking(move || supervisor::boot(&spec, &opts, sink));
+        let running = tokio::select! {
+            done = &mut boot => done
+                .map_err(|e| JobError::Internal { message: format!("boot task failed: {e}") })?
+                .map_err(|e| JobError::Boot { message: crate::jobs::error_chain(&e) })?,
+            why = ctx.control.stopped() => {
+                // The boot cannot be interrupted half-way: let it finish,
+                // then power the VM off.
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    if let Ok(Ok(vm)) = boot.await {
+                        stop_vm(vm, Duration::from_secs(5), &events).await;
+                    }
+                });
+                return Err(why);
+            }
+        };
+        let boot_ms = started.elapsed().as_millis() as i64;
+        let vm_name = running.vm.name().to_string();
+        vm_event(&self.events, app, deploy, VmChange::Booted, &vm_name, None);
+        let Some(addr) = running.vm.host_addr() else {
+            return Ok(Booted {
+                app: running,
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                timings: vec![("boot", boot_ms)],
+            });
+        };
+        let probe = match &descriptor.health {
+            Some(h) => HealthProbe::Http {
+                method: h.method.clone(),
+                path: h.path.clone(),
+            },
+            None => HealthProbe::Tcp,
+        };
+        let (interval, timeout) = descriptor
+            .health
+            .as_ref()
+            .map(|h| {
+                (
+                    Duration::from_millis(h.interval_ms.clamp(100, 1000)),
+                    Duration::from_millis(h.timeout_ms),
+                )
+            })
+            .unwrap_or((Duration::from_millis(250), Duration::from_secs(2)));
+        let started = Instant::now();
+        let check = tokio::task::spawn_blocking(move || {
+            supervisor::wait_healthy(addr, &probe, interval, timeout, Duration::from_secs(90))
+        });
+        let result = tokio::select! {
+            r = check => r.map_err(|e| JobError::Internal { message: format!("health task failed: {e}") })?,
+            why = ctx.control.stopped() => {
+                stop_vm(running, Duration::from_secs(5), &self.events).await;
+                return Err(why);
+            }
+        };
+        if let Err(e) = result {
+            let tail = running.vm.console_tail();
+            stop_vm(running, Duration::from_secs(5), &self.events).await;
+            return Err(JobError::Boot {
+                message: format!("health check failed: {e}\n{tail}"),
+            });
+        }
+        let health_ms = started.elapsed().as_millis() as i64;
+        vm_event(
+            &self.events,
+            app,
+            deploy,
+            VmChange::Healthy,
+            &vm_name,
+            Some(format!("in {:.1}s", (boot_ms + health_ms) as f64 / 1000.0)),
+        );
+        Ok(Booted {
+            app: running,
+            addr,
+            timings: vec![("boot", boot_ms), ("health", health_ms)],
+        })
+    }
+
+    /// Routes the app to a healthy VM, drains and stops the one it
+    /// replaces. The caller has passed the job's point of no return.
+    /// Returns the switch time in milliseconds.
+    pub(crate) fn switch_in(
+        &self,
+        app: &str,
+        domains: &[String],
+        booted: Booted,
+        crashes: u32,
+    ) -> i64 {
+        let started = Instant::now();
+        let deploy = booted.app.deploy;
+        let vm_name = booted.app.vm.name().to_string();
+        let previous_upstream = if booted.addr.port() != 0 {
+            self.routes.switch(app, domains, booted.addr, deploy)
+        } else {
+            self.routes.forget(app)
+        };
+        let previous = self.running().insert(
+            app.to_string(),
+            Instance {
+                vm: booted.app,
+                domains: domains.to_vec(),
+                since: Instant::now(),
+                crashes,
+            },
+        );
+        let switch_ms = started.elapsed().as_millis() as i64;
+        vm_event(
+            &self.events,
+            app,
+            deploy,
+            VmChange::Switched,
+            &vm_name,
+            None,
+        );
+        if let Some(old) = previous {
+            retire(old, previous_upstream, self.events.clone());
+        }
+        switch_ms
+    }
+
+    /// The manifest's extra domains at a deploy's commit (a restart, a
+    /// rollback or a restore maps them again without the push that set
+    /// them). A manifest that cannot be read gives none, with a warning.
+    pub(crate) async fn domains_at(&self, app: &str, commit: &str) -> Vec<String> {
+        let repo = self.repo_path(app);
+        let commit_s = commit.to_string();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::repo_files::read_root_file(
+                &repo,
+                &commit_s,
+                manifest_spec::MANIFEST_FILE_NAME,
+                crate::pipeline::MAX_MANIFEST_BYTES,
+            )
+        })
+        .await;
+        match read {
+            Ok(Ok(bytes)) => manifest_spec::parse(&bytes, manifest_spec::MANIFEST_FILE_NAME)
+                .map(|m| m.domains)
+                .unwrap_or_default(),
+            other => {
+                tracing::warn!(
+                    app,
+                    commit,
+                    ?other,
+                    "cannot read the manifest for its domains"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Boots `deploy`'s artifact and switches the job's app to it
+    /// (restore, restart, start, crash recovery); `crashes` is carried to
+    /// the new VM for the crash backoff. Returns the phase timings.
+    pub(crate) async fn boot_and_switch(
+        &self,
+        ctx: &JobCtx,
+        deploy: &Deploy,
+        crashes: u32,
+    ) -> Result<Vec<(&'static str, i64)>, JobError> {
+        let digest = deploy
+            .artifact
+            .as_deref()
+            .ok_or_else(|| JobError::Rejected {
+                message: format!(
+                    "deploy #{} of {} has no artifact; push again to rebuild",
+                    deploy.number, ctx.app
+                ),
+            })?;
+        let domains = self.domains_at(&ctx.app, &deploy.commit).await;
+        let booted = self.boot(ctx, deploy.number, digest).await?;
+        let mut timings = booted.timings.clone();
+        if let Err(why) = ctx.control.commit() {
+            stop_vm(booted.app, Duration::from_secs(5), &self.events).await;
+            return Err(why);
+        }
+        timings.push((
+            "switch",
+            self.switch_in(&ctx.app, &domains, booted, crashes),
+        ));
+        Ok(timings)
+    }
+}
+
+/// Drains the upstream an old VM served (in-flight requests finish), then
+/// stops the VM, in the background.
+pub(crate) fn retire(old: Instance, upstream: Option<Arc<router::Upstream>>, events: Events) {
+    tokio::spawn(async move {
+        if let Some(u) = upstream {
+            let left = u.drain(DRAIN).await;
+            if left > 0 {
+                tracing::warn!(app = %old.vm.app, left, "drain timed out; stopping anyway");
+            }
+        }
+        stop_vm(old.vm, STOP_GRACE, &events).await;
+    });
+}

@@ -1,0 +1,130 @@
+//! Which runtime driver `byteport up` boots apps with on this host, and
+//! where the guest init binary is: the daemon decides, the platform runs.
+
+use std::path::PathBuf;
+
+use crate::config::Driver;
+
+/// Where `byteport-init` is: `$BYTEPORT_INIT`, beside this executable, or on PATH.
+pub fn find_init_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BYTEPORT_INIT") {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe()
+        .ok()?
+        .with_file_name("byteport-init");
+    if beside.exists() {
+        return Some(beside);
+    }
+    crate::doctor::which("byteport-init")
+}
+
+/// The runtime driver for `wanted` on a host with `facts`, or why apps
+/// cannot boot.
+pub fn choose_driver(
+    wanted: Driver,
+    facts: &crate::doctor::VirtFacts,
+) -> Result<runtime::supervisor::Driver, String> {
+    let driver = match wanted {
+        Driver::Auto => facts.auto_driver().0,
+        d => d,
+    };
+    match driver {
+        Driver::Kvm if !facts.hardware_virt_usable() => Err(format!(
+            "driver = \"kvm\" asks for BytePort's own VMM, but {}; guests would not boot in useful time. Use driver = \"qemu\" (or auto)",
+            facts.auto_driver().1
+        )),
+        Driver::Kvm => match runtime::drivers::kvm::find_vmm() {
+            Some(vmm) => Ok(runtime::supervisor::Driver::Kvm { vmm }),
+            None => Err(
+                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path runtime --bin byteport-vmm`".into(),
+            ),
+        },
+        _ => match crate::doctor::which("qemu-system-x86_64") {
+            Some(qemu) => Ok(runtime::supervisor::Driver::Qemu {
+                qemu,
+                accel: if facts.hardware_virt_usable() {
+                    "kvm".into()
+                } else {
+                    "tcg".into()
+                },
+            }),
+            None => Err("qemu-system-x86_64 not found: apt-get install qemu-system-x86".into()),
+        },
+    }
+}
+
+/// The platform's settings from the daemon's configuration: the boot
+/// options for the driver this host can run, or why apps cannot boot.
+pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSettings {
+    let facts = crate::doctor::VirtFacts::probe(std::path::Path::new("/"));
+    let boot = choose_driver(config.driver, &facts).and_then(|driver| {
+        let init_binary = find_init_binary().ok_or_else(|| {
+            "byteport-init not found beside byteport: reinstall with `cargo install --locked --path .`".to_string()
+        })?;
+        Ok(runtime::supervisor::BootOptions {
+            run_dir: config.home.join("run"),
+            init_binary,
+            driver,
+            ready_timeout: std::time::Duration::from_secs(180),
+        })
+    });
+    platform::PlatformSettings {
+        home: config.home.clone(),
+        router_port: config.router_addr.port(),
+        boot,
+        build_ca: config.build_ca.clone(),
+        jobs: platform::jobs::JobSettings {
+            max_parallel: config.max_parallel_jobs,
+            build_deadline: std::time::Duration::from_secs(config.build_deadline_secs),
+            deadline: std::time::Duration::from_secs(config.job_deadline_secs),
+            ..Default::default()
+        },
+        journal: platform::events::journal::JournalSettings {
+            segment_bytes: config.log_segment_size,
+            retention_bytes: config.log_retention,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::VirtFacts;
+
+    fn facts(hw: bool, pvm: bool) -> VirtFacts {
+        VirtFacts {
+            kvm_device: true,
+            kvm_openable: true,
+            hw_virt_flag: hw,
+            kvm_pvm: pvm,
+        }
+    }
+
+    #[test]
+    fn kvm_is_refused_where_guests_would_be_emulated() {
+        let err = choose_driver(Driver::Kvm, &facts(false, true)).unwrap_err();
+        assert!(
+            err.contains("kvm_pvm") && err.contains("driver = \"qemu\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn auto_takes_qemu_without_hardware_virtualization() {
+        // qemu-system-x86_64 is installed wherever these tests run (.ci/run).
+        match choose_driver(Driver::Auto, &facts(false, true)) {
+            Ok(runtime::supervisor::Driver::Qemu { accel, .. }) => assert_eq!(accel, "tcg"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn kvm_with_hardware_virtualization_needs_byteport_vmm() {
+        match choose_driver(Driver::Auto, &facts(true, false)) {
+            Ok(runtime::supervisor::Driver::Kvm { vmm }) => assert!(vmm.exists()),
+            Err(e) => assert!(e.contains("cargo install --locked --path runtime"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
