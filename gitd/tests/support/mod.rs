@@ -19,7 +19,7 @@ impl Authority for Keys {
     fn user_for_key<'a>(
         &'a self,
         fingerprint: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
             Ok(self
                 .0
