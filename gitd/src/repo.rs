@@ -110,7 +110,8 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<(), RepoError> {
 }
 
 /// Makes the files gitd just wrote into `repo` (`written`, e.g. a ref and
-/// its reflog) 0600 and their directories up to `repo` 0700.
+/// its reflog; paths that do not exist are skipped) 0600 and their
+/// directories up to `repo` 0700.
 pub fn make_written_private(repo: &Path, written: &[PathBuf]) -> Result<(), RepoError> {
     for file in written {
         if file.is_file() {
@@ -121,7 +122,9 @@ pub fn make_written_private(repo: &Path, written: &[PathBuf]) -> Result<(), Repo
             if !d.starts_with(repo) || d == repo {
                 break;
             }
-            set_mode(d, 0o700)?;
+            if d.is_dir() {
+                set_mode(d, 0o700)?;
+            }
             dir = d.parent();
         }
     }

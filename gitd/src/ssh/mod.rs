@@ -8,8 +8,9 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `subsystem` (`ssh -s sftp`) | a stderr line saying what this server does, failure, exit status 1, channel closed |
-//! | `pty-req` (`ssh -t`), `x11-req` (`ssh -X`), `auth-agent-req` (`ssh -A`) | failure (OpenSSH says so itself, or ignores it), the command still runs |
+//! | `subsystem` (`ssh -s sftp`) | a stderr line saying what this server does, exit status 1, channel closed (the request itself gets a success reply: OpenSSH exits on a failure reply before printing the message) |
+//! | `pty-req` (`ssh -t`) | failure: OpenSSH prints "PTY allocation request failed" and, as the terminal was asked for explicitly, exits 255; without `-t` no terminal is asked for and commands run |
+//! | `x11-req` (`ssh -X`), `auth-agent-req` (`ssh -A`) | failure (OpenSSH prints "X11 forwarding request failed"; agent requests want no reply), the command still runs |
 //! | `tcpip-forward` (`-R`), `streamlocal-forward`, channel opens `direct-tcpip` (`-L`, `-D`), `direct-streamlocal`, `x11`, `forwarded-tcpip` | refused; on a connection that has run no command, disconnected with the reason |
 
 mod channel_io;
@@ -276,20 +277,18 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(id)?;
-        let Some(channel) = self.channels.remove(&id) else {
-            return Ok(());
-        };
         tracing::info!(peer = ?self.peer, subsystem = %name.escape_default(), "gitd: subsystem refused");
-        let message = wording::unsupported_subsystem(name);
-        let handle = session.handle();
-        let running = self.state.running();
-        tokio::spawn(async move {
-            exec::stderr(&handle, id, &message).await;
-            exec::finish(&handle, id, 1).await;
-            drop(channel);
-            drop(running);
-        });
+        // OpenSSH exits the moment it reads a failure reply, before it
+        // prints stderr data that came with it; so the request is
+        // answered with success and the refusal is the message and exit
+        // status 1 (an sftp client then reports the closed connection).
+        session.channel_success(id)?;
+        let message = format!("{}\n", wording::unsupported_subsystem(name));
+        session.extended_data(id, 1, message.into_bytes())?;
+        session.exit_status_request(id, 1)?;
+        session.eof(id)?;
+        session.close(id)?;
+        self.channels.remove(&id);
         Ok(())
     }
 
