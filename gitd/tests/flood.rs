@@ -37,7 +37,13 @@ enum Fate {
 async fn version_line_only(source: [u8; 4], server: SocketAddr) -> Option<Fate> {
     let socket = tokio::net::TcpSocket::new_v4().ok()?;
     socket.bind(SocketAddr::from((source, 0))).ok()?;
-    let mut s = socket.connect(server).await.ok()?;
+    let mut s = match socket.connect(server).await {
+        Ok(s) => s,
+        // Reset before the connect completed on this side: the server
+        // accepted it and reset it at once.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(Fate::Refused),
+        Err(e) => panic!("connect from {source:?}: {e}"),
+    };
     let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
     let mut got = vec![];
     let mut buf = [0u8; 4096];
@@ -105,9 +111,9 @@ fn push_and_list(s: &Server, round: &str) {
     commit(w, "a", round, round);
     // `-b 127.0.0.1`: the client's own address, not an attacker's.
     let ssh = format!("{} -b 127.0.0.1", s.ssh());
-    git_ok(w, &["push", "-q", &s.url("app"), "main"], &ssh);
+    git_ok(w, &["push", "-q", &s.url(round), "main"], &ssh);
     let head = git_ok(w, &["rev-parse", "HEAD"], "");
-    let listed = git_ok(w, &["ls-remote", &s.url("app"), "refs/heads/main"], &ssh);
+    let listed = git_ok(w, &["ls-remote", &s.url(round), "refs/heads/main"], &ssh);
     assert!(listed.starts_with(&head), "{listed}");
 }
 
