@@ -60,7 +60,14 @@ pub(crate) async fn accept_loop(
             );
         }
         let (shared, ssh_config) = (shared.clone(), ssh_config.clone());
-        tokio::spawn(connection(shared, ssh_config, socket, peer, admitted.ticket, kill));
+        tokio::spawn(connection(
+            shared,
+            ssh_config,
+            socket,
+            peer,
+            admitted.ticket,
+            kill,
+        ));
     }
 }
 

@@ -241,7 +241,10 @@ impl Table {
     fn victim(&self) -> Option<Source> {
         self.sources
             .iter()
-            .filter_map(|(s, q)| q.front().map(|(id, _)| (q.len(), std::cmp::Reverse(*id), *s)))
+            .filter_map(|(s, q)| {
+                q.front()
+                    .map(|(id, _)| (q.len(), std::cmp::Reverse(*id), *s))
+            })
             .max()
             .map(|(_, _, s)| s)
     }
@@ -497,7 +500,10 @@ mod tests {
     fn one_address_gets_at_most_its_share() {
         let a = budget(100, 30, 100, 3);
         let held: Vec<_> = (0..3)
-            .map(|_| a.admit_rolling(v4(2), CancellationToken::new(), 99).unwrap())
+            .map(|_| {
+                a.admit_rolling(v4(2), CancellationToken::new(), 99)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(
             a.admit_rolling(v4(2), CancellationToken::new(), 99).err(),
@@ -524,7 +530,9 @@ mod tests {
             Some(Refusal::RandomDrop)
         );
         // ...one over it does not.
-        let _k = a.admit_rolling(v4(2), CancellationToken::new(), 50).unwrap();
+        let _k = a
+            .admit_rolling(v4(2), CancellationToken::new(), 50)
+            .unwrap();
         // A new address is admitted whatever the roll.
         let _n = a.admit_rolling(v4(3), CancellationToken::new(), 0).unwrap();
         assert_eq!(Startups::default().drop_percent(55), 65);
@@ -549,7 +557,9 @@ mod tests {
         );
         assert!(k.iter().all(|t| !t.is_cancelled()));
         // A fresh address displaces the oldest handshake of .2.
-        let fresh = a.admit_rolling(v4(1), CancellationToken::new(), 99).unwrap();
+        let fresh = a
+            .admit_rolling(v4(1), CancellationToken::new(), 99)
+            .unwrap();
         assert_eq!(fresh.displaced, Some(v4(2)));
         assert!(k[0].is_cancelled() && !k[1].is_cancelled() && !k[3].is_cancelled());
         assert_eq!(a.stats().handshakes, 4);
@@ -568,7 +578,9 @@ mod tests {
             .enumerate()
             .map(|(i, t)| a.admit_rolling(v4(10 + i as u8), t.clone(), 99).unwrap())
             .collect();
-        let _new = a.admit_rolling(v4(1), CancellationToken::new(), 99).unwrap();
+        let _new = a
+            .admit_rolling(v4(1), CancellationToken::new(), 99)
+            .unwrap();
         assert!(k[0].is_cancelled() && !k[1].is_cancelled() && !k[2].is_cancelled());
     }
 

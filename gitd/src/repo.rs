@@ -214,7 +214,10 @@ mod tests {
         }
         assert!(gix::open(&repo).is_ok());
         // Only the repository: no temporary directory left behind.
-        let names: Vec<_> = std::fs::read_dir(&repos).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&repos)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("hello.git")]);
         // Again: nothing changes, no error.
         ensure_bare(&repo).unwrap();
@@ -234,6 +237,9 @@ mod tests {
             t.join().unwrap().unwrap();
         }
         assert!(gix::open(&repo).is_ok());
-        assert_eq!(std::fs::read_dir(dir.path().join("repos")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("repos")).unwrap().count(),
+            1
+        );
     }
 }

@@ -50,9 +50,9 @@ pub fn deploy(e: &DeployError) -> String {
             format!("{what}; push again when it has finished")
         }
         DeployError::Cancelled { by } => format!("cancelled by {by}"),
-        DeployError::Interrupted { reason } => format!(
-            "interrupted ({reason}); the previous version is still live, push again"
-        ),
+        DeployError::Interrupted { reason } => {
+            format!("interrupted ({reason}); the previous version is still live, push again")
+        }
         DeployError::TimedOut { deadline } => format!(
             "did not finish within {}; the previous version is still live",
             human(*deadline)
@@ -69,9 +69,7 @@ pub fn ref_rejected(r: &RefRejection) -> String {
     match r {
         RefRejection::Unpack => "unpacker error".into(),
         RefRejection::AlreadyExists => "already exists (fetch first)".into(),
-        RefRejection::Stale => {
-            "stale info: the ref changed since you fetched (fetch first)".into()
-        }
+        RefRejection::Stale => "stale info: the ref changed since you fetched (fetch first)".into(),
         RefRejection::MissingObjects => "missing necessary objects".into(),
         RefRejection::Incomplete(e) => format!("missing necessary objects: {e}"),
         RefRejection::RefsUnreadable(_) => {
@@ -88,9 +86,7 @@ pub fn ref_rejected(r: &RefRejection) -> String {
                 .into()
         }
         RefRejection::Atomic => "atomic push failed".into(),
-        RefRejection::Transaction(_) => {
-            "ref update failed (logged); fetch and push again".into()
-        }
+        RefRejection::Transaction(_) => "ref update failed (logged); fetch and push again".into(),
     }
 }
 

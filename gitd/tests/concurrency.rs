@@ -72,7 +72,7 @@ fn a_second_push_to_a_ref_being_deployed_is_told_at_once() {
     s.hook.hold();
     let first = push_child(&s, &wa, "main");
     s.hook.wait_started(2, GUARD); // the seed push was the first deploy
-    // While A's deploy runs, B's push to the same ref is turned away...
+                                   // While A's deploy runs, B's push to the same ref is turned away...
     let out = git(&wb, &["push", &s.url("app"), "main"], &s.ssh());
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
@@ -83,7 +83,11 @@ fn a_second_push_to_a_ref_being_deployed_is_told_at_once() {
     assert_eq!(s.hook.started.load(Ordering::SeqCst), 2, "B never deployed");
     // ...and a push to another ref of the same repository goes through:
     // no lock on the app is held across A's deploy.
-    git_ok(&wb, &["push", "-q", &s.url("app"), "HEAD:refs/heads/feature"], &s.ssh());
+    git_ok(
+        &wb,
+        &["push", "-q", &s.url("app"), "HEAD:refs/heads/feature"],
+        &s.ssh(),
+    );
     assert_eq!(server_ref(&s, "refs/heads/feature"), head(&wb));
     assert_eq!(server_ref(&s, "refs/heads/main"), base);
     s.hook.release();
@@ -103,7 +107,10 @@ fn racing_pushes_to_one_ref_never_lose_an_update() {
         // A non-deploy ref: nothing slows either push down.
         let pa = push_child(&s, &wa, "HEAD:refs/heads/race");
         let pb = push_child(&s, &wb, "HEAD:refs/heads/race");
-        let (oa, ob) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
+        let (oa, ob) = (
+            pa.wait_with_output().unwrap(),
+            pb.wait_with_output().unwrap(),
+        );
         let won: Vec<&Path> = [(&oa, &wa), (&ob, &wb)]
             .into_iter()
             .filter(|(o, _)| o.status.success())
@@ -112,7 +119,11 @@ fn racing_pushes_to_one_ref_never_lose_an_update() {
         // The second push of a round is stale relative to the first, so
         // exactly one wins, and the ref is the winner's commit.
         assert_eq!(won.len(), 1, "round {round}: {}\n{}", text(&oa), text(&ob));
-        assert_eq!(server_ref(&s, "refs/heads/race"), head(won[0]), "round {round}");
+        assert_eq!(
+            server_ref(&s, "refs/heads/race"),
+            head(won[0]),
+            "round {round}"
+        );
         // Next round builds on the winner.
         let out = Command::new("git")
             .args(["update-ref", "-d", "refs/heads/race"])
@@ -147,15 +158,26 @@ fn a_client_that_leaves_mid_deploy_leaves_the_ref_and_its_slot() {
     // would go on by itself), the connection's slot is freed.
     let until = std::time::Instant::now() + GUARD;
     while s.hook.dropped.load(Ordering::SeqCst) == 0 {
-        assert!(std::time::Instant::now() < until, "hang guard: the deploy was still awaited");
+        assert!(
+            std::time::Instant::now() < until,
+            "hang guard: the deploy was still awaited"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     s.wait_stats(GUARD, |st| st.authenticated == 0 && st.handshakes == 0);
-    assert_eq!(server_ref(&s, "refs/heads/main"), base, "the ref did not move");
+    assert_eq!(
+        server_ref(&s, "refs/heads/main"),
+        base,
+        "the ref did not move"
+    );
     // Nothing moves it later either, and the ref is free for the next push.
     s.hook.release();
     assert_eq!(server_ref(&s, "refs/heads/main"), base);
-    assert_eq!(s.hook.pushes.lock().unwrap().len(), 1, "only the seed deploy finished");
+    assert_eq!(
+        s.hook.pushes.lock().unwrap().len(),
+        1,
+        "only the seed deploy finished"
+    );
     git_ok(&wa, &["push", "-q", &s.url("app"), "main"], &s.ssh());
     assert_eq!(server_ref(&s, "refs/heads/main"), head(&wa));
 }

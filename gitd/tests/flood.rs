@@ -138,10 +138,20 @@ fn a_version_line_flood_from_one_address_does_not_lock_out_pushes() {
     }
     stop.store(true, Ordering::SeqCst);
     let fates = attacker.join().unwrap();
-    let admitted = fates.iter().filter(|f| **f == Fate::AdmittedThenClosed).count();
+    let admitted = fates
+        .iter()
+        .filter(|f| **f == Fate::AdmittedThenClosed)
+        .count();
     let refused = fates.iter().filter(|f| **f == Fate::Refused).count();
-    assert_eq!(fates.iter().filter(|f| **f == Fate::Hung).count(), 0, "every flood socket is closed");
-    assert!(admitted > 0 && refused > 0, "{admitted} admitted, {refused} refused");
+    assert_eq!(
+        fates.iter().filter(|f| **f == Fate::Hung).count(),
+        0,
+        "every flood socket is closed"
+    );
+    assert!(
+        admitted > 0 && refused > 0,
+        "{admitted} admitted, {refused} refused"
+    );
     let st = s.stats();
     // Every admitted attacker was cut at the handshake deadline; none was
     // ever more than the per-address cap at once.
@@ -188,7 +198,10 @@ fn a_flood_from_many_addresses_cannot_crowd_out_a_client() {
         assert!(!attacker.is_finished());
     }
     let st = s.stats();
-    assert!(st.displaced >= 4, "the client's connections made room: {st:?}");
+    assert!(
+        st.displaced >= 4,
+        "the client's connections made room: {st:?}"
+    );
     assert_eq!(st.handshake_deadline, 0, "{st:?}");
     stop.store(true, Ordering::SeqCst);
     // Dropping the server closes what the flood still holds.

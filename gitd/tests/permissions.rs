@@ -32,7 +32,17 @@ fn repositories_are_private_under_a_permissive_umask() {
     commit(w, "a", "a\n", "a");
     git_ok(w, &["push", "-q", &s.url("app"), "main"], &s.ssh());
     commit(w, "dir/b", "b\n", "b");
-    git_ok(w, &["push", "-q", &s.url("app"), "main", "main:refs/heads/topic/x"], &s.ssh());
+    git_ok(
+        w,
+        &[
+            "push",
+            "-q",
+            &s.url("app"),
+            "main",
+            "main:refs/heads/topic/x",
+        ],
+        &s.ssh(),
+    );
     // The umask was in force: a file made the ordinary way is 0666.
     let probe = s.dir.path().join("probe");
     std::fs::write(&probe, "x").unwrap();

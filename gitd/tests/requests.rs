@@ -96,9 +96,18 @@ fn x11_and_agent_forwarding_are_refused_and_the_command_still_runs() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let sock = agent_sock.to_str().unwrap().to_string();
-    let cases: [(&str, &str, &[(&str, &str)]); 2] = [
-        ("x11", "-X -v git@127.0.0.1 apps", &[("DISPLAY", "127.0.0.1:99")]),
-        ("agent", "-A -v git@127.0.0.1 apps", &[("SSH_AUTH_SOCK", &sock)]),
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let cases: [Case; 2] = [
+        (
+            "x11",
+            "-X -v git@127.0.0.1 apps",
+            &[("DISPLAY", "127.0.0.1:99")],
+        ),
+        (
+            "agent",
+            "-A -v git@127.0.0.1 apps",
+            &[("SSH_AUTH_SOCK", &sock)],
+        ),
     ];
     for (what, args, env) in cases {
         let out = finish(ssh(&s, args, env), what);
@@ -107,13 +116,17 @@ fn x11_and_agent_forwarding_are_refused_and_the_command_still_runs() {
         assert!(t.contains("ran apps"), "{what}: {t}");
         if what == "x11" {
             assert!(
-                t.contains("Requesting X11 forwarding") && t.contains("X11 forwarding request failed"),
+                t.contains("Requesting X11 forwarding")
+                    && t.contains("X11 forwarding request failed"),
                 "{t}"
             );
         } else {
             // Sent without wanting a reply: nothing to print, and nothing
             // forwarded (gitd never opens an agent channel).
-            assert!(t.contains("Requesting authentication agent forwarding"), "{t}");
+            assert!(
+                t.contains("Requesting authentication agent forwarding"),
+                "{t}"
+            );
             assert!(!t.contains("auth-agent@openssh.com"), "{t}");
         }
     }
@@ -152,7 +165,10 @@ fn local_port_forwarding_is_refused_and_the_connection_ends_with_the_reason() {
     };
     conn.set_read_timeout(Some(GUARD)).unwrap();
     let mut b = [0u8; 16];
-    assert!(matches!(conn.read(&mut b), Ok(0) | Err(_)), "nothing is forwarded");
+    assert!(
+        matches!(conn.read(&mut b), Ok(0) | Err(_)),
+        "nothing is forwarded"
+    );
     let out = finish(child, "-L");
     let t = text(&out);
     assert!(
@@ -184,5 +200,8 @@ fn remote_port_forwarding_is_refused_and_the_connection_ends_with_the_reason() {
     );
     let t = text(&out);
     assert!(!out.status.success(), "{t}");
-    assert!(t.contains("port forwarding is not available") && !t.contains("ran apps"), "{t}");
+    assert!(
+        t.contains("port forwarding is not available") && !t.contains("ran apps"),
+        "{t}"
+    );
 }

@@ -57,9 +57,8 @@ pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
     let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(CommandError::Malformed(text.to_string()));
     };
-    let id = |s: &str| {
-        ObjectId::from_hex(s.as_bytes()).map_err(|_| CommandError::BadId(s.to_string()))
-    };
+    let id =
+        |s: &str| ObjectId::from_hex(s.as_bytes()).map_err(|_| CommandError::BadId(s.to_string()));
     if !name.starts_with("refs/")
         || gix::refs::FullName::try_from(name).is_err()
         || name.contains("..")
@@ -162,8 +161,7 @@ pub fn read_request(input: &mut dyn BufRead) -> Result<Request, ReceiveError> {
                 .map(String::from)
                 .collect();
         }
-        req.commands
-            .push(parse_command(cmd)?);
+        req.commands.push(parse_command(cmd)?);
         if req.commands.len() > MAX_COMMANDS {
             return Err(ReceiveError::Protocol(format!(
                 "too many ref updates in one push (more than {MAX_COMMANDS})"

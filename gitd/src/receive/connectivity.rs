@@ -60,7 +60,10 @@ pub enum ConnectivityError {
     Walk(#[source] Box<crate::upload::UploadError>),
 }
 
-fn unreadable(what: &'static str, id: ObjectId) -> impl Fn(&dyn std::fmt::Display) -> ConnectivityError {
+fn unreadable(
+    what: &'static str,
+    id: ObjectId,
+) -> impl Fn(&dyn std::fmt::Display) -> ConnectivityError {
     move |e| ConnectivityError::Unreadable {
         what,
         id,

@@ -131,7 +131,12 @@ impl Exec<'_> {
             Service::ReceivePack => crate::Access::Write,
             Service::UploadPack => crate::Access::Read,
         };
-        if let Err(e) = self.shared.authority.authorize(self.user, &app, access).await {
+        if let Err(e) = self
+            .shared
+            .authority
+            .authorize(self.user, &app, access)
+            .await
+        {
             if matches!(e, crate::AuthError::Backend(_)) {
                 tracing::error!(%app, user = %self.user, error = %wording::chain(&e), "gitd: access check failed");
             }

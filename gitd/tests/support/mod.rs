@@ -81,7 +81,10 @@ impl Record {
     pub fn wait_started(&self, n: usize, guard: Duration) {
         let until = std::time::Instant::now() + guard;
         while self.started.load(Ordering::SeqCst) < n {
-            assert!(std::time::Instant::now() < until, "hang guard: {n} deploys never started");
+            assert!(
+                std::time::Instant::now() < until,
+                "hang guard: {n} deploys never started"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
