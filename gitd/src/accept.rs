@@ -9,7 +9,7 @@
 //!   as an SSH disconnect, and the socket is cut at most
 //!   [`DISCONNECT_GRACE`] later, whether the client left or not.
 //! - **idle** (authenticated, no command): a disconnect with the reason;
-//!   the session ends as the client closes.
+//!   the socket is cut if the client has not left [`IDLE_GRACE`] later.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,9 +22,13 @@ use crate::limits::{self, Closing, ConnState, Deadlines};
 use crate::severable::Severable;
 use crate::{ssh, Shared};
 
-/// How long a client told why it is disconnected has to leave before its
-/// socket is cut.
+/// How long a client told why it is disconnected at the login deadline
+/// has to leave before its socket is cut.
 pub const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// The same after the idle timeout (an authenticated client, so a little
+/// more patience).
+pub const IDLE_GRACE: Duration = Duration::from_secs(5);
 
 pub(crate) async fn accept_loop(
     listener: tokio::net::TcpListener,
@@ -127,10 +131,16 @@ async fn connection(
             }
             Closing::Idle(_) => {
                 tracing::info!(?peer, reason = %closing.reason(), "gitd: closing connection");
-                let _ = handle
-                    .disconnect(russh::Disconnect::ByApplication, closing.reason(), String::new())
-                    .await;
-                let _ = session.await;
+                let told = async {
+                    let _ = handle
+                        .disconnect(russh::Disconnect::ByApplication, closing.reason(), String::new())
+                        .await;
+                    let _ = (&mut session).await;
+                };
+                // A client that does not leave when told is cut.
+                if tokio::time::timeout(IDLE_GRACE, told).await.is_err() {
+                    kill.cancel();
+                }
             }
         },
         () = kill.cancelled() => {} // displaced
