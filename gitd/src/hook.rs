@@ -161,14 +161,17 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 /// What a push to a deploy branch does.
 ///
 /// gitd awaits [`DeployHook::deploy`] before it moves the ref, and moves
-/// it only on `Ok`. **The future is dropped when the git client goes away
-/// mid-deploy** (Ctrl-C on `git push`, a dropped connection): gitd stops
-/// waiting, does not move the ref, and frees the connection. Dropping it
-/// must not cancel the deploy itself: the platform's job runs on to its
-/// own verdict and reports it in the app's log (and deploy history),
-/// where the user finds it. The branch then still points at its previous
-/// commit even if the job makes the pushed one live; the next push of
-/// that branch (its old id is still the previous commit) moves it.
+/// it only on `Ok`. The future runs on a thread of its own and is always
+/// driven to its end, so a deploy is never cut in the middle, whatever the
+/// client does. **When the git client goes away mid-deploy** (Ctrl-C on
+/// `git push`, a dropped connection) gitd stops waiting: the ref is not
+/// moved, the connection and the ref's claim are freed, and the verdict,
+/// when it comes, goes to the server log only; the platform reports it in
+/// the app's log and deploy history, where the user finds it. The branch
+/// then still points at its previous commit even if the deploy made the
+/// pushed one live; the next push of that branch (its old id is still the
+/// previous commit) moves it. The future may borrow only `self`, `req` and
+/// `progress` (progress lines after the client left go nowhere).
 pub trait DeployHook: Send + Sync + 'static {
     /// Deploys `req.new`, sending `progress` lines as it goes (each shown
     /// as a `remote:` line while the client is there).

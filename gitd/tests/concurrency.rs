@@ -2,7 +2,8 @@
 //! real `git` client: ref updates stay serialized per ref without a lock
 //! held across the deploy, no push loses another's update, and a client
 //! that leaves while its deploy runs leaves the ref where it was, frees
-//! its connection, and never has its ref moved afterwards.
+//! its connection and the ref, never has its ref moved afterwards, and its
+//! deploy is not cut in the middle.
 
 mod support;
 
@@ -144,7 +145,8 @@ fn racing_pushes_to_one_ref_never_lose_an_update() {
 fn a_client_that_leaves_mid_deploy_leaves_the_ref_and_its_slot() {
     let (s, base) = seeded();
     let a = clone_with_commit(&s, "app", "a");
-    let wa = a.path().join("c");
+    let b = clone_with_commit(&s, "app", "b");
+    let (wa, wb) = (a.path().join("c"), b.path().join("c"));
     s.hook.hold();
     let child = push_child(&s, &wa, "main");
     s.hook.wait_started(2, GUARD);
@@ -154,32 +156,40 @@ fn a_client_that_leaves_mid_deploy_leaves_the_ref_and_its_slot() {
     assert_eq!(unsafe { libc::killpg(child.id() as i32, libc::SIGINT) }, 0);
     let out = child.wait_with_output().unwrap();
     assert!(!out.status.success());
-    // gitd stops waiting: the hook's future is dropped (the platform's job
-    // would go on by itself), the connection's slot is freed.
-    let until = std::time::Instant::now() + GUARD;
-    while s.hook.dropped.load(Ordering::SeqCst) == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "hang guard: the deploy was still awaited"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // gitd stops waiting while A's deploy is still held: the connection's
+    // slot is freed...
     s.wait_stats(GUARD, |st| st.authenticated == 0 && st.handshakes == 0);
     assert_eq!(
         server_ref(&s, "refs/heads/main"),
         base,
         "the ref did not move"
     );
-    // Nothing moves it later either, and the ref is free for the next push.
+    // ...and so is the ref's claim: B's push to main starts its deploy
+    // (rather than being told another push is in progress).
+    let second = push_child(&s, &wb, "main");
+    s.hook.wait_started(3, GUARD);
+    assert_eq!(s.hook.pushes.lock().unwrap().len(), 1, "A is still held");
+    // Both deploys finish. A's was driven to its end (never cut in the
+    // middle), but A's ref update never happens: B's push, which expects
+    // main at the base commit, succeeds.
     s.hook.release();
-    assert_eq!(server_ref(&s, "refs/heads/main"), base);
+    let out = second.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(server_ref(&s, "refs/heads/main"), head(&wb));
+    let until = std::time::Instant::now() + GUARD;
+    while s.hook.pushes.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < until,
+            "hang guard: A's deploy never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(
-        s.hook.pushes.lock().unwrap().len(),
-        1,
-        "only the seed deploy finished"
+        s.hook.dropped.load(Ordering::SeqCst),
+        0,
+        "no deploy was cut"
     );
-    git_ok(&wa, &["push", "-q", &s.url("app"), "main"], &s.ssh());
-    assert_eq!(server_ref(&s, "refs/heads/main"), head(&wa));
+    assert_eq!(server_ref(&s, "refs/heads/main"), head(&wb));
 }
 
 #[test]

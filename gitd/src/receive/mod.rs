@@ -72,8 +72,9 @@ pub struct Receive<'a> {
     pub user: &'a str,
     /// Branch names whose pushes deploy.
     pub deploy_branches: &'a [String],
-    /// The hook.
-    pub hook: &'a dyn DeployHook,
+    /// The hook (shared: a deploy whose client left is still driven to
+    /// its end on a thread of its own).
+    pub hook: std::sync::Arc<dyn DeployHook>,
     /// Runtime to drive the async hook from this blocking thread.
     pub runtime: tokio::runtime::Handle,
     /// Largest pack accepted.

@@ -4,12 +4,14 @@
 //! the client leaves), and move the refs that passed in one transaction
 //! with old-id checks.
 //!
-//! When the client leaves while a deploy hook runs, gitd stops waiting
-//! (the hook's future is dropped; the platform's job goes on and reports
-//! in the app's log), that ref is not moved, and no later command of the
-//! push starts: refs that passed before the client left are still moved,
-//! the others keep their previous values. The pushed objects stay in the
-//! object database, unreferenced.
+//! The hook runs on a thread of its own. When the client leaves while it
+//! runs, gitd stops waiting for it: that ref is not moved, no later
+//! command of the push starts (refs that passed before the client left
+//! are still moved, the others keep their previous values), the ref's
+//! claim is released and receive-pack ends. The hook itself is driven to
+//! its end on its thread, so a deploy is never cut in the middle; its
+//! verdict goes to the server log (and, from the platform, to the app's
+//! log). The pushed objects stay in the object database, unreferenced.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,55 +210,108 @@ fn check_and_deploy(
         user: ctx.user.to_string(),
         push_options: push_options.to_vec(),
     };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let hook = ctx.hook;
-    let gone = &ctx.client_gone;
-    let sender = std::sync::Mutex::new(tx);
-    let relay = move |l: &str| {
-        let _ = sender.lock().map(|s| s.send(l.to_string()));
+    let verdict = match start_deploy(ctx, req) {
+        Ok(running) => await_deploy(ctx, running, feedback),
+        Err(e) => Some(Err(Verdict::Failed(DeployError::Internal(Box::new(e))))),
     };
-    let verdict = std::thread::scope(|scope| {
-        // The hook's future is dropped if the client leaves first.
-        let handle = scope.spawn(|| {
-            ctx.runtime.block_on(async {
-                tokio::select! {
-                    biased;
-                    r = hook.deploy(&req, &relay) => Some(r),
-                    () = gone.cancelled() => None,
-                }
-            })
-        });
-        // Forward progress lines live while the hook runs.
-        let mut last = Instant::now();
-        while !handle.is_finished() {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(l) => {
-                    feedback.progress(&l);
-                    last = Instant::now();
-                }
-                Err(_) if last.elapsed() >= KEEPALIVE_EVERY => {
-                    feedback.keepalive();
-                    last = Instant::now();
-                }
-                Err(_) => {}
-            }
-        }
-        while let Ok(l) = rx.try_recv() {
-            feedback.progress(&l);
-        }
-        handle.join()
-    });
     match verdict {
-        Ok(Some(Ok(()))) => Ok(()),
-        Ok(Some(Err(e))) => {
+        Some(Ok(())) => Ok(()),
+        Some(Err(Verdict::Failed(e))) => {
             tracing::info!(app = %ctx.app, git_ref = %c.name, error = %crate::wording::chain(&e), "gitd: deploy failed");
             Err(RefRejection::Deploy(Arc::new(e)))
         }
-        Ok(None) => {
-            tracing::info!(app = %ctx.app, git_ref = %c.name, commit = %c.new, "gitd: the client left during the deploy; the ref stays, the deploy job goes on");
+        Some(Err(Verdict::Panicked)) => Err(RefRejection::HookPanicked),
+        None => {
+            tracing::info!(app = %ctx.app, git_ref = %c.name, commit = %c.new, "gitd: the client left during the deploy; the ref stays where it was, the deploy goes on");
             Err(RefRejection::ClientGone)
         }
-        Err(_) => Err(RefRejection::HookPanicked),
+    }
+}
+
+/// How a deploy ended, other than well.
+enum Verdict {
+    Failed(DeployError),
+    Panicked,
+}
+
+/// A deploy running on its own thread: its progress lines and verdict.
+struct Running {
+    progress: std::sync::mpsc::Receiver<String>,
+    verdict: std::sync::mpsc::Receiver<Result<(), Verdict>>,
+}
+
+/// Starts the hook on a thread of its own, which drives it to its end
+/// whether or not anyone still waits for the verdict.
+fn start_deploy(ctx: &Receive<'_>, req: DeployRequest) -> std::io::Result<Running> {
+    let (progress_tx, progress) = std::sync::mpsc::channel::<String>();
+    let (verdict_tx, verdict) = std::sync::mpsc::sync_channel(1);
+    let hook = ctx.hook.clone();
+    let runtime = ctx.runtime.clone();
+    std::thread::Builder::new()
+        .name(format!("gitd-deploy-{}", ctx.app))
+        .spawn(move || {
+            let sender = std::sync::Mutex::new(progress_tx);
+            let relay = move |l: &str| {
+                let _ = sender.lock().map(|s| s.send(l.to_string()));
+            };
+            let run = std::panic::AssertUnwindSafe(|| runtime.block_on(hook.deploy(&req, &relay)));
+            let result = match std::panic::catch_unwind(run) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Verdict::Failed(e)),
+                Err(_) => Err(Verdict::Panicked),
+            };
+            let told = match &result {
+                Ok(()) => "deployed".to_string(),
+                Err(Verdict::Failed(e)) => crate::wording::chain(e),
+                Err(Verdict::Panicked) => "the deploy hook panicked".to_string(),
+            };
+            if verdict_tx.send(result).is_err() {
+                tracing::info!(app = %req.app, commit = %req.new, verdict = %told, "gitd: a deploy whose client had left ended; its ref was not moved");
+            }
+        })?;
+    Ok(Running { progress, verdict })
+}
+
+/// Relays the deploy's progress until its verdict; `None` if the client
+/// left first.
+fn await_deploy(
+    ctx: &Receive<'_>,
+    running: Running,
+    feedback: &mut dyn Feedback,
+) -> Option<Result<(), Verdict>> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let mut last = Instant::now();
+    loop {
+        // A verdict that is there wins over a client that just left.
+        match running.verdict.try_recv() {
+            Ok(v) => {
+                while let Ok(l) = running.progress.try_recv() {
+                    feedback.progress(&l);
+                }
+                return Some(v);
+            }
+            Err(TryRecvError::Disconnected) => return Some(Err(Verdict::Panicked)),
+            Err(TryRecvError::Empty) => {}
+        }
+        if ctx.client_gone.is_cancelled() {
+            return None;
+        }
+        match running.progress.recv_timeout(Duration::from_millis(50)) {
+            Ok(l) => {
+                feedback.progress(&l);
+                last = Instant::now();
+            }
+            Err(e) => {
+                if last.elapsed() >= KEEPALIVE_EVERY {
+                    feedback.keepalive();
+                    last = Instant::now();
+                }
+                if e == RecvTimeoutError::Disconnected {
+                    // The hook is done talking; its verdict is on the way.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
     }
 }
 

@@ -205,7 +205,7 @@ async fn run_git(
                     app: &job.app,
                     user: &job.user,
                     deploy_branches: &job.shared.config.deploy_branches,
-                    hook: job.shared.hook.as_ref(),
+                    hook: job.shared.hook.clone(),
                     runtime,
                     max_pack_bytes: job.shared.config.max_pack_bytes,
                     claims: &job.shared.claims,
