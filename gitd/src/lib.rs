@@ -7,8 +7,12 @@
 //! through the [`DeployHook`] the `byteport` binary provides, keys and
 //! access through [`Authority`]. No `git` binary runs on the server.
 //!
-//! Flow of data: [`ssh`] (russh session, auth, `GIT_PROTOCOL` env, exec;
-//! [`limits`]: connection limit, idle timeout) → [`names`] (which service,
+//! Flow of data: [`admission`] (who gets a slot: handshakes capped per
+//! address and globally, a separate budget for authenticated users) →
+//! [`severable`] (a socket the server can cut before the key exchange) →
+//! [`ssh`] (russh session, auth, `GIT_PROTOCOL` env, exec, every other
+//! request refused at once; [`limits`]: handshake, login and idle
+//! deadlines, rate-limited WARN lines) → [`names`] (which service,
 //! which app) → [`receive`] (commands → pack ingest → deploy hook → ref
 //! transaction → report) or [`upload`] (refs → negotiation → shallow →
 //! pack) → [`hook`] (deploy before the ref moves, progress as side-band
@@ -38,24 +42,28 @@
 //! and new deltas are never computed: deltas come from the pushed packs.
 #![deny(missing_docs)]
 
+mod accept;
+pub mod admission;
 pub mod hook;
 pub mod limits;
 pub mod names;
 pub mod pktline;
 pub mod receive;
 pub mod repo;
+pub mod severable;
 pub mod ssh;
 pub mod upload;
+pub mod wording;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use admission::{ConnectionStats, Startups};
 pub use hook::{
-    Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest, Stream,
+    Access, AuthError, Authority, BoxFuture, CommandOutput, Commands, DeployError, DeployHook,
+    DeployRequest, Stream,
 };
 
 /// Errors starting the server.
@@ -69,6 +77,17 @@ pub enum GitdError {
         /// What went wrong.
         message: String,
     },
+    /// A setting cannot work.
+    #[error("setting {setting}: {message}")]
+    Config {
+        /// Which setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The repositories directory cannot be created or made private.
+    #[error(transparent)]
+    Repos(repo::RepoError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -80,34 +99,58 @@ pub enum GitdError {
     },
 }
 
-/// Server settings.
+/// Server settings. Every limit has a default that suits a small shared
+/// host; the `byteport.toml` key of each is in the binary's docs.
 #[derive(Debug, Clone)]
 pub struct GitdConfig {
     /// Where to listen (port 0 picks one; see [`Gitd::local_addr`]).
     pub listen: SocketAddr,
     /// The ed25519 host key (created on first start, mode 0600).
     pub host_key_path: PathBuf,
-    /// Bare repositories live here as `<app>.git`.
+    /// Bare repositories live here as `<app>.git` (created 0700, every
+    /// repository in it 0700 with 0600 files, whatever the umask).
     pub repos_dir: PathBuf,
     /// Branches whose pushes call the deploy hook.
     pub deploy_branches: Vec<String>,
-    /// Connections beyond this are told the server is full (after
-    /// authentication, on stderr, exit status 1).
+    /// Authenticated connections served at once (a budget of their own:
+    /// unauthenticated connections never use it). Beyond it a client is
+    /// told the server is full (on stderr, exit status 1). Default 64.
     pub max_connections: usize,
+    /// Unauthenticated connections (handshakes) in progress at once, as
+    /// OpenSSH's `MaxStartups` `start:rate:full`, with random early drop
+    /// between `start` and `full` for addresses that already have one.
+    /// An address with none in progress is never dropped at random and,
+    /// when the pool is full, displaces the oldest handshake of the
+    /// address holding the most (see [`admission`]). Default `10:30:100`.
+    pub max_startups: Startups,
+    /// Handshakes in progress from one address (IPv4, or IPv6 /64) at
+    /// once; more are closed at accept. Default 10.
+    pub max_startups_per_source: usize,
+    /// From accept, the client must have sent its version line, finished
+    /// the key exchange and begun to authenticate within this, or its
+    /// socket is closed (no message can be sent before the key exchange).
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+    /// From accept, authentication must succeed within this (OpenSSH's
+    /// `LoginGraceTime`): the client is sent the reason, then the socket
+    /// is closed. Default 30 s (time to type a key's passphrase).
+    pub login_timeout: Duration,
     /// A git exchange with no data from the client for this long ends with
     /// a message; a connection that runs no command for this long is
-    /// disconnected with a reason.
+    /// disconnected with a reason. Default 10 min.
     pub idle_timeout: Duration,
-    /// Authentication must complete within this.
-    pub login_timeout: Duration,
-    /// Largest pack a push may send.
+    /// Connections closed at accept or at a deadline write at most one
+    /// WARN line per this interval (with a count of those left out).
+    /// Default 10 s.
+    pub refusal_log_interval: Duration,
+    /// Largest pack a push may send. Default 1 GiB.
     pub max_pack_bytes: u64,
 }
 
 impl GitdConfig {
     /// Defaults for a data directory: `home/ssh_host_ed25519_key`,
-    /// `home/repos`, deploy branches main and master, 64 connections,
-    /// 10 minutes idle, 1 minute to authenticate, 1 GiB packs.
+    /// `home/repos`, deploy branches main and master, and the limits'
+    /// defaults as documented on each field.
     pub fn new(listen: SocketAddr, home: &Path) -> GitdConfig {
         GitdConfig {
             listen,
@@ -115,8 +158,12 @@ impl GitdConfig {
             repos_dir: home.join("repos"),
             deploy_branches: vec!["main".into(), "master".into()],
             max_connections: 64,
+            max_startups: Startups::default(),
+            max_startups_per_source: 10,
+            handshake_timeout: Duration::from_secs(10),
+            login_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(600),
-            login_timeout: Duration::from_secs(60),
+            refusal_log_interval: Duration::from_secs(10),
             max_pack_bytes: 1 << 30,
         }
     }
@@ -128,18 +175,16 @@ pub struct Shared {
     authority: Arc<dyn Authority>,
     hook: Arc<dyn DeployHook>,
     commands: Arc<dyn Commands>,
-    connections: AtomicUsize,
-    locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    admission: Arc<admission::Admission>,
+    warn: limits::WarnLimiter,
+    claims: receive::claims::Claims,
 }
 
 impl Shared {
-    fn app_lock(&self, app: &str) -> Arc<Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(app.to_string())
-            .or_default()
-            .clone()
+    fn stats(&self) -> ConnectionStats {
+        let mut s = self.admission.stats();
+        (s.warn_lines, s.warn_suppressed) = self.warn.counts();
+        s
     }
 }
 
@@ -147,12 +192,19 @@ impl Shared {
 pub struct Gitd {
     local_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
 }
 
 impl Gitd {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Connection pools now and what the limits refused or closed so far
+    /// (for `/metrics` and tests).
+    pub fn stats(&self) -> ConnectionStats {
+        self.shared.stats()
     }
 }
 
@@ -198,7 +250,15 @@ pub async fn serve(
     hook: Arc<dyn DeployHook>,
     commands: Arc<dyn Commands>,
 ) -> Result<Gitd, GitdError> {
+    config
+        .max_startups
+        .check()
+        .map_err(|why| GitdError::Config {
+            setting: "max_startups",
+            message: format!("{}: {why}", config.max_startups),
+        })?;
     let key = load_or_create_host_key(&config.host_key_path)?;
+    repo::ensure_private_dir(&config.repos_dir).map_err(GitdError::Repos)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| GitdError::Bind {
@@ -211,10 +271,10 @@ pub async fn serve(
     })?;
     let ssh_config = Arc::new(russh::server::Config {
         keys: vec![key],
-        // A backstop only: the watchdog and the idle streams (see
-        // `limits`) close idle connections first, with a message. russh's
-        // timer also restarts on server output, and a deploy sends
-        // keepalives, so long deploys are not cut.
+        // A backstop only: the watchdog, the severable socket and the idle
+        // streams (see `limits`) close connections first. russh's timer
+        // also restarts on server output, and a deploy sends keepalives,
+        // so long deploys are not cut.
         inactivity_timeout: Some(config.idle_timeout.max(config.login_timeout) + BACKSTOP_GRACE),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
@@ -223,90 +283,25 @@ pub async fn serve(
         ..Default::default()
     });
     let shared = Arc::new(Shared {
+        admission: Arc::new(admission::Admission::new(
+            config.max_startups,
+            config.max_startups_per_source,
+            config.max_connections,
+        )),
+        warn: limits::WarnLimiter::new(config.refusal_log_interval),
+        claims: receive::claims::Claims::default(),
         config,
         authority,
         hook,
         commands,
-        connections: AtomicUsize::new(0),
-        locks: Mutex::new(HashMap::new()),
     });
-    let task = tokio::spawn(accept_loop(listener, ssh_config, shared));
-    Ok(Gitd { local_addr, task })
+    let task = tokio::spawn(accept::accept_loop(listener, ssh_config, shared.clone()));
+    Ok(Gitd {
+        local_addr,
+        task,
+        shared,
+    })
 }
 
 /// How long after the idle timeout russh's own timer drops a connection.
 const BACKSTOP_GRACE: Duration = Duration::from_secs(5);
-
-/// Counts a connection while it lives.
-struct Counted(Arc<Shared>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    ssh_config: Arc<russh::server::Config>,
-    shared: Arc<Shared>,
-) {
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // Out of file descriptors and the like: back off, go on.
-                tracing::error!(error = %e, "gitd: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let n = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-        let counted = Counted(shared.clone());
-        let max = shared.config.max_connections;
-        if n > max + limits::HARD_EXTRA {
-            tracing::warn!(?peer, n, "gitd: connection dropped, far over the limit");
-            continue;
-        }
-        if n > max {
-            tracing::warn!(?peer, n, max, "gitd: over the connection limit");
-        }
-        let (ssh_config, shared) = (ssh_config.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _counted = counted;
-            let _ = socket.set_nodelay(true);
-            let state = Arc::new(limits::ConnState::default());
-            let handler = ssh::Connection::new(shared.clone(), Some(peer), n > max, state.clone());
-            let login = shared.config.login_timeout;
-            let session = match tokio::time::timeout(
-                login,
-                russh::server::run_stream(ssh_config, socket, handler),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(?peer, error = %e, "gitd: handshake failed");
-                    return;
-                }
-                Err(_) => return, // never sent an SSH version line
-            };
-            let handle = session.handle();
-            let mut session = std::pin::pin!(session);
-            tokio::select! {
-                r = &mut session => {
-                    if let Err(e) = r {
-                        tracing::debug!(?peer, error = %e, "gitd: session ended with an error");
-                    }
-                }
-                reason = limits::watchdog(&state, shared.config.idle_timeout, login) => {
-                    tracing::info!(?peer, %reason, "gitd: closing connection");
-                    let _ = handle
-                        .disconnect(russh::Disconnect::ByApplication, reason, String::new())
-                        .await;
-                    let _ = session.await;
-                }
-            }
-        });
-    }
-}

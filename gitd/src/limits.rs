@@ -1,13 +1,17 @@
-//! Connection limits, each with a message the client sees: the maximum
-//! number of connections (told after authentication, on stderr, with a
-//! non-zero exit), the idle timeout (a stalled git exchange ends with a
+//! Per-connection limits, each with a message where the client can still
+//! get one: the handshake deadline (version line, key exchange and the
+//! start of authentication; closed hard, nothing can be said before the
+//! key exchange), the login deadline (authentication; a disconnect reason,
+//! then closed hard), the idle timeout (a stalled git exchange ends with a
 //! stderr message; an authenticated connection that runs nothing is
-//! disconnected with a reason OpenSSH prints), and the login timeout.
-//! The maximum pack size lives with receive-pack.
+//! disconnected with a reason OpenSSH prints), the connection limit's
+//! message, and [`WarnLimiter`], which keeps a flood from flooding the log.
+//! Who gets a slot at all is [`crate::admission`]'s job; the maximum pack
+//! size lives with receive-pack.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,16 +21,18 @@ use tokio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-/// Connections beyond `max_connections + HARD_EXTRA` are closed before
-/// the SSH handshake (no message: they would cost a key exchange each).
+/// Authenticated connections told the server is full beyond
+/// `max_connections + HARD_EXTRA` are disconnected right away instead.
 pub const HARD_EXTRA: usize = 32;
 
 /// What a connection is doing, shared by its handler and its watchdog.
 #[derive(Debug)]
 pub struct ConnState {
     started: Instant,
+    handshake_done: AtomicBool,
     authenticated: AtomicBool,
     running: AtomicUsize,
+    ran: AtomicBool,
     last_activity: Mutex<Instant>,
     changed: tokio::sync::Notify,
 }
@@ -35,8 +41,10 @@ impl Default for ConnState {
     fn default() -> Self {
         ConnState {
             started: Instant::now(),
+            handshake_done: AtomicBool::new(false),
             authenticated: AtomicBool::new(false),
             running: AtomicUsize::new(0),
+            ran: AtomicBool::new(false),
             last_activity: Mutex::new(Instant::now()),
             changed: tokio::sync::Notify::new(),
         }
@@ -44,8 +52,21 @@ impl Default for ConnState {
 }
 
 impl ConnState {
+    /// The key exchange is done and the client began to authenticate.
+    pub fn handshake_done(&self) {
+        if !self.handshake_done.swap(true, Ordering::SeqCst) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Has the key exchange completed (so messages can reach the client)?
+    pub fn is_handshake_done(&self) -> bool {
+        self.handshake_done.load(Ordering::SeqCst)
+    }
+
     /// Marks the connection authenticated.
     pub fn authenticated(&self) {
+        self.handshake_done.store(true, Ordering::SeqCst);
         self.authenticated.store(true, Ordering::SeqCst);
         self.touch();
         self.changed.notify_one();
@@ -59,8 +80,14 @@ impl ConnState {
     /// A command starts; the guard marks its end.
     pub fn running(self: &Arc<Self>) -> RunningGuard {
         self.running.fetch_add(1, Ordering::SeqCst);
+        self.ran.store(true, Ordering::SeqCst);
         self.touch();
         RunningGuard(self.clone())
+    }
+
+    /// Has a command run, or is one running, on this connection?
+    pub fn ran_anything(&self) -> bool {
+        self.ran.load(Ordering::SeqCst)
     }
 }
 
@@ -75,21 +102,6 @@ impl Drop for RunningGuard {
     }
 }
 
-/// The message an over-limit client gets.
-pub fn at_connection_limit(max: usize) -> String {
-    format!(
-        "byteport: the server is at its connection limit ({max} connections); try again in a moment"
-    )
-}
-
-/// The message a client that stalled a git exchange gets.
-pub fn idle_message(timeout: Duration) -> String {
-    format!(
-        "byteport: nothing received from the client for {}: closing the connection (idle timeout)",
-        human(timeout)
-    )
-}
-
 /// Renders a duration for messages (`90 s`, `10 min`).
 pub fn human(d: Duration) -> String {
     let s = d.as_secs();
@@ -102,42 +114,133 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Waits until the connection must be closed for idleness and returns the
-/// reason to send with the disconnect.
-pub async fn watchdog(state: &ConnState, idle: Duration, login: Duration) -> String {
+/// The deadlines a connection lives by.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From accept to the start of authentication (key exchange done).
+    pub handshake: Duration,
+    /// From accept to successful authentication.
+    pub login: Duration,
+    /// Without a command, or without data in a git exchange.
+    pub idle: Duration,
+}
+
+/// Why the server closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// No key exchange within the handshake deadline: the socket is
+    /// dropped (no message can be sent before the key exchange).
+    Handshake(Duration),
+    /// No authentication within the login deadline.
+    Login(Duration),
+    /// Authenticated, but no command for the idle timeout.
+    Idle(Duration),
+}
+
+impl Closing {
+    /// The disconnect reason the client is sent (where it can be).
+    pub fn reason(&self) -> String {
+        crate::wording::closing(self)
+    }
+}
+
+/// Waits until the connection must be closed and says why.
+pub async fn watchdog(state: &ConnState, limits: Deadlines) -> Closing {
     loop {
         let now = Instant::now();
         let deadline = if !state.authenticated.load(Ordering::SeqCst) {
-            let d = state.started + login;
-            if now >= d {
-                return format!(
-                    "byteport: authentication did not complete within {}",
-                    human(login)
-                );
+            let (deadline, closing) = if state.handshake_done.load(Ordering::SeqCst)
+                || limits.handshake >= limits.login
+            {
+                (state.started + limits.login, Closing::Login(limits.login))
+            } else {
+                (
+                    state.started + limits.handshake,
+                    Closing::Handshake(limits.handshake),
+                )
+            };
+            if now >= deadline {
+                return closing;
             }
-            d
+            deadline
         } else if state.running.load(Ordering::SeqCst) > 0 {
             // A running command watches its own streams.
-            now + idle.min(Duration::from_secs(1))
+            now + limits.idle.min(Duration::from_secs(1))
         } else {
             let last = *state
                 .last_activity
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let d = last + idle;
-            if now >= d {
-                return format!(
-                    "byteport: no command for {}: closing the connection (idle timeout)",
-                    human(idle)
-                );
+            if now >= last + limits.idle {
+                return Closing::Idle(limits.idle);
             }
-            d
+            last + limits.idle
         };
         // Re-evaluate at the deadline or as soon as the state changes.
         tokio::select! {
             () = tokio::time::sleep_until(deadline) => {}
             () = state.changed.notified() => {}
         }
+    }
+}
+
+/// Writes WARN lines about refused and closed connections at most once
+/// per interval, each saying how many were left out, so a flood costs
+/// the log one line per interval.
+pub struct WarnLimiter {
+    interval: Duration,
+    last: Mutex<Option<(std::time::Instant, u64)>>,
+    written: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl WarnLimiter {
+    /// At most one line per `interval`.
+    pub fn new(interval: Duration) -> WarnLimiter {
+        WarnLimiter {
+            interval,
+            last: Mutex::new(None),
+            written: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Writes `what` about `peer` as a WARN line, or counts it as left out.
+    pub fn warn(&self, peer: std::net::SocketAddr, what: &dyn std::fmt::Display) {
+        let now = std::time::Instant::now();
+        let left_out = {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            match *last {
+                Some((at, ref mut n)) if now.duration_since(at) < self.interval => {
+                    *n += 1;
+                    self.suppressed.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Some((_, n)) => {
+                    *last = Some((now, 0));
+                    n
+                }
+                None => {
+                    *last = Some((now, 0));
+                    0
+                }
+            }
+        };
+        self.written.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            %peer,
+            left_out,
+            "gitd: connection closed: {what} (at most one such line per {}; {left_out} left out since the last)",
+            human(self.interval)
+        );
+    }
+
+    /// Lines written and lines left out so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.written.load(Ordering::Relaxed),
+            self.suppressed.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -261,24 +364,63 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn watchdog_reasons() {
+        let limits = Deadlines {
+            handshake: Duration::from_secs(2),
+            login: Duration::from_secs(5),
+            idle: Duration::from_secs(60),
+        };
+        // No key exchange: the handshake deadline, the shorter one.
         let s = ConnState::default();
-        let r = watchdog(&s, Duration::from_secs(30), Duration::from_secs(5)).await;
-        assert!(
-            r.contains("authentication did not complete within 5 s"),
-            "{r}"
-        );
+        let started = Instant::now();
+        let r = watchdog(&s, limits).await;
+        assert_eq!(r, Closing::Handshake(Duration::from_secs(2)));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(r
+            .reason()
+            .contains("key exchange did not complete within 2 s"));
+        // Key exchange done, no authentication: the login deadline.
         let s = Arc::new(ConnState::default());
-        s.authenticated();
-        let g = s.running();
         let w = tokio::spawn({
             let s = s.clone();
-            async move { watchdog(&s, Duration::from_secs(60), Duration::from_secs(5)).await }
+            async move { watchdog(&s, limits).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.handshake_done();
+        let r = w.await.unwrap();
+        assert_eq!(r, Closing::Login(Duration::from_secs(5)));
+        assert!(r
+            .reason()
+            .contains("authentication did not complete within 5 s"));
+        // Authenticated and running: never idle; then idle.
+        let s = Arc::new(ConnState::default());
+        s.authenticated();
+        assert!(!s.ran_anything());
+        let g = s.running();
+        assert!(s.ran_anything());
+        let w = tokio::spawn({
+            let s = s.clone();
+            async move { watchdog(&s, limits).await }
         });
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(!w.is_finished(), "a running command is not idle");
         drop(g);
         let r = w.await.unwrap();
-        assert!(r.contains("no command for 1 min"), "{r}");
+        assert!(r.reason().contains("no command for 1 min"), "{r:?}");
         assert_eq!(human(Duration::from_millis(1500)), "1 s");
+    }
+
+    #[test]
+    fn a_flood_of_warnings_writes_one_line_per_interval() {
+        let w = WarnLimiter::new(Duration::from_secs(3600));
+        let peer = "127.0.0.2:4000".parse().unwrap();
+        for _ in 0..1000 {
+            w.warn(peer, &"refused");
+        }
+        assert_eq!(w.counts(), (1, 999));
+        let w = WarnLimiter::new(Duration::ZERO);
+        for _ in 0..3 {
+            w.warn(peer, &"refused");
+        }
+        assert_eq!(w.counts(), (3, 0));
     }
 }

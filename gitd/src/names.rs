@@ -36,27 +36,47 @@ pub fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// Checks an app name (see [`is_dns_label`]). The message is shown by the
-/// git client.
-pub fn validate_app_name(name: &str) -> Result<(), String> {
+/// A name that is not a DNS label (the message is written for the user).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid app name `{}`: use 1-63 lower-case letters, digits and '-' (e.g. ssh://git@host:2222/my-app.git)", .0.escape_default())]
+pub struct InvalidAppName(pub String);
+
+/// An exec line that cannot be run (messages written for the user).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    /// Over 64 KiB.
+    #[error("command line too long")]
+    TooLong,
+    /// Not UTF-8.
+    #[error("the command is not UTF-8")]
+    NotUtf8,
+    /// Unbalanced quotes.
+    #[error("cannot parse the command (unbalanced quotes)")]
+    Unbalanced,
+    /// A git service with no or several repository arguments.
+    #[error("expected exactly one repository argument, e.g. git-receive-pack 'my-app.git'")]
+    RepositoryArguments,
+    /// The repository's name is not a valid app name.
+    #[error(transparent)]
+    AppName(#[from] InvalidAppName),
+}
+
+/// Checks an app name (see [`is_dns_label`]).
+pub fn validate_app_name(name: &str) -> Result<(), InvalidAppName> {
     if is_dns_label(name) {
         Ok(())
     } else {
-        Err(format!(
-            "invalid app name `{}`: use 1-63 lower-case letters, digits and '-' (e.g. ssh://git@host:2222/my-app.git)",
-            name.escape_default()
-        ))
+        Err(InvalidAppName(name.to_string()))
     }
 }
 
 /// Parses an exec request such as `git-receive-pack '/hello.git'`.
-pub fn parse_exec(line: &[u8]) -> Result<Request, String> {
+pub fn parse_exec(line: &[u8]) -> Result<Request, ExecError> {
     if line.len() > 64 * 1024 {
-        return Err("command line too long".into());
+        return Err(ExecError::TooLong);
     }
-    let line = std::str::from_utf8(line).map_err(|_| "the command is not UTF-8".to_string())?;
-    let words = shlex::split(line)
-        .ok_or_else(|| "cannot parse the command (unbalanced quotes)".to_string())?;
+    let line = std::str::from_utf8(line).map_err(|_| ExecError::NotUtf8)?;
+    let words = shlex::split(line).ok_or(ExecError::Unbalanced)?;
     let service = match words.first().map(String::as_str) {
         Some("git-receive-pack") => Service::ReceivePack,
         Some("git-upload-pack") => Service::UploadPack,
@@ -77,9 +97,7 @@ pub fn parse_exec(line: &[u8]) -> Result<Request, String> {
         path_arg,
         words.len() == if words[0] == "git" { 3 } else { 2 },
     ) else {
-        return Err(
-            "expected exactly one repository argument, e.g. git-receive-pack 'my-app.git'".into(),
-        );
+        return Err(ExecError::RepositoryArguments);
     };
     let name = path.strip_prefix('/').unwrap_or(path);
     let name = name.strip_suffix(".git").unwrap_or(name);
@@ -135,23 +153,16 @@ mod tests {
             "git-receive-pack '-x.git'",
             "git-upload-pack 'a b.git'",
         ] {
-            let e = parse_exec(line.as_bytes()).unwrap_err();
+            let e = parse_exec(line.as_bytes()).unwrap_err().to_string();
             assert!(e.contains("invalid app name"), "{line}: {e}");
         }
         let long = format!("git-receive-pack '{}.git'", "a".repeat(64));
         assert!(parse_exec(long.as_bytes()).is_err());
-        assert!(parse_exec(b"git-receive-pack")
-            .unwrap_err()
-            .contains("exactly one"));
-        assert!(parse_exec(b"git-receive-pack a b")
-            .unwrap_err()
-            .contains("exactly one"));
-        assert!(parse_exec(b"git-receive-pack 'a")
-            .unwrap_err()
-            .contains("unbalanced"));
-        assert!(parse_exec(&[0xff, 0xfe]).unwrap_err().contains("UTF-8"));
-        assert!(parse_exec(&vec![b'a'; 70_000])
-            .unwrap_err()
-            .contains("too long"));
+        let e = |line: &[u8]| parse_exec(line).unwrap_err().to_string();
+        assert!(e(b"git-receive-pack").contains("exactly one"));
+        assert!(e(b"git-receive-pack a b").contains("exactly one"));
+        assert!(e(b"git-receive-pack 'a").contains("unbalanced"));
+        assert!(e(&[0xff, 0xfe]).contains("UTF-8"));
+        assert!(e(&vec![b'a'; 70_000]).contains("too long"));
     }
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use gitd::{Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest};
+use gitd::{
+    Access, AuthError, Authority, BoxFuture, CommandOutput, Commands, DeployError, DeployHook,
+    DeployRequest,
+};
 
 /// The argument that turns this binary into the gitd server.
 pub const SERVE_ARG: &str = "--serve-gitd";
@@ -17,7 +20,7 @@ pub const SERVE_ARG: &str = "--serve-gitd";
 struct OneKey(String);
 
 impl Authority for OneKey {
-    fn user_for_key<'a>(&'a self, fp: &'a str) -> BoxFuture<'a, Result<Option<String>, String>> {
+    fn user_for_key<'a>(&'a self, fp: &'a str) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move { Ok((fp == self.0).then(|| "bench".to_string())) })
     }
     fn authorize<'a>(
@@ -25,7 +28,7 @@ impl Authority for OneKey {
         _: &'a str,
         _: &'a str,
         _: Access,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -37,7 +40,7 @@ impl DeployHook for NoDeploy {
         &'a self,
         _: &'a DeployRequest,
         _: gitd::hook::Progress<'a>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), DeployError>> {
         Box::pin(async { Ok(()) })
     }
 }

@@ -6,6 +6,7 @@ use std::io::{BufRead, Write};
 use gix::ObjectId;
 
 use super::{ReceiveError, CAPABILITIES};
+
 use crate::pktline::{self, Pkt, Reader};
 
 /// Most ref updates in one push.
@@ -31,23 +32,38 @@ impl Command {
     }
 }
 
+/// A ref update command that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// Not UTF-8.
+    #[error("command line is not UTF-8")]
+    NotUtf8,
+    /// Not `<old> <new> <ref>`.
+    #[error("malformed command `{}`", .0.escape_default())]
+    Malformed(String),
+    /// An id that is not 40 hex digits.
+    #[error("`{}` is not an object id", .0.escape_default())]
+    BadId(String),
+    /// A ref name git would not accept, or outside `refs/`.
+    #[error("invalid ref name `{}`", .0.escape_default())]
+    BadRef(String),
+}
+
 /// Parses `<old> <new> <ref>` (capabilities already split off).
-pub fn parse_command(line: &[u8]) -> Result<Command, String> {
-    let text = std::str::from_utf8(line).map_err(|_| "command line is not UTF-8".to_string())?;
+pub fn parse_command(line: &[u8]) -> Result<Command, CommandError> {
+    let text = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8)?;
     let text = text.trim_end_matches('\n');
     let mut parts = text.splitn(3, ' ');
     let (Some(old), Some(new), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(format!("malformed command `{}`", text.escape_default()));
+        return Err(CommandError::Malformed(text.to_string()));
     };
-    let id = |s: &str| {
-        ObjectId::from_hex(s.as_bytes())
-            .map_err(|_| format!("`{}` is not an object id", s.escape_default()))
-    };
+    let id =
+        |s: &str| ObjectId::from_hex(s.as_bytes()).map_err(|_| CommandError::BadId(s.to_string()));
     if !name.starts_with("refs/")
         || gix::refs::FullName::try_from(name).is_err()
         || name.contains("..")
     {
-        return Err(format!("invalid ref name `{}`", name.escape_default()));
+        return Err(CommandError::BadRef(name.to_string()));
     }
     Ok(Command {
         old: id(old)?,
@@ -145,8 +161,7 @@ pub fn read_request(input: &mut dyn BufRead) -> Result<Request, ReceiveError> {
                 .map(String::from)
                 .collect();
         }
-        req.commands
-            .push(parse_command(cmd).map_err(ReceiveError::Protocol)?);
+        req.commands.push(parse_command(cmd)?);
         if req.commands.len() > MAX_COMMANDS {
             return Err(ReceiveError::Protocol(format!(
                 "too many ref updates in one push (more than {MAX_COMMANDS})"

@@ -50,6 +50,30 @@ pub fn bytes(n: u64) -> String {
     format!("{n} bytes")
 }
 
+/// Why a pushed pack was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Larger than `max_pack_size`.
+    #[error("{}", too_big(*limit))]
+    TooBig {
+        /// The limit.
+        limit: u64,
+    },
+    /// gix-pack refused it (corrupt, truncated, absurd, or the connection
+    /// failed while it was read).
+    #[error("the pack cannot be indexed")]
+    Pack(#[source] gix::Error),
+    /// It could not be made durable.
+    #[error("cannot sync {path}")]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// A pack that made it into the repository.
 pub struct Ingested {
     /// The `.keep` file that protects it until the refs point into it.
@@ -58,13 +82,13 @@ pub struct Ingested {
 
 /// Reads the pack from `input` into `repo`. `thin` completes thin packs
 /// against the repository (needed once it has refs; slower, as entries are
-/// re-encoded). The error is one line for the client.
+/// re-encoded). The pack's files are made 0600.
 pub fn ingest(
     repo: &gix::Repository,
     input: &mut dyn BufRead,
     max_bytes: u64,
     thin: bool,
-) -> Result<Ingested, String> {
+) -> Result<Ingested, IngestError> {
     let pack_dir: PathBuf = repo.objects.store_ref().path().join("pack");
     let exceeded = AtomicBool::new(false);
     let mut limited = io::BufReader::with_capacity(
@@ -105,33 +129,33 @@ pub fn ingest(
         )
     };
     if exceeded.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(too_big(max_bytes));
+        return Err(IngestError::TooBig { limit: max_bytes });
     }
-    result
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            msg
-        })
-        .and_then(|outcome| {
-            // On disk before any ref points into it (git fsyncs packs too).
-            for path in [&outcome.data_path, &outcome.index_path]
-                .into_iter()
-                .flatten()
-            {
-                sync(path).map_err(|e| format!("cannot sync {}: {e}", path.display()))?;
-            }
-            if outcome.data_path.is_some() {
-                sync(&pack_dir).map_err(|e| format!("cannot sync {}: {e}", pack_dir.display()))?;
-            }
-            Ok(Ingested {
-                keep: outcome.keep_path,
-            })
-        })
+    let outcome = result.map_err(IngestError::Pack)?;
+    // On disk (and private) before any ref points into it (git fsyncs
+    // packs too).
+    for path in [&outcome.data_path, &outcome.index_path, &outcome.keep_path]
+        .into_iter()
+        .flatten()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        if Some(path) != outcome.keep_path.as_ref() {
+            sync(path).map_err(|source| IngestError::Sync {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    if outcome.data_path.is_some() {
+        sync(&pack_dir).map_err(|source| IngestError::Sync {
+            path: pack_dir.clone(),
+            source,
+        })?;
+    }
+    Ok(Ingested {
+        keep: outcome.keep_path,
+    })
 }
 
 fn sync(path: &Path) -> io::Result<()> {

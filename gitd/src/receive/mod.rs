@@ -6,6 +6,7 @@
 //! with old-id checks ([`update`]), then report per ref. Runs on a blocking
 //! thread over the SSH channel's byte streams.
 
+pub mod claims;
 pub mod commands;
 pub mod connectivity;
 pub mod ingest;
@@ -19,7 +20,8 @@ use gix_packetline::Channel;
 use crate::hook::DeployHook;
 use crate::pktline::{self, PktError};
 
-pub use commands::{parse_command, Command};
+pub use commands::{parse_command, Command, CommandError};
+pub use update::RefRejection;
 
 /// Capabilities receive-pack advertises.
 pub const CAPABILITIES: &str =
@@ -34,6 +36,9 @@ pub enum ReceiveError {
     /// The client broke the protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// A ref update command does not parse.
+    #[error("protocol: {0}")]
+    Command(#[from] CommandError),
     /// The pack was refused; the client has the report and a `remote:`
     /// line saying why.
     #[error("the pack was not accepted: {0}")]
@@ -67,14 +72,18 @@ pub struct Receive<'a> {
     pub user: &'a str,
     /// Branch names whose pushes deploy.
     pub deploy_branches: &'a [String],
-    /// The hook.
-    pub hook: &'a dyn DeployHook,
+    /// The hook (shared: a deploy whose client left is still driven to
+    /// its end on a thread of its own).
+    pub hook: std::sync::Arc<dyn DeployHook>,
     /// Runtime to drive the async hook from this blocking thread.
     pub runtime: tokio::runtime::Handle,
     /// Largest pack accepted.
     pub max_pack_bytes: u64,
-    /// Serializes ref updates of this app.
-    pub app_lock: &'a std::sync::Mutex<()>,
+    /// Refs being updated by pushes in progress (this server's).
+    pub claims: &'a claims::Claims,
+    /// Cancelled when the client closes the channel or the connection
+    /// ends: a deploy in progress is then no longer waited for.
+    pub client_gone: tokio_util::sync::CancellationToken,
 }
 
 /// `remote:` lines and keepalives over side-band 2 and 1, if negotiated.
@@ -129,21 +138,21 @@ pub fn run(
 
     // The pack, unless every command is a deletion. With no refs there is
     // nothing a thin pack could lean on, so the faster path applies.
-    let mut unpack: Result<Option<ingest::Ingested>, String> = Ok(None);
+    let mut unpack: Result<Option<ingest::Ingested>, ingest::IngestError> = Ok(None);
     if req.commands.iter().any(|c| !c.is_delete()) {
         unpack = ingest::ingest(&repo, input, ctx.max_pack_bytes, advertised > 0).map(Some);
     }
+    let unpack = unpack.map_err(|e| crate::wording::unpack(&e));
 
-    let results: Vec<Result<(), String>> = match &unpack {
+    let results: Vec<Result<(), RefRejection>> = match &unpack {
         Err(e) => {
             update::Feedback::progress(&mut feedback, &format!("error: {e}"));
             req.commands
                 .iter()
-                .map(|_| Err("unpacker error".to_string()))
+                .map(|_| Err(RefRejection::Unpack))
                 .collect()
         }
         Ok(_) => {
-            let _guard = ctx.app_lock.lock().unwrap_or_else(|p| p.into_inner());
             // Re-open so the new pack is visible.
             let repo = open(ctx.repo)?;
             update::apply(
@@ -170,7 +179,11 @@ pub fn run(
         for (c, r) in req.commands.iter().zip(&results) {
             let line = match r {
                 Ok(()) => format!("ok {}\n", c.name),
-                Err(reason) => format!("ng {} {}\n", c.name, one_line(reason)),
+                Err(reason) => format!(
+                    "ng {} {}\n",
+                    c.name,
+                    one_line(&crate::wording::ref_rejected(reason))
+                ),
             };
             pktline::data(&mut report, line.as_bytes())?;
         }

@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gitd::{
-    Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest, Stream,
+    Access, AuthError, Authority, BoxFuture, CommandOutput, Commands, DeployError, DeployHook,
+    DeployRequest, Stream,
 };
 
 /// Known keys (fingerprint → user); every known user may use every app.
@@ -19,7 +21,7 @@ impl Authority for Keys {
     fn user_for_key<'a>(
         &'a self,
         fingerprint: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
             Ok(self
                 .0
@@ -35,24 +37,88 @@ impl Authority for Keys {
         _user: &'a str,
         _app: &'a str,
         _access: Access,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async { Ok(()) })
     }
 }
 
-/// A deploy hook that accepts every push and records it.
-#[derive(Default)]
-pub struct Record(pub Mutex<Vec<DeployRequest>>);
+/// A deploy hook that accepts every push and records it; a test can hold
+/// deploys at a gate and see which started, finished or were dropped.
+pub struct Record {
+    /// Deploys that finished, in order.
+    pub pushes: Mutex<Vec<DeployRequest>>,
+    held: tokio::sync::watch::Sender<bool>,
+    /// Deploys that began.
+    pub started: AtomicUsize,
+    /// Deploy futures dropped before they finished (the client left).
+    pub dropped: AtomicUsize,
+    /// Deploys of commits in this list are rejected with this reason.
+    pub reject: Mutex<Option<String>>,
+}
+
+impl Default for Record {
+    fn default() -> Self {
+        Record {
+            pushes: Mutex::default(),
+            held: tokio::sync::watch::channel(false).0,
+            started: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+            reject: Mutex::new(None),
+        }
+    }
+}
+
+impl Record {
+    /// Deploys from now on wait at the gate.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+    /// Opens the gate.
+    pub fn release(&self) {
+        self.held.send_replace(false);
+    }
+    /// Waits (polling, up to `guard`) until `n` deploys have started.
+    pub fn wait_started(&self, n: usize, guard: Duration) {
+        let until = std::time::Instant::now() + guard;
+        while self.started.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "hang guard: {n} deploys never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Counts a deploy future dropped before it finished.
+struct DropWatch<'a>(&'a AtomicUsize, bool);
+
+impl Drop for DropWatch<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
 
 impl DeployHook for Record {
     fn deploy<'a>(
         &'a self,
         req: &'a DeployRequest,
         progress: gitd::hook::Progress<'a>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), DeployError>> {
         Box::pin(async move {
+            let mut watch = DropWatch(&self.dropped, false);
+            self.started.fetch_add(1, Ordering::SeqCst);
+            progress("-----> test hook: deploying");
+            let mut rx = self.held.subscribe();
+            let _ = rx.wait_for(|held| !held).await;
+            watch.1 = true;
+            if let Some(reason) = self.reject.lock().unwrap().clone() {
+                return Err(DeployError::Rejected { reason });
+            }
             progress("-----> test hook: accepted");
-            self.0.lock().unwrap().push(req.clone());
+            self.pushes.lock().unwrap().push(req.clone());
             Ok(())
         })
     }
@@ -164,6 +230,24 @@ impl Server {
             self.key.display(),
             self.port
         )
+    }
+
+    /// The server's connection counters now.
+    pub fn stats(&self) -> gitd::ConnectionStats {
+        self.gitd.as_ref().unwrap().stats()
+    }
+
+    /// Waits (polling, up to `guard`) until `done` holds for the stats.
+    pub fn wait_stats(&self, guard: Duration, done: impl Fn(&gitd::ConnectionStats) -> bool) {
+        let until = std::time::Instant::now() + guard;
+        loop {
+            let s = self.stats();
+            if done(&s) {
+                return;
+            }
+            assert!(std::time::Instant::now() < until, "hang guard: {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The remote URL of an app.
