@@ -91,16 +91,38 @@ pub enum Command {
         /// The app.
         app: String,
     },
-    /// Deploy history of an app.
-    Deploys {
+    /// Deploy history of an app, or cancel its running job.
+    Deploys(DeploysArgs),
+}
+
+/// `byteport deploys APP` or `byteport deploys cancel APP [JOB]`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DeploysArgs {
+    /// What to do (default: list an app's deploys).
+    #[command(subcommand)]
+    pub command: Option<DeploysCommand>,
+    /// The app.
+    pub app: Option<String>,
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `byteport deploys …`
+#[derive(Debug, Subcommand)]
+pub enum DeploysCommand {
+    /// Cancel the app's running job (else its oldest queued one), or JOB:
+    /// its build processes are killed, a half-booted VM is stopped, the
+    /// previous version keeps serving. A job past its switch finishes.
+    Cancel {
         /// The app.
         app: String,
-        /// How many, newest first.
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
+        /// The job's number (see `byteport deploys APP`).
+        job: Option<String>,
     },
 }
 

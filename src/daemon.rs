@@ -76,6 +76,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     git_config.max_connections = config.ssh_max_connections;
     git_config.idle_timeout = std::time::Duration::from_secs(config.ssh_idle_timeout_secs);
     git_config.max_pack_bytes = config.max_pack_size;
+    git_config.max_startups = config.ssh_max_startups;
+    git_config.max_startups_per_source = config.ssh_max_startups_per_source;
+    git_config.handshake_timeout =
+        std::time::Duration::from_secs(config.ssh_handshake_timeout_secs);
+    git_config.login_timeout = std::time::Duration::from_secs(config.ssh_login_timeout_secs);
     let gitd = gitd::serve(
         git_config,
         Arc::new(StoreAuthority(store.clone())),

@@ -3,7 +3,11 @@
 
 use std::sync::Arc;
 
-use gitd::{Access, Authority, BoxFuture, CommandOutput, Commands, DeployHook, DeployRequest};
+use gitd::{
+    Access, AuthError, Authority, BoxFuture, CommandOutput, Commands, DeployError, DeployHook,
+    DeployRequest,
+};
+use platform::JobError;
 
 use platform::store::{Store, StoreError};
 use platform::Platform;
@@ -11,16 +15,20 @@ use platform::Platform;
 /// Keys and access, from the store.
 pub struct StoreAuthority(pub Store);
 
+fn backend(e: StoreError) -> AuthError {
+    AuthError::Backend(Box::new(e))
+}
+
 impl Authority for StoreAuthority {
     fn user_for_key<'a>(
         &'a self,
         fingerprint: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+    ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
             self.0
                 .user_for_fingerprint(fingerprint)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(backend)
         })
     }
 
@@ -29,29 +37,51 @@ impl Authority for StoreAuthority {
         user: &'a str,
         app: &'a str,
         access: Access,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), AuthError>> {
         Box::pin(async move {
-            if self
-                .0
-                .can_access(user, app)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            if self.0.can_access(user, app).await.map_err(backend)? {
                 return Ok(());
             }
-            let exists = self.0.app(app).await.map_err(|e| e.to_string())?.is_some();
+            let exists = self.0.app(app).await.map_err(backend)?.is_some();
+            let denied = || AuthError::Denied {
+                user: user.to_string(),
+                app: app.to_string(),
+                access,
+            };
             match (exists, access) {
                 (false, Access::Write) => match self.0.create_app(app, user).await {
                     Ok(_) => Ok(()),
                     // Created concurrently by someone else: check again.
-                    Err(StoreError::AlreadyExists { .. }) if self.0.can_access(user, app).await.unwrap_or(false) => Ok(()),
-                    Err(e) => Err(e.to_string()),
+                    Err(StoreError::AlreadyExists { .. })
+                        if self.0.can_access(user, app).await.unwrap_or(false) =>
+                    {
+                        Ok(())
+                    }
+                    Err(StoreError::AlreadyExists { .. }) => Err(denied()),
+                    Err(StoreError::Invalid(reason)) => Err(AuthError::Refused { reason }),
+                    Err(e) => Err(backend(e)),
                 },
-                _ => Err(format!(
-                    "app `{app}` does not exist or you have no access to it (ask its owner: byteport apps share {app} {user})"
-                )),
+                _ => Err(denied()),
             }
         })
+    }
+}
+
+/// A job's failure as the git client is told it.
+fn deploy_error(e: JobError) -> DeployError {
+    match e {
+        JobError::Rejected { message } | JobError::Boot { message } => {
+            DeployError::Rejected { reason: message }
+        }
+        e @ JobError::Build { .. } => DeployError::Rejected {
+            reason: e.to_string(),
+        },
+        JobError::Cancelled { reason } => DeployError::Cancelled { by: reason },
+        JobError::Interrupted { message } => DeployError::Interrupted { reason: message },
+        JobError::Deadline { deadline_ms } => DeployError::TimedOut {
+            deadline: std::time::Duration::from_millis(deadline_ms.max(0) as u64),
+        },
+        e @ JobError::Internal { .. } => DeployError::Internal(Box::new(e)),
     }
 }
 
@@ -104,7 +134,7 @@ impl DeployHook for PipelineHook {
         &'a self,
         req: &'a DeployRequest,
         progress: gitd::hook::Progress<'a>,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), DeployError>> {
         Box::pin(async move {
             let spec = platform::JobSpec::Deploy {
                 commit: req.new.clone(),
@@ -115,16 +145,24 @@ impl DeployHook for PipelineHook {
                 .0
                 .submit(&req.app, spec, Some(&req.user), true)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(deploy_error)?;
             let mut watch = ClientWatch {
                 platform: self.0.clone(),
                 app: req.app.clone(),
                 job: follower.job.id,
                 finished: false,
             };
-            let verdict = follower.wait(&self.0, |line| progress(line)).await;
-            watch.finished = true;
-            verdict.map(|_| ()).map_err(|e| e.to_string())
+            tokio::select! {
+                verdict = follower.wait(&self.0, |line| progress(line)) => {
+                    watch.finished = true;
+                    verdict.map(|_| ()).map_err(deploy_error)
+                }
+                // Dropping the watch cancels the job unless it is past its
+                // switch; gitd no longer waits for this verdict.
+                () = req.client_gone.cancelled() => Err(DeployError::Cancelled {
+                    by: "the push's client disconnecting".into(),
+                }),
+            }
         })
     }
 }

@@ -26,11 +26,28 @@ fn two_daemons_on_one_postgres_never_run_a_job_twice() {
     let env = [("BYTEPORT_DATABASE_URL", pg.url.as_str())];
     let a = Daemon::start_with_env(&env);
     let b = Daemon::start_with_env(&env);
-    let out = a.cli(&["users", "add", "alice"]);
+    let keys = tempfile::tempdir().unwrap();
+    let key = support::daemon::keygen(keys.path(), "alice");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_byteport"))
+        .args([
+            "keys",
+            "add",
+            "alice",
+            key.with_extension("pub").to_str().unwrap(),
+        ])
+        .env("BYTEPORT_HOME", &a.home)
+        .env("BYTEPORT_DATABASE_URL", &pg.url)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let apps: Vec<String> = (0..4).map(|i| format!("shared{i}")).collect();
     for app in &apps {
-        let out = a.cli(&["apps", "create", app, "--owner", "alice"]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_byteport"))
+            .args(["apps", "create", app, "--owner", "alice"])
+            .env("BYTEPORT_HOME", &a.home)
+            .env("BYTEPORT_DATABASE_URL", &pg.url)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out));
     }
     // Stop and start every app through both daemons at once, several

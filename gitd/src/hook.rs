@@ -153,6 +153,11 @@ pub struct DeployRequest {
     pub user: String,
     /// `git push -o` options, in order.
     pub push_options: Vec<String>,
+    /// Cancelled when the git client goes away (Ctrl-C on `git push`, a
+    /// dropped connection): the hook decides what that means for the
+    /// deploy (the platform cancels it before its switch, finishes it
+    /// after).
+    pub client_gone: tokio_util::sync::CancellationToken,
 }
 
 /// Receives progress lines (sent as `remote:` lines).
@@ -167,7 +172,8 @@ pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 /// `git push`, a dropped connection) gitd stops waiting: the ref is not
 /// moved, the connection and the ref's claim are freed, and the verdict,
 /// when it comes, goes to the server log only; the platform reports it in
-/// the app's log and deploy history, where the user finds it. The branch
+/// the app's log and deploy history, where the user finds it; the hook
+/// learns of it through [`DeployRequest::client_gone`]. The branch
 /// then still points at its previous commit even if the deploy made the
 /// pushed one live; the next push of that branch (its old id is still the
 /// previous commit) moves it. The future may borrow only `self`, `req` and

@@ -68,7 +68,16 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
         Command::Users(cmd) => keys::users(cmd, config).await,
         Command::Apps(args) => apps::run(args, config).await,
         Command::Secrets(cmd) => vars::secrets(cmd, config).await,
-        Command::Deploys { app, limit, json } => apps::deploys(&app, limit, json, config).await,
+        Command::Deploys(args) => match (args.command, args.app) {
+            (Some(crate::cli::DeploysCommand::Cancel { app, job }), _) => {
+                let extra: Vec<&str> = job.as_deref().into_iter().collect();
+                daemon_command(config, "deploys cancel", Some(&app), &extra).await
+            }
+            (None, Some(app)) => apps::deploys(&app, args.limit, args.json, config).await,
+            (None, None) => {
+                anyhow::bail!("which app? byteport deploys APP (or: deploys cancel APP)")
+            }
+        },
         Command::Ps { app } => daemon_command(config, "ps", app.as_deref(), &[]).await,
         Command::Logs { app, lines, follow } => {
             let n = lines.to_string();
@@ -96,7 +105,8 @@ async fn daemon_command(
     app: Option<&str>,
     extra: &[&str],
 ) -> anyhow::Result<ExitCode> {
-    let words: Vec<&str> = std::iter::once(command)
+    let words: Vec<&str> = command
+        .split_whitespace()
         .chain(app)
         .chain(extra.iter().copied())
         .collect();

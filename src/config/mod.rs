@@ -116,6 +116,10 @@ struct FileConfig {
     ssh_idle_timeout_secs: Option<u64>,
     max_pack_size: Option<String>,
     build_ca: Option<String>,
+    ssh_max_startups: Option<String>,
+    ssh_max_startups_per_source: Option<u64>,
+    ssh_handshake_timeout_secs: Option<u64>,
+    ssh_login_timeout_secs: Option<u64>,
     max_parallel_jobs: Option<u64>,
     build_deadline_secs: Option<u64>,
     job_deadline_secs: Option<u64>,
@@ -150,6 +154,16 @@ pub struct Config {
     /// or a PEM bundle path (see builder/README.md).
     #[serde(serialize_with = "serialize_ca")]
     pub build_ca: builder::CaTrust,
+    /// Unauthenticated SSH connections at once, as OpenSSH's MaxStartups
+    /// `start:rate:full`.
+    #[serde(serialize_with = "serialize_display")]
+    pub ssh_max_startups: gitd::admission::Startups,
+    /// Unauthenticated SSH connections at once from one address.
+    pub ssh_max_startups_per_source: usize,
+    /// Seconds from accept to a finished key exchange before the socket is cut.
+    pub ssh_handshake_timeout_secs: u64,
+    /// Seconds from accept to a successful login before the socket is cut.
+    pub ssh_login_timeout_secs: u64,
     /// Jobs of different apps run at once (one app runs one job at a time).
     pub max_parallel_jobs: usize,
     /// Overall deadline of a deploy (build, boot, health, switch), seconds.
@@ -269,6 +283,30 @@ impl Config {
             "1G",
         );
 
+        let startups = pick(
+            "ssh_max_startups",
+            Some("BYTEPORT_SSH_MAX_STARTUPS"),
+            file.ssh_max_startups,
+            "10:30:100",
+        );
+        let per_source = pick(
+            "ssh_max_startups_per_source",
+            Some("BYTEPORT_SSH_MAX_STARTUPS_PER_SOURCE"),
+            file.ssh_max_startups_per_source.map(|v| v.to_string()),
+            "10",
+        );
+        let handshake = pick(
+            "ssh_handshake_timeout_secs",
+            Some("BYTEPORT_SSH_HANDSHAKE_TIMEOUT_SECS"),
+            file.ssh_handshake_timeout_secs.map(|v| v.to_string()),
+            "10",
+        );
+        let login = pick(
+            "ssh_login_timeout_secs",
+            Some("BYTEPORT_SSH_LOGIN_TIMEOUT_SECS"),
+            file.ssh_login_timeout_secs.map(|v| v.to_string()),
+            "30",
+        );
         let cpus = std::thread::available_parallelism()
             .map_or(2, |n| n.get().max(2))
             .to_string();
@@ -304,6 +342,16 @@ impl Config {
         );
 
         let config = Config {
+            ssh_max_startups: startups.0.parse().map_err(|e| ConfigError::Value {
+                key: "ssh_max_startups",
+                source_name: startups.1.to_string(),
+                message: format!("{e} (expected start:rate:full, e.g. 10:30:100, or one number)"),
+            })?,
+            ssh_max_startups_per_source: parse_count("ssh_max_startups_per_source", per_source)?
+                .max(1) as usize,
+            ssh_handshake_timeout_secs: parse_count("ssh_handshake_timeout_secs", handshake)?
+                .max(1),
+            ssh_login_timeout_secs: parse_count("ssh_login_timeout_secs", login)?.max(1),
             max_parallel_jobs: parse_count("max_parallel_jobs", parallel)?.max(1) as usize,
             build_deadline_secs: parse_count("build_deadline_secs", build_deadline)?.max(1),
             job_deadline_secs: parse_count("job_deadline_secs", job_deadline)?.max(1),
@@ -377,6 +425,19 @@ impl Config {
             ),
             ("max_pack_size", self.max_pack_size.to_string()),
             ("build_ca", ca_text(&self.build_ca)),
+            ("ssh_max_startups", self.ssh_max_startups.to_string()),
+            (
+                "ssh_max_startups_per_source",
+                self.ssh_max_startups_per_source.to_string(),
+            ),
+            (
+                "ssh_handshake_timeout_secs",
+                self.ssh_handshake_timeout_secs.to_string(),
+            ),
+            (
+                "ssh_login_timeout_secs",
+                self.ssh_login_timeout_secs.to_string(),
+            ),
             ("max_parallel_jobs", self.max_parallel_jobs.to_string()),
             ("build_deadline_secs", self.build_deadline_secs.to_string()),
             ("job_deadline_secs", self.job_deadline_secs.to_string()),
@@ -390,11 +451,11 @@ impl Config {
                 .get(key)
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "default".into());
-            out.push_str(&format!("{key:<21} = {value:<40} ({src})\n"));
+            out.push_str(&format!("{key:<27} = {value:<40} ({src})\n"));
         }
         match &self.file {
-            Some(p) => out.push_str(&format!("config file           : {}\n", p.display())),
-            None => out.push_str("config file           : none (all keys optional)\n"),
+            Some(p) => out.push_str(&format!("config file                 : {}\n", p.display())),
+            None => out.push_str("config file                 : none (all keys optional)\n"),
         }
         out
     }
@@ -412,6 +473,13 @@ fn ca_text(trust: &builder::CaTrust) -> String {
         builder::CaTrust::None => "none".into(),
         builder::CaTrust::File(p) => p.display().to_string(),
     }
+}
+
+fn serialize_display<T: fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_string())
 }
 
 fn serialize_ca<S: serde::Serializer>(trust: &builder::CaTrust, s: S) -> Result<S::Ok, S::Error> {

@@ -101,7 +101,7 @@ fn build_ca_is_host_none_or_an_existing_bundle() {
     );
     let c = load(Some("none")).unwrap();
     assert!(
-        c.render().contains("build_ca              = none"),
+        c.render().contains("build_ca                    = none"),
         "{}",
         c.render()
     );

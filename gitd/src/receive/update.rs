@@ -209,6 +209,7 @@ fn check_and_deploy(
         new: c.new.to_string(),
         user: ctx.user.to_string(),
         push_options: push_options.to_vec(),
+        client_gone: ctx.client_gone.clone(),
     };
     let verdict = match start_deploy(ctx, req) {
         Ok(running) => await_deploy(ctx, running, feedback),

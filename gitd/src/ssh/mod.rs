@@ -9,7 +9,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `subsystem` (`ssh -s sftp`) | a stderr line saying what this server does, exit status 1, channel closed (the request itself gets a success reply: OpenSSH exits on a failure reply before printing the message) |
-//! | `pty-req` (`ssh -t`) | failure: OpenSSH prints "PTY allocation request failed" and, as the terminal was asked for explicitly, exits 255; without `-t` no terminal is asked for and commands run |
+//! | `pty-req` (`ssh -t`) | success: no terminal is allocated, commands write their output as without one (so `ssh -t git@host logs -f APP` works) |
 //! | `x11-req` (`ssh -X`), `auth-agent-req` (`ssh -A`) | failure (OpenSSH prints "X11 forwarding request failed"; agent requests want no reply), the command still runs |
 //! | `tcpip-forward` (`-R`), `streamlocal-forward`, channel opens `direct-tcpip` (`-L`, `-D`), `direct-streamlocal`, `x11`, `forwarded-tcpip` | refused; on a connection that has run no command, disconnected with the reason |
 
@@ -246,7 +246,7 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)?;
+        session.channel_success(channel)?;
         Ok(())
     }
 
