@@ -33,7 +33,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
-use router::{RequestLog, RouteTable, Router};
+use router::{OnRequest, RequestRecord, RouteTable, Router, RouterConfig};
 
 fn need(bin: &str, package: &str) -> String {
     byteport::doctor::which(bin)
@@ -398,21 +398,24 @@ fn host_app(bins: &(String, String)) -> Scenario {
                 .unwrap();
             rt.block_on(async move {
                 let table = RouteTable::new("localhost");
-                table.switch("bench", &[], app, 1);
+                table.try_switch("bench", &[], app, 1).unwrap();
                 flusher.spawn_flusher();
-                let log: RequestLog = Arc::new(move |app: &str, line: &str| {
-                    events.emit(
-                        app,
-                        Some(1),
-                        None,
-                        platform::EventKind::Request {
-                            line: line.to_string(),
-                        },
-                    );
+                // What the daemon does with each record: its line into the
+                // app's event stream.
+                let on_request: OnRequest = Arc::new(move |r: &RequestRecord<'_>| {
+                    if let Some(app) = r.app {
+                        events.emit(
+                            app,
+                            Some(1),
+                            None,
+                            platform::EventKind::Request {
+                                line: r.to_string(),
+                            },
+                        );
+                    }
                 });
-                let router = Router::bind("127.0.0.1:0".parse().unwrap(), table, log)
-                    .await
-                    .unwrap();
+                let config = RouterConfig::new("127.0.0.1:0".parse().unwrap());
+                let router = Router::serve(config, table, on_request).await.unwrap();
                 tx.send(router.local_addr).unwrap();
                 std::future::pending::<()>().await;
             });

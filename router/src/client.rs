@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::body::RequestBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -51,7 +53,7 @@ pub enum UpstreamError {
     },
 }
 
-type Idle = Vec<(SendRequest<Incoming>, Instant)>;
+type Idle = Vec<(SendRequest<RequestBody>, Instant)>;
 
 /// Keep-alive connections to upstreams.
 #[derive(Clone, Default)]
@@ -60,7 +62,7 @@ pub struct UpstreamClient {
 }
 
 impl UpstreamClient {
-    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<Incoming>> {
+    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(&addr)?;
         while let Some((sender, since)) = list.pop() {
@@ -71,7 +73,7 @@ impl UpstreamClient {
         None
     }
 
-    fn put_idle(&self, addr: SocketAddr, sender: SendRequest<Incoming>) {
+    fn put_idle(&self, addr: SocketAddr, sender: SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -82,7 +84,7 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<RequestBody>, UpstreamError> {
         let connect_err = |message: String| UpstreamError::Connect { addr, message };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
             .await
@@ -106,7 +108,7 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         // A pooled connection read its last response to the end; its
         // connection task may need a moment to notice, hence `ready()`.
@@ -140,7 +142,7 @@ impl UpstreamClient {
 /// the end (dropped early, the connection is simply closed).
 pub struct PooledBody {
     body: Incoming,
-    give_back: Option<(SendRequest<Incoming>, UpstreamClient, SocketAddr)>,
+    give_back: Option<(SendRequest<RequestBody>, UpstreamClient, SocketAddr)>,
 }
 
 impl PooledBody {

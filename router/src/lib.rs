@@ -1,77 +1,149 @@
 //! The edge router: an HTTP/1.1 reverse proxy on `router_addr` that sends
 //! `<app>.localhost` (and each app's `domains`) to the app's current VM.
 //!
-//! WebSocket upgrades pass through; `X-Forwarded-For/-Proto/-Host` are set;
-//! a known app with nothing serving gets a 502 page, an unknown host a 404.
-//! Each request line goes to a [`RequestLog`] so it shows in the app's logs.
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! let table = router::RouteTable::new("localhost");
+//! table
+//!     .try_switch("hello", &[], "127.0.0.1:9000".parse().unwrap(), 1)
+//!     .expect("hello may have its own name");
+//! let config = router::RouterConfig::new("127.0.0.1:8000".parse().unwrap());
+//! let router = router::Router::serve(
+//!     config,
+//!     table,
+//!     Arc::new(|r: &router::RequestRecord<'_>| println!("{r}")),
+//! )
+//! .await?;
+//! println!("open connections: {}", router.stats().open_connections);
+//! # Ok(()) }
+//! ```
+//!
+//! What it does for every request, in order:
+//! 1. **Connection caps** ([`RouterConfig::max_connections`], per client
+//!    address [`RouterConfig::max_connections_per_ip`]): over them, a 503
+//!    and the connection closed, before anything is read.
+//! 2. **Deadlines** per connection: a request head must arrive whole within
+//!    [`RouterConfig::header_read_timeout`] (slowloris), at most
+//!    [`RouterConfig::max_header_bytes`] long (431); a connection with
+//!    nothing moving for [`RouterConfig::idle_timeout`] is closed.
+//! 3. **Host**: an absolute-form target's authority, else the one Host
+//!    header (RFC 9112 §3.2.2); looked up in the [`RouteTable`], where each
+//!    name is held by one app ([`RouteTable::try_switch`] refuses another's).
+//! 4. **Body limit** [`RouterConfig::max_body_bytes`]: 413, before anything
+//!    reaches the app when the length is announced.
+//! 5. **Headers**: hop-by-hop ones removed; `X-Forwarded-For/-Proto/-Host`
+//!    and `X-Real-IP` set by the router — a client's own are dropped unless
+//!    it is one of [`RouterConfig::trusted_proxies`].
+//! 6. **Forwarding** over a keep-alive upstream pool; WebSocket upgrades
+//!    are tunnelled. No response head within
+//!    [`RouterConfig::upstream_response_timeout`]: 504.
+//! 7. **Record**: when the response's last byte has gone (or the client
+//!    left: 499), an [`OnRequest`] callback gets a [`RequestRecord`].
+//!
+//! The router's own pages (400, 404, 413, 502, 503, 504) carry
+//! `x-byteport-router: <reason>`; an app cannot send that header (it is
+//! removed from app responses), so it tells the router's pages from the
+//! app's. Malformed request heads get hyper's bare 400/431 and a close.
+#![deny(missing_docs)]
 
+mod body;
 mod client;
+mod config;
+mod conn;
+mod headers;
+mod limits;
+mod log;
 mod pages;
 mod proxy;
+mod server;
+mod stats;
 mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-pub use table::{normalize_host, InflightGuard, Route, RouteTable, Upstream};
-
-/// Receives one line per proxied request: (app, line).
-pub type RequestLog = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub use config::{parse_trusted_proxies, BadProxyEntry, IpNet, RouterConfig};
+pub use log::{OnRequest, Outcome, RequestLog, RequestRecord};
+pub use stats::RouterStats;
+pub use table::{normalize_host, InflightGuard, Route, RouteError, RouteTable, Upstream};
 
 /// A running router.
 pub struct Router {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
+    proxy: Arc<proxy::Proxy>,
+    limits: Arc<limits::Limits>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Router {
-    /// Binds `addr` and serves `table` until the returned handle is dropped
-    /// or [`Router::shutdown`] is called.
+    /// Binds `config.listen` and serves `table` until the router is
+    /// dropped or [`Router::shutdown`] is called. `on_request` gets every
+    /// request's record when it is over.
+    pub async fn serve(
+        config: RouterConfig,
+        table: RouteTable,
+        on_request: OnRequest,
+    ) -> std::io::Result<Router> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        warn_if_over_file_limit(config.max_connections);
+        let limits = Arc::new(limits::Limits::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        ));
+        let http = server::http1_builder(&config);
+        let proxy = Arc::new(proxy::Proxy {
+            config,
+            table,
+            on_request,
+            client: client::UpstreamClient::default(),
+            counters: stats::Counters::default(),
+        });
+        let task = tokio::spawn(server::accept_loop(
+            listener,
+            proxy.clone(),
+            limits.clone(),
+            http,
+        ));
+        Ok(Router {
+            local_addr,
+            proxy,
+            limits,
+            task,
+        })
+    }
+
+    /// [`Router::serve`] with the default settings on `addr`, logging one
+    /// line per request to a known app through `log` (the first router's
+    /// interface, kept until its callers move to [`Router::serve`]).
     pub async fn bind(
         addr: SocketAddr,
         table: RouteTable,
         log: RequestLog,
     ) -> std::io::Result<Router> {
-        let listener = TcpListener::bind(addr).await?;
-        let local_addr = listener.local_addr()?;
-        let state = Arc::new(proxy::Proxy::new(table, log));
-        let task = tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "router: accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(state.handle(req, peer).await) }
-                    });
-                    if let Err(e) = http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await
-                    {
-                        tracing::debug!(%peer, error = %e, "router: connection ended with an error");
-                    }
-                });
+        let on_request: OnRequest = Arc::new(move |r: &RequestRecord<'_>| {
+            if let Some(app) = r.app {
+                log(app, &r.to_string());
             }
         });
-        Ok(Router { local_addr, task })
+        Router::serve(RouterConfig::new(addr), table, on_request).await
     }
 
-    /// Stops accepting connections.
+    /// The router's connection counters now.
+    pub fn stats(&self) -> RouterStats {
+        self.proxy.counters.snapshot(self.limits.open())
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &RouterConfig {
+        &self.proxy.config
+    }
+
+    /// Stops accepting connections (open ones finish on their own).
     pub fn shutdown(&self) {
         self.task.abort();
     }
@@ -80,5 +152,26 @@ impl Router {
 impl Drop for Router {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Every connection costs a descriptor (two while proxied): a cap above
+/// the process's limit is never reached — accept fails first.
+fn warn_if_over_file_limit(max_connections: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && (max_connections as u64) * 2 > limit.rlim_cur {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = limit.rlim_cur,
+            "router: max_connections needs about twice as many open files as the process may \
+             have; raise the limit (ulimit -n, LimitNOFILE=) or lower max_connections"
+        );
     }
 }

@@ -43,10 +43,54 @@ and its logs.</p>",
     )
 }
 
-/// 400: the request has no usable Host header.
+/// 400: the request cannot be routed or forwarded as sent.
 pub fn bad_request(why: &str) -> String {
     page("Bad request", &format!("<p>{}</p>", escape(why)))
 }
+
+/// 413: the request body is over `max_body_bytes`.
+pub fn body_too_large(limit: u64) -> String {
+    page(
+        "Request body too large",
+        &format!(
+            "<p>This server accepts request bodies of at most {} bytes ({}).</p>",
+            limit,
+            human_bytes(limit)
+        ),
+    )
+}
+
+/// 504: the app sent no response in time.
+pub fn app_too_slow(app: &str, waited: std::time::Duration) -> String {
+    page(
+        "App too slow",
+        &format!(
+            "<p>The app <code>{}</code> did not start answering within {} s.</p>\
+<p>If this keeps happening, see its logs: <code>byteport logs {0}</code>.</p>",
+            escape(app),
+            waited.as_secs_f64()
+        ),
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    UNITS
+        .iter()
+        .find(|(size, _)| n >= *size)
+        .map(|(size, unit)| format!("{:.1} {unit}", n as f64 / *size as f64))
+        .unwrap_or_else(|| format!("{n} B"))
+}
+
+/// 503 to a connection over the caps, written before any request is read
+/// (so it cannot wait for one) and without blocking: short, plain text.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+x-byteport-router: too-many-connections\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\
+content-length: 41\r\n\r\n\
+Too many connections; retry in a moment.\n";
 
 #[cfg(test)]
 mod tests {
@@ -55,5 +99,19 @@ mod tests {
         let p = super::unknown_host("<script>alert(1)</script>");
         assert!(!p.contains("<script>"));
         assert!(p.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn the_refusal_is_a_whole_http_response() {
+        let text = std::str::from_utf8(super::TOO_MANY_CONNECTIONS).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length);
+        assert!(super::body_too_large(100 << 20).contains("100.0 MiB"));
     }
 }

@@ -1,327 +1,337 @@
-//! One proxied request: route lookup, header rewriting, forwarding (plain
-//! or upgraded), error pages, and the request log line.
+//! One proxied request: which host it is for, route lookup, the limits
+//! checked before anything reaches the app, header rewriting, forwarding
+//! (plain or upgraded) and the router's own error pages.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::client::{PooledBody, UpstreamClient};
-use super::table::{InflightGuard, Route, RouteTable};
-use super::{pages, RequestLog};
+use crate::body::{AppRef, Exchange, RequestBody, RequestBodyError, RouterBody};
+use crate::client::{UpstreamClient, UpstreamError};
+use crate::config::RouterConfig;
+use crate::conn::{watchdog, ConnState, Phase};
+use crate::headers::{self, Peer, X_BYTEPORT_ROUTER};
+use crate::log::{OnRequest, Outcome};
+use crate::pages;
+use crate::stats::Counters;
+use crate::table::{InflightGuard, Route, RouteTable};
 
-/// What the router answers with: a page of its own, or the app's body,
-/// which keeps the request counted in flight (for drains) and its upstream
-/// connection out of the pool until it has been sent.
-pub enum RouterBody {
-    /// The router's own page (404, 502, 400).
-    Page(Full<Bytes>),
-    /// The app's response body.
-    Upstream {
-        /// The body, returning its connection to the pool at the end.
-        body: PooledBody,
-        /// Counts the request until the body is gone.
-        _inflight: Option<InflightGuard>,
-    },
+/// What every connection shares.
+pub(crate) struct Proxy {
+    pub config: RouterConfig,
+    pub table: RouteTable,
+    pub on_request: OnRequest,
+    pub client: UpstreamClient,
+    pub counters: Counters,
 }
 
-impl hyper::body::Body for RouterBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RouterBody::Page(page) => std::pin::Pin::new(page)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-            RouterBody::Upstream { body, .. } => std::pin::Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RouterBody::Page(page) => page.is_end_stream(),
-            RouterBody::Upstream { body, .. } => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            RouterBody::Page(page) => page.size_hint(),
-            RouterBody::Upstream { body, .. } => body.size_hint(),
-        }
-    }
+/// Reasons sent in `x-byteport-router` with the router's own pages.
+mod reason {
+    pub const UNKNOWN_HOST: &str = "unknown-host";
+    pub const APP_DOWN: &str = "app-down";
+    pub const UPSTREAM_ERROR: &str = "upstream-error";
+    pub const UPSTREAM_TIMEOUT: &str = "upstream-timeout";
+    pub const BODY_TOO_LARGE: &str = "body-too-large";
+    pub const BAD_REQUEST: &str = "bad-request";
 }
 
-type Body = RouterBody;
-
-pub struct Proxy {
-    table: RouteTable,
-    log: RequestLog,
-    client: UpstreamClient,
-}
-
-/// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-fn full(status: StatusCode, html: String) -> Response<Body> {
-    let mut r = Response::new(RouterBody::Page(Full::new(Bytes::from(html))));
+/// A page of the router's own, marked as such.
+fn page(
+    mut exchange: Exchange,
+    status: StatusCode,
+    why: &'static str,
+    html: String,
+) -> Response<RouterBody> {
+    exchange.router_page = Some(why);
+    exchange.conn.set_phase(Phase::Streaming);
+    let mut r = Response::new(RouterBody::page(html, exchange, status));
     *r.status_mut() = status;
-    r.headers_mut().insert(
+    let h = r.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(X_BYTEPORT_ROUTER.clone(), HeaderValue::from_static(why));
     r
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-/// Removes hop-by-hop headers (and those named by `Connection`), keeping
-/// `Connection: upgrade` + `Upgrade` when `keep_upgrade`.
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Taken first: `Connection: upgrade` names the Upgrade header itself.
-    let upgrade = if keep_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
-    }
-    if let Some(u) = upgrade {
-        headers.insert(header::UPGRADE, u);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// The request log line for a request that was not proxied.
-fn request_line<B>(req: &Request<B>, outcome: &str, started: Instant, peer: SocketAddr) -> String {
-    format!(
-        "{} {} {outcome} {}ms from {peer}",
-        req.method(),
-        req.uri().path_and_query().map_or("/", |p| p.as_str()),
-        started.elapsed().as_millis()
+fn bad_request(exchange: Exchange, why: &str) -> Response<RouterBody> {
+    page(
+        exchange,
+        StatusCode::BAD_REQUEST,
+        reason::BAD_REQUEST,
+        pages::bad_request(why),
     )
 }
 
-impl Proxy {
-    pub fn new(table: RouteTable, log: RequestLog) -> Proxy {
-        Proxy {
-            table,
-            log,
-            client: UpstreamClient::default(),
-        }
-    }
+/// The host a request is for. An absolute-form target's authority wins
+/// over the Host header (RFC 9112 §3.2.2); then it is also the Host the
+/// app is sent.
+enum Target {
+    /// Routed by the Host header.
+    HostHeader(HeaderValue),
+    /// Routed by the request target's authority.
+    Absolute(HeaderValue),
+}
 
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let started = Instant::now();
-        let host = match req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-        {
-            Some(h) => h.to_string(),
-            None => {
-                return full(
-                    StatusCode::BAD_REQUEST,
-                    pages::bad_request("The request has no Host header, so no app can be chosen."),
-                )
-            }
-        };
-        let upstream = match self.table.lookup(&host) {
-            Some(Route::Up(u)) => u,
-            Some(Route::Down { app, why }) => {
-                let line = request_line(&req, "502 (app not running)", started, peer);
-                (self.log)(&app, &line);
-                return full(StatusCode::BAD_GATEWAY, pages::app_down(&app, &why));
-            }
-            None => return full(StatusCode::NOT_FOUND, pages::unknown_host(&host)),
-        };
-        let method = req.method().clone();
-        let path = req.uri().path_and_query().cloned();
-        let guard = InflightGuard::new(upstream.clone());
-        let response = self.forward(req, &upstream.addr, &host, peer, guard).await;
-        let line = format!(
-            "{method} {} {} {}ms from {peer}",
-            path.as_ref().map_or("/", |p| p.as_str()),
-            response.status().as_u16(),
-            started.elapsed().as_millis()
-        );
-        (self.log)(&upstream.app, &line);
-        response
-    }
-
-    async fn forward(
-        &self,
-        mut req: Request<Incoming>,
-        upstream: &SocketAddr,
-        host: &str,
-        peer: SocketAddr,
-        guard: InflightGuard,
-    ) -> Response<Body> {
-        let upgrade = is_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        // Origin form on the upstream connection: the path, no authority.
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
-        let uri = match hyper::Uri::builder().path_and_query(path).build() {
-            Ok(u) => u,
-            Err(_) => {
-                return full(
-                    StatusCode::BAD_REQUEST,
-                    pages::bad_request("The request target is not a valid path."),
-                )
-            }
-        };
-        parts.uri = uri;
-        parts.version = hyper::Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers, upgrade);
-        let xff = match parts
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) => format!("{prev}, {}", peer.ip()),
-            None => peer.ip().to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            parts.headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        parts
-            .headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-        match parts.headers.get(header::HOST).cloned() {
-            Some(v) => {
-                parts.headers.insert(X_FORWARDED_HOST.clone(), v);
-            }
-            None => {
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    parts.headers.insert(X_FORWARDED_HOST.clone(), v);
-                }
-            }
-        }
-        let upstream_req = Request::from_parts(parts, body);
-        let mut resp = match self.client.send(*upstream, upstream_req).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(%upstream, error = %e, "router: upstream request failed");
-                return full(
-                    StatusCode::BAD_GATEWAY,
-                    pages::app_down(
-                        host.split('.').next().unwrap_or(host),
-                        "the app did not answer",
-                    ),
-                );
-            }
-        };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, server)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut server = TokioIo::new(server);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "router: upgrade failed"),
-                    }
-                });
-            }
-            let (parts, body) = resp.into_parts();
-            let body = RouterBody::Upstream {
-                body,
-                _inflight: None,
+impl Target {
+    fn of(req: &Request<Incoming>) -> Result<Target, &'static str> {
+        if let Some(authority) = req.uri().authority() {
+            let host = match authority.port() {
+                Some(port) => format!("{}:{}", authority.host(), port.as_str()),
+                None => authority.host().to_string(),
             };
-            return Response::from_parts(parts, body);
+            return HeaderValue::from_str(&host)
+                .map(Target::Absolute)
+                .map_err(|_| "The request target's host is not valid.");
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let body = RouterBody::Upstream {
-            body,
-            _inflight: Some(guard),
-        };
-        Response::from_parts(parts, body)
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(host), None) => Ok(Target::HostHeader(host.clone())),
+            (None, _) => Err("The request has no Host header, so no app can be chosen."),
+            (Some(_), Some(_)) => Err("The request has more than one Host header."),
+        }
+    }
+
+    fn value(&self) -> &HeaderValue {
+        match self {
+            Target::HostHeader(v) | Target::Absolute(v) => v,
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, x-secret"),
+/// Handles one request on `conn`.
+pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Response<RouterBody> {
+    conn.set_phase(Phase::AwaitingUpstream);
+    let mut exchange = Exchange::new(
+        conn,
+        req.method().clone(),
+        req.uri().path_and_query().cloned(),
+    );
+    let target = match Target::of(&req) {
+        Ok(t) => t,
+        Err(why) => return bad_request(exchange, why),
+    };
+    let Ok(host) = target.value().to_str() else {
+        return bad_request(exchange, "The Host header is not valid.");
+    };
+    // A clone of the connection's own Arc: no refcount shared across threads.
+    let conn = exchange.conn.clone();
+    let proxy = &conn.proxy;
+    let upstream = match proxy.table.lookup(host) {
+        Some(Route::Up(u)) => u,
+        Some(Route::Down { app, why }) => {
+            let html = pages::app_down(&app, &why);
+            exchange.app = AppRef::Named(app);
+            return page(exchange, StatusCode::BAD_GATEWAY, reason::APP_DOWN, html);
+        }
+        None => {
+            let html = pages::unknown_host(host);
+            return page(exchange, StatusCode::NOT_FOUND, reason::UNKNOWN_HOST, html);
+        }
+    };
+    exchange.app = AppRef::Serving(InflightGuard::new(upstream));
+    let limit = proxy.config.max_body_bytes;
+    // A body announced larger than the limit never reaches the app.
+    if req.body().size_hint().lower() > limit {
+        return page(
+            exchange,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            reason::BODY_TOO_LARGE,
+            pages::body_too_large(limit),
         );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("x-app", HeaderValue::from_static("kept"));
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-app"));
     }
+    forward(req, target, exchange, &conn).await
+}
 
-    #[test]
-    fn websocket_upgrade_headers_survive() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("Upgrade"));
-        h.insert("upgrade", HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h["upgrade"], "websocket");
-        assert_eq!(h["connection"], "upgrade");
+/// The app a request is being forwarded to.
+fn served_app(exchange: &Exchange) -> &crate::table::Upstream {
+    match &exchange.app {
+        AppRef::Serving(guard) => guard.upstream(),
+        _ => unreachable!("forward is only called for a served app"),
+    }
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    target: Target,
+    mut exchange: Exchange,
+    conn: &Arc<ConnState>,
+) -> Response<RouterBody> {
+    let proxy = &conn.proxy;
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    // Origin form on the upstream connection: the path, no authority.
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match hyper::Uri::builder().path_and_query(path).build() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return bad_request(exchange, "The request target is not a valid path."),
+    }
+    parts.version = hyper::Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if let Target::Absolute(authority) = &target {
+        parts.headers.insert(header::HOST, authority.clone());
+    }
+    let peer = Peer {
+        ip: conn.peer.ip(),
+        ip_header: &conn.peer_header,
+        trusted: conn.trusted,
+    };
+    exchange.client = headers::set_forwarding(&mut parts.headers, &peer, target.value(), |ip| {
+        proxy.config.is_trusted(ip)
+    });
+    let body = RequestBody::new(body, proxy.config.max_body_bytes, conn);
+    let addr = served_app(&exchange).addr;
+    let timeout = proxy.config.upstream_response_timeout;
+    let sent = proxy.client.send(addr, Request::from_parts(parts, body));
+    let mut resp = match within_upstream_timeout(sent, conn, timeout).await {
+        Some(Ok(resp)) => resp,
+        Some(Err(e)) => return upstream_failed(exchange, &e),
+        None => {
+            exchange.outcome = Some(Outcome::UpstreamTimeout);
+            let html = pages::app_too_slow(&served_app(&exchange).app, timeout);
+            return page(
+                exchange,
+                StatusCode::GATEWAY_TIMEOUT,
+                reason::UPSTREAM_TIMEOUT,
+                html,
+            );
+        }
+    };
+    conn.set_phase(Phase::Streaming);
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            // The tunnel counts in flight now; the exchange is logged at once.
+            let app = AppRef::Named(served_app(&exchange).app.clone());
+            let guard = std::mem::replace(&mut exchange.app, app);
+            tokio::spawn(tunnel(
+                client_upgrade,
+                upstream_upgrade,
+                guard,
+                conn.clone(),
+            ));
+        }
+    }
+    let (mut parts, body) = resp.into_parts();
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+    }
+    // Only the router's own pages carry the marker.
+    parts.headers.remove(&X_BYTEPORT_ROUTER);
+    Response::from_parts(parts, RouterBody::upstream(body, exchange, status))
+}
+
+/// Waits for `sent` (the app's response head) until
+/// `upstream_response_timeout` has passed with nothing moving on the client
+/// connection — counted from the request body's end: while the client
+/// still owes body bytes a silence is its own (the watchdog's idle
+/// timeout), not the app's. `None` when it passed.
+async fn within_upstream_timeout<F: Future>(
+    sent: F,
+    conn: &ConnState,
+    timeout: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(sent);
+    loop {
+        // While the body is arriving, check back after a whole `timeout`.
+        let deadline = if conn.body_open() {
+            Instant::now() + timeout
+        } else {
+            conn.last_activity() + timeout
+        };
+        match tokio::time::timeout_at(deadline.into(), &mut sent).await {
+            Ok(out) => return Some(out),
+            Err(_) if !conn.body_open() && conn.last_activity() + timeout <= Instant::now() => {
+                return None
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// The request could not be passed on: the client's fault (its body), or
+/// the app's.
+fn upstream_failed(mut exchange: Exchange, e: &UpstreamError) -> Response<RouterBody> {
+    match request_body_error(e) {
+        Some(RequestBodyError::TooLarge { limit }) => page(
+            exchange,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            reason::BODY_TOO_LARGE,
+            pages::body_too_large(*limit),
+        ),
+        Some(body_error) if body_error.client_left() => {
+            // Nobody will read this; the exchange is logged as abandoned.
+            exchange.outcome = Some(Outcome::ClientAbandoned);
+            let mut r = bad_request(exchange, "The request body ended early.");
+            r.body_mut().exchange_mut().status = 499;
+            r
+        }
+        Some(body_error) => {
+            tracing::debug!(peer = %exchange.conn.peer, error = %body_error, "router: bad request body");
+            bad_request(
+                exchange,
+                "The request body is malformed (its chunked encoding or length is broken).",
+            )
+        }
+        None => {
+            tracing::debug!(error = %e, "router: upstream request failed");
+            exchange.outcome = Some(Outcome::UpstreamError);
+            let html = pages::app_down(&served_app(&exchange).app, "the app did not answer");
+            page(
+                exchange,
+                StatusCode::BAD_GATEWAY,
+                reason::UPSTREAM_ERROR,
+                html,
+            )
+        }
+    }
+}
+
+/// The client body's error, if that is what made sending fail.
+fn request_body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(body) = s.downcast_ref::<RequestBodyError>() {
+            return Some(body);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// app, until either side closes or nothing moves for `idle_timeout`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    app: AppRef,
+    conn: Arc<ConnState>,
+) {
+    let _inflight = app;
+    match tokio::try_join!(client, upstream) {
+        Ok((client, server)) => {
+            conn.set_phase(Phase::Tunnel);
+            let mut client = TokioIo::new(client);
+            let mut server = TokioIo::new(server);
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = watchdog(&conn) => Counters::bump(&conn.proxy.counters.closed_idle),
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "router: upgrade failed"),
     }
 }
