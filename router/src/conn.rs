@@ -5,8 +5,8 @@
 //! keep-alive connection goes idle, which would make the idle timeout the
 //! header timeout; the phases below keep the two apart. The socket is
 //! wrapped in [`TimedIo`], which notes the time of every read and write
-//! that moved bytes (a clock read, no lock), and the watchdog runs beside
-//! hyper's connection future in the connection's own task.
+//! that moved bytes (a clock read, no lock); [`crate::watchdog`] reads the
+//! phase and those times.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::limits::Slot;
 use crate::proxy::Proxy;
+use crate::watchdog::{Closed, Due, Signal};
 
 /// What a connection is doing, for the watchdog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +55,6 @@ impl Phase {
     }
 }
 
-/// Why the watchdog closed a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Closed {
-    SlowHead,
-    Idle,
-}
-
 /// One client connection's shared state: the socket wrapper, the request
 /// handler and the response body all see it.
 pub(crate) struct ConnState {
@@ -78,6 +72,10 @@ pub(crate) struct ConnState {
     last_activity: AtomicU64,
     /// A request body is still arriving from the client.
     body_open: AtomicBool,
+    /// Raised by the watchdog: the connection must close.
+    pub(crate) close: Signal,
+    /// Raised by the watchdog: the app's response head may be overdue.
+    pub(crate) upstream_due: Signal,
     /// The connection's place under the caps, given back when the last
     /// user of the socket is gone (an upgraded connection outlives hyper's).
     _slot: Slot,
@@ -97,11 +95,13 @@ impl ConnState {
             head_since: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
             body_open: AtomicBool::new(false),
+            close: Signal::default(),
+            upstream_due: Signal::default(),
             _slot: slot,
         }
     }
 
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.base.elapsed().as_millis() as u64
     }
 
@@ -142,42 +142,32 @@ impl ConnState {
         }
     }
 
-    /// The deadline of the current phase, ms after `base`, and what passing
-    /// it means.
-    fn deadline(&self) -> Option<(u64, Closed)> {
+    /// The deadline of the current phase, ms after `base`, and what is due
+    /// when it passes.
+    pub(crate) fn deadline(&self) -> (u64, Due) {
         let config = &self.proxy.config;
         let ms = |d: Duration| d.as_millis() as u64;
+        let last_activity = self.last_activity.load(Ordering::Relaxed);
         match self.phase() {
-            Phase::ReadingHead => Some((
+            Phase::ReadingHead => (
                 self.head_since.load(Ordering::Relaxed) + ms(config.header_read_timeout),
-                Closed::SlowHead,
-            )),
-            Phase::AwaitingUpstream if !self.body_open() => None,
-            Phase::Idle | Phase::Streaming | Phase::Tunnel | Phase::AwaitingUpstream => Some((
-                self.last_activity.load(Ordering::Relaxed) + ms(config.idle_timeout),
-                Closed::Idle,
-            )),
+                Due::Close(Closed::SlowHead),
+            ),
+            Phase::AwaitingUpstream if !self.body_open() => (
+                last_activity + ms(config.upstream_response_timeout),
+                Due::UpstreamTimeout,
+            ),
+            Phase::Idle | Phase::Streaming | Phase::Tunnel | Phase::AwaitingUpstream => (
+                last_activity + ms(config.idle_timeout),
+                Due::Close(Closed::Idle),
+            ),
         }
     }
-}
 
-/// Resolves when the connection has passed its phase's deadline. Wakes at
-/// most every `min(header_read_timeout, idle_timeout)`, so a phase change
-/// it slept through is noticed within that.
-pub(crate) async fn watchdog(conn: &ConnState) -> Closed {
-    let config = &conn.proxy.config;
-    let longest_nap = config
-        .header_read_timeout
-        .min(config.idle_timeout)
-        .max(Duration::from_millis(10));
-    loop {
-        let now = conn.now_ms();
-        let nap = match conn.deadline() {
-            Some((deadline, why)) if now >= deadline => return why,
-            Some((deadline, _)) => Duration::from_millis(deadline - now).min(longest_nap),
-            None => longest_nap,
-        };
-        tokio::time::sleep(nap).await;
+    /// Whether the app's response head is overdue now.
+    pub(crate) fn upstream_overdue(&self) -> bool {
+        !self.body_open()
+            && self.last_activity() + self.proxy.config.upstream_response_timeout <= Instant::now()
     }
 }
 

@@ -59,6 +59,7 @@ mod proxy;
 mod server;
 mod stats;
 mod table;
+mod watchdog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -15,12 +14,13 @@ use hyper_util::rt::TokioIo;
 use crate::body::{AppRef, Exchange, RequestBody, RequestBodyError, RouterBody};
 use crate::client::{UpstreamClient, UpstreamError};
 use crate::config::RouterConfig;
-use crate::conn::{watchdog, ConnState, Phase};
+use crate::conn::{ConnState, Phase};
 use crate::headers::{self, Peer, X_BYTEPORT_ROUTER};
 use crate::log::{OnRequest, Outcome};
 use crate::pages;
 use crate::stats::Counters;
 use crate::table::{InflightGuard, Route, RouteTable};
+use crate::watchdog;
 
 /// What every connection shares.
 pub(crate) struct Proxy {
@@ -196,7 +196,7 @@ async fn forward(
     let addr = served_app(&exchange).addr;
     let timeout = proxy.config.upstream_response_timeout;
     let sent = proxy.client.send(addr, Request::from_parts(parts, body));
-    let mut resp = match within_upstream_timeout(sent, conn, timeout).await {
+    let mut resp = match within_upstream_timeout(sent, conn).await {
         Some(Ok(resp)) => resp,
         Some(Err(e)) => return upstream_failed(exchange, &e),
         None => {
@@ -239,27 +239,13 @@ async fn forward(
 /// `upstream_response_timeout` has passed with nothing moving on the client
 /// connection — counted from the request body's end: while the client
 /// still owes body bytes a silence is its own (the watchdog's idle
-/// timeout), not the app's. `None` when it passed.
-async fn within_upstream_timeout<F: Future>(
-    sent: F,
-    conn: &ConnState,
-    timeout: Duration,
-) -> Option<F::Output> {
-    tokio::pin!(sent);
-    loop {
-        // While the body is arriving, check back after a whole `timeout`.
-        let deadline = if conn.body_open() {
-            Instant::now() + timeout
-        } else {
-            conn.last_activity() + timeout
-        };
-        match tokio::time::timeout_at(deadline.into(), &mut sent).await {
-            Ok(out) => return Some(out),
-            Err(_) if !conn.body_open() && conn.last_activity() + timeout <= Instant::now() => {
-                return None
-            }
-            Err(_) => continue,
-        }
+/// timeout), not the app's. `None` when it passed. The watchdog keeps the
+/// time; nothing here arms a timer.
+async fn within_upstream_timeout<F: Future>(sent: F, conn: &ConnState) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = sent => Some(out),
+        () = watchdog::upstream_overdue(conn) => None,
     }
 }
 
@@ -325,11 +311,12 @@ async fn tunnel(
     match tokio::try_join!(client, upstream) {
         Ok((client, server)) => {
             conn.set_phase(Phase::Tunnel);
+            let _watchdog = watchdog::spawn(&conn);
             let mut client = TokioIo::new(client);
             let mut server = TokioIo::new(server);
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                _ = watchdog(&conn) => Counters::bump(&conn.proxy.counters.closed_idle),
+                _ = watchdog::closed(&conn) => {}
             }
         }
         Err(e) => tracing::debug!(error = %e, "router: upgrade failed"),

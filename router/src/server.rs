@@ -9,11 +9,12 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::conn::{watchdog, Closed, ConnState, TimedIo};
+use crate::conn::{ConnState, TimedIo};
 use crate::limits::{Limits, Refusal};
 use crate::pages;
 use crate::proxy::{self, Proxy};
 use crate::stats::Counters;
+use crate::watchdog;
 
 /// hyper's server settings for client connections.
 pub(crate) fn http1_builder(config: &crate::RouterConfig) -> http1::Builder {
@@ -85,18 +86,15 @@ async fn serve(stream: TcpStream, conn: Arc<ConnState>, http: Arc<http1::Builder
         async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, conn).await) }
     });
     let connection = http.serve_connection(io, service).with_upgrades();
+    let _watchdog = watchdog::spawn(&conn);
     tokio::select! {
+        biased;
         ended = connection => {
             if let Err(e) = ended {
                 tracing::debug!(peer = %conn.peer, error = %e, "router: connection ended with an error");
             }
         }
-        why = watchdog(&conn) => {
-            let counters = &conn.proxy.counters;
-            Counters::bump(match why {
-                Closed::SlowHead => &counters.closed_slow_head,
-                Closed::Idle => &counters.closed_idle,
-            });
+        why = watchdog::closed(&conn) => {
             tracing::debug!(peer = %conn.peer, ?why, "router: connection closed by its deadline");
         }
     }
