@@ -31,7 +31,8 @@ pub struct Services {
 
 /// Starts the services.
 pub async fn start(config: &Config) -> anyhow::Result<Services> {
-    std::fs::create_dir_all(&config.home)
+    config
+        .ensure_home()
         .with_context(|| format!("creating {}", config.home.display()))?;
     let store = crate::commands::open_store(config).await?;
     // First start: fetch the guest kernel and busybox (with progress) if

@@ -80,6 +80,7 @@ pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSe
             deadline: std::time::Duration::from_secs(config.job_deadline_secs),
             ..Default::default()
         },
+        base_domain: "localhost".into(),
         journal: platform::events::journal::JournalSettings {
             segment_bytes: config.log_segment_size,
             retention_bytes: config.log_retention,

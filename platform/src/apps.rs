@@ -42,6 +42,8 @@ pub struct PlatformSettings {
     pub jobs: JobSettings,
     /// Event journal rotation and retention.
     pub journal: crate::events::journal::JournalSettings,
+    /// Apps are served at `<app>.<base_domain>` (default `localhost`).
+    pub base_domain: String,
 }
 
 impl PlatformSettings {
@@ -54,6 +56,7 @@ impl PlatformSettings {
             build_ca: builder::CaTrust::Host,
             jobs: JobSettings::default(),
             journal: Default::default(),
+            base_domain: "localhost".into(),
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct Platform {
     pub(crate) boot_problem: Option<String>,
     running: Mutex<HashMap<String, Instance>>,
     pub(crate) build_ca: builder::CaTrust,
+    pub(crate) base_domain: String,
 }
 
 /// This node's id: made once per data directory, kept in `node-id`.
@@ -146,6 +150,7 @@ impl Platform {
             boot_problem,
             running: Mutex::new(HashMap::new()),
             build_ca: settings.build_ca,
+            base_domain: settings.base_domain,
         }
     }
 
@@ -181,7 +186,7 @@ impl Platform {
 
     /// The app's URL.
     pub fn app_url(&self, app: &str) -> String {
-        format!("http://{app}.localhost:{}", self.router_port)
+        format!("http://{app}.{}:{}", self.base_domain, self.router_port)
     }
 
     /// Why apps cannot boot here, if they cannot.

@@ -206,6 +206,13 @@ async fn pipeline(
     platform.store.mark_live(&req.app, number).await?;
     // A push to a stopped app is a request to run it.
     platform.store.set_app_stopped(&req.app, false).await?;
+    let released = platform
+        .store
+        .release_domains_except(&req.app, &manifest.domains)
+        .await?;
+    if released > 0 {
+        ctx.note(&format!("released {released} domain(s) this deploy no longer names"));
+    }
     ctx.note(&format!("deploy #{number} is live"));
     ctx.say(&format!(
         "-----> Live at {}   (deploy #{number}{})",
@@ -269,6 +276,31 @@ impl crate::boot::Booted {
     }
 }
 
+/// Every app owns `<app>.<base>`: no other app may claim that name, nor
+/// anything under `<other-app>.<base>`, nor the base itself.
+pub fn check_domains(app: &str, domains: &[String], base: &str) -> Result<(), JobError> {
+    for d in domains {
+        let d = d.trim_end_matches('.').to_ascii_lowercase();
+        if d == base {
+            return Err(JobError::Rejected {
+                message: format!("domain `{d}` is BytePort's own base domain; no app can claim it"),
+            });
+        }
+        let Some(under) = d.strip_suffix(&format!(".{base}")) else {
+            continue;
+        };
+        let owner = under.rsplit('.').next().unwrap_or(under);
+        if owner != app {
+            return Err(JobError::Rejected {
+                message: format!(
+                    "domain `{d}` is under `{owner}.{base}`, the address of app `{owner}`; an app may only use `{app}.{base}` and names under it"
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
 }
@@ -326,7 +358,23 @@ async fn read_manifest(
 
 #[cfg(test)]
 mod tests {
-    use super::push_option;
+    use super::{check_domains, push_option};
+
+    #[test]
+    fn other_apps_addresses_cannot_be_claimed() {
+        let own = |d: &[&str]| {
+            check_domains(
+                "blog",
+                &d.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "localhost",
+            )
+        };
+        own(&["blog.localhost", "www.blog.localhost", "example.com"]).unwrap();
+        for bad in ["victim.localhost", "a.victim.localhost", "localhost", "VICTIM.localhost."] {
+            let e = own(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("domain"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn push_options() {

@@ -17,6 +17,9 @@ use platform::store::Store;
 
 /// Opens the state store named by the config.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    config
+        .ensure_home()
+        .with_context(|| format!("creating the data directory {}", config.home.display()))?;
     Store::open(&config.database_url, &config.home)
         .await
         .with_context(|| format!("opening the state store under {}", config.home.display()))

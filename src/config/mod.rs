@@ -403,6 +403,22 @@ impl Config {
         Ok(config)
     }
 
+    /// Creates the data directory, private to its owner (0700, tightened
+    /// if it exists wider): it holds the secrets key, the store,
+    /// repositories and logs.
+    pub fn ensure_home(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.home)?;
+        let mode = std::fs::metadata(&self.home)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&self.home, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
     /// Loads from the real process environment.
     pub fn from_env(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load(explicit_file, &|k| std::env::var(k).ok())

@@ -194,6 +194,7 @@ impl Store {
             "config_vars",
             "secrets",
             "portfolio_entries",
+            "domains",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE app = $1"
