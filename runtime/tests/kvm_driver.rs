@@ -5,7 +5,7 @@
 //! that the app's log lines came over the vsock log link, and stops the VM
 //! gracefully through the ACPI power button.
 
-mod nested_host;
+use testvm::nested as nested_host;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -13,9 +13,9 @@ use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runtime::drivers::initramfs;
+use runtime::boot::{init_config, wanted_modules, AppSpec, Driver};
 use runtime::drivers::kvm::{KvmSpec, KvmVm};
-use runtime::supervisor::{init_config, wanted_modules, AppSpec, Driver};
+use runtime::initramfs;
 
 const PAGE: &str = "hello from a BytePort microVM over vsock";
 const APP_PORT: u16 = 8080;
@@ -40,7 +40,8 @@ poweroff -f
 fn kvm_driver_serves_an_app_in_nested_host() {
     let l1 = nested_host::Level1::new(L1_INIT);
     std::fs::copy(
-        nested_host::static_test_binary("kvm_driver"),
+        testvm::build::static_test_binary("runtime", "kvm_driver")
+            .unwrap_or_else(|e| panic!("{e}")),
         l1.root.join("kvm-driver-test"),
     )
     .unwrap();
@@ -57,15 +58,20 @@ fn kvm_driver_serves_an_app_in_nested_host() {
 
     // The initramfs, with the modules and the init config the supervisor
     // uses for the kvm driver.
-    let modules_dir = l1.modules.parent().unwrap();
+    let modules_dir = &l1.kernel.modules_dir;
     let driver = Driver::Kvm {
         vmm: "/byteport-vmm".into(),
     };
     let modules = initramfs::resolve_modules(modules_dir, &wanted_modules(&driver)).unwrap();
     let work = l1.scratch("initrd");
     let base = work.join("base.cpio.gz");
-    let in_guest =
-        initramfs::write_base(&base, &nested_host::guest_init_binary(), &modules).unwrap();
+    let in_guest = initramfs::write_base(
+        &base,
+        &testvm::build::workspace_bin("guest-init", "byteport-init")
+            .unwrap_or_else(|e| panic!("{e}")),
+        &modules,
+    )
+    .unwrap();
     let spec = AppSpec {
         app: "hello".into(),
         deploy: 1,

@@ -1,10 +1,9 @@
 //! Runtime drivers: how an artifact becomes a running VM. `qemu` is QEMU's
 //! microvm machine (portable; TCG where hardware virtualization is not
-//! usable); `kvm` is BytePort's own VMM (see `crate::vmm`). Both give the
-//! supervisor the same [`AppVm`] handle.
+//! usable); `kvm` is BytePort's own VMM (`byteport-vmm`, a child process).
+//! Both give [`crate::boot`] the same [`AppVm`] handle.
 
 pub mod guest;
-pub mod initramfs;
 pub mod kvm;
 pub mod qemu;
 
