@@ -1,22 +1,25 @@
-//! Booting an app: turn its run spec into a running VM (initramfs with the
-//! guest init, modules and config; the driver — `qemu` or `kvm`) that the
-//! guest init reports READY. The `byteport` binary sequences deploys with
-//! this and [`crate::health`] — boot, health, switch the router, drain, stop
-//! the old VM.
+//! Booting an app: turn its run spec into a running VM — initramfs with the
+//! guest init, modules and this VM's config ([`init_config`]), then the
+//! driver, `qemu` or `kvm` — that the guest init reports READY. The
+//! `byteport` binary sequences deploys with this and [`crate::health`]:
+//! boot, health, switch the router, drain, stop the old VM.
 
+mod config;
 mod start;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use guest_init::config::{InitConfig, Network, Process, RootFs, UserIds};
+use guest_init::config::RedactedEnv;
 
 use crate::drivers::guest::DriverError;
-use crate::drivers::qemu::{GATEWAY_IP, GUEST_IP};
 use crate::drivers::AppVm;
+use crate::egress::EgressEndpoint;
 use crate::initramfs::InitramfsError;
+use crate::jail::Jail;
 
+pub use config::{init_config, proxy_url};
 pub use start::{boot, wanted_modules};
 
 /// Errors booting an app.
@@ -39,8 +42,9 @@ pub enum BootError {
     },
 }
 
-/// Everything needed to run one deploy of an app.
-#[derive(Debug, Clone)]
+/// Everything needed to run one deploy of an app. Its `Debug` output never
+/// shows `env` values (they hold secrets).
+#[derive(Clone)]
 pub struct AppSpec {
     /// The app.
     pub app: String,
@@ -69,6 +73,32 @@ pub struct AppSpec {
     pub gid: u32,
     /// Working directory.
     pub workdir: String,
+    /// The app's outbound proxy (the egress crate's listener for this app);
+    /// `None`: the app reaches nothing outside its VM (the manifest turned
+    /// outbound traffic off). Its address is given to the app as
+    /// `HTTP_PROXY`/`HTTPS_PROXY` (see [`proxy_url`]).
+    pub egress: Option<EgressEndpoint>,
+}
+
+impl std::fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSpec")
+            .field("app", &self.app)
+            .field("deploy", &self.deploy)
+            .field("kernel", &self.kernel)
+            .field("modules_dir", &self.modules_dir)
+            .field("rootfs", &self.rootfs)
+            .field("cpus", &self.cpus)
+            .field("memory_mib", &self.memory_mib)
+            .field("processes", &self.processes)
+            .field("port", &self.port)
+            .field("env", &RedactedEnv(&self.env))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("workdir", &self.workdir)
+            .field("egress", &self.egress)
+            .finish()
+    }
 }
 
 /// How VMs are run.
@@ -93,17 +123,22 @@ pub enum Driver {
 /// Host-side settings for booting.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
-    /// Where VM directories and the initramfs cache live.
+    /// Where VM directories (`vms/`) and the initramfs cache live. Call
+    /// [`crate::reap_leftovers`] on it when the daemon starts.
     pub run_dir: PathBuf,
-    /// The `byteport-init` binary.
+    /// The `byteport-init` binary (also QEMU's egress relay on the host).
     pub init_binary: PathBuf,
     /// Which driver runs the VMs.
     pub driver: Driver,
     /// How long the guest may take to report READY.
     pub ready_timeout: Duration,
+    /// The jail VM processes run in ([`Jail::for_this_host`]); `None` runs
+    /// them as the daemon's own user, unconfined but for seccomp.
+    pub jail: Option<Jail>,
 }
 
-/// A booted app VM.
+/// A booted app VM. Dropping it kills the VM if it still runs and removes
+/// its directory.
 pub struct RunningApp {
     /// The app.
     pub app: String,
@@ -111,7 +146,7 @@ pub struct RunningApp {
     pub deploy: i64,
     /// The VM.
     pub vm: Box<dyn AppVm>,
-    /// The VM's directory (console log, initramfs).
+    /// The VM's directory (`console.log`), while the VM's handle lives.
     pub dir: PathBuf,
 }
 
@@ -119,95 +154,5 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootError + '_ {
     move |source| BootError::Io {
         path: path.into(),
         source,
-    }
-}
-
-/// The guest-init configuration for `spec` under `driver` (modules as paths
-/// in the initramfs): user-mode networking for `qemu`, vsock for `kvm`.
-pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> InitConfig {
-    let (network, vsock) = match driver {
-        Driver::Qemu { .. } => (
-            Some(Network {
-                interface: "eth0".into(),
-                address: GUEST_IP,
-                prefix: 24,
-                gateway: Some(GATEWAY_IP),
-            }),
-            None,
-        ),
-        Driver::Kvm { .. } => (None, Some(crate::drivers::kvm::init_link(spec.port))),
-    };
-    let mut env = spec.env.clone();
-    if let Some(port) = spec.port {
-        env.entry("PORT".into()).or_insert_with(|| port.to_string());
-    }
-    InitConfig {
-        hostname: spec.app.clone(),
-        modules,
-        root: Some(RootFs {
-            device: "/dev/vda".into(),
-            fstype: "ext4".into(),
-            readonly: false,
-        }),
-        user: UserIds {
-            uid: spec.uid,
-            gid: spec.gid,
-        },
-        env,
-        workdir: spec.workdir.clone(),
-        processes: spec
-            .processes
-            .iter()
-            .map(|(name, command)| Process {
-                name: name.clone(),
-                command: command.clone(),
-            })
-            .collect(),
-        network,
-        vsock,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_config_carries_the_app_and_port() {
-        let spec = AppSpec {
-            app: "hello".into(),
-            deploy: 3,
-            kernel: "/k".into(),
-            modules_dir: None,
-            rootfs: "/r".into(),
-            cpus: 1,
-            memory_mib: 256,
-            processes: vec![("web".into(), "python3 app.py".into())],
-            port: Some(8080),
-            env: BTreeMap::from([("GREETING".into(), "hi".into())]),
-            uid: 1000,
-            gid: 1000,
-            workdir: "/app".into(),
-        };
-        let qemu = Driver::Qemu {
-            qemu: "/q".into(),
-            accel: "tcg".into(),
-        };
-        let c = init_config(&spec, &qemu, vec!["/lib/modules/00-virtio.ko".into()]);
-        assert_eq!(c.env["PORT"], "8080");
-        assert_eq!(c.env["GREETING"], "hi");
-        assert_eq!(c.network.as_ref().unwrap().address, GUEST_IP);
-        assert!(c.vsock.is_none());
-        // What the runtime writes, the guest init accepts.
-        let json = serde_json::to_vec(&c).unwrap();
-        assert_eq!(InitConfig::parse(&json).unwrap(), c);
-
-        // Under the kvm driver: no network, the app's port over vsock.
-        let k = init_config(&spec, &Driver::Kvm { vmm: "/v".into() }, vec![]);
-        assert!(k.network.is_none());
-        let link = k.vsock.as_ref().expect("a vsock link");
-        assert_eq!(link.proxy.as_ref().map(|p| p.tcp_port), Some(8080));
-        let json = serde_json::to_vec(&k).unwrap();
-        assert_eq!(InitConfig::parse(&json).unwrap(), k);
     }
 }

@@ -8,22 +8,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use super::config::WEB;
 use super::{init_config, io_err, AppSpec, BootError, BootOptions, Driver, RunningApp};
 use crate::drivers::kvm::{KvmSpec, KvmVm};
 use crate::drivers::qemu::{QemuSpec, QemuVm};
 use crate::drivers::{AppLog, AppVm};
 use crate::initramfs::{self, POWER_BUTTON_MODULES, VIRTIO_MODULES};
 
-/// Longest VM directory the kvm driver's Unix sockets allow (`sun_path`,
-/// with room for the socket names the VMM puts in it).
-const MAX_KVM_DIR: usize = 80;
+/// Longest VM directory the drivers' Unix sockets allow (`sun_path`, with
+/// room for `sock/v_1100`, `sock/egress` and the VMM's socket names).
+const MAX_VM_DIR: usize = 80;
 
-/// Kernel modules the guest loads: virtio (+ vsock) for both drivers, and
-/// the ACPI power button for the kvm driver's graceful stop.
+/// Kernel modules the guest loads: virtio (+ vsock) for both drivers; the
+/// virtio-serial port of the records channel for `qemu`; the ACPI power
+/// button for the kvm driver's graceful stop.
 pub fn wanted_modules(driver: &Driver) -> Vec<&'static str> {
     let mut m: Vec<&str> = VIRTIO_MODULES.to_vec();
-    if matches!(driver, Driver::Kvm { .. }) {
-        m.extend(POWER_BUTTON_MODULES);
+    match driver {
+        Driver::Kvm { .. } => m.extend(POWER_BUTTON_MODULES),
+        Driver::Qemu { .. } => m.push("virtio_console"),
     }
     m
 }
@@ -55,7 +58,8 @@ fn base_initramfs(spec: &AppSpec, opts: &BootOptions) -> Result<(PathBuf, Vec<St
         let names = std::fs::read_to_string(&list).map_err(io_err(&list))?;
         return Ok((path, names.lines().map(String::from).collect()));
     }
-    let tmp = dir.join(format!(".{key}.tmp"));
+    // Several boots may build the same base at once: each its own temp file.
+    let tmp = dir.join(format!(".{key}.{}.tmp", unique()));
     let in_guest = initramfs::write_base(&tmp, &opts.init_binary, &modules)?;
     std::fs::write(&list, in_guest.join("\n")).map_err(io_err(&list))?;
     std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -66,38 +70,35 @@ fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
+/// A number no other VM of this process has.
+fn unique() -> u64 {
+    static INSTANCE: AtomicU64 = AtomicU64::new(1);
+    INSTANCE.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A name no other VM of this process has: `<app>-<deploy>.<n>` (a deploy
 /// is booted again by restarts, crash recovery and rollbacks), and that
 /// number alone.
 fn vm_name(spec: &AppSpec) -> (String, u64) {
-    static INSTANCE: AtomicU64 = AtomicU64::new(1);
-    let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+    let n = unique();
     (format!("{}-{}.{n}", spec.app, spec.deploy), n)
 }
 
 /// The VM's directory: `vms/<name>`, or `vms/<n>` when a long app name
-/// and data directory would make the kvm driver's socket paths too long.
+/// and data directory would make the socket paths in it too long.
 fn vm_dir(opts: &BootOptions, name: &str, n: u64) -> PathBuf {
     let dir = opts.run_dir.join("vms").join(name);
-    match opts.driver {
-        Driver::Kvm { .. } if dir.as_os_str().len() > MAX_KVM_DIR => {
-            opts.run_dir.join("vms").join(n.to_string())
-        }
-        _ => dir,
+    if dir.as_os_str().len() > MAX_VM_DIR {
+        opts.run_dir.join("vms").join(n.to_string())
+    } else {
+        dir
     }
 }
 
 /// Writes the cached base followed by this VM's config as one initrd
 /// (mode 0600: the config holds the app's secrets).
 fn write_initrd(base: &Path, config_archive: &Path, initrd: &Path) -> Result<(), BootError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(initrd)
-        .map_err(io_err(initrd))?;
+    let mut out = crate::fsutil::create_private(initrd).map_err(io_err(initrd))?;
     for part in [base, config_archive] {
         let bytes = std::fs::read(part).map_err(io_err(part))?;
         out.write_all(&bytes).map_err(io_err(initrd))?;
@@ -106,30 +107,50 @@ fn write_initrd(base: &Path, config_archive: &Path, initrd: &Path) -> Result<(),
 }
 
 /// Boots `spec` with the configured driver and waits for the guest's READY.
+/// A failed boot leaves nothing behind (the VM's directory is removed).
 pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<RunningApp, BootError> {
     let (base, modules) = base_initramfs(spec, opts)?;
     let (name, n) = vm_name(spec);
+    let vms = opts.run_dir.join("vms");
+    crate::fsutil::create_private_dir(&vms).map_err(io_err(&vms))?;
     let dir = vm_dir(opts, &name, n);
     // A VM directory of an earlier `byteport up` with the same name.
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let config = serde_json::to_vec_pretty(&init_config(spec, &opts.driver, modules))
-        .expect("init config serializes");
-    let config_archive = dir.join("config.cpio.gz");
-    initramfs::write_config(&config_archive, &config)?;
-    let initrd = dir.join("initrd.cpio.gz");
-    let started = write_initrd(&base, &config_archive, &initrd)
-        .and_then(|()| start(spec, opts, &name, &dir, &initrd, app_log));
-    // The config holds the app's secrets; the VMM has read it by now (and a
-    // failed boot does not need it either).
-    let _ = std::fs::remove_file(&config_archive);
-    let _ = std::fs::remove_file(&initrd);
+    crate::fsutil::create_private_dir(&dir).map_err(io_err(&dir))?;
+    let started = prepare_and_start(spec, opts, &name, &dir, &base, modules, app_log);
+    if started.is_err() {
+        // The driver's handle, if it got that far, removed it already.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(RunningApp {
         app: spec.app.clone(),
         deploy: spec.deploy,
         vm: started?,
         dir,
     })
+}
+
+fn prepare_and_start(
+    spec: &AppSpec,
+    opts: &BootOptions,
+    name: &str,
+    dir: &Path,
+    base: &Path,
+    modules: Vec<String>,
+    app_log: AppLog,
+) -> Result<Box<dyn AppVm>, BootError> {
+    let config = serde_json::to_vec_pretty(&init_config(spec, &opts.driver, modules))
+        .expect("init config serializes");
+    let config_archive = dir.join("config.cpio.gz");
+    initramfs::write_config(&config_archive, &config)?;
+    let initrd = dir.join("initrd.cpio.gz");
+    let started = write_initrd(base, &config_archive, &initrd)
+        .and_then(|()| start(spec, opts, name, dir, &initrd, app_log));
+    // The config holds the app's secrets; the VM has read it by now (and a
+    // failed boot does not need it either).
+    let _ = std::fs::remove_file(&config_archive);
+    let _ = std::fs::remove_file(&initrd);
+    started
 }
 
 fn start(
@@ -140,6 +161,11 @@ fn start(
     initrd: &Path,
     app_log: AppLog,
 ) -> Result<Box<dyn AppVm>, BootError> {
+    let checked = spec
+        .processes
+        .iter()
+        .any(|(n, _)| n == WEB)
+        .then(|| WEB.to_string());
     match &opts.driver {
         Driver::Qemu { qemu, accel } => {
             let qspec = QemuSpec {
@@ -151,8 +177,12 @@ fn start(
                 cpus: spec.cpus,
                 memory_mib: spec.memory_mib,
                 guest_port: spec.port,
-                console_log: dir.join("console.log"),
+                dir: dir.to_path_buf(),
                 accel: accel.clone(),
+                egress: spec.egress.clone(),
+                relay: opts.init_binary.clone(),
+                jail: opts.jail.clone(),
+                checked_process: checked,
             };
             let mut vm = QemuVm::start(&qspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;
@@ -169,6 +199,9 @@ fn start(
                 memory_mib: spec.memory_mib,
                 guest_port: spec.port,
                 dir: dir.to_path_buf(),
+                egress: spec.egress.clone(),
+                jail: opts.jail.clone(),
+                checked_process: checked,
             };
             let mut vm = KvmVm::start(&kspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;
@@ -187,39 +220,32 @@ mod tests {
             init_binary: "/init".into(),
             driver,
             ready_timeout: std::time::Duration::from_secs(1),
+            jail: None,
         }
     }
 
     #[test]
-    fn the_kvm_driver_also_loads_the_power_button() {
+    fn each_driver_loads_what_it_needs() {
         let qemu = Driver::Qemu {
             qemu: "/q".into(),
             accel: "tcg".into(),
         };
         let kvm = Driver::Kvm { vmm: "/v".into() };
         assert!(!wanted_modules(&qemu).contains(&"button"));
+        assert!(wanted_modules(&qemu).contains(&"virtio_console"));
         assert!(wanted_modules(&kvm).contains(&"button"));
         assert!(wanted_modules(&kvm).contains(&"vmw_vsock_virtio_transport"));
     }
 
     #[test]
-    fn kvm_vm_dirs_stay_short_enough_for_unix_sockets() {
+    fn vm_dirs_stay_short_enough_for_unix_sockets() {
         let kvm = Driver::Kvm { vmm: "/v".into() };
         let long_app = "a".repeat(63);
-        let o = opts(kvm.clone(), "/home/someone/.local/share/byteport/run");
+        let o = opts(kvm, "/home/someone/.local/share/byteport/run");
         let d = vm_dir(&o, &format!("{long_app}-12.7"), 7);
-        assert!(d.as_os_str().len() <= MAX_KVM_DIR, "{}", d.display());
+        assert!(d.as_os_str().len() <= MAX_VM_DIR, "{}", d.display());
         assert!(d.ends_with("vms/7"));
         // Short names keep their readable directory.
         assert!(vm_dir(&o, "hello-3.1", 1).ends_with("vms/hello-3.1"));
-        // QEMU has no socket paths to worry about.
-        let q = opts(
-            Driver::Qemu {
-                qemu: "/q".into(),
-                accel: "tcg".into(),
-            },
-            "/home/someone/.local/share/byteport/run",
-        );
-        assert!(vm_dir(&q, &format!("{long_app}-12.7"), 7).ends_with(format!("{long_app}-12.7")));
     }
 }
