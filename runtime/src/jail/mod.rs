@@ -8,7 +8,7 @@
 //! 3. builds a root of its own on a tmpfs: `/usr` (and the `/lib`, `/bin`
 //!    links) read-only, `/etc/ld.so.cache`, `/dev/{null,zero,random,urandom}`,
 //!    the VM's inputs read-only under `/vm`, its socket directory at
-//!    `/run/vm` and a private `/tmp` from the VM directory, device nodes it
+//!    `/run/vm` and a private `/tmp` (also `/var/tmp`) from the VM directory, device nodes it
 //!    needs (`/dev/kvm`) made for it and owned by it — and pivots into it,
 //!    detaching the host's root: `$BYTEPORT_HOME`, other apps' files and
 //!    the daemon's state are not in its world;
@@ -126,8 +126,11 @@ impl JailPlan {
             crate::fsutil::create_private_dir(&host)?;
             std::os::unix::fs::chown(&host, Some(id), Some(id))?;
         }
-        p.dir("/usr")?;
-        p.bind("/usr", "/usr", true, false)?;
+        // Hosts without /usr (a minimal busybox system) skip it.
+        if Path::new("/usr").is_dir() {
+            p.dir("/usr")?;
+            p.bind("/usr", "/usr", true, false)?;
+        }
         for link in ["/lib", "/lib64", "/bin", "/sbin"] {
             match std::fs::read_link(link) {
                 Ok(target) => p.push(
@@ -154,8 +157,13 @@ impl JailPlan {
             p.push(Step::File(cstr(p.inside(&host))?), format!("create {host}"));
             p.bind(&host, &host, false, true)?;
         }
+        // One private scratch directory, as /tmp and /var/tmp (QEMU 7.2
+        // puts `snapshot=on` overlays in /var/tmp whatever TMPDIR says).
         p.dir("/tmp")?;
         p.bind(vm_dir.join("tmp"), "/tmp", false, false)?;
+        p.dir("/var")?;
+        p.dir("/var/tmp")?;
+        p.bind(vm_dir.join("tmp"), "/var/tmp", false, false)?;
         p.dir("/run")?;
         p.dir("/run/vm")?;
         p.bind(vm_dir.join("sock"), "/run/vm", false, false)?;

@@ -133,3 +133,12 @@ pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
     }
     Ok(path)
 }
+
+/// The full path of `tool` on PATH, if it is there.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file())
+    })
+}

@@ -8,6 +8,7 @@
 //!   so BytePort's own VMM gets a real `/dev/kvm` inside it.
 //! - [`kernel`]: the Debian cloud kernel, downloaded once into the test cache.
 //! - [`build`]: static binaries and test executables for use inside a VM.
+//! - [`rootfs`]: busybox ext4 images for app VMs.
 //! - [`console`]: the one QEMU runner both of the above use.
 //! - [`free_port`]: a loopback TCP port nobody listens on right now.
 //!
@@ -27,6 +28,7 @@ pub mod build;
 pub mod console;
 pub mod kernel;
 pub mod nested;
+pub mod rootfs;
 mod vm;
 
 pub use build::{static_build, Artifact};
