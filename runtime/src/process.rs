@@ -12,7 +12,10 @@
 //!   after `prctl`: if the daemon died in between, it exits before exec.
 //! - Descriptors the child needs besides stdio (QEMU's records channel, say)
 //!   are handed over at fixed numbers.
-//! - The jail ([`crate::jail`]) is entered in the child between fork and exec.
+//! - The jail ([`crate::jail`]) is entered in the child between fork and
+//!   exec — before the death signal is set, since the kernel clears that
+//!   setting when the process changes its uid or gid (found the hard way:
+//!   a jailed VM outlived its SIGKILLed daemon).
 //! - The VM directory records the child's pid, its start time (clock ticks
 //!   since boot, `/proc/PID/stat` field 22) and the boot id: a pid that was
 //!   recycled by an unrelated process never matches all three.
@@ -89,13 +92,6 @@ fn spawn_here(s: Spawn) -> io::Result<Child> {
     // (`moves`, `jail`'s C strings); it does not allocate.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                // The daemon died before the prctl took effect.
-                libc::_exit(1);
-            }
             for (i, (from, _)) in moves.iter().enumerate() {
                 if libc::dup2(*from, FD_STAGING + i as RawFd) < 0 {
                     return Err(io::Error::last_os_error());
@@ -110,6 +106,14 @@ fn spawn_here(s: Spawn) -> io::Result<Child> {
             }
             if let Some(j) = jail.as_mut() {
                 j.enter(diag_fd)?;
+            }
+            // Last: a change of uid or gid (the jail's) clears the setting.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // The daemon died before the prctl took effect.
+                libc::_exit(1);
             }
             Ok(())
         });
