@@ -360,7 +360,7 @@ garbage that is not a record
                     break;
                 }
                 sent += 1;
-                if sent % 10_000 == 0 && guest.write_all(&overlong).is_err() {
+                if sent.is_multiple_of(10_000) && guest.write_all(&overlong).is_err() {
                     break;
                 }
             }

@@ -231,7 +231,7 @@ mod tests {
                 pid: leftover.id()
             }]
         );
-        assert_eq!(r.gone, [dir2.clone()]);
+        assert_eq!(r.gone, std::slice::from_ref(&dir2));
         assert_eq!(r.removed, 2);
         let status = leftover.wait().unwrap();
         assert_eq!(

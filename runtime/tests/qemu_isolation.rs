@@ -150,7 +150,7 @@ exec sleep 100000"#,
     let pid = app.vm.pid().unwrap();
 
     // Confinement of the QEMU process itself.
-    if opts.jail.is_some() {
+    if let Some(jail) = &opts.jail {
         let uid = common::status_field(pid, "Uid:");
         assert!(
             uid.split_whitespace().all(|u| u != "0"),
@@ -165,10 +165,7 @@ exec sleep 100000"#,
             "QEMU shares our mount namespace"
         );
         let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        if !matches!(
-            opts.jail.as_ref().unwrap().cgroups,
-            runtime::jail::Hierarchy::Unavailable(_)
-        ) {
+        if !matches!(jail.cgroups, runtime::jail::Hierarchy::Unavailable(_)) {
             assert!(groups.contains("byteport-vms/"), "{groups}");
         }
     } else {

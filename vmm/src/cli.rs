@@ -1,5 +1,6 @@
-//! `byteport vm ...`: run a VM in the foreground, list VMs, pause/resume/stop them
-//! through their control sockets.
+//! The `byteport-vmm` command line (also what `byteport vm ...` runs): run a VM
+//! in the foreground, list VMs, pause/resume/stop them through their control
+//! sockets.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,7 +91,7 @@ pub enum VmCommand {
     },
 }
 
-/// Errors from `byteport vm`.
+/// Errors from `byteport-vmm`.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// Starting or running the VM failed.
@@ -129,7 +130,7 @@ fn parse_disk(s: &str) -> DiskConfig {
     }
 }
 
-/// Runs one `byteport vm` subcommand.
+/// Runs one `byteport-vmm` subcommand.
 pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
     let io = |what: String| move |source| CliError::Io { what, source };
     match cmd {
@@ -195,8 +196,8 @@ pub fn run(cmd: VmCommand, runtime_dir: &Path) -> Result<(), CliError> {
                     let _ = served_tx.send(());
                 })
                 .map_err(io("spawning the control thread".into()))?;
-            // The process's own main thread (byteport-vmm) is confined too; under
-            // `byteport vm run` this runs on a pool thread of the daemon's runtime.
+            // The process's main thread is confined too (when `run` is called
+            // from another thread, as in tests, that thread is left alone).
             // SAFETY: plain syscalls without arguments.
             if unsafe { libc::gettid() == libc::getpid() } {
                 if let Err(e) = seccomp::apply_for(ThreadKind::Main) {

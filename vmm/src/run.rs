@@ -33,7 +33,7 @@ pub enum VmState {
 pub enum VmExit {
     /// Guest powered off.
     PowerOff,
-    /// Guest asked for a reboot (the VMM stops; the supervisor decides to restart).
+    /// Guest asked for a reboot (the VMM stops; the runtime decides whether to boot it again).
     Reboot,
     /// Guest halted with interrupts off or triple-faulted.
     Shutdown,

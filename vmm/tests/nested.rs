@@ -6,7 +6,7 @@
 //! its ACPI power button through `byteport-vmm stop`. Markers come back over the
 //! serial console.
 
-use testvm::nested as nested_host;
+use testvm::nested;
 
 use std::time::Duration;
 
@@ -58,11 +58,11 @@ poweroff -f
 
 #[test]
 fn linux_boots_under_byteport_vmm_in_nested_host() {
-    let l1 = nested_host::Level1::new(L1_INIT);
-    l1.add_l2_initrd(L2_INIT, nested_host::L2_MODULES);
+    let l1 = nested::Level1::new(L1_INIT);
+    l1.add_l2_initrd(L2_INIT, nested::L2_MODULES);
     let diskdir = l1.scratch("diskdir");
     std::fs::write(diskdir.join("hello.txt"), "ext4-over-virtio-blk\n").unwrap();
-    nested_host::ext4(&diskdir, &l1.root.join("l2/disk.ext4"), 16);
+    nested::ext4(&diskdir, &l1.root.join("l2/disk.ext4"), 16);
 
     let c = l1.boot(1024, 2, Duration::from_secs(300), "L1-VMM-EXIT");
     let all = c.text();

@@ -2,9 +2,11 @@
 //! the driver needs), this VM's config appended to it, then the driver —
 //! QEMU's microvm or BytePort's own VMM — until the guest init says READY.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use sha2::{Digest, Sha256};
 
@@ -35,7 +37,7 @@ pub fn wanted_modules(driver: &Driver) -> Vec<&'static str> {
 /// once and cached under `run_dir/initramfs`.
 fn base_initramfs(spec: &AppSpec, opts: &BootOptions) -> Result<(PathBuf, Vec<String>), BootError> {
     let modules = match &spec.modules_dir {
-        Some(dir) => initramfs::resolve_modules(dir, &wanted_modules(&opts.driver))?,
+        Some(dir) => resolved_modules(dir, wanted_modules(&opts.driver))?,
         None => vec![],
     };
     let mut h = Sha256::new();
@@ -64,6 +66,28 @@ fn base_initramfs(spec: &AppSpec, opts: &BootOptions) -> Result<(PathBuf, Vec<St
     std::fs::write(&list, in_guest.join("\n")).map_err(io_err(&list))?;
     std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
     Ok((path, in_guest))
+}
+
+/// [`initramfs::resolve_modules`], once per modules directory and module
+/// set in this process: without `modules.dep` it reads every module of the
+/// kernel (~90 MB for Debian's cloud kernel), too much for every boot.
+fn resolved_modules(
+    dir: &Path,
+    wanted: Vec<&'static str>,
+) -> Result<Vec<PathBuf>, initramfs::InitramfsError> {
+    type Key = (PathBuf, Vec<&'static str>);
+    static CACHE: OnceLock<Mutex<HashMap<Key, Vec<PathBuf>>>> = OnceLock::new();
+    let key = (dir.to_path_buf(), wanted);
+    let cache = CACHE.get_or_init(Mutex::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(hit.clone());
+    }
+    let modules = initramfs::resolve_modules(dir, &key.1)?;
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, modules.clone());
+    Ok(modules)
 }
 
 fn hex_prefix(bytes: &[u8]) -> String {

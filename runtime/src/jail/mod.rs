@@ -421,16 +421,32 @@ impl Prepared {
                 b"enter the jail root",
                 libc::chdir(self.root.as_ptr())
             );
-            check!(
-                diag,
-                b"pivot_root",
-                libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int
-            );
-            check!(
-                diag,
-                b"detach the host's root",
-                libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
-            );
+            if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+                check!(
+                    diag,
+                    b"detach the host's root",
+                    libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
+                );
+            } else if *libc::__errno_location() == libc::EINVAL {
+                // The host's root is an initramfs (the nested test host), which
+                // cannot be pivoted away: move the jail's root over it and
+                // chroot, as switch_root does. With no capabilities left
+                // after the uid change, the chroot cannot be escaped.
+                check!(
+                    diag,
+                    b"move the jail root over /",
+                    libc::mount(
+                        c".".as_ptr(),
+                        c"/".as_ptr(),
+                        null,
+                        libc::MS_MOVE,
+                        std::ptr::null()
+                    )
+                );
+                check!(diag, b"chroot", libc::chroot(c".".as_ptr()));
+            } else {
+                return Err(failed(diag, b"pivot_root"));
+            }
             check!(diag, b"chdir /", libc::chdir(c"/".as_ptr()));
             check!(diag, b"drop groups", libc::setgroups(0, std::ptr::null()));
             check!(

@@ -1,5 +1,5 @@
 //! `byteport-vmm`: the VMM as a standalone (static-linkable) binary, e.g. for the
-//! nested test host. Same subcommands as `byteport vm`.
+//! nested test host. `byteport vm ARGS` runs it with the same arguments.
 
 use clap::Parser;
 
