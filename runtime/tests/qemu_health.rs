@@ -49,6 +49,7 @@ fn an_app_that_never_listens_fails_with_the_reason() {
         "{e}"
     );
     let text = e.to_string();
+    println!("health check of a never-listening app: {text}");
     assert!(text.contains("never listened on port 8080"), "{text}");
     assert!(
         text.contains("starting but never listening"),
@@ -74,6 +75,7 @@ fn a_crash_looping_app_fails_with_its_exit_and_error() {
     let mut app = runtime::boot(&spec, &opts, logs.sink()).unwrap_or_else(|e| panic!("boot: {e}"));
     let e = wait_healthy(app.vm.as_mut(), &tcp_check(Duration::from_secs(90))).unwrap_err();
     let text = e.to_string();
+    println!("health check of a crash-looping app: {text}");
     assert!(matches!(e, HealthError::CrashLoop { .. }), "{text}");
     assert!(text.contains("status=127"), "{text}");
     assert!(text.contains("python3: not found"), "{text}");

@@ -259,7 +259,8 @@ mod tests {
         // Spent bytes count whether or not their line passed.
         let mut b = Budget::new(1, 100, t0);
         b.spend(500, t0);
-        assert_eq!(b.wait_for_bytes(10, t0), Duration::from_secs_f64(5.1));
+        // A burst of 200 bytes, 500 spent: 310 bytes to go at 100 bytes/s.
+        assert_eq!(b.wait_for_bytes(10, t0), Duration::from_secs_f64(3.1));
         assert!(b.admit_line(t0) && b.admit_line(t0) && !b.admit_line(t0));
         assert_eq!(
             rate_limited_notice(1, 5),
