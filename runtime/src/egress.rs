@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -56,6 +57,9 @@ impl EgressEndpoint {
 pub struct Door {
     path: PathBuf,
     closing: Arc<AtomicBool>,
+    /// The listening socket (shared with the accept loop): shutting it down
+    /// wakes that loop even when the socket's path is already gone.
+    listener: UnixListener,
 }
 
 impl Door {
@@ -70,6 +74,7 @@ impl Door {
         let closing = Arc::new(AtomicBool::new(false));
         let open = Arc::new(AtomicUsize::new(0));
         let stop = closing.clone();
+        let ours = listener.try_clone()?;
         std::thread::Builder::new()
             .name("egress-door".into())
             .spawn(move || {
@@ -77,7 +82,11 @@ impl Door {
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let Ok(conn) = conn else { continue };
+                    let Ok(conn) = conn else {
+                        // EINVAL once shut down; anything else: try again.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
                     if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                         open.fetch_sub(1, Ordering::SeqCst);
                         continue; // closed at once: too many
@@ -97,6 +106,7 @@ impl Door {
         Ok(Door {
             path: path.to_path_buf(),
             closing,
+            listener: ours,
         })
     }
 }
@@ -105,7 +115,8 @@ impl Drop for Door {
     fn drop(&mut self) {
         self.closing.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees `closing`.
-        let _ = UnixStream::connect(&self.path);
+        // SAFETY: shutting down a socket we own; no memory is involved.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -190,6 +201,8 @@ mod tests {
         let mut rest = Vec::new();
         let _ = extra.read_to_end(&mut rest);
         assert!(rest.is_empty(), "a connection over the cap was served");
+        drop(held);
+        std::fs::remove_file(&door_path).unwrap(); // as when the VM directory goes first
         drop(door);
         assert!(!door_path.exists());
     }

@@ -146,9 +146,10 @@ const RECORDS_FD: i32 = 3;
 
 /// A running QEMU VM.
 pub struct QemuVm {
+    // Fields drop in this order: the door before the VM directory goes.
+    _door: Option<Door>,
     vm: VmProcess,
     records: UnixStream,
-    _door: Option<Door>,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
 }

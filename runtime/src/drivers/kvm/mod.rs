@@ -135,11 +135,12 @@ pub fn run_vmm_cli(
 
 /// A running VM under our VMM.
 pub struct KvmVm {
+    // Fields drop in this order: the door before the VM directory goes.
+    _door: Option<Door>,
     vm: VmProcess,
     sock_dir: PathBuf,
     closing: Arc<AtomicBool>,
     records_socket: PathBuf,
-    _door: Option<Door>,
     /// Loopback address proxied to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
 }
