@@ -99,11 +99,13 @@ pub enum HealthError {
 
 /// The web process's last output lines, as a suffix for messages.
 fn web_output(recent: &[String]) -> String {
-    let lines: Vec<&str> = recent
+    let mut lines: Vec<&str> = recent
         .iter()
         .filter(|l| l.starts_with("web "))
         .map(String::as_str)
         .collect();
+    // A crash loop says the same thing each time: once is enough.
+    lines.dedup();
     let last = &lines[lines.len().saturating_sub(3)..];
     if last.is_empty() {
         String::new()
