@@ -42,7 +42,7 @@ fn a_jailed_process_sees_only_its_own_world() {
     plan.new_network();
     let group = cgroup::create(
         &jail.cgroups,
-        "jail-test",
+        &format!("jail-test-{}", std::process::id()),
         Limits {
             memory_bytes: 64 << 20,
             pids: 16,
@@ -101,7 +101,11 @@ fn a_jailed_process_sees_only_its_own_world() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    // The shell's `sleep` outlives it in the group: removal kills it first.
     cgroup::remove(&group);
+    for d in &group {
+        assert!(!d.exists(), "{} stayed", d.display());
+    }
 
     let field = |k: &str| {
         status
@@ -115,7 +119,7 @@ fn a_jailed_process_sees_only_its_own_world() {
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     assert!(mnt && net, "own mount and network namespaces");
     if !group.is_empty() {
-        assert!(in_groups.contains("byteport-vms/jail-test"), "{in_groups}");
+        assert!(in_groups.contains("byteport-vms/jail-test-"), "{in_groups}");
     } else {
         eprintln!(
             "NOTE: no cgroup hierarchy here ({})",

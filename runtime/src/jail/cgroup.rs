@@ -178,17 +178,58 @@ pub fn create(h: &Hierarchy, name: &str, limits: Limits) -> io::Result<Vec<PathB
     }
 }
 
-/// Removes VM group directories once their processes are gone (an exiting
-/// process leaves its group a moment after `wait` returns: a few retries).
+/// Removes VM group directories, first killing whatever still runs in them
+/// (a VM process's own children — QEMU's egress relays — outlive it when it
+/// is killed). An exiting process leaves its group a moment after it is
+/// reaped: a few retries.
 pub fn remove(dirs: &[PathBuf]) {
     for dir in dirs {
-        for _ in 0..50 {
+        for attempt in 0..100 {
+            if attempt % 10 == 0 {
+                kill_members(dir);
+            }
             match std::fs::remove_dir(dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+    }
+}
+
+/// SIGKILLs every process in group `dir`, each through a pidfd opened
+/// before checking that the process still is in the group (a pid that was
+/// recycled in between is not signalled).
+fn kill_members(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
+    let Some(leaf) = dir.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return;
+    };
+    let member = format!("/{PARENT}/{leaf}");
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        // SAFETY: plain syscall; the descriptor is closed below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        if fd < 0 {
+            continue;
+        }
+        let still = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.ends_with(&member)));
+        if still {
+            // SAFETY: a valid pidfd; no siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd,
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(fd) };
     }
 }
 
