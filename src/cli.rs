@@ -32,8 +32,13 @@ pub enum Command {
     /// Build an app directory (or one of its commits) into an artifact locally.
     Build(builder::cli::BuildArgs),
     /// Run and control microVMs with BytePort's own VMM (needs usable KVM).
-    #[command(subcommand)]
-    Vm(runtime::cli::VmCommand),
+    #[command(disable_help_flag = true)]
+    Vm {
+        /// Arguments for `byteport-vmm` (`run`, `list`, `pause`, `resume`,
+        /// `stop`; `byteport vm --help` shows them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Show BytePort's effective configuration, or set app config vars.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -340,10 +340,18 @@ fn the_data_directory_and_the_store_are_private_whatever_the_umask() {
         });
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&home), 0o700, "home");
-    assert_eq!(mode(&home.join("state.db")), 0o600, "state.db (password hashes, config vars)");
+    assert_eq!(
+        mode(&home.join("state.db")),
+        0o600,
+        "state.db (password hashes, config vars)"
+    );
     assert_eq!(mode(&home.join("secrets.key")), 0o600, "secrets.key");
     // A home made world-readable by hand is tightened on the next run.
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use builder::Descriptor;
 use router::RouteTable;
-use runtime::supervisor::{BootOptions, RunningApp};
+use runtime::{BootOptions, RunningApp};
 
 use crate::events::{EventKind, EventSettings, Events};
 use crate::jobs::dispatch::Queue;
@@ -159,6 +159,18 @@ impl Platform {
     /// should run, then starts the dispatcher, the VM supervisor and the
     /// journal flusher.
     pub async fn start(self: &Arc<Self>) -> Result<(), JobError> {
+        // VMs of a previous life that survived it (a daemon killed with
+        // SIGKILL whose children missed their death signal): killed, their
+        // directories removed, before anything boots again.
+        let run_dir = self.home.join("run");
+        let reaped = tokio::task::spawn_blocking(move || runtime::reap_leftovers(&run_dir))
+            .await
+            .map_err(|e| JobError::Internal {
+                message: format!("reaping leftover VMs failed: {e}"),
+            })?;
+        if !reaped.killed.is_empty() || !reaped.errors.is_empty() {
+            tracing::warn!("leftovers of the previous run: {reaped}");
+        }
         for job in self.interrupt_previous_run().await? {
             tracing::warn!(job = job.id, app = %job.app, kind = job.spec.kind(), "job interrupted by the previous stop of byteport up");
         }

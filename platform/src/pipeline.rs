@@ -211,7 +211,9 @@ async fn pipeline(
         .release_domains_except(&req.app, &manifest.domains)
         .await?;
     if released > 0 {
-        ctx.note(&format!("released {released} domain(s) this deploy no longer names"));
+        ctx.note(&format!(
+            "released {released} domain(s) this deploy no longer names"
+        ));
     }
     ctx.note(&format!("deploy #{number} is live"));
     ctx.say(&format!(
@@ -370,7 +372,12 @@ mod tests {
             )
         };
         own(&["blog.localhost", "www.blog.localhost", "example.com"]).unwrap();
-        for bad in ["victim.localhost", "a.victim.localhost", "localhost", "VICTIM.localhost."] {
+        for bad in [
+            "victim.localhost",
+            "a.victim.localhost",
+            "localhost",
+            "VICTIM.localhost.",
+        ] {
             let e = own(&[bad]).unwrap_err().to_string();
             assert!(e.contains("domain"), "{bad}: {e}");
         }

@@ -43,10 +43,20 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             tokio::task::spawn_blocking(move || builder::cli::run_build(&home, &args)).await??;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Vm(cmd) => {
+        Command::Vm { args } => {
+            // The VMM's own CLI, in its own binary: the daemon does not
+            // link KVM device code.
+            let vmm = runtime::drivers::kvm::find_vmm().context(
+                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path vmm --bin byteport-vmm`",
+            )?;
             let dir = config.home.join("vms");
-            tokio::task::spawn_blocking(move || runtime::cli::run(cmd, &dir)).await??;
-            Ok(ExitCode::SUCCESS)
+            let status = tokio::task::spawn_blocking(move || {
+                runtime::drivers::kvm::run_vmm_cli(&vmm, &dir, &args)
+            })
+            .await??;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         Command::Config(ConfigCommand::Show(flag)) => {
             if flag.json {

@@ -59,7 +59,11 @@ impl Store {
 
     /// Releases `app`'s domains that are not in `keep` (a deploy went live
     /// without them).
-    pub async fn release_domains_except(&self, app: &str, keep: &[String]) -> Result<u64, StoreError> {
+    pub async fn release_domains_except(
+        &self,
+        app: &str,
+        keep: &[String],
+    ) -> Result<u64, StoreError> {
         let mut released = 0;
         for domain in self.domains_of(app).await? {
             if keep.contains(&domain) {
