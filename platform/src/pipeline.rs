@@ -203,9 +203,12 @@ async fn pipeline(
         )
         .await?;
     ctx.phase("switch", switch_ms);
-    platform.store.mark_live(&req.app, number).await?;
-    // A push to a stopped app is a request to run it.
-    platform.store.set_app_stopped(&req.app, false).await?;
+    // Live, running (a push to a stopped app is a request to run it) and
+    // the job done, in one transaction.
+    platform
+        .store
+        .commit_live(&req.app, number, Some((ctx.id, ctx.node())))
+        .await?;
     let released = platform
         .store
         .release_domains_except(&req.app, &manifest.domains)

@@ -234,6 +234,41 @@ impl Daemon {
         get_via(self.router_port, app, path)
     }
 
+    /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `byteport up` again on the same home and ports after it died
+    /// (see [`Daemon::kill9`]).
+    pub fn start_again(&mut self) {
+        let http_port = free_port();
+        self.child = spawn_up(
+            self._dir.path(),
+            &self.home,
+            self.ssh_port,
+            self.router_port,
+            http_port,
+            &self.env,
+        );
+        self.wait_for_port(self.ssh_port);
+        self.wait_for_port(self.router_port);
+    }
+
+    /// The host pids of the VMs `byteport up` recorded (`run/vms/*/vm.json`).
+    pub fn recorded_vm_pids(&self) -> Vec<u32> {
+        let Ok(dirs) = std::fs::read_dir(self.home.join("run/vms")) else {
+            return Vec::new();
+        };
+        dirs.filter_map(|d| d.ok())
+            .filter_map(|d| std::fs::read_to_string(d.path().join("vm.json")).ok())
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter_map(|v| v.get("pid").and_then(|p| p.as_u64()))
+            .map(|p| p as u32)
+            .collect()
+    }
+
     /// Stops the daemon with SIGTERM and waits.
     pub fn stop(&mut self) {
         // SAFETY: signalling our own child.

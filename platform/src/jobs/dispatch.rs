@@ -486,7 +486,12 @@ impl Platform {
             {
                 Ok(true) => break,
                 Ok(false) => {
-                    tracing::warn!(job = job.id, app = %job.app, "job ended after it was marked interrupted");
+                    // Either its deploy committed it already (commit_live),
+                    // or it was marked interrupted meanwhile.
+                    let now = self.store.job(job.id).await.ok().flatten();
+                    if now.as_ref().map(|j| j.state.as_str()) != Some(state.as_str()) {
+                        tracing::warn!(job = job.id, app = %job.app, "job ended after it was marked interrupted");
+                    }
                     break;
                 }
                 Err(e) if attempt < 40 => {

@@ -88,6 +88,11 @@ impl JobCtx {
         }
     }
 
+    /// The node running the job.
+    pub fn node(&self) -> &str {
+        &self.platform.queue.node
+    }
+
     /// A progress callback for code that reports through closures.
     pub fn progress(&self) -> impl Fn(&str) + Send + Sync + '_ {
         move |line: &str| self.say(line)
