@@ -152,18 +152,25 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set app config vars: `byteport config set APP KEY=VALUE...`.
+    /// Set app config vars: `byteport config set APP KEY=VALUE...`; a
+    /// running app restarts to apply them.
     Set {
         /// The app.
         app: String,
         /// KEY=VALUE pairs.
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
+        /// Do not restart; the vars apply on the next deploy or restart.
+        #[arg(long)]
+        no_restart: bool,
     },
-    /// Remove app config vars.
+    /// Remove app config vars (a running app restarts, as with set).
     Unset {
         /// The app.
         app: String,
+        /// Do not restart.
+        #[arg(long)]
+        no_restart: bool,
         /// Keys to remove.
         #[arg(required = true)]
         keys: Vec<String>,

@@ -37,6 +37,7 @@ fn commit(work: &Path, page: &str, build_secs: u32) {
     assert!(git(work, &["commit", "-qm", page], None).status.success());
 }
 
+#[allow(clippy::type_complexity)]
 fn setup(app: &str) -> (Daemon, tempfile::TempDir, String, PathBuf) {
     let d = Daemon::start();
     let tmp = tempfile::tempdir().unwrap();
@@ -120,7 +121,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn pushes_a_restart_and_a_rollback_on_one_app_run_one_after_another() {
-    let (d, tmp, ssh, _key) = setup("queue");
+    let (d, tmp, ssh, key) = setup("queue");
     let work = tmp.path().join("work");
     commit(&work, "version one", 0);
     let out = git(&work, &["push", "-q", "byteport", "main"], Some(&ssh));
