@@ -199,6 +199,17 @@ fn pushes_a_restart_and_a_rollback_on_one_app_run_one_after_another() {
     assert!(jobs
         .iter()
         .all(|j| j.state == "succeeded" && j.attempts == 1));
+
+    // A config change restarts a running app, as a job of its own.
+    let out = d.ssh(&key, "config queue set GREETING=hi");
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("restarting it to apply them") && t.contains("queue restarted in"),
+        "{t}"
+    );
+    let jobs = rt.block_on(store.list_jobs("queue", 1)).unwrap();
+    assert_eq!(jobs[0].kind, "restart");
 }
 
 #[test]
