@@ -62,15 +62,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A key pair made by the real ssh-keygen; returns the public key.
 fn keygen(dir: &Path, name: &str) -> std::path::PathBuf {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed");
-    assert!(st.success());
-    key.with_extension("pub")
+    testvm::git::keygen(dir, name).with_extension("pub")
 }
 
 #[test]

@@ -127,6 +127,11 @@ async fn pipeline(
             manifest.app, req.app
         ));
     }
+    check_domains(&req.app, &manifest.domains, &platform.base_domain)?;
+    platform
+        .store
+        .claim_domains(&req.app, &manifest.domains)
+        .await?;
     timed(
         platform,
         ctx,

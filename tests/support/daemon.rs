@@ -18,44 +18,12 @@ pub struct Daemon {
     env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testvm::free_port;
+pub use testvm::git::keygen;
 
 /// Runs `git` in `dir`, returning its output (not checked).
 pub fn git(dir: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
-    let mut c = Command::new("git");
-    c.args([
-        "-c",
-        "user.name=Test",
-        "-c",
-        "user.email=test@example.com",
-        "-c",
-        "init.defaultBranch=main",
-    ])
-    .args(args)
-    .current_dir(dir)
-    .env("GIT_TERMINAL_PROMPT", "0");
-    if let Some(s) = ssh_command {
-        c.env("GIT_SSH_COMMAND", s);
-    }
-    c.output().expect("git is needed")
-}
-
-/// Generates an ed25519 key pair with the real ssh-keygen.
-pub fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed");
-    assert!(st.success());
-    key
+    testvm::git::git(dir, args, ssh_command)
 }
 
 fn spawn_up(

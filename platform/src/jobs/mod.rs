@@ -248,7 +248,8 @@ impl From<crate::store::StoreError> for JobError {
         match e {
             StoreError::NotFound { .. }
             | StoreError::AlreadyExists { .. }
-            | StoreError::Invalid(_) => JobError::Rejected {
+            | StoreError::Invalid(_)
+            | StoreError::DomainTaken { .. } => JobError::Rejected {
                 message: e.to_string(),
             },
             other => JobError::Internal {

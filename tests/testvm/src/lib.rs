@@ -11,6 +11,7 @@
 //! - [`rootfs`]: busybox ext4 images for app VMs.
 //! - [`console`]: the one QEMU runner both of the above use.
 //! - [`free_port`]: a loopback TCP port nobody listens on right now.
+//! - [`git`]: the real `git` and `ssh-keygen` with a test identity.
 //!
 //! ```no_run
 //! let probe = testvm::static_build("builder", testvm::Artifact::Example("limits_probe"))?;
@@ -26,6 +27,7 @@
 
 pub mod build;
 pub mod console;
+pub mod git;
 pub mod kernel;
 pub mod nested;
 pub mod rootfs;
