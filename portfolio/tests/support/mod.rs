@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[allow(unused_imports)]
 pub use sqlite_store::SqliteStore;
 
 /// Runs git in `dir`, panicking with git's message on failure.
