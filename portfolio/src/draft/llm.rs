@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
     CreateChatCompletionRequestArgs, FinishReason, ResponseFormat, ResponseFormatJsonSchema,
@@ -113,10 +114,13 @@ impl LlmDrafter {
         // Without a key async-openai would send `Bearer ` with nothing;
         // local servers ignore it, so any placeholder is harmless.
         openai = openai.with_api_key(config.api_key.clone().unwrap_or_else(|| "none".into()));
-        let http = reqwest_client();
+        // A plain reqwest service: async-openai's default executor has its
+        // own retry layer, which would retry under ours (4 × 4 requests on
+        // a failing server) and hide what happened from the notes.
+        let http = ReqwestService::new(reqwest_client());
         LlmDrafter {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
-            client: Client::with_config(openai).with_http_client(http),
+            client: Client::with_config(openai).with_http_service(http),
             config,
         }
     }
@@ -194,8 +198,8 @@ impl LlmDrafter {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(StepError::GiveUp(format!(
-                        "no answer within {} s",
-                        self.config.timeout.as_secs()
+                        "timeout: no answer within {:.1} s",
+                        self.config.timeout.as_secs_f64()
                     )))
                 }
             };
