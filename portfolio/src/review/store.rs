@@ -49,8 +49,9 @@ pub trait PortfolioStore: Send + Sync {
     /// Apps with at least one version, sorted by name.
     fn apps(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Applies `changes` to `app`'s versions in one transaction: sets
-    /// `state`, `reviewed_by` and `reviewed_at_ms` of each. Fails with
+    /// Applies `changes` to `app`'s versions in one transaction: sets each
+    /// `state`, and `reviewed_by`/`reviewed_at_ms` when the change has a
+    /// `by` (superseding keeps the original review record). Fails with
     /// [`StoreError::Conflict`] (changing nothing) when a version is
     /// missing or not in its `from` state.
     fn transition(
