@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use build::PROJECTS_PER_PAGE;
 pub use publish::{publish, PublishError, PublishOutcome, PublishTarget};
-pub use serve::{router, SiteHandle};
+pub use serve::{router, SiteHandle, MOUNT};
 
 /// The owner's public profile (`byteport portfolio profile`), persisted by
 /// the platform.

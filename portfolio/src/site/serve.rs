@@ -4,9 +4,10 @@
 
 use std::sync::{Arc, RwLock};
 
-use axum::extract::{OriginalUri, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 
 use super::Site;
@@ -35,20 +36,27 @@ impl SiteHandle {
 /// Pages are self-contained: no scripts, images and CSS from the site only.
 const CSP: &str = "default-src 'none'; img-src 'self'; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// An axum 0.8 router serving the site; mount it with
-/// `Router::new().nest("/portfolio", portfolio::site::router(handle))`.
-/// `/portfolio` (no slash) redirects to `/portfolio/` so relative links
-/// resolve.
+/// Where the daemon serves the site.
+pub const MOUNT: &str = "/portfolio";
+
+/// An axum 0.8 router serving the site at `/portfolio/`; add it with
+/// `dashboard.merge(portfolio::site::router(handle))` (it carries its own
+/// `/portfolio` prefix: axum's `nest` would not match `/portfolio/`).
+/// `/portfolio` redirects to `/portfolio/` so relative links resolve.
 pub fn router(handle: SiteHandle) -> Router {
-    Router::new().fallback(serve).with_state(handle)
+    Router::new()
+        .route(MOUNT, get(redirect_to_slash))
+        .route(&format!("{MOUNT}/"), get(serve))
+        .route(&format!("{MOUNT}/{{*path}}"), get(serve))
+        .with_state(handle)
 }
 
-async fn serve(State(handle): State<SiteHandle>, OriginalUri(original): OriginalUri, uri: Uri) -> Response {
-    let path = uri.path();
-    if path == "/" && !original.path().ends_with('/') {
-        let to = format!("{}/", original.path());
-        return (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, to)]).into_response();
-    }
+async fn redirect_to_slash() -> Response {
+    (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, format!("{MOUNT}/"))]).into_response()
+}
+
+async fn serve(State(handle): State<SiteHandle>, uri: Uri) -> Response {
+    let path = uri.path().strip_prefix(MOUNT).unwrap_or("/");
     let site = handle.get();
     let (status, (content_type, bytes)) = match site.render(path) {
         Some(found) => (StatusCode::OK, found),
