@@ -33,13 +33,24 @@ fn chromium_rss_kib(root: u32) -> u64 {
     let mut parent_of = std::collections::HashMap::new();
     let mut rss = std::collections::HashMap::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
-        let field = |k: &str| status.lines().find(|l| l.starts_with(k)).map(|l| l[k.len()..].trim().to_string());
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(k))
+                .map(|l| l[k.len()..].trim().to_string())
+        };
         let ppid: u32 = field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0);
         parent_of.insert(pid, ppid);
         if field("Name:").is_some_and(|n| n.contains("chrom")) {
-            let kib = field("VmRSS:").and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0u64);
+            let kib = field("VmRSS:")
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0u64);
             rss.insert(pid, kib);
         }
     }
@@ -65,11 +76,17 @@ fn static_site_router() -> axum::Router {
     let css = std::fs::read_to_string(dir.join("style.css")).unwrap();
     axum::Router::new()
         .route("/", get(move || async move { Html(index) }))
-        .route("/style.css", get(move || async move { ([(header::CONTENT_TYPE, "text/css")], css) }))
+        .route(
+            "/style.css",
+            get(move || async move { ([(header::CONTENT_TYPE, "text/css")], css) }),
+        )
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(run());
 }
 
@@ -80,10 +97,19 @@ async fn run() {
     // The example's repository, as pushed.
     let example = support::static_site_dir().join("..");
     let mut files = Vec::new();
-    for rel in ["Byteport", "README.md", "public/index.html", "public/style.css", "public/healthz.txt"] {
+    for rel in [
+        "Byteport",
+        "README.md",
+        "public/index.html",
+        "public/style.css",
+        "public/healthz.txt",
+    ] {
         files.push((rel, std::fs::read(example.join(rel)).unwrap()));
     }
-    let (repo, commit) = support::bare_repo(dir.path(), &[("alice@example.invalid", 1_767_225_600, files)]);
+    let (repo, commit) = support::bare_repo(
+        dir.path(),
+        &[("alice@example.invalid", 1_767_225_600, files)],
+    );
 
     let store = support::SqliteStore::open(&dir.path().join("state.db")).await;
     let mut config = PortfolioConfig::new(dir.path().join("images"));
@@ -104,7 +130,10 @@ async fn run() {
     };
 
     println!("== live → draft ready: examples/static-site on loopback (offline drafter) ==");
-    println!("{:<6} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}", "run", "facts", "browser", "page load", "captures", "encode", "draft", "store", "total");
+    println!(
+        "{:<6} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11} {:>11}",
+        "run", "facts", "browser", "page load", "captures", "encode", "draft", "store", "total"
+    );
     for run in 1..=4 {
         let started = Instant::now();
         let out = portfolio
@@ -121,11 +150,22 @@ async fn run() {
         let total = started.elapsed();
         let t = out.timings;
         let v = out.version.unwrap();
-        assert!(matches!(v.capture, CaptureOutcome::Captured { .. }), "{:?}", v.capture);
+        assert!(
+            matches!(v.capture, CaptureOutcome::Captured { .. }),
+            "{:?}",
+            v.capture
+        );
         println!(
             "{:<6} {} {} {} {} {} {} {} {}",
             if run == 1 { "cold" } else { "warm" },
-            ms(t.facts), ms(t.browser_start), ms(t.page_load), ms(t.captures), ms(t.encode_store), ms(t.draft), ms(t.store), ms(total)
+            ms(t.facts),
+            ms(t.browser_start),
+            ms(t.page_load),
+            ms(t.captures),
+            ms(t.encode_store),
+            ms(t.draft),
+            ms(t.store),
+            ms(total)
         );
         if run == 1 {
             let s = v.capture.shots().unwrap();
@@ -141,13 +181,32 @@ async fn run() {
     let shooter = portfolio.screenshotter().unwrap();
     let (browser, _) = shooter.host().browser().unwrap();
     let tab = browser.new_tab().unwrap();
-    tab.navigate_to(&format!("http://{addr}/")).unwrap().wait_until_navigated().unwrap();
+    tab.navigate_to(&format!("http://{addr}/"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
     let formats: [(&str, Page::CaptureScreenshotFormatOption, Option<u32>); 5] = [
         ("png", Page::CaptureScreenshotFormatOption::Png, None),
-        ("webp q60", Page::CaptureScreenshotFormatOption::Webp, Some(60)),
-        ("webp q80", Page::CaptureScreenshotFormatOption::Webp, Some(80)),
-        ("webp q100", Page::CaptureScreenshotFormatOption::Webp, Some(100)),
-        ("jpeg q80", Page::CaptureScreenshotFormatOption::Jpeg, Some(80)),
+        (
+            "webp q60",
+            Page::CaptureScreenshotFormatOption::Webp,
+            Some(60),
+        ),
+        (
+            "webp q80",
+            Page::CaptureScreenshotFormatOption::Webp,
+            Some(80),
+        ),
+        (
+            "webp q100",
+            Page::CaptureScreenshotFormatOption::Webp,
+            Some(100),
+        ),
+        (
+            "jpeg q80",
+            Page::CaptureScreenshotFormatOption::Jpeg,
+            Some(80),
+        ),
     ];
     for (name, format, quality) in formats {
         let started = Instant::now();
@@ -163,13 +222,19 @@ async fn run() {
             .unwrap()
             .data;
         let took = started.elapsed();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap().len();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap()
+            .len();
         println!("{name:<10} {bytes:>8} B  {}", ms(took));
     }
     let _ = tab.close(false);
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
-    println!("\n== Chromium peak RSS (browser + children) ==\n{} MiB", peak.load(Ordering::Relaxed) / 1024);
+    println!(
+        "\n== Chromium peak RSS (browser + children) ==\n{} MiB",
+        peak.load(Ordering::Relaxed) / 1024
+    );
 
     println!("\n== export of a 100-project site ==");
     let review: &Review<_> = portfolio.review();
@@ -182,8 +247,12 @@ async fn run() {
         facts.app = format!("project-{i:03}");
         facts.manifest.title = format!("Project {i}");
         let drafted = portfolio::draft::OfflineDrafter.draft_sync(&facts);
-        many.record_draft(facts, drafted, base.capture.clone(), None).await.unwrap();
-        many.approve(&format!("project-{i:03}"), "alice", None).await.unwrap();
+        many.record_draft(facts, drafted, base.capture.clone(), None)
+            .await
+            .unwrap();
+        many.approve(&format!("project-{i:03}"), "alice", None)
+            .await
+            .unwrap();
     }
     let published = many.published().await.unwrap();
     let profile = portfolio::site::Profile {
@@ -204,7 +273,14 @@ async fn run() {
     let css = std::fs::metadata(out.join("style.css")).unwrap().len();
     let thumb = base.capture.shots().unwrap().thumbnail.bytes;
     let cards = portfolio::site::PROJECTS_PER_PAGE as u64;
-    println!("build {}  export {}  files {}  bytes {} ({} KiB)", ms(built), ms(exported), stats.files, stats.bytes, stats.bytes / 1024);
+    println!(
+        "build {}  export {}  files {}  bytes {} ({} KiB)",
+        ms(built),
+        ms(exported),
+        stats.files,
+        stats.bytes,
+        stats.bytes / 1024
+    );
     println!(
         "index page weight: html {index} B + css {css} B + {cards} thumbnails × {thumb} B = {} KiB (goal ≤ 200 KB; {} cards per page, {} pages)",
         (index + css + cards * thumb) / 1024,

@@ -39,8 +39,18 @@ pub fn date(unix_seconds: i64) -> String {
 /// `March 2026`.
 pub fn month_year(unix_seconds: i64) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let (y, m, _) = ymd(unix_seconds);
     format!("{} {y}", MONTHS[(m - 1) as usize])

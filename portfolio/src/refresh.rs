@@ -17,9 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{
-    BrowserOptions, CaptureOutcome, CaptureRequest, ImageStore, Screenshotter,
-};
+use crate::capture::{BrowserOptions, CaptureOutcome, CaptureRequest, ImageStore, Screenshotter};
 use crate::draft::{draft_for, Drafter, LlmConfig, LlmDrafter, OfflineDrafter};
 use crate::facts::{self, Limits, PublishPolicy};
 use crate::review::{PortfolioStore, Review, ReviewError, Version};
@@ -139,10 +137,11 @@ impl<S: PortfolioStore> Portfolio<S> {
     /// Builds the generator. A missing Chromium is not an error here:
     /// refreshes then record why there are no screenshots.
     pub fn new(config: PortfolioConfig, store: S) -> Result<Self, RefreshError> {
-        let images = ImageStore::new(&config.images_dir).map_err(|source| RefreshError::Images {
-            dir: config.images_dir.display().to_string(),
-            source,
-        })?;
+        let images =
+            ImageStore::new(&config.images_dir).map_err(|source| RefreshError::Images {
+                dir: config.images_dir.display().to_string(),
+                source,
+            })?;
         let screenshotter = Screenshotter::new(
             BrowserOptions {
                 chromium_path: config.chromium_path.clone(),
@@ -194,9 +193,10 @@ impl<S: PortfolioStore> Portfolio<S> {
             request.commit.clone(),
             self.config.limits,
         );
-        let mut facts = tokio::task::spawn_blocking(move || facts::gather(&app, &repo, &commit, &limits))
-            .await
-            .map_err(|e| RefreshError::Task(e.to_string()))??;
+        let mut facts =
+            tokio::task::spawn_blocking(move || facts::gather(&app, &repo, &commit, &limits))
+                .await
+                .map_err(|e| RefreshError::Task(e.to_string()))??;
         facts.live_url = request.live_url.clone();
         facts.repository_url = request.repository_url.clone();
         timings.facts = started.elapsed();

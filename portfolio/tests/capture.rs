@@ -99,12 +99,18 @@ async fn captures_and_refusals_with_one_shared_browser() {
     .expect("chromium is installed (scripts/install-deps.sh)");
 
     // A real page: five images with exact sizes, not blank, facts captured.
-    let (outcome, timings) = shooter.capture(request(format!("http://{addr}/"))).await.unwrap();
+    let (outcome, timings) = shooter
+        .capture(request(format!("http://{addr}/")))
+        .await
+        .unwrap();
     let CaptureOutcome::Captured { shots, page } = outcome else {
         panic!("expected a capture, got {outcome:?}");
     };
     assert_eq!(page.title.as_deref(), Some("Hello from a microVM"));
-    assert_eq!(page.headings[..4], ["Hello from a microVM", "Push", "Build", "Boot"]);
+    assert_eq!(
+        page.headings[..4],
+        ["Hello from a microVM", "Push", "Build", "Boot"]
+    );
     assert_eq!(webp_size(&store, &shots.desktop), (1280, 800));
     assert_eq!(webp_size(&store, &shots.mobile), (780, 1688));
     assert_eq!(webp_size(&store, &shots.open_graph), (1200, 630));
@@ -112,33 +118,73 @@ async fn captures_and_refusals_with_one_shared_browser() {
     let (w, h) = webp_size(&store, &shots.full_page);
     assert_eq!(w, 1280);
     assert!(h >= 800, "full page height {h}");
-    for image in [&shots.desktop, &shots.mobile, &shots.open_graph, &shots.thumbnail, &shots.full_page] {
+    for image in [
+        &shots.desktop,
+        &shots.mobile,
+        &shots.open_graph,
+        &shots.thumbnail,
+        &shots.full_page,
+    ] {
         let (iw, ih) = webp_size(&store, image);
-        assert_eq!((image.width, image.height), (iw, ih), "recorded size matches the file");
-        let rgb = image::load_from_memory(&store.read(&image.sha256).unwrap()).unwrap().to_rgb8();
-        assert_eq!(portfolio::capture::check::near_uniform(&rgb), None, "not blank");
+        assert_eq!(
+            (image.width, image.height),
+            (iw, ih),
+            "recorded size matches the file"
+        );
+        let rgb = image::load_from_memory(&store.read(&image.sha256).unwrap())
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(
+            portfolio::capture::check::near_uniform(&rgb),
+            None,
+            "not blank"
+        );
     }
-    assert!(timings.browser_start > Duration::ZERO, "first capture starts the browser");
+    assert!(
+        timings.browser_start > Duration::ZERO,
+        "first capture starts the browser"
+    );
     assert_eq!(shooter.host().launches(), 1);
 
     // A tall page's full capture is as tall as the page.
-    let (outcome, timings) = shooter.capture(request(format!("http://{addr}/tall"))).await.unwrap();
+    let (outcome, timings) = shooter
+        .capture(request(format!("http://{addr}/tall")))
+        .await
+        .unwrap();
     let shots = outcome.shots().expect("tall page captured").clone();
     assert_eq!(webp_size(&store, &shots.full_page), (1280, 3000));
-    assert_eq!(timings.browser_start, Duration::ZERO.max(timings.browser_start));
-    assert_eq!(shooter.host().launches(), 1, "the browser is shared between captures");
+    assert_eq!(
+        timings.browser_start,
+        Duration::ZERO.max(timings.browser_start)
+    );
+    assert_eq!(
+        shooter.host().launches(),
+        1,
+        "the browser is shared between captures"
+    );
 
     // Broken pages are refused with the reason.
     let cases = [
-        ("/router-502", "router answered instead of the app (HTTP 502)"),
-        ("/router-404-meta", "router answered instead of the app (HTTP 404)"),
+        (
+            "/router-502",
+            "router answered instead of the app (HTTP 502)",
+        ),
+        (
+            "/router-404-meta",
+            "router answered instead of the app (HTTP 404)",
+        ),
         ("/app-500", "the app answered HTTP 500"),
         ("/white-on-white", "nearly uniform"),
         ("/empty", "body is empty"),
     ];
     for (path, why) in cases {
-        let (outcome, _) = shooter.capture(request(format!("http://{addr}{path}"))).await.unwrap();
-        let reason = outcome.refusal().unwrap_or_else(|| panic!("{path} was not refused: {outcome:?}"));
+        let (outcome, _) = shooter
+            .capture(request(format!("http://{addr}{path}")))
+            .await
+            .unwrap();
+        let reason = outcome
+            .refusal()
+            .unwrap_or_else(|| panic!("{path} was not refused: {outcome:?}"));
         assert!(reason.contains(why), "{path}: {reason}");
     }
 
@@ -146,7 +192,10 @@ async fn captures_and_refusals_with_one_shared_browser() {
     let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gone_addr = gone.local_addr().unwrap();
     drop(gone);
-    let (outcome, _) = shooter.capture(request(format!("http://{gone_addr}/"))).await.unwrap();
+    let (outcome, _) = shooter
+        .capture(request(format!("http://{gone_addr}/")))
+        .await
+        .unwrap();
     assert!(
         outcome.refusal().unwrap().contains("did not load"),
         "{outcome:?}"
@@ -157,7 +206,10 @@ async fn captures_and_refusals_with_one_shared_browser() {
     // SAFETY: kill(2) on a PID this process started (our own Chromium).
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     std::thread::sleep(Duration::from_millis(300));
-    let (outcome, timings) = shooter.capture(request(format!("http://{addr}/"))).await.unwrap();
+    let (outcome, timings) = shooter
+        .capture(request(format!("http://{addr}/")))
+        .await
+        .unwrap();
     assert!(outcome.shots().is_some(), "{outcome:?}");
     assert_eq!(shooter.host().launches(), 2, "restarted once");
     assert!(timings.browser_start > Duration::ZERO);

@@ -3,6 +3,7 @@
 //!  1. SIGKILLs the child: every process of that browser must be gone;
 //!  2. lets another child drop its `Screenshotter` and keep running: the
 //!     browser must be gone while the owner still lives.
+//!
 //! Processes are found by an environment token the owner passes to all
 //! its descendants (Chromium's zygote and renderers inherit it).
 
@@ -22,15 +23,21 @@ fn holders(token: &str, except: u32) -> Vec<u32> {
     let needle = format!("{TOKEN}={token}");
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == except || pid == std::process::id() {
             continue;
         }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
             // Zombies have already released everything; they only wait to be reaped.
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next().map(String::from));
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(String::from));
             if state.as_deref() != Some("Z") {
                 out.push(pid);
             }
@@ -44,12 +51,17 @@ fn child(role: &str) {
     rt.block_on(async {
         let addr = support::serve(axum::Router::new().route(
             "/",
-            axum::routing::get(|| async { axum::response::Html("<title>t</title><h1>owner test</h1>") }),
+            axum::routing::get(|| async {
+                axum::response::Html("<title>t</title><h1>owner test</h1>")
+            }),
         ))
         .await;
         let dir = tempfile::tempdir().unwrap();
         let shooter = Screenshotter::new(
-            BrowserOptions { chromium_path: None, scratch_dir: None },
+            BrowserOptions {
+                chromium_path: None,
+                scratch_dir: None,
+            },
             ImageStore::new(dir.path()).unwrap(),
         )
         .unwrap();
@@ -73,7 +85,14 @@ fn child(role: &str) {
 }
 
 /// Starts a child in `role`, returns it, its browser PID and the token.
-fn start(role: &str) -> (std::process::Child, u32, String, BufReader<std::process::ChildStdout>) {
+fn start(
+    role: &str,
+) -> (
+    std::process::Child,
+    u32,
+    String,
+    BufReader<std::process::ChildStdout>,
+) {
     let token = format!("{}-{}", std::process::id(), role);
     let mut c = Command::new(std::env::current_exe().unwrap())
         .env(ROLE, role)
@@ -108,7 +127,9 @@ fn owner_sigkilled() -> Result<(), String> {
     let (mut c, browser, token, _out) = start("kill");
     let before = holders(&token, c.id());
     if !before.contains(&browser) || before.len() < 2 {
-        return Err(format!("expected the browser {browser} and its helpers, saw {before:?}"));
+        return Err(format!(
+            "expected the browser {browser} and its helpers, saw {before:?}"
+        ));
     }
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
@@ -119,7 +140,9 @@ fn owner_sigkilled() -> Result<(), String> {
             // SAFETY: clean up what the failed test left (our descendants).
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
-        return Err(format!("chromium processes outlived their SIGKILLed owner: {left:?} (of {before:?})"));
+        return Err(format!(
+            "chromium processes outlived their SIGKILLed owner: {left:?} (of {before:?})"
+        ));
     }
     eprintln!("owner SIGKILLed: {} chromium processes gone", before.len());
     Ok(())
@@ -139,7 +162,9 @@ fn host_dropped() -> Result<(), String> {
         return Err("the owner exited early".into());
     }
     if !left.is_empty() {
-        return Err(format!("chromium kept running after its Screenshotter was dropped: {left:?}"));
+        return Err(format!(
+            "chromium kept running after its Screenshotter was dropped: {left:?}"
+        ));
     }
     Ok(())
 }
@@ -149,7 +174,8 @@ fn main() {
         child(&role);
         return;
     }
-    let tests: [(&str, fn() -> Result<(), String>); 2] = [
+    type Case = (&'static str, fn() -> Result<(), String>);
+    let tests: [Case; 2] = [
         ("owner_sigkilled_leaves_no_chromium", owner_sigkilled),
         ("dropped_screenshotter_leaves_no_chromium", host_dropped),
     ];

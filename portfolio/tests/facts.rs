@@ -36,13 +36,30 @@ fn a_normal_project() {
     assert_eq!((shot.path.as_str(), shot.wait_ms), ("/about", 2000));
     let readme = f.readme.as_ref().unwrap();
     assert_eq!(readme.title.as_deref(), Some("Hello Flask"));
-    assert_eq!(readme.paragraphs, ["A Flask app that says hello.", "It runs in a microVM."]);
-    let langs: Vec<(&str, u64)> = f.languages.iter().map(|l| (l.name.as_str(), l.lines)).collect();
-    assert_eq!(langs, [("HTML", 5), ("BASH", 1), ("Python", 1)], "vendored JS not counted");
+    assert_eq!(
+        readme.paragraphs,
+        ["A Flask app that says hello.", "It runs in a microVM."]
+    );
+    let langs: Vec<(&str, u64)> = f
+        .languages
+        .iter()
+        .map(|l| (l.name.as_str(), l.lines))
+        .collect();
+    assert_eq!(
+        langs,
+        [("HTML", 5), ("BASH", 1), ("Python", 1)],
+        "vendored JS not counted"
+    );
     assert_eq!(f.frameworks, ["Flask"]);
     assert_eq!((f.history.commits, f.history.authors), (3, 2));
-    assert_eq!((f.history.first_commit, f.history.last_commit), (1_767_225_600, 1_772_409_600));
-    assert!(!serde_json::to_string(&f).unwrap().contains("s3cret"), "env values never enter the facts");
+    assert_eq!(
+        (f.history.first_commit, f.history.last_commit),
+        (1_767_225_600, 1_772_409_600)
+    );
+    assert!(
+        !serde_json::to_string(&f).unwrap().contains("s3cret"),
+        "env values never enter the facts"
+    );
     assert!(f.notes.is_empty(), "{:?}", f.notes);
 }
 
@@ -63,26 +80,62 @@ fn hostile_repositories_cost_bounded_work_and_leave_notes() {
     for m in &many {
         files.push((m.as_str(), b"x\n".to_vec()));
     }
-    let (repo, head) = support::bare_repo(dir.path(), &[("eve@example.invalid", 1_767_225_600, files)]);
-    let limits = Limits { max_entries: 200, max_depth: 24, max_blob_bytes: 512 * 1024, ..Limits::default() };
+    let (repo, head) =
+        support::bare_repo(dir.path(), &[("eve@example.invalid", 1_767_225_600, files)]);
+    let limits = Limits {
+        max_entries: 200,
+        max_depth: 24,
+        max_blob_bytes: 512 * 1024,
+        ..Limits::default()
+    };
     let f = gather("evil", &repo, &head, &limits).unwrap();
-    assert_eq!(f.manifest.title, "evil", "a broken manifest falls back to the app name");
+    assert_eq!(
+        f.manifest.title, "evil",
+        "a broken manifest falls back to the app name"
+    );
     assert!(f.readme.is_none());
     let notes = f.notes.join("\n");
-    for expected in ["README.md looks binary", "does not parse", "more than 200 entries", "over 512 KiB"] {
-        assert!(notes.contains(expected), "missing note {expected:?} in:\n{notes}");
+    for expected in [
+        "README.md looks binary",
+        "does not parse",
+        "more than 200 entries",
+        "over 512 KiB",
+    ] {
+        assert!(
+            notes.contains(expected),
+            "missing note {expected:?} in:\n{notes}"
+        );
     }
     // The invalid-UTF-8 file still counts as Python.
     assert_eq!(f.languages[0].name, "Python");
 
-    let f = gather("evil", &repo, &head, &Limits { max_depth: 5, ..Limits::default() }).unwrap();
-    assert!(f.notes.iter().any(|n| n.contains("deeper than 5 levels")), "{:?}", f.notes);
+    let f = gather(
+        "evil",
+        &repo,
+        &head,
+        &Limits {
+            max_depth: 5,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        f.notes.iter().any(|n| n.contains("deeper than 5 levels")),
+        "{:?}",
+        f.notes
+    );
 }
 
 #[test]
 fn bad_inputs_are_errors_with_context() {
     let dir = tempfile::tempdir().unwrap();
-    let e = gather("x", &dir.path().join("missing.git"), &"0".repeat(40), &Limits::default()).unwrap_err();
+    let e = gather(
+        "x",
+        &dir.path().join("missing.git"),
+        &"0".repeat(40),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("missing.git"), "{e}");
     let (repo, _) = support::bare_repo(dir.path(), &[("a@b", 1, vec![("a.txt", b"a".to_vec())])]);
     let e = gather("x", &repo, &"1".repeat(40), &Limits::default()).unwrap_err();

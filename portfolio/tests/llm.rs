@@ -52,7 +52,12 @@ async fn chat(State(stub): State<Stub>, headers: HeaderMap, Json(body): Json<Val
     let now = stub.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     stub.max_in_flight.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(stub.delay).await;
-    let reply = stub.script.lock().unwrap().pop_front().unwrap_or(Reply::Status(500));
+    let reply = stub
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Reply::Status(500));
     let response = match reply {
         Reply::Answer(v) => Json(completion(Some(&v.to_string()), None)).into_response(),
         Reply::Content(c) => Json(completion(Some(c), None)).into_response(),
@@ -77,7 +82,12 @@ async fn start(script: Vec<Reply>, delay: Duration) -> (Stub, String) {
         delay,
         ..Default::default()
     };
-    let addr = support::serve(Router::new().route("/v1/chat/completions", post(chat)).with_state(stub.clone())).await;
+    let addr = support::serve(
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(stub.clone()),
+    )
+    .await;
     (stub, format!("http://{addr}/v1"))
 }
 
@@ -128,7 +138,10 @@ async fn valid_json_schema_answer_and_the_request_it_came_from() {
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
     assert_eq!(
         d.by,
-        DraftedBy::Model { model: "test-model".into(), response_format: "json_schema".into() }
+        DraftedBy::Model {
+            model: "test-model".into(),
+            response_format: "json_schema".into()
+        }
     );
     assert_eq!(d.text.title, "Hello");
     assert_eq!(d.text.tags, ["demo", "python"]);
@@ -143,7 +156,10 @@ async fn valid_json_schema_answer_and_the_request_it_came_from() {
     assert_eq!(format["type"], "json_schema");
     assert_eq!(format["json_schema"]["strict"], true);
     let schema = &format["json_schema"]["schema"];
-    assert_eq!(schema["required"], json!(["title", "summary", "body", "tags"]));
+    assert_eq!(
+        schema["required"],
+        json!(["title", "summary", "body", "tags"])
+    );
     assert_eq!(schema["properties"]["tags"]["maxItems"], 8);
     assert_eq!(schema["additionalProperties"], false);
     let messages = body["messages"].as_array().unwrap();
@@ -153,13 +169,19 @@ async fn valid_json_schema_answer_and_the_request_it_came_from() {
     let system = messages[0]["content"].as_str().unwrap();
     let user = messages[1]["content"].as_str().unwrap();
     // The README reaches the model only as delimited data.
-    assert!(!system.contains("IGNORE ALL PREVIOUS"), "README text in the system message");
+    assert!(
+        !system.contains("IGNORE ALL PREVIOUS"),
+        "README text in the system message"
+    );
     assert!(system.contains("never obey it"));
     let readme_start = user.find("<readme>").unwrap();
     let readme_end = user.find("</readme>").unwrap();
     let injection_at = user.find("IGNORE ALL PREVIOUS").unwrap();
     assert!(readme_start < injection_at && injection_at < readme_end);
-    assert!(!user[readme_start..readme_end].contains("<script>"), "delimiters defanged inside data");
+    assert!(
+        !user[readme_start..readme_end].contains("<script>"),
+        "delimiters defanged inside data"
+    );
     // Messages are built from the facts.
     assert!(user.contains("\"app\": \"hello\""));
     assert!(user.contains("\"title\": \"Hello\""));
@@ -168,7 +190,10 @@ async fn valid_json_schema_answer_and_the_request_it_came_from() {
     // No env values or secrets anywhere in the request.
     let raw = body.to_string();
     assert!(!raw.contains(SECRET_ENV_VALUE), "an env value was sent");
-    assert!(!raw.contains("API_TOKEN") && !raw.contains("DATABASE_URL"), "env/secret names were sent");
+    assert!(
+        !raw.contains("API_TOKEN") && !raw.contains("DATABASE_URL"),
+        "env/secret names were sent"
+    );
 }
 
 #[tokio::test]
@@ -176,18 +201,31 @@ async fn invalid_json_falls_back_to_json_mode() {
     let dir = tempfile::tempdir().unwrap();
     let facts = hostile_facts(dir.path());
     let (stub, base) = start(
-        vec![Reply::Content("Sure! Here is a great entry: Hello"), Reply::Answer(good_answer())],
+        vec![
+            Reply::Content("Sure! Here is a great entry: Hello"),
+            Reply::Answer(good_answer()),
+        ],
         Duration::ZERO,
     )
     .await;
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
     assert_eq!(
         d.by,
-        DraftedBy::Model { model: "test-model".into(), response_format: "json_object".into() }
+        DraftedBy::Model {
+            model: "test-model".into(),
+            response_format: "json_object".into()
+        }
     );
-    assert!(d.notes[0].starts_with("json_schema: the answer is not the JSON asked for"), "{:?}", d.notes);
+    assert!(
+        d.notes[0].starts_with("json_schema: the answer is not the JSON asked for"),
+        "{:?}",
+        d.notes
+    );
     let requests = stub.requests.lock().unwrap();
-    assert_eq!(requests[1].1["response_format"], json!({"type": "json_object"}));
+    assert_eq!(
+        requests[1].1["response_format"],
+        json!({"type": "json_object"})
+    );
 }
 
 #[tokio::test]
@@ -201,7 +239,11 @@ async fn invalid_twice_ends_offline_and_says_why() {
     .await;
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
     assert_eq!(d.by, DraftedBy::Offline);
-    assert_eq!(d.text, OfflineDrafter.draft_sync(&facts).text, "the fallback is the offline draft");
+    assert_eq!(
+        d.text,
+        OfflineDrafter.draft_sync(&facts).text,
+        "the fallback is the offline draft"
+    );
     assert_eq!(d.notes.len(), 3, "{:?}", d.notes);
     assert!(d.notes[2].starts_with("fell back to the offline drafter"));
 }
@@ -210,10 +252,16 @@ async fn invalid_twice_ends_offline_and_says_why() {
 async fn rate_limited_then_success_retries_with_backoff() {
     let dir = tempfile::tempdir().unwrap();
     let facts = hostile_facts(dir.path());
-    let (stub, base) = start(vec![Reply::Status(429), Reply::Answer(good_answer())], Duration::ZERO).await;
+    let (stub, base) = start(
+        vec![Reply::Status(429), Reply::Answer(good_answer())],
+        Duration::ZERO,
+    )
+    .await;
     let started = std::time::Instant::now();
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
-    assert!(matches!(d.by, DraftedBy::Model { ref response_format, .. } if response_format == "json_schema"));
+    assert!(
+        matches!(d.by, DraftedBy::Model { ref response_format, .. } if response_format == "json_schema")
+    );
     assert_eq!(d.notes, ["json_schema: HTTP 429, retry 1 in 20 ms"]);
     assert_eq!(stub.requests.lock().unwrap().len(), 2);
     assert!(started.elapsed() >= Duration::from_millis(20));
@@ -228,9 +276,25 @@ async fn server_errors_exhaust_retries_then_offline() {
     assert_eq!(d.by, DraftedBy::Offline);
     // 3 tries per response format (1 + 2 retries), both formats.
     assert_eq!(stub.requests.lock().unwrap().len(), 6);
-    assert!(d.notes.iter().any(|n| n.starts_with("json_schema: HTTP 500 after 2 retries")), "{:?}", d.notes);
-    assert!(d.notes.iter().any(|n| n.starts_with("json_object: HTTP 500 after 2 retries")), "{:?}", d.notes);
-    assert!(d.notes.last().unwrap().starts_with("fell back to the offline drafter"));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.starts_with("json_schema: HTTP 500 after 2 retries")),
+        "{:?}",
+        d.notes
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.starts_with("json_object: HTTP 500 after 2 retries")),
+        "{:?}",
+        d.notes
+    );
+    assert!(d
+        .notes
+        .last()
+        .unwrap()
+        .starts_with("fell back to the offline drafter"));
 }
 
 #[tokio::test]
@@ -246,16 +310,25 @@ async fn a_hang_past_the_timeout_ends_offline() {
     assert_eq!(d.by, DraftedBy::Offline);
     assert_eq!(d.notes[0], "json_schema: timeout: no answer within 1.5 s");
     assert!(d.notes[1].starts_with("fell back to the offline drafter: timeout"));
-    assert!(took < Duration::from_secs(10), "the deadline bounds the whole draft ({took:?})");
+    assert!(
+        took < Duration::from_secs(10),
+        "the deadline bounds the whole draft ({took:?})"
+    );
 }
 
 #[tokio::test]
 async fn a_refusal_tries_json_mode() {
     let dir = tempfile::tempdir().unwrap();
     let facts = hostile_facts(dir.path());
-    let (_stub, base) = start(vec![Reply::Refusal, Reply::Answer(good_answer())], Duration::ZERO).await;
+    let (_stub, base) = start(
+        vec![Reply::Refusal, Reply::Answer(good_answer())],
+        Duration::ZERO,
+    )
+    .await;
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
-    assert!(matches!(d.by, DraftedBy::Model { ref response_format, .. } if response_format == "json_object"));
+    assert!(
+        matches!(d.by, DraftedBy::Model { ref response_format, .. } if response_format == "json_object")
+    );
     assert!(d.notes[0].contains("the model refused"), "{:?}", d.notes);
 }
 
@@ -273,11 +346,26 @@ async fn an_obeying_model_is_still_sanitized() {
     });
     let (_stub, base) = start(vec![Reply::Answer(answer)], Duration::ZERO).await;
     let d = LlmDrafter::new(config(&base)).draft(&facts).await;
-    let all = format!("{} {} {} {}", d.text.title, d.text.summary, d.text.body, d.text.tags.join(" "));
+    let all = format!(
+        "{} {} {} {}",
+        d.text.title,
+        d.text.summary,
+        d.text.body,
+        d.text.tags.join(" ")
+    );
     assert!(!all.contains('<') && !all.contains("script"), "{all}");
     assert!(!all.contains("evil.example"), "{all}");
-    assert!(d.text.body.contains("the live app (http://hello.localhost:8000/)"), "{}", d.text.body);
-    assert!(d.text.body.contains("https://git.example.invalid/alice/hello"));
+    assert!(
+        d.text
+            .body
+            .contains("the live app (http://hello.localhost:8000/)"),
+        "{}",
+        d.text.body
+    );
+    assert!(d
+        .text
+        .body
+        .contains("https://git.example.invalid/alice/hello"));
     assert!(d.text.title.chars().count() <= 80);
     assert_eq!(d.text.tags.len(), 8);
 }
@@ -286,11 +374,19 @@ async fn an_obeying_model_is_still_sanitized() {
 async fn at_most_n_drafts_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let facts = hostile_facts(dir.path());
-    let (stub, base) = start(vec![Reply::Answer(good_answer()); 3], Duration::from_millis(300)).await;
+    let (stub, base) = start(
+        vec![Reply::Answer(good_answer()); 3],
+        Duration::from_millis(300),
+    )
+    .await;
     let mut cfg = config(&base);
     cfg.max_concurrent = 1;
     let drafter = LlmDrafter::new(cfg);
-    let (a, b, c) = tokio::join!(drafter.draft(&facts), drafter.draft(&facts), drafter.draft(&facts));
+    let (a, b, c) = tokio::join!(
+        drafter.draft(&facts),
+        drafter.draft(&facts),
+        drafter.draft(&facts)
+    );
     for d in [a, b, c] {
         assert!(matches!(d.by, DraftedBy::Model { .. }), "{:?}", d.notes);
     }
@@ -316,7 +412,10 @@ async fn offline_drafts_are_deterministic() {
     let facts = hostile_facts(dir.path());
     let a = OfflineDrafter.draft(&facts).await;
     let b = OfflineDrafter.draft(&facts.clone()).await;
-    assert_eq!(serde_json::to_vec(&a).unwrap(), serde_json::to_vec(&b).unwrap());
+    assert_eq!(
+        serde_json::to_vec(&a).unwrap(),
+        serde_json::to_vec(&b).unwrap()
+    );
     assert_eq!(a.by, DraftedBy::Offline);
     // The README's injection is not followed, and its link is dropped.
     assert!(!a.text.body.contains("evil.example"), "{}", a.text.body);

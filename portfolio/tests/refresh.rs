@@ -20,7 +20,12 @@ fn manifest(publish: &str, path: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn refresh(p: &Portfolio<support::SqliteStore>, repo: &std::path::Path, commit: &str, url: &str) -> Option<Version> {
+async fn refresh(
+    p: &Portfolio<support::SqliteStore>,
+    repo: &std::path::Path,
+    commit: &str,
+    url: &str,
+) -> Option<Version> {
     p.refresh(RefreshRequest {
         app: "hello".into(),
         repo_path: repo.to_path_buf(),
@@ -59,7 +64,17 @@ async fn refresh_captures_drafts_and_stores_or_refuses() {
     // publish auto, healthy page: captured, drafted offline, published.
     let (repo, commit) = support::bare_repo(
         &dir.path().join("r1"),
-        &[("a@example.invalid", 1_767_225_600, vec![("Byteport", manifest("auto", "/")), ("README.md", b"# Hello\n\nA page that says hello.\n".to_vec())])],
+        &[(
+            "a@example.invalid",
+            1_767_225_600,
+            vec![
+                ("Byteport", manifest("auto", "/")),
+                (
+                    "README.md",
+                    b"# Hello\n\nA page that says hello.\n".to_vec(),
+                ),
+            ],
+        )],
     );
     let out = p
         .refresh(RefreshRequest {
@@ -73,31 +88,61 @@ async fn refresh_captures_drafts_and_stores_or_refuses() {
         .await
         .unwrap();
     let v = out.version.unwrap();
-    assert!(matches!(v.capture, CaptureOutcome::Captured { .. }), "{:?}", v.capture);
-    assert_eq!(v.facts.page.as_ref().unwrap().title.as_deref(), Some("Hello page"));
-    assert_eq!(v.facts.page.as_ref().unwrap().description.as_deref(), Some("Says hello."));
+    assert!(
+        matches!(v.capture, CaptureOutcome::Captured { .. }),
+        "{:?}",
+        v.capture
+    );
+    assert_eq!(
+        v.facts.page.as_ref().unwrap().title.as_deref(),
+        Some("Hello page")
+    );
+    assert_eq!(
+        v.facts.page.as_ref().unwrap().description.as_deref(),
+        Some("Says hello.")
+    );
     assert_eq!(v.drafted_by, DraftedBy::Offline);
     assert_eq!(v.text.summary, "A page that says hello.");
     assert_eq!(v.state, ReviewState::Approved, "publish auto");
     let t = out.timings;
-    assert!(t.facts > Duration::ZERO && t.page_load > Duration::ZERO && t.captures > Duration::ZERO && t.draft > Duration::ZERO);
+    assert!(
+        t.facts > Duration::ZERO
+            && t.page_load > Duration::ZERO
+            && t.captures > Duration::ZERO
+            && t.draft > Duration::ZERO
+    );
 
     // The app goes down: the router's page is refused; the draft says why
     // and the published version stays.
     let (repo2, commit2) = support::bare_repo(
         &dir.path().join("r2"),
-        &[("a@example.invalid", 1_767_225_600, vec![("Byteport", manifest("auto", "/down"))])],
+        &[(
+            "a@example.invalid",
+            1_767_225_600,
+            vec![("Byteport", manifest("auto", "/down"))],
+        )],
     );
     let v2 = refresh(&p, &repo2, &commit2, &url).await.unwrap();
     assert_eq!(v2.state, ReviewState::Draft);
-    assert!(v2.capture.refusal().unwrap().contains("router answered"), "{:?}", v2.capture);
-    assert!(v2.notes.iter().any(|n| n.starts_with("not published automatically")));
+    assert!(
+        v2.capture.refusal().unwrap().contains("router answered"),
+        "{:?}",
+        v2.capture
+    );
+    assert!(v2
+        .notes
+        .iter()
+        .any(|n| n.starts_with("not published automatically")));
     assert_eq!(p.review().published().await.unwrap()[0].number, 1);
 
     // publish off: nothing is made.
     let (repo3, commit3) = support::bare_repo(
         &dir.path().join("r3"),
-        &[("a@example.invalid", 1_767_225_600, vec![("Byteport", manifest("off", "/"))])],
+        &[(
+            "a@example.invalid",
+            1_767_225_600,
+            vec![("Byteport", manifest("off", "/"))],
+        )],
     );
     assert!(refresh(&p, &repo3, &commit3, &url).await.is_none());
     assert_eq!(p.review().show("hello").await.unwrap().len(), 2);

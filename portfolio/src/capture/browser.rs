@@ -76,7 +76,12 @@ pub fn find_chromium(explicit: Option<&Path>) -> Result<PathBuf, CaptureError> {
         };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+    for name in [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ] {
         for dir in std::env::split_paths(&path) {
             let candidate = dir.join(name);
             if candidate.is_file() {
@@ -303,10 +308,7 @@ fn launch(chromium: &Path, options: &BrowserOptions) -> LaunchReply {
         .build()
         .map_err(|e| CaptureError::Launch(format!("launch options: {e}")))?;
     let browser = Browser::new(launch_options).map_err(|e| {
-        CaptureError::Launch(format!(
-            "starting {} failed: {e:#}",
-            chromium.display()
-        ))
+        CaptureError::Launch(format!("starting {} failed: {e:#}", chromium.display()))
     })?;
     Ok(Running {
         browser: Arc::new(browser),

@@ -112,16 +112,22 @@ mod tests {
             router_marker: marker.map(String::from),
         };
         assert_eq!(refusal(Some(&r(200, None)), &ok_dom()), None);
-        assert!(refusal(Some(&r(500, None)), &ok_dom()).unwrap().contains("HTTP 500"));
+        assert!(refusal(Some(&r(500, None)), &ok_dom())
+            .unwrap()
+            .contains("HTTP 500"));
         let why = refusal(Some(&r(502, Some("error"))), &ok_dom()).unwrap();
         assert!(why.contains("router answered"), "{why}");
         let meta = DomProbe {
             router_meta: Some("error".into()),
             ..ok_dom()
         };
-        assert!(refusal(Some(&r(200, None)), &meta).unwrap().contains("router"));
+        assert!(refusal(Some(&r(200, None)), &meta)
+            .unwrap()
+            .contains("router"));
         let empty = DomProbe::default();
-        assert!(refusal(Some(&r(200, None)), &empty).unwrap().contains("empty"));
+        assert!(refusal(Some(&r(200, None)), &empty)
+            .unwrap()
+            .contains("empty"));
         assert!(refusal(None, &ok_dom()).is_some());
     }
 

@@ -91,7 +91,10 @@ pub(super) fn capture_blocking(
         let probe = probe(&tab)?;
         timings.page_load = started.elapsed();
         let page = PageFacts {
-            title: probe.title.map(|t| cap_chars(&t, 300)).filter(|t| !t.is_empty()),
+            title: probe
+                .title
+                .map(|t| cap_chars(&t, 300))
+                .filter(|t| !t.is_empty()),
             description: probe
                 .description
                 .map(|t| cap_chars(&t, 500))
@@ -113,22 +116,25 @@ pub(super) fn capture_blocking(
         timings.captures = started.elapsed();
 
         let started = Instant::now();
-        let desktop_rgb = image::load_from_memory_with_format(&raw.desktop, image::ImageFormat::WebP)
-            .map_err(|e| CaptureError::Browser {
-                step: "decoding the desktop capture",
-                message: e.to_string(),
-            })?
-            .to_rgb8();
+        let desktop_rgb =
+            image::load_from_memory_with_format(&raw.desktop, image::ImageFormat::WebP)
+                .map_err(|e| CaptureError::Browser {
+                    step: "decoding the desktop capture",
+                    message: e.to_string(),
+                })?
+                .to_rgb8();
         if let Some(reason) = check::near_uniform(&desktop_rgb) {
             timings.encode_store = started.elapsed();
             return Ok(refused(reason, Some(page)));
         }
         let store = |bytes: &[u8]| -> Result<ImageRef, CaptureError> {
             let (w, h) = webp_dimensions(bytes)?;
-            images.put_webp(bytes, w, h).map_err(|source| CaptureError::Store {
-                dir: images.dir().display().to_string(),
-                source,
-            })
+            images
+                .put_webp(bytes, w, h)
+                .map_err(|source| CaptureError::Store {
+                    dir: images.dir().display().to_string(),
+                    source,
+                })
         };
         let shots = Screenshots {
             desktop: store(&raw.desktop)?,
@@ -229,7 +235,10 @@ fn set_viewport(
 }
 
 fn probe(tab: &Tab) -> Result<RawProbe, CaptureError> {
-    let _ = tab.evaluate("document.fonts ? document.fonts.ready.then(() => true) : true", true);
+    let _ = tab.evaluate(
+        "document.fonts ? document.fonts.ready.then(() => true) : true",
+        true,
+    );
     let value = tab
         .evaluate(PROBE_JS, false)
         .map_err(cdp("reading the page"))?
@@ -334,4 +343,3 @@ pub(crate) fn webp_dimensions(bytes: &[u8]) -> Result<(u32, u32), CaptureError> 
             message: e.to_string(),
         })
 }
-

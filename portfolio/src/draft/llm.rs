@@ -157,7 +157,11 @@ impl LlmDrafter {
                 }
             }
         }
-        fallback(facts, notes, "no response format gave a usable draft".into())
+        fallback(
+            facts,
+            notes,
+            "no response format gave a usable draft".into(),
+        )
     }
 
     /// One response format, with retries on 429/5xx.
@@ -239,16 +243,26 @@ impl LlmDrafter {
                         "the response is not a chat completion: {e}"
                     )))
                 }
-                Err(e) => return Err(StepError::GiveUp(format!("request failed: {}", short(&e.to_string())))),
+                Err(e) => {
+                    return Err(StepError::GiveUp(format!(
+                        "request failed: {}",
+                        short(&e.to_string())
+                    )))
+                }
             };
             let Some(choice) = response.choices.into_iter().next() else {
                 return Err(StepError::NextFormat("the answer has no choices".into()));
             };
             if let Some(refusal) = choice.message.refusal.filter(|r| !r.trim().is_empty()) {
-                return Err(StepError::NextFormat(format!("the model refused: {}", short(&refusal))));
+                return Err(StepError::NextFormat(format!(
+                    "the model refused: {}",
+                    short(&refusal)
+                )));
             }
             if choice.finish_reason == Some(FinishReason::ContentFilter) {
-                return Err(StepError::NextFormat("the answer was withheld by a content filter".into()));
+                return Err(StepError::NextFormat(
+                    "the answer was withheld by a content filter".into(),
+                ));
             }
             let content = choice.message.content.unwrap_or_default();
             return parse_answer(&content).map_err(StepError::NextFormat);
@@ -289,7 +303,10 @@ pub(crate) fn parse_answer(content: &str) -> Result<DraftText, String> {
     }
     let answer: Answer = serde_json::from_str(unfenced)
         .map_err(|e| format!("the answer is not the JSON asked for: {e}"))?;
-    if answer.title.trim().is_empty() || answer.summary.trim().is_empty() || answer.body.trim().is_empty() {
+    if answer.title.trim().is_empty()
+        || answer.summary.trim().is_empty()
+        || answer.body.trim().is_empty()
+    {
         return Err("the answer has an empty title, summary or body".into());
     }
     Ok(DraftText {
@@ -317,8 +334,13 @@ mod tests {
     #[test]
     fn answers_are_schema_checked() {
         assert!(parse_answer(r#"{"title":"T","summary":"S","body":"B","tags":["a"]}"#).is_ok());
-        assert!(parse_answer("```json\n{\"title\":\"T\",\"summary\":\"S\",\"body\":\"B\",\"tags\":[]}\n```").is_ok());
-        assert!(parse_answer(r#"{"title":"T","summary":"S"}"#).unwrap_err().contains("not the JSON"));
+        assert!(parse_answer(
+            "```json\n{\"title\":\"T\",\"summary\":\"S\",\"body\":\"B\",\"tags\":[]}\n```"
+        )
+        .is_ok());
+        assert!(parse_answer(r#"{"title":"T","summary":"S"}"#)
+            .unwrap_err()
+            .contains("not the JSON"));
         assert!(parse_answer(r#"{"title":"","summary":"S","body":"B","tags":[]}"#).is_err());
         assert!(parse_answer("Sure! Here is your entry").is_err());
         assert!(parse_answer(r#"{"title":1,"summary":"S","body":"B","tags":[]}"#).is_err());

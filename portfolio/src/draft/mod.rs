@@ -102,7 +102,12 @@ pub async fn draft_for(drafter: &dyn Drafter, facts: &Facts) -> Drafted {
         let mut draft = OfflineDrafter.draft_sync(facts);
         // "As is": the owner's own words, only made safe (no HTML) and
         // kept within the manifest's own 2000-character limit.
-        draft.text.body = sanitize::clean_text(text, manifest_spec::limits::MAX_DESCRIPTION_CHARS, true, &allowed);
+        draft.text.body = sanitize::clean_text(
+            text,
+            manifest_spec::limits::MAX_DESCRIPTION_CHARS,
+            true,
+            &allowed,
+        );
         draft.text.summary = offline::first_sentence(&draft.text.body, sanitize::MAX_SUMMARY);
         draft.by = DraftedBy::Manifest;
         draft.notes = vec!["the manifest's description is used as is".into()];

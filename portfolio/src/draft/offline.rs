@@ -45,7 +45,7 @@ fn list(items: &[String]) -> String {
 }
 
 fn percent(permille: u32) -> String {
-    if permille % 10 == 0 {
+    if permille.is_multiple_of(10) {
         format!("{} %", permille / 10)
     } else {
         format!("{}.{} %", permille / 10, permille % 10)
@@ -81,7 +81,11 @@ impl OfflineDrafter {
             .cloned()
             .or_else(|| page.and_then(|p| p.description.clone()))
             .unwrap_or_else(|| {
-                let kind = if facts.live_url.is_some() { "web app" } else { "project" };
+                let kind = if facts.live_url.is_some() {
+                    "web app"
+                } else {
+                    "project"
+                };
                 match &main_language {
                     Some(l) => format!("A {l} {kind} deployed with BytePort."),
                     None => format!("A {kind} deployed with BytePort."),
@@ -126,7 +130,10 @@ impl OfflineDrafter {
                 0 | 1 => String::new(),
                 n => format!(" by {n} authors"),
             };
-            let (first, last) = (dates::month_year(h.first_commit), dates::month_year(h.last_commit));
+            let (first, last) = (
+                dates::month_year(h.first_commit),
+                dates::month_year(h.last_commit),
+            );
             let when = if first == last {
                 format!("in {last}")
             } else {
@@ -136,7 +143,13 @@ impl OfflineDrafter {
         }
         if let Some(t) = page.and_then(|p| p.title.as_ref()) {
             let headings: Vec<String> = page
-                .map(|p| p.headings.iter().take(3).map(|h| format!("“{h}”")).collect())
+                .map(|p| {
+                    p.headings
+                        .iter()
+                        .take(3)
+                        .map(|h| format!("“{h}”"))
+                        .collect()
+                })
                 .unwrap_or_default();
             if headings.is_empty() {
                 body.push(format!("The live page is titled “{t}”."));
@@ -189,11 +202,25 @@ mod tests {
                 paragraphs: vec!["A tiny Flask app. It greets you.".into()],
             }),
             languages: vec![
-                LanguageShare { name: "Python".into(), lines: 80, permille: 800 },
-                LanguageShare { name: "HTML".into(), lines: 20, permille: 200 },
+                LanguageShare {
+                    name: "Python".into(),
+                    lines: 80,
+                    permille: 800,
+                },
+                LanguageShare {
+                    name: "HTML".into(),
+                    lines: 20,
+                    permille: 200,
+                },
             ],
             frameworks: vec!["Flask".into()],
-            history: History { commits: 3, truncated: false, first_commit: 1_767_225_600, last_commit: 1_772_323_200, authors: 2 },
+            history: History {
+                commits: 3,
+                truncated: false,
+                first_commit: 1_767_225_600,
+                last_commit: 1_772_323_200,
+                authors: 2,
+            },
             live_url: Some("http://hello.localhost:8000/".into()),
             ..Default::default()
         }
@@ -214,7 +241,10 @@ mod tests {
 
     #[test]
     fn first_sentence_needs_a_space_after_the_dot() {
-        assert_eq!(first_sentence("Runs on v1.2 today. Then more.", 160), "Runs on v1.2 today.");
+        assert_eq!(
+            first_sentence("Runs on v1.2 today. Then more.", 160),
+            "Runs on v1.2 today."
+        );
         assert_eq!(first_sentence("no dot", 160), "no dot");
     }
 }

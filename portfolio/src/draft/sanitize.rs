@@ -21,7 +21,8 @@ pub fn strip_html(s: &str) -> String {
     while let Some((i, c)) = chars.next() {
         if c == '<' {
             let next = s[i + 1..].chars().next();
-            if matches!(next, Some(n) if n.is_ascii_alphabetic() || n == '/' || n == '!' || n == '?') {
+            if matches!(next, Some(n) if n.is_ascii_alphabetic() || n == '/' || n == '!' || n == '?')
+            {
                 // Skip to the closing '>' (or the end: an unclosed tag is
                 // dropped entirely rather than half-kept).
                 for (_, c2) in chars.by_ref() {
@@ -57,15 +58,27 @@ fn allowed_url(url: &str, allowed: &[&str]) -> bool {
     let lower = url.to_ascii_lowercase();
     allowed.iter().filter(|a| !a.is_empty()).any(|a| {
         let a = a.trim_end_matches('/').to_ascii_lowercase();
-        lower == a || lower.starts_with(&format!("{a}/")) || lower.starts_with(&format!("{a}?")) || lower.starts_with(&format!("{a}#"))
+        lower == a
+            || lower.starts_with(&format!("{a}/"))
+            || lower.starts_with(&format!("{a}?"))
+            || lower.starts_with(&format!("{a}#"))
     })
 }
 
 fn is_url_start(word: &str) -> bool {
     let lower = word.to_ascii_lowercase();
-    ["http://", "https://", "ftp://", "javascript:", "data:", "vbscript:", "file:", "www."]
-        .iter()
-        .any(|p| lower.starts_with(p))
+    [
+        "http://",
+        "https://",
+        "ftp://",
+        "javascript:",
+        "data:",
+        "vbscript:",
+        "file:",
+        "www.",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
 }
 
 /// Markdown links `[text](url)` become `text` (or `text (url)` for an
@@ -77,7 +90,9 @@ pub fn strip_links(s: &str, allowed: &[&str]) -> String {
     while let Some(open) = rest.find('[') {
         let after = &rest[open + 1..];
         let Some(close) = after.find("](") else { break };
-        let Some(end) = after[close + 2..].find(')') else { break };
+        let Some(end) = after[close + 2..].find(')') else {
+            break;
+        };
         if after[..close].contains('[') {
             out.push_str(&rest[..open + 1]);
             rest = after;
@@ -101,7 +116,8 @@ pub fn strip_links(s: &str, allowed: &[&str]) -> String {
     let flush = |word: &mut String, result: &mut String| {
         let trimmed = word.trim_start_matches(['(', '"', '\'', '<']);
         if is_url_start(trimmed) {
-            let core = trimmed.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'', '!', '?', '>']);
+            let core =
+                trimmed.trim_end_matches(['.', ',', ';', ':', ')', '"', '\'', '!', '?', '>']);
             if allowed_url(core, allowed) {
                 result.push_str(word);
             } else {
@@ -193,13 +209,19 @@ mod tests {
 
     #[test]
     fn html_is_removed_text_kept() {
-        assert_eq!(strip_html("a <b>bold</b> <script>x()</script> 1 < 2"), "a bold x() 1 < 2");
+        assert_eq!(
+            strip_html("a <b>bold</b> <script>x()</script> 1 < 2"),
+            "a bold x() 1 < 2"
+        );
         assert_eq!(strip_html("cut <img src=x onerror=alert(1)"), "cut ");
     }
 
     #[test]
     fn only_allowed_links_survive() {
-        let allowed = ["http://hello.localhost:8000", "https://github.com/alice/hello"];
+        let allowed = [
+            "http://hello.localhost:8000",
+            "https://github.com/alice/hello",
+        ];
         let s = strip_links(
             "See [the app](http://hello.localhost:8000/) and [evil](https://evil.example/x). Visit https://evil.example. Code: https://github.com/alice/hello.",
             &allowed,
@@ -209,7 +231,10 @@ mod tests {
             "See the app (http://hello.localhost:8000/) and evil. Visit . Code: https://github.com/alice/hello."
         );
         // A look-alike host is not the app.
-        assert_eq!(strip_links("http://hello.localhost:8000.evil.example/", &allowed), "");
+        assert_eq!(
+            strip_links("http://hello.localhost:8000.evil.example/", &allowed),
+            ""
+        );
         assert_eq!(strip_links("javascript:alert(1)", &allowed), "");
     }
 
@@ -218,7 +243,9 @@ mod tests {
         let s = clean_text(&"word ".repeat(100), 80, false, &[]);
         assert!(s.chars().count() <= 80 && s.ends_with('…'), "{s}");
         assert_eq!(
-            clean_tags(&["Rust", "rust", "Web App", "<b>x</b>", "", "a", "b", "c", "d", "e", "f", "g"]),
+            clean_tags(&[
+                "Rust", "rust", "Web App", "<b>x</b>", "", "a", "b", "c", "d", "e", "f", "g"
+            ]),
             ["rust", "web-app", "x", "a", "b", "c", "d", "e"]
         );
         assert_eq!(clean_text("a\u{202e}b\u{0007}c", 10, false, &[]), "abc");

@@ -94,7 +94,9 @@ pub fn from_file(file_name: &str, text: &str, out: &mut BTreeSet<String>) {
                     continue;
                 }
                 let name = line
-                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+                    .split(|c: char| {
+                        !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                    })
                     .next()
                     .unwrap_or("");
                 lookup(PYTHON, &name.replace('_', "-"), out);
@@ -136,9 +138,12 @@ pub fn from_file(file_name: &str, text: &str, out: &mut BTreeSet<String>) {
                 return;
             };
             for section in ["dependencies", "dev-dependencies"] {
-                for table in [doc.get(section), doc.get("workspace").and_then(|w| w.get(section))]
-                    .into_iter()
-                    .flatten()
+                for table in [
+                    doc.get(section),
+                    doc.get("workspace").and_then(|w| w.get(section)),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     if let Some(t) = table.as_table() {
                         for name in t.keys() {
@@ -150,11 +155,20 @@ pub fn from_file(file_name: &str, text: &str, out: &mut BTreeSet<String>) {
         }
         "go.mod" => {
             for line in text.lines() {
-                let line = line.trim().trim_start_matches("require").trim().trim_start_matches('(').trim();
+                let line = line
+                    .trim()
+                    .trim_start_matches("require")
+                    .trim()
+                    .trim_start_matches('(')
+                    .trim();
                 let module = line.split_whitespace().next().unwrap_or("");
                 // Major-version suffixes: github.com/labstack/echo/v4.
                 let base = match module.rsplit_once('/') {
-                    Some((head, tail)) if tail.starts_with('v') && tail[1..].parse::<u32>().is_ok() => head,
+                    Some((head, tail))
+                        if tail.starts_with('v') && tail[1..].parse::<u32>().is_ok() =>
+                    {
+                        head
+                    }
                     _ => module,
                 };
                 lookup(GO, base, out);
@@ -185,17 +199,38 @@ mod tests {
     #[test]
     fn each_ecosystem() {
         assert_eq!(
-            names("package.json", r#"{"dependencies":{"express":"^4"},"devDependencies":{"vite":"5"}}"#),
+            names(
+                "package.json",
+                r#"{"dependencies":{"express":"^4"},"devDependencies":{"vite":"5"}}"#
+            ),
             ["Express", "Vite"]
         );
-        assert_eq!(names("requirements.txt", "Flask==3.0 # web\n-r other.txt\ngunicorn\n"), ["Flask", "Gunicorn"]);
         assert_eq!(
-            names("pyproject.toml", "[project]\ndependencies = [\"fastapi>=0.1\", \"uvicorn[standard]\"]\n"),
+            names(
+                "requirements.txt",
+                "Flask==3.0 # web\n-r other.txt\ngunicorn\n"
+            ),
+            ["Flask", "Gunicorn"]
+        );
+        assert_eq!(
+            names(
+                "pyproject.toml",
+                "[project]\ndependencies = [\"fastapi>=0.1\", \"uvicorn[standard]\"]\n"
+            ),
             ["FastAPI", "Uvicorn"]
         );
-        assert_eq!(names("Cargo.toml", "[dependencies]\naxum = \"0.8\"\ntokio = { version = \"1\" }\n"), ["Tokio", "axum"]);
         assert_eq!(
-            names("go.mod", "module x\n\nrequire (\n\tgithub.com/labstack/echo/v4 v4.11.0\n)\n"),
+            names(
+                "Cargo.toml",
+                "[dependencies]\naxum = \"0.8\"\ntokio = { version = \"1\" }\n"
+            ),
+            ["Tokio", "axum"]
+        );
+        assert_eq!(
+            names(
+                "go.mod",
+                "module x\n\nrequire (\n\tgithub.com/labstack/echo/v4 v4.11.0\n)\n"
+            ),
             ["Echo"]
         );
     }

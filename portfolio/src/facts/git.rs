@@ -42,7 +42,12 @@ pub enum FactsError {
 /// Reads the facts of `commit` (a full hex id) in the bare repository at
 /// `repo_path`, for the app `app`. Blocking: run it off the async runtime.
 /// The returned facts have no page, live URL or repository URL yet.
-pub fn gather(app: &str, repo_path: &Path, commit: &str, limits: &Limits) -> Result<Facts, FactsError> {
+pub fn gather(
+    app: &str,
+    repo_path: &Path,
+    commit: &str,
+    limits: &Limits,
+) -> Result<Facts, FactsError> {
     let repo = gix::open(repo_path).map_err(|e| FactsError::Open {
         path: repo_path.display().to_string(),
         message: e.to_string(),
@@ -149,7 +154,9 @@ fn walk_tree(
                 .map_err(|e| object_err(&path, &commit, e))?
                 .size();
             if frameworks::is_dependency_file(&name) && size <= limits.max_text_file_bytes {
-                let blob = repo.find_blob(oid).map_err(|e| object_err(&path, &commit, e))?;
+                let blob = repo
+                    .find_blob(oid)
+                    .map_err(|e| object_err(&path, &commit, e))?;
                 if let Ok(text) = std::str::from_utf8(&blob.data) {
                     frameworks::from_file(&name, text, &mut found_frameworks);
                 }
@@ -173,7 +180,9 @@ fn walk_tree(
                 continue;
             }
             read_bytes += size;
-            let blob = repo.find_blob(oid).map_err(|e| object_err(&path, &commit, e))?;
+            let blob = repo
+                .find_blob(oid)
+                .map_err(|e| object_err(&path, &commit, e))?;
             if blob.data.contains(&0) {
                 continue; // binary despite its name
             }
@@ -190,7 +199,9 @@ fn walk_tree(
             .find_header(*oid)
             .map_err(|e| object_err(name, &commit, e))?
             .size();
-        let blob = repo.find_blob(*oid).map_err(|e| object_err(name, &commit, e))?;
+        let blob = repo
+            .find_blob(*oid)
+            .map_err(|e| object_err(name, &commit, e))?;
         let cut = &blob.data[..blob.data.len().min(limits.max_text_file_bytes as usize)];
         if size > limits.max_text_file_bytes {
             facts.notes.push(format!(
@@ -200,7 +211,9 @@ fn walk_tree(
         }
         facts.readme = readme::extract(name, cut);
         if facts.readme.is_none() {
-            facts.notes.push(format!("{name} looks binary and was skipped"));
+            facts
+                .notes
+                .push(format!("{name} looks binary and was skipped"));
         }
     }
     facts.languages = tally.shares();
@@ -244,7 +257,9 @@ fn read_manifest(
         .map_err(|e| object_err("Byteport", commit, e))?
         .size();
     if size > limits.max_text_file_bytes {
-        facts.notes.push("the Byteport manifest is too large to read".into());
+        facts
+            .notes
+            .push("the Byteport manifest is too large to read".into());
         return Ok(());
     }
     let blob = repo
@@ -287,7 +302,10 @@ fn history(
         };
         if h.commits as usize >= limits.max_commits {
             h.truncated = true;
-            notes.push(format!("history counted up to {} commits", limits.max_commits));
+            notes.push(format!(
+                "history counted up to {} commits",
+                limits.max_commits
+            ));
             break;
         }
         h.commits += 1;

@@ -23,7 +23,16 @@ const NOT_CODE: &[LanguageType] = &[
 pub fn is_vendored_dir(name: &str) -> bool {
     matches!(
         name,
-        "node_modules" | "vendor" | "third_party" | "dist" | "build" | "target" | ".git" | "__pycache__" | ".venv" | "venv"
+        "node_modules"
+            | "vendor"
+            | "third_party"
+            | "dist"
+            | "build"
+            | "target"
+            | ".git"
+            | "__pycache__"
+            | ".venv"
+            | "venv"
     )
 }
 
@@ -135,9 +144,18 @@ mod tests {
     #[test]
     fn names_shebangs_and_data_files() {
         assert_eq!(language_of("app.py", b""), Some(LanguageType::Python));
-        assert_eq!(language_of("server.js", b""), Some(LanguageType::JavaScript));
-        assert_eq!(language_of("run", b"#!/usr/bin/env python3\nprint(1)\n"), Some(LanguageType::Python));
-        assert_eq!(language_of("heartbeat", b"#!/bin/sh\n"), Some(LanguageType::Sh));
+        assert_eq!(
+            language_of("server.js", b""),
+            Some(LanguageType::JavaScript)
+        );
+        assert_eq!(
+            language_of("run", b"#!/usr/bin/env python3\nprint(1)\n"),
+            Some(LanguageType::Python)
+        );
+        assert_eq!(
+            language_of("heartbeat", b"#!/bin/sh\n"),
+            Some(LanguageType::Sh)
+        );
         assert_eq!(language_of("package.json", b"{}"), None);
         assert_eq!(language_of("README.md", b""), None);
         assert_eq!(language_of("Cargo.lock", b""), None);
@@ -147,8 +165,14 @@ mod tests {
     #[test]
     fn shares_add_to_about_a_thousand() {
         let mut t = Tally::default();
-        t.add(LanguageType::Python, b"import os\n\ndef f():\n    return 1\n# c\n");
-        t.add(LanguageType::Html, b"<html>\n<body>\n<p>x</p>\n</body>\n</html>\n");
+        t.add(
+            LanguageType::Python,
+            b"import os\n\ndef f():\n    return 1\n# c\n",
+        );
+        t.add(
+            LanguageType::Html,
+            b"<html>\n<body>\n<p>x</p>\n</body>\n</html>\n",
+        );
         let s = t.shares();
         assert_eq!(s[0].name, "HTML");
         assert_eq!(s.iter().map(|r| r.permille).sum::<u32>(), 1000);

@@ -130,7 +130,11 @@ mod tests {
         assert_eq!(r.title.as_deref(), Some("Hello Flask"));
         assert_eq!(
             r.paragraphs,
-            vec!["A small app that says hello.", "Second paragraph.", "Third."]
+            vec![
+                "A small app that says hello.",
+                "Second paragraph.",
+                "Third."
+            ]
         );
     }
 

@@ -249,16 +249,27 @@ impl<S: PortfolioStore> Review<S> {
         };
         let version = self.add(&versions, version).await?;
         if auto && version.capture.refusal().is_none() {
-            return self.approve(&app, "byteport (publish auto)", Some(number)).await;
+            return self
+                .approve(&app, "byteport (publish auto)", Some(number))
+                .await;
         }
         Ok(version)
     }
 
     /// Approves `number` (default: the pending draft), publishing it and
     /// superseding the previously published version.
-    pub async fn approve(&self, app: &str, by: &str, number: Option<u32>) -> Result<Version, ReviewError> {
+    pub async fn approve(
+        &self,
+        app: &str,
+        by: &str,
+        number: Option<u32>,
+    ) -> Result<Version, ReviewError> {
         let versions = self.versions_of(app).await?;
-        let target = pick(&versions, number, &[ReviewState::Draft, ReviewState::Rejected])?;
+        let target = pick(
+            &versions,
+            number,
+            &[ReviewState::Draft, ReviewState::Rejected],
+        )?;
         if let Some(reason) = target.capture.refusal() {
             return Err(ReviewError::Refused(format!(
                 "{app} version {} cannot be published: its screenshot was refused ({reason}). Fix the app, then `byteport portfolio regenerate {app}`",
@@ -328,22 +339,32 @@ impl<S: PortfolioStore> Review<S> {
         let allowed = crate::draft::allowed_links(&base.facts);
         let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
         use crate::draft::sanitize as s;
-        if let Some(t) = edit.title.map(|t| s::clean_text(&t, s::MAX_TITLE, false, &allowed)) {
+        if let Some(t) = edit
+            .title
+            .map(|t| s::clean_text(&t, s::MAX_TITLE, false, &allowed))
+        {
             if t != text.title {
                 text.title = t;
                 fields.push("title".to_string());
             }
         }
-        if let Some(t) = edit.summary.map(|t| s::clean_text(&t, s::MAX_SUMMARY, false, &allowed)) {
+        if let Some(t) = edit
+            .summary
+            .map(|t| s::clean_text(&t, s::MAX_SUMMARY, false, &allowed))
+        {
             if t != text.summary {
                 text.summary = t;
                 fields.push("summary".to_string());
             }
         }
-        if let Some(t) = edit
-            .body
-            .map(|t| s::clean_text(&t, manifest_spec::limits::MAX_DESCRIPTION_CHARS, true, &allowed))
-        {
+        if let Some(t) = edit.body.map(|t| {
+            s::clean_text(
+                &t,
+                manifest_spec::limits::MAX_DESCRIPTION_CHARS,
+                true,
+                &allowed,
+            )
+        }) {
             if t != text.body {
                 text.body = t;
                 fields.push("body".to_string());
@@ -370,7 +391,9 @@ impl<S: PortfolioStore> Review<S> {
             created_at_ms: now_ms(),
             author: by.to_string(),
             change: Change::Edited { fields },
-            drafted_by: DraftedBy::Owner { user: by.to_string() },
+            drafted_by: DraftedBy::Owner {
+                user: by.to_string(),
+            },
             notes: Vec::new(),
             text,
             facts: base.facts.clone(),
@@ -387,7 +410,9 @@ impl<S: PortfolioStore> Review<S> {
         let mut out = Vec::new();
         for app in self.store.apps().await? {
             let versions = self.store.versions(&app).await?;
-            let Some(latest) = versions.last() else { continue };
+            let Some(latest) = versions.last() else {
+                continue;
+            };
             out.push(AppSummary {
                 app: app.clone(),
                 latest: latest.number,
@@ -420,7 +445,10 @@ impl<S: PortfolioStore> Review<S> {
                 .ok_or_else(|| ReviewError::NotFound(format!("{app} has no version {n}")))?,
         };
         let new = &versions[idx];
-        let old_text = idx.checked_sub(1).map(|i| as_text(&versions[i].text)).unwrap_or_default();
+        let old_text = idx
+            .checked_sub(1)
+            .map(|i| as_text(&versions[i].text))
+            .unwrap_or_default();
         let old_name = idx
             .checked_sub(1)
             .map(|i| format!("{app} v{}", versions[i].number))
@@ -446,10 +474,17 @@ impl<S: PortfolioStore> Review<S> {
 }
 
 fn published_of(versions: &[Version]) -> Option<&Version> {
-    versions.iter().rev().find(|v| v.state == ReviewState::Approved)
+    versions
+        .iter()
+        .rev()
+        .find(|v| v.state == ReviewState::Approved)
 }
 
-fn pick<'a>(versions: &'a [Version], number: Option<u32>, allowed: &[ReviewState]) -> Result<&'a Version, ReviewError> {
+fn pick<'a>(
+    versions: &'a [Version],
+    number: Option<u32>,
+    allowed: &[ReviewState],
+) -> Result<&'a Version, ReviewError> {
     let app = &versions[0].app;
     let v = match number {
         Some(n) => versions
@@ -460,14 +495,20 @@ fn pick<'a>(versions: &'a [Version], number: Option<u32>, allowed: &[ReviewState
             .iter()
             .rev()
             .find(|v| v.state == ReviewState::Draft)
-            .ok_or_else(|| ReviewError::Refused(format!("{app} has no draft waiting for review")))?,
+            .ok_or_else(|| {
+                ReviewError::Refused(format!("{app} has no draft waiting for review"))
+            })?,
     };
     if !allowed.contains(&v.state) {
         return Err(ReviewError::Refused(format!(
             "{app} version {} is {}; only {} versions can be changed this way",
             v.number,
             v.state.as_str(),
-            allowed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+            allowed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
         )));
     }
     Ok(v)

@@ -41,7 +41,10 @@ pub struct StateChange {
 pub trait PortfolioStore: Send + Sync {
     /// Adds a version. Fails with [`StoreError::Conflict`] when
     /// (`version.app`, `version.number`) exists.
-    fn insert_version(&self, version: &Version) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn insert_version(
+        &self,
+        version: &Version,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// All versions of `app`, oldest first (empty for an unknown app).
     fn versions(&self, app: &str) -> impl Future<Output = Result<Vec<Version>, StoreError>> + Send;

@@ -34,10 +34,15 @@ fn safe_link(url: &str) -> bool {
 /// [`crate::review::Review::published`]); their images are taken from
 /// `images` (a version whose image files are missing is shown without
 /// screenshots rather than with broken ones).
-pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> Result<Site, SiteError> {
+pub fn build(
+    profile: &Profile,
+    published: &[Version],
+    images: &ImageStore,
+) -> Result<Site, SiteError> {
     if profile.name.trim().is_empty() {
         return Err(SiteError::Profile(
-            "the owner's name is empty; set it with `byteport portfolio profile --name NAME`".into(),
+            "the owner's name is empty; set it with `byteport portfolio profile --name NAME`"
+                .into(),
         ));
     }
     let mut site_url = profile.site_url.trim().to_string();
@@ -78,7 +83,11 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
     let site_title = pages::site_title(profile);
     let owner = profile.name.trim().to_string();
     let mut site = Site::default();
-    site.insert_bytes("style.css".into(), "text/css; charset=utf-8", STYLE_CSS.as_bytes().to_vec());
+    site.insert_bytes(
+        "style.css".into(),
+        "text/css; charset=utf-8",
+        STYLE_CSS.as_bytes().to_vec(),
+    );
 
     // Images.
     for v in &versions {
@@ -117,20 +126,27 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
         versions.chunks(PROJECTS_PER_PAGE).collect()
     };
     let pages_total = chunks.len();
-    let first_og = versions
-        .iter()
-        .find_map(|v| v.capture.shots().filter(|_| with_images[v.app.as_str()]).map(|s| (v, s)));
+    let first_og = versions.iter().find_map(|v| {
+        v.capture
+            .shots()
+            .filter(|_| with_images[v.app.as_str()])
+            .map(|s| (v, s))
+    });
     let mut sitemap: Vec<(String, Option<String>)> = Vec::new();
     for (i, chunk) in chunks.iter().enumerate() {
         let n = i + 1;
         let (path, root, url) = if n == 1 {
             ("index.html".to_string(), "", site_url.clone())
         } else {
-            (format!("page/{n}/index.html"), "../../", format!("{site_url}page/{n}/"))
+            (
+                format!("page/{n}/index.html"),
+                "../../",
+                format!("{site_url}page/{n}/"),
+            )
         };
         let page_href = |m: usize| {
             if m == 1 {
-                format!("{root}")
+                root.to_string()
             } else {
                 format!("{root}page/{m}/")
             }
@@ -140,7 +156,11 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
             site_title: site_title.clone(),
             owner: owner.clone(),
             meta: Meta {
-                title: if n == 1 { site_title.clone() } else { format!("{site_title} (page {n})") },
+                title: if n == 1 {
+                    site_title.clone()
+                } else {
+                    format!("{site_title} (page {n})")
+                },
                 description: index_description.clone(),
                 url: url.clone(),
                 og_type: "website",
@@ -149,8 +169,17 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
             first_page: n == 1,
             page_number: n,
             bio: bio.clone(),
-            links: links.iter().map(|l| ProfileLinkView { label: l.label.clone(), url: l.url.clone() }).collect(),
-            cards: chunk.iter().map(|v| pages::card(root, v, with_images[v.app.as_str()])).collect(),
+            links: links
+                .iter()
+                .map(|l| ProfileLinkView {
+                    label: l.label.clone(),
+                    url: l.url.clone(),
+                })
+                .collect(),
+            cards: chunk
+                .iter()
+                .map(|v| pages::card(root, v, with_images[v.app.as_str()]))
+                .collect(),
             prev_href: (n > 1).then(|| page_href(n - 1)),
             next_href: (n < pages_total).then(|| page_href(n + 1)),
         };
@@ -207,7 +236,10 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
                 image: None,
             },
             tag: tag.clone(),
-            cards: tagged.iter().map(|v| pages::card(root, v, with_images[v.app.as_str()])).collect(),
+            cards: tagged
+                .iter()
+                .map(|v| pages::card(root, v, with_images[v.app.as_str()]))
+                .collect(),
         };
         let html = render(&path, &page)?;
         site.insert_bytes(path, "text/html; charset=utf-8", html);
@@ -277,12 +309,22 @@ pub fn build(profile: &Profile, published: &[Version], images: &ImageStore) -> R
             .collect(),
     };
     let xml = render("feed.xml", &feed)?;
-    site.insert_bytes("feed.xml".into(), "application/atom+xml; charset=utf-8", xml);
+    site.insert_bytes(
+        "feed.xml".into(),
+        "application/atom+xml; charset=utf-8",
+        xml,
+    );
     Ok(site)
 }
 
 fn all_images(s: &Screenshots) -> [&crate::capture::ImageRef; 5] {
-    [&s.desktop, &s.mobile, &s.full_page, &s.open_graph, &s.thumbnail]
+    [
+        &s.desktop,
+        &s.mobile,
+        &s.full_page,
+        &s.open_graph,
+        &s.thumbnail,
+    ]
 }
 
 fn og_image(site_url: &str, title: &str, s: &Screenshots) -> MetaImage {
@@ -324,11 +366,22 @@ fn project_view(root: &str, v: &Version, shots: Option<&Screenshots>) -> pages::
             0 | 1 => "1 author".to_string(),
             n => format!("{n} authors"),
         };
-        let more = if f.history.truncated { "more than " } else { "" };
-        facts.push(("History".into(), format!("{more}{} commits, {authors}", f.history.commits)));
+        let more = if f.history.truncated {
+            "more than "
+        } else {
+            ""
+        };
+        facts.push((
+            "History".into(),
+            format!("{more}{} commits, {authors}", f.history.commits),
+        ));
         facts.push((
             "Active".into(),
-            format!("{} – {}", dates::date(f.history.first_commit), dates::date(f.history.last_commit)),
+            format!(
+                "{} – {}",
+                dates::date(f.history.first_commit),
+                dates::date(f.history.last_commit)
+            ),
         ));
     }
     if let Some(ms) = v.reviewed_at_ms {
@@ -340,8 +393,16 @@ fn project_view(root: &str, v: &Version, shots: Option<&Screenshots>) -> pages::
         live_url: f.live_url.clone(),
         repository_url: f.repository_url.clone(),
         shots: shots.map(|s| pages::Shots {
-            desktop: pages::img(root, &s.desktop, pages::alt(title, "on a 1280 px wide desktop screen")),
-            mobile: pages::img(root, &s.mobile, pages::alt(title, "on a 390 px wide phone screen")),
+            desktop: pages::img(
+                root,
+                &s.desktop,
+                pages::alt(title, "on a 1280 px wide desktop screen"),
+            ),
+            mobile: pages::img(
+                root,
+                &s.mobile,
+                pages::alt(title, "on a 390 px wide phone screen"),
+            ),
             full_page_href: format!("{root}img/{}", s.full_page.file_name()),
         }),
         body: v

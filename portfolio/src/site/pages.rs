@@ -215,7 +215,11 @@ pub(super) fn card(root: &str, v: &Version, with_images: bool) -> Card {
     let title = v.text.title.clone();
     Card {
         href: format!("{root}projects/{}/", v.app),
-        initial: title.chars().next().map(|c| c.to_uppercase().to_string()).unwrap_or_default(),
+        initial: title
+            .chars()
+            .next()
+            .map(|c| c.to_uppercase().to_string())
+            .unwrap_or_default(),
         summary: v.text.summary.clone(),
         thumbnail: v
             .capture

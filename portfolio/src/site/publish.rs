@@ -130,7 +130,8 @@ pub fn publish(site: &Site, target: &PublishTarget) -> Result<PublishOutcome, Pu
     for (rel, file) in &site.files {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
         }
         match file {
             SiteFile::Bytes { bytes, .. } => std::fs::write(&path, bytes).map(|_| ()),
@@ -162,7 +163,10 @@ pub fn publish(site: &Site, target: &PublishTarget) -> Result<PublishOutcome, Pu
             &message,
         ],
     )?;
-    git(dir, &["push", "-q", "origin", &format!("HEAD:{branch_ref}")])?;
+    git(
+        dir,
+        &["push", "-q", "origin", &format!("HEAD:{branch_ref}")],
+    )?;
     let commit = git(dir, &["rev-parse", "HEAD"])?;
     Ok(PublishOutcome::Committed {
         commit,

@@ -52,7 +52,11 @@ pub fn router(handle: SiteHandle) -> Router {
 }
 
 async fn redirect_to_slash() -> Response {
-    (StatusCode::PERMANENT_REDIRECT, [(header::LOCATION, format!("{MOUNT}/"))]).into_response()
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, format!("{MOUNT}/"))],
+    )
+        .into_response()
 }
 
 async fn serve(State(handle): State<SiteHandle>, uri: Uri) -> Response {
@@ -65,8 +69,14 @@ async fn serve(State(handle): State<SiteHandle>, uri: Uri) -> Response {
     let mut response = (status, bytes).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     // Images are content-addressed: cache forever. Pages change on approval.
     let cache = if path.starts_with("/img/") {
         "public, max-age=31536000, immutable"

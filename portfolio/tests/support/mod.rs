@@ -34,7 +34,10 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
 /// A bare repository holding `commits` commits; each commit writes its
 /// files (path, bytes) with the given author e-mail and date. Returns the
 /// bare repo's path and the last commit id.
-pub fn bare_repo(root: &Path, commits: &[(&str, i64, Vec<(&str, Vec<u8>)>)]) -> (PathBuf, String) {
+/// One commit: author e-mail, Unix time, files (path, bytes).
+pub type CommitSpec<'a> = (&'a str, i64, Vec<(&'a str, Vec<u8>)>);
+
+pub fn bare_repo(root: &Path, commits: &[CommitSpec<'_>]) -> (PathBuf, String) {
     let work = root.join("work");
     std::fs::create_dir_all(&work).unwrap();
     git(&work, &["init", "-q", "-b", "main"]);
@@ -58,7 +61,11 @@ pub fn bare_repo(root: &Path, commits: &[(&str, i64, Vec<(&str, Vec<u8>)>)]) -> 
             .env("GIT_COMMITTER_DATE", &date)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let bare = root.join("app.git");
     let out = Command::new("git")

@@ -16,8 +16,14 @@ fn backend(e: sqlx::Error) -> StoreError {
 
 impl SqliteStore {
     pub async fn open(path: &std::path::Path) -> Self {
-        let options = SqliteConnectOptions::new().filename(path).create_if_missing(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .unwrap();
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS portfolio_versions (
                 app TEXT NOT NULL,
@@ -51,7 +57,10 @@ impl PortfolioStore for SqliteStore {
         .await
         .map_err(backend)?;
         if r.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("{} version {} exists", v.app, v.number)));
+            return Err(StoreError::Conflict(format!(
+                "{} version {} exists",
+                v.app, v.number
+            )));
         }
         Ok(())
     }
