@@ -240,6 +240,14 @@ impl<S: PortfolioStore> Portfolio<S> {
             _ => CaptureOutcome::NotRequested,
         };
         facts.page = capture.page().cloned();
+        if let Some(page) = &facts.page {
+            if !page.blocked_requests.is_empty() {
+                facts.notes.push(format!(
+                    "the page's requests to internal addresses were blocked: {}",
+                    page.blocked_requests.join("; ")
+                ));
+            }
+        }
 
         let started = Instant::now();
         let drafted = draft_for(self.drafter.as_ref(), &facts).await;

@@ -2,9 +2,10 @@
 //!
 //! Steps, in the order [`Screenshotter::capture`] runs them:
 //! 1. the shared browser ([`browser::BrowserHost`]), started or restarted;
-//! 2. a new tab at the desktop viewport, the main document's response
-//!    recorded (status, router marker), navigation, load, then the
-//!    manifest's `wait`;
+//! 2. a new tab at the desktop viewport with every request checked
+//!    ([`egress`]: the app's origin and public hosts only) and dialogs
+//!    disabled, the main document's response recorded (status, router
+//!    marker), navigation, load, then the manifest's `wait`;
 //! 3. a DOM probe (title, meta description, visible headings, text and
 //!    media counts) and the broken-page checks ([`check`]);
 //! 4. five captures with exact viewports (`Emulation.setDeviceMetricsOverride`):
@@ -21,6 +22,7 @@
 
 pub mod browser;
 pub mod check;
+pub mod egress;
 pub mod images;
 mod shots;
 
@@ -99,6 +101,9 @@ pub struct PageFacts {
     pub description: Option<String>,
     /// Visible `h1`–`h3` texts, at most 20 of 200 characters.
     pub headings: Vec<String>,
+    /// Requests the page made that were blocked ([`egress`]), at most 20.
+    #[serde(default)]
+    pub blocked_requests: Vec<String>,
 }
 
 /// The result of a capture attempt.

@@ -4,10 +4,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
-use headless_chrome::protocol::cdp::{Emulation, Network, Page};
+use headless_chrome::browser::tab::RequestPausedDecision;
+use headless_chrome::protocol::cdp::Fetch::events::RequestPausedEvent;
+use headless_chrome::protocol::cdp::{Emulation, Fetch, Network, Page};
 use headless_chrome::Tab;
 
 use super::check::{self, DomProbe, PageResponse, ROUTER_MARKER_HEADER};
+use super::egress;
 use super::{
     BrowserHost, CaptureError, CaptureOutcome, CaptureRequest, CaptureTimings, ImageRef,
     ImageStore, PageFacts, Screenshots,
@@ -36,6 +39,12 @@ const PROBE_JS: &str = r#"JSON.stringify((() => {
     media: body ? body.querySelectorAll('img,canvas,video,svg,picture,iframe,object').length : 0
   };
 })())"#;
+
+/// Dialogs would block the page (and our calls) until answered.
+const NO_DIALOGS_JS: &str = "window.alert = () => {}; window.confirm = () => false; window.prompt = () => null; window.print = () => {};";
+
+/// Most blocked requests remembered per capture.
+const MAX_BLOCKED: usize = 20;
 
 #[derive(serde::Deserialize, Default)]
 struct RawProbe {
@@ -71,6 +80,20 @@ pub(super) fn capture_blocking(
     let tab = browser.new_tab().map_err(cdp("opening a tab"))?;
     let result = (|| {
         tab.set_default_timeout(request.load_timeout);
+        let Some(app) = egress::Origin::of(&request.url) else {
+            return Ok(refused(
+                format!("{} is not an http(s) URL", request.url),
+                None,
+            ));
+        };
+        let blocked = guard_egress(&tab, app)?;
+        tab.call_method(Page::AddScriptToEvaluateOnNewDocument {
+            source: NO_DIALOGS_JS.into(),
+            world_name: None,
+            include_command_line_api: None,
+            run_immediately: None,
+        })
+        .map_err(cdp("disabling dialogs"))?;
         let response = watch_main_response(&tab)?;
         set_viewport(&tab, 1280, 800, 1.0, false)?;
         if let Err(e) = tab.navigate_to(&request.url) {
@@ -105,6 +128,7 @@ pub(super) fn capture_blocking(
                 .take(20)
                 .map(|h| cap_chars(h, 200))
                 .collect(),
+            blocked_requests: blocked.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         };
         let seen = response.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if let Some(reason) = check::refusal(seen.as_ref(), &probe.dom) {
@@ -164,6 +188,45 @@ fn cap_chars(s: &str, max: usize) -> String {
         out.push('…');
         out
     }
+}
+
+/// Pauses every request of the tab and fails those [`egress::check`]
+/// refuses; returns the list of what was blocked (URL and why).
+fn guard_egress(
+    tab: &Arc<Tab>,
+    app: egress::Origin,
+) -> Result<Arc<Mutex<Vec<String>>>, CaptureError> {
+    let blocked = Arc::new(Mutex::new(Vec::new()));
+    let sink = blocked.clone();
+    tab.enable_fetch(
+        Some(&[Fetch::RequestPattern {
+            url_pattern: Some("*".into()),
+            resource_Type: None,
+            request_stage: Some(Fetch::RequestStage::Request),
+        }]),
+        None,
+    )
+    .map_err(cdp("enabling request interception"))?;
+    tab.enable_request_interception(Arc::new(
+        move |_transport, _session, event: RequestPausedEvent| {
+            let url = &event.params.request.url;
+            match egress::check(url, &app) {
+                Ok(()) => RequestPausedDecision::Continue(None),
+                Err(why) => {
+                    let mut list = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    if list.len() < MAX_BLOCKED {
+                        list.push(format!("{}: {why}", cap_chars(url, 200)));
+                    }
+                    RequestPausedDecision::Fail(Fetch::FailRequest {
+                        request_id: event.params.request_id,
+                        error_reason: Network::ErrorReason::BlockedByClient,
+                    })
+                }
+            }
+        },
+    ))
+    .map_err(cdp("enabling request interception"))?;
+    Ok(blocked)
 }
 
 /// Records the main document's final response (status, router marker).
