@@ -6,7 +6,9 @@
 //! 2. Chromium's encoders for the same desktop view: PNG vs WebP qualities
 //!    (size and capture time);
 //! 3. export of a 100-project site: time, bytes, index page weight;
-//! 4. Chromium's peak RSS (browser and all its children) during 1–2.
+//! 4. Chromium's peak memory (PSS, browser and all its children) during 1–2.
+//!
+//! `PORTFOLIO_BENCH_EXPORT=DIR` also writes the 100-project site to DIR.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -28,7 +30,9 @@ fn ms(d: Duration) -> String {
     format!("{:>8.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// RSS (KiB) of every process below `root` whose name mentions chrom.
+/// Proportional set size (KiB; shared pages split between the processes
+/// sharing them, so the sum is not inflated) of every process below `root`
+/// whose name mentions chrom.
 fn chromium_rss_kib(root: u32) -> u64 {
     let mut parent_of = std::collections::HashMap::new();
     let mut rss = std::collections::HashMap::new();
@@ -48,8 +52,12 @@ fn chromium_rss_kib(root: u32) -> u64 {
         let ppid: u32 = field("PPid:").and_then(|v| v.parse().ok()).unwrap_or(0);
         parent_of.insert(pid, ppid);
         if field("Name:").is_some_and(|n| n.contains("chrom")) {
-            let kib = field("VmRSS:")
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            let rollup =
+                std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+            let kib = rollup
+                .lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
                 .unwrap_or(0u64);
             rss.insert(pid, kib);
         }
@@ -232,7 +240,7 @@ async fn run() {
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     println!(
-        "\n== Chromium peak RSS (browser + children) ==\n{} MiB",
+        "\n== Chromium peak memory: PSS of the browser and all its children ==\n{} MiB",
         peak.load(Ordering::Relaxed) / 1024
     );
 
@@ -269,6 +277,11 @@ async fn run() {
     let started = Instant::now();
     let stats = site.export(&out).unwrap();
     let exported = started.elapsed();
+    if let Some(keep) = std::env::var_os("PORTFOLIO_BENCH_EXPORT") {
+        // To look at the 100-project site afterwards.
+        site.export(std::path::Path::new(&keep)).unwrap();
+        println!("also exported to {}", std::path::Path::new(&keep).display());
+    }
     let index = std::fs::metadata(out.join("index.html")).unwrap().len();
     let css = std::fs::metadata(out.join("style.css")).unwrap().len();
     let thumb = base.capture.shots().unwrap().thumbnail.bytes;
