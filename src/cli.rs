@@ -98,6 +98,16 @@ pub enum Command {
     },
     /// Deploy history of an app, or cancel its running job.
     Deploys(DeploysArgs),
+    /// Review drafted portfolio pages and manage the site (asks `byteport up`):
+    /// list, show APP [N], diff APP [N], edit APP --title/--summary/--body/--tags,
+    /// approve APP [N], reject APP, regenerate APP, profile --name/--bio/--site-url/--link,
+    /// export DIR, publish [--remote R --branch B].
+    #[command(disable_help_flag = true)]
+    Portfolio {
+        /// The subcommand and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `byteport deploys APP` or `byteport deploys cancel APP [JOB]`

@@ -51,11 +51,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
             .context("setup (guest kernel, busybox) failed; run `byteport setup` to retry")?;
     }
     let routes = RouteTable::new("localhost");
-    let platform = Arc::new(Platform::new(
-        crate::driver::platform_settings(config),
-        store.clone(),
-        routes.clone(),
-    ));
+    let platform = Arc::new(
+        Platform::new(
+            crate::driver::platform_settings(config),
+            store.clone(),
+            routes.clone(),
+        )
+        .with_portfolio()
+        .await,
+    );
     let request_platform = platform.clone();
     // One line per routed request into the app's stream; no global lock
     // (a read lock on the app table and the app's own lock).

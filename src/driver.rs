@@ -89,11 +89,31 @@ pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSe
             ..Default::default()
         },
         base_domain: "localhost".into(),
+        portfolio: Some(portfolio_config(config)),
+        portfolio_site_url: format!("http://{}/portfolio/", config.http_addr),
         journal: platform::events::journal::JournalSettings {
             segment_bytes: config.log_segment_size,
             retention_bytes: config.log_retention,
         },
     }
+}
+
+/// The portfolio generator's settings from the configuration.
+pub fn portfolio_config(config: &crate::config::Config) -> portfolio::PortfolioConfig {
+    let mut p = portfolio::PortfolioConfig::new(config.home.join("portfolio/images"));
+    p.chromium_path = config.chromium_path.clone();
+    p.scratch_dir = Some(config.home.join("portfolio/scratch"));
+    p.load_timeout = std::time::Duration::from_secs(config.portfolio_load_timeout_secs);
+    p.llm = config.llm_base_url.as_ref().map(|url| {
+        let mut llm = portfolio::draft::LlmConfig::new(url.clone(), config.llm_model.clone());
+        llm.api_key = std::env::var("BYTEPORT_LLM_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        llm.timeout = std::time::Duration::from_secs(config.llm_timeout_secs);
+        llm.max_concurrent = config.llm_max_concurrent;
+        llm
+    });
+    p
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub struct PlatformSettings {
     pub journal: crate::events::journal::JournalSettings,
     /// Apps are served at `<app>.<base_domain>` (default `localhost`).
     pub base_domain: String,
+    /// The portfolio generator's settings (`None`: no portfolio pages).
+    pub portfolio: Option<::portfolio::PortfolioConfig>,
+    /// Where the portfolio site is served (absolute, for its links).
+    pub portfolio_site_url: String,
 }
 
 impl PlatformSettings {
@@ -57,6 +61,8 @@ impl PlatformSettings {
             jobs: JobSettings::default(),
             journal: Default::default(),
             base_domain: "localhost".into(),
+            portfolio: None,
+            portfolio_site_url: "http://127.0.0.1:8080/portfolio/".into(),
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct Platform {
     running: Mutex<HashMap<String, Instance>>,
     pub(crate) build_ca: builder::CaTrust,
     pub(crate) base_domain: String,
+    pub(crate) portfolio: Option<Arc<crate::portfolio::PortfolioService>>,
+    portfolio_config: Option<(::portfolio::PortfolioConfig, String)>,
 }
 
 /// This node's id: made once per data directory, kept in `node-id`.
@@ -151,6 +159,8 @@ impl Platform {
             running: Mutex::new(HashMap::new()),
             build_ca: settings.build_ca,
             base_domain: settings.base_domain,
+            portfolio: None,
+            portfolio_config: settings.portfolio.map(|c| (c, settings.portfolio_site_url)),
         }
     }
 
@@ -179,6 +189,21 @@ impl Platform {
         self.spawn_dispatcher();
         self.spawn_supervisor();
         Ok(())
+    }
+
+    /// Sets up the portfolio generator (it reads the store); call before
+    /// sharing the platform. A host where it cannot run (no image
+    /// directory) gets no portfolio pages, with a warning.
+    pub async fn with_portfolio(mut self) -> Platform {
+        if let Some((config, site_url)) = self.portfolio_config.take() {
+            match crate::portfolio::PortfolioService::new(config, self.store.clone(), &site_url)
+                .await
+            {
+                Ok(service) => self.portfolio = Some(Arc::new(service)),
+                Err(e) => tracing::warn!("portfolio pages are off: {e}"),
+            }
+        }
+        self
     }
 
     /// `$BYTEPORT_HOME`.

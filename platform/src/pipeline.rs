@@ -224,6 +224,9 @@ async fn pipeline(
         ));
     }
     ctx.note(&format!("deploy #{number} is live"));
+    platform
+        .queue_portfolio(&req.app, number, &req.commit, &manifest)
+        .await;
     ctx.say(&format!(
         "-----> Live at {}   (deploy #{number}{})",
         platform.app_url(&req.app),

@@ -5,6 +5,7 @@
 //! `restart` and `rollback` show progress live.
 
 mod logs;
+mod portfolio;
 
 use gitd::{CommandOutput, Stream};
 use platform::jobs::dispatch::CancelReport;
@@ -48,6 +49,8 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
   destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
+  portfolio list|show APP|diff APP|edit APP --title T|approve APP|reject APP|regenerate APP
+                                       review the drafted portfolio pages of your apps
 git:
   git push ssh://git@HOST:PORT/APP.git main   deploy
 ";
@@ -344,6 +347,7 @@ async fn dispatch(
             }
             run_job(platform, caller, app, JobSpec::Destroy, out).await
         }
+        ["portfolio", rest @ ..] => portfolio::run(platform, caller, rest, out).await,
         ["destroy", app, ..] => Ok(fail(
             out,
             &format!(

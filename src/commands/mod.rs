@@ -106,6 +106,18 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "rollback", Some(&app), &extra).await
         }
         Command::Stop { app } => daemon_command(config, "stop", Some(&app), &[]).await,
+        Command::Portfolio { mut args } => {
+            // A directory for `export` is the caller's, relative to here.
+            if args.first().map(String::as_str) == Some("export") {
+                if let Some(dir) = args.get_mut(1) {
+                    let abs =
+                        std::path::absolute(&*dir).context("resolving the export directory")?;
+                    *dir = abs.display().to_string();
+                }
+            }
+            let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+            daemon_command(config, "portfolio", None, &extra).await
+        }
         Command::Start { app } => daemon_command(config, "start", Some(&app), &[]).await,
     }
 }

@@ -125,6 +125,12 @@ struct FileConfig {
     job_deadline_secs: Option<u64>,
     log_segment_size: Option<String>,
     log_retention: Option<String>,
+    chromium_path: Option<String>,
+    portfolio_load_timeout_secs: Option<u64>,
+    llm_base_url: Option<String>,
+    llm_model: Option<String>,
+    llm_timeout_secs: Option<u64>,
+    llm_max_concurrent: Option<u64>,
 }
 
 /// The effective configuration.
@@ -175,6 +181,19 @@ pub struct Config {
     /// An app's event journal keeps at most this much, in bytes (oldest
     /// files go first).
     pub log_retention: u64,
+    /// Chromium for portfolio screenshots (empty: `$CHROME`, else PATH).
+    pub chromium_path: Option<PathBuf>,
+    /// Longest page load of a portfolio screenshot, seconds.
+    pub portfolio_load_timeout_secs: u64,
+    /// An OpenAI-compatible endpoint for portfolio drafts (with `/v1`);
+    /// none: offline drafts. The key comes from `BYTEPORT_LLM_API_KEY`.
+    pub llm_base_url: Option<String>,
+    /// The model asked for drafts.
+    pub llm_model: String,
+    /// Longest wait for one draft (all retries), seconds.
+    pub llm_timeout_secs: u64,
+    /// Drafts asked of the model at once.
+    pub llm_max_concurrent: usize,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each setting came from, by key.
@@ -307,6 +326,42 @@ impl Config {
             file.ssh_login_timeout_secs.map(|v| v.to_string()),
             "30",
         );
+        let chromium = pick(
+            "chromium_path",
+            Some("BYTEPORT_CHROMIUM_PATH"),
+            file.chromium_path,
+            "",
+        );
+        let load_timeout = pick(
+            "portfolio_load_timeout_secs",
+            Some("BYTEPORT_PORTFOLIO_LOAD_TIMEOUT_SECS"),
+            file.portfolio_load_timeout_secs.map(|v| v.to_string()),
+            "30",
+        );
+        let llm_url = pick(
+            "llm_base_url",
+            Some("BYTEPORT_LLM_BASE_URL"),
+            file.llm_base_url,
+            "",
+        );
+        let llm_model = pick(
+            "llm_model",
+            Some("BYTEPORT_LLM_MODEL"),
+            file.llm_model,
+            "gpt-4o-mini",
+        );
+        let llm_timeout = pick(
+            "llm_timeout_secs",
+            Some("BYTEPORT_LLM_TIMEOUT_SECS"),
+            file.llm_timeout_secs.map(|v| v.to_string()),
+            "60",
+        );
+        let llm_parallel = pick(
+            "llm_max_concurrent",
+            Some("BYTEPORT_LLM_MAX_CONCURRENT"),
+            file.llm_max_concurrent.map(|v| v.to_string()),
+            "2",
+        );
         let cpus = std::thread::available_parallelism()
             .map_or(2, |n| n.get().max(2))
             .to_string();
@@ -342,6 +397,13 @@ impl Config {
         );
 
         let config = Config {
+            chromium_path: (!chromium.0.is_empty()).then(|| PathBuf::from(&chromium.0)),
+            portfolio_load_timeout_secs: parse_count("portfolio_load_timeout_secs", load_timeout)?
+                .max(1),
+            llm_base_url: (!llm_url.0.is_empty()).then(|| llm_url.0.clone()),
+            llm_model: llm_model.0,
+            llm_timeout_secs: parse_count("llm_timeout_secs", llm_timeout)?.max(1),
+            llm_max_concurrent: parse_count("llm_max_concurrent", llm_parallel)?.max(1) as usize,
             ssh_max_startups: startups.0.parse().map_err(|e| ConfigError::Value {
                 key: "ssh_max_startups",
                 source_name: startups.1.to_string(),
@@ -459,6 +521,26 @@ impl Config {
             ("job_deadline_secs", self.job_deadline_secs.to_string()),
             ("log_segment_size", self.log_segment_size.to_string()),
             ("log_retention", self.log_retention.to_string()),
+            (
+                "chromium_path",
+                self.chromium_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "($CHROME or PATH)".into()),
+            ),
+            (
+                "portfolio_load_timeout_secs",
+                self.portfolio_load_timeout_secs.to_string(),
+            ),
+            (
+                "llm_base_url",
+                self.llm_base_url
+                    .clone()
+                    .unwrap_or_else(|| "(offline drafts)".into()),
+            ),
+            ("llm_model", self.llm_model.clone()),
+            ("llm_timeout_secs", self.llm_timeout_secs.to_string()),
+            ("llm_max_concurrent", self.llm_max_concurrent.to_string()),
         ];
         let mut out = String::new();
         for (key, value) in rows {

@@ -190,6 +190,9 @@ impl Platform {
             })
             .await?;
         let job = Job::from_row(row);
+        if matches!(spec, JobSpec::Deploy { .. }) {
+            self.cancel_portfolio_jobs(app, job.id).await;
+        }
         self.events.emit(
             app,
             None,
@@ -201,6 +204,21 @@ impl Platform {
         );
         self.queue.wake.notify_one();
         Ok(job)
+    }
+
+    /// A new deploy makes drafting a page for an older one pointless, and
+    /// must not wait behind it: its portfolio jobs are cancelled (the new
+    /// deploy queues its own).
+    async fn cancel_portfolio_jobs(&self, app: &str, except: i64) {
+        let Ok(active) = self.store.active_jobs(app).await else {
+            return;
+        };
+        for j in active
+            .into_iter()
+            .filter(|j| j.kind == "portfolio" && j.id != except)
+        {
+            let _ = self.cancel(app, Some(j.id), "a newer deploy").await;
+        }
     }
 
     /// A job by id, if it belongs to `app`.

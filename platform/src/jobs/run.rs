@@ -125,6 +125,9 @@ impl Platform {
             JobSpec::Destroy => self.destroy(ctx).await,
             JobSpec::Recover { crashes } => self.recover(ctx, *crashes).await,
             JobSpec::Restore => self.restore_app(ctx).await,
+            JobSpec::Portfolio { deploy, commit } => {
+                self.refresh_portfolio(ctx, *deploy, commit).await
+            }
         }
     }
 }

@@ -193,7 +193,7 @@ impl Store {
             "deploys",
             "config_vars",
             "secrets",
-            "portfolio_entries",
+            "portfolio_versions",
             "domains",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -1,5 +1,5 @@
 //! The state store: users and SSH keys, apps, deploys, config vars and
-//! secrets, the log index and portfolio entries.
+//! secrets, jobs, claimed domains, portfolio versions and settings.
 //!
 //! One code path for both backends through `sqlx::Any`: SQLite (embedded,
 //! the default) and PostgreSQL (production). The schema in `migrations/` is
@@ -25,7 +25,6 @@ pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
 pub use jobs::{CancelOutcome, JobRow, NewJob};
-pub use portfolio::{PortfolioEntry, PortfolioStatus};
 pub use users::{SshKey, User};
 
 /// Errors from the state store.

@@ -95,6 +95,12 @@ pub(super) fn capture_blocking(
         })
         .map_err(cdp("disabling dialogs"))?;
         let response = watch_main_response(&tab)?;
+        // The browser is shared between captures: never show an earlier
+        // visit's copy of a page (a stopped app would look alive).
+        tab.call_method(Network::SetCacheDisabled {
+            cache_disabled: true,
+        })
+        .map_err(cdp("disabling the cache"))?;
         set_viewport(&tab, 1280, 800, 1.0, false)?;
         if let Err(e) = tab.navigate_to(&request.url) {
             // A navigation error is the page's fault (connection refused,
