@@ -121,6 +121,12 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// No uid/gid range can be given to the app's build steps.
+    #[error("cannot give build steps an unprivileged id range: {reason}")]
+    IdPool {
+        /// What is wrong (pool exhausted, inconsistent /etc/subuid).
+        reason: String,
+    },
     /// The finished root filesystem does not fit in the manifest's `disk`.
     #[error("rootfs needs {needed} bytes but the manifest's disk is {disk} bytes; raise `disk` in the vm block or make the app smaller")]
     RootfsTooLarge {

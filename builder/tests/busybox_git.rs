@@ -266,24 +266,3 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
         "{err:?}"
     );
 }
-
-#[test]
-fn steps_share_the_host_network() {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = String::new();
-        conn.read_to_string(&mut got).unwrap();
-        got
-    });
-    let home = home();
-    let repo = Repo::with_files(&[("a", "a", 0o644)]);
-    let mut plan = BuildPlan::new("net", BaseSpec::Busybox);
-    plan.steps = vec![Step::Run {
-        command: format!("echo from-the-step | nc 127.0.0.1 {port}"),
-    }];
-    ok(build(home.path(), repo.source(), plan));
-    assert_eq!(server.join().unwrap(), "from-the-step\n");
-}
