@@ -280,6 +280,10 @@ fn run(
         .ctx("creating build dir", store.root())?;
     let root = work.path().join("root");
     let out_dir = work.path().join("artifact");
+    let ca_bundle = match ca_bundle {
+        Some(b) => Some(crate::trust::readable_by_steps(&b, work.path())?),
+        None => None,
+    };
     for d in [&root, &out_dir] {
         std::fs::create_dir(d).ctx("creating", d)?;
     }

@@ -9,8 +9,11 @@
 //! else from BytePort's default pool, `0x60000000` + 4096 × 65536 ids
 //! (1610612736–1879048191: inside systemd's container range, above
 //! systemd-nspawn's hashed picks, below 2^31). Which app holds which slot
-//! is recorded in `<home>/build-ids` (one `slot app` line each, written
-//! under a lock), so an app keeps its range across builds and restarts.
+//! is recorded next to the build caches, in `<home>/cache/build/.ids` (one
+//! `slot app` line each, written under a lock), so an app keeps its range
+//! across builds and restarts. The range matters only for what outlives a
+//! step — the build cache, owned by the range's first id — so the two
+//! live and go together: deleting the build caches forgets the ranges too.
 
 use crate::error::{BuildError, IoContext, Result};
 use std::io::Write;
@@ -25,8 +28,8 @@ pub const DEFAULT_POOL_START: u32 = 0x6000_0000;
 pub const DEFAULT_POOL_SLOTS: u32 = 4096;
 /// The user whose `/etc/subuid` / `/etc/subgid` entry overrides the pool.
 pub const SUBID_USER: &str = "byteport";
-/// File (under the home) recording which app holds which slot.
-pub const ALLOCATION_FILE: &str = "build-ids";
+/// File (in the build-cache root) recording which app holds which slot.
+pub const ALLOCATION_FILE: &str = ".ids";
 
 /// A contiguous range of host ids (the same numbers for uids and gids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,12 +109,13 @@ fn subid_entry(text: &str) -> Option<(u32, u32)> {
     })
 }
 
-/// The range of `app` (an identity key such as `hello` or `_local/hello`),
-/// allocating the lowest free slot of `pool` the first time.
-pub fn range_for(home: &Path, app: &str, pool: Pool) -> Result<IdRange> {
-    std::fs::create_dir_all(home).ctx("creating", home)?;
-    let path = home.join(ALLOCATION_FILE);
-    let lock_path = home.join(format!(".{ALLOCATION_FILE}.lock"));
+/// The range of `app` (an identity key such as `hello` or `_local/hello`)
+/// recorded in directory `dir` (the build-cache root), allocating the
+/// lowest free slot of `pool` the first time.
+pub fn range_for(dir: &Path, app: &str, pool: Pool) -> Result<IdRange> {
+    std::fs::create_dir_all(dir).ctx("creating", dir)?;
+    let path = dir.join(ALLOCATION_FILE);
+    let lock_path = dir.join(format!("{ALLOCATION_FILE}.lock"));
     let lock = std::fs::File::create(&lock_path).ctx("creating lock", &lock_path)?;
     // SAFETY: flock on a descriptor we own; released when `lock` closes.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -144,7 +148,7 @@ pub fn range_for(home: &Path, app: &str, pool: Pool) -> Result<IdRange> {
                 path.display()
             ),
         })?;
-    let tmp = home.join(format!(".{ALLOCATION_FILE}.tmp"));
+    let tmp = dir.join(format!("{ALLOCATION_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp).ctx("writing", &tmp)?;
     f.write_all(text.as_bytes())
         .and_then(|_| writeln!(f, "{free} {app}"))

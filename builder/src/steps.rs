@@ -51,8 +51,12 @@ fn step_setup(
     let hierarchy = cgroup::detect();
     log.line(&limits_line(&hierarchy, limits, req.step_timeout));
     log.line(&format!("-----> {}", req.ca_trust.describe(env.ca_bundle)));
+    let cache_root = req
+        .build_cache
+        .clone()
+        .unwrap_or_else(|| req.home.join("cache/build"));
     let pool = crate::ids::Pool::from_host()?;
-    let ids = crate::ids::range_for(&req.home, &env.owner.key(), pool)?;
+    let ids = crate::ids::range_for(&cache_root, &env.owner.key(), pool)?;
     let user = UserNs::new(ids).map_err(|source| BuildError::Isolation {
         number,
         context: format!(
@@ -89,11 +93,7 @@ fn step_setup(
             )
         }
     };
-    let root = req
-        .build_cache
-        .clone()
-        .unwrap_or_else(|| req.home.join("cache/build"));
-    let cache = BuildCache::open(&root, env.owner, &plan.base, ids, log)?;
+    let cache = BuildCache::open(&cache_root, env.owner, &plan.base, ids, log)?;
     log.line(&format!(
         "-----> Build cache {} (package caches stay out of the image)",
         cache.dir().display()
