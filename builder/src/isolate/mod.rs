@@ -476,3 +476,48 @@ fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_names_variables_but_never_their_values() {
+        let env = BTreeMap::from([("NPM_TOKEN".to_string(), "s3cr3t-value".to_string())]);
+        let user = UserNs::new(crate::ids::IdRange {
+            first: 0x6fff_0000,
+            count: crate::ids::RANGE_SIZE,
+        })
+        .unwrap();
+        let hierarchy = Hierarchy::Unsupported("test".into());
+        let step = StepRun {
+            number: 1,
+            command: "npm ci",
+            rootfs: Path::new("/nonexistent"),
+            workdir: "/",
+            env: &env,
+            timeout: Duration::from_secs(1),
+            limits: Limits::default(),
+            hierarchy: &hierarchy,
+            ca_bundle: None,
+            caches: &[],
+            user: &user,
+            root: StepRoot::Mapped,
+            network: StepNetwork::Off,
+        };
+        let shown = format!("{step:?}");
+        assert!(
+            shown.contains("NPM_TOKEN") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        let sink = crate::log::NullSink;
+        let mut req = crate::BuildRequest::new("/h", crate::Source::Dir("d".into()), &sink);
+        req.secrets
+            .insert("NPM_TOKEN".into(), "s3cr3t-value".into());
+        let shown = format!("{req:?}");
+        assert!(
+            shown.contains("NPM_TOKEN") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
+}

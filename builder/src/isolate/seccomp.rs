@@ -43,9 +43,9 @@ fn arch() -> std::io::Result<seccompiler::TargetArch> {
     std::env::consts::ARCH.try_into().map_err(io)
 }
 
-/// A rule matching when argument `arg` (masked with `mask`) equals `value`.
-fn arg_is(arg: u8, len: Len, mask: u64, value: u64) -> std::io::Result<SeccompRule> {
-    let cond = SeccompCondition::new(arg, len, Op::MaskedEq(mask), value).map_err(io)?;
+/// A rule matching when argument `arg` compares to `value` by `op`.
+fn arg_is(arg: u8, len: Len, op: Op, value: u64) -> std::io::Result<SeccompRule> {
+    let cond = SeccompCondition::new(arg, len, op, value).map_err(io)?;
     SeccompRule::new(vec![cond]).map_err(io)
 }
 
@@ -97,30 +97,35 @@ fn denied() -> std::io::Result<Rules> {
     ];
     let mut rules: Rules = always.iter().map(|n| (*n, Vec::new())).collect();
     let newuser = libc::CLONE_NEWUSER as u64;
+    let has_newuser = Op::MaskedEq(newuser);
     rules.insert(
         libc::SYS_unshare,
-        vec![arg_is(0, Len::Qword, newuser, newuser)?],
+        vec![arg_is(0, Len::Qword, has_newuser.clone(), newuser)?],
     );
     rules.insert(
         libc::SYS_clone,
-        vec![arg_is(0, Len::Qword, newuser, newuser)?],
+        vec![arg_is(0, Len::Qword, has_newuser, newuser)?],
     );
     rules.insert(
         libc::SYS_socket,
-        vec![arg_is(0, Len::Dword, u64::MAX, libc::AF_VSOCK as u64)?],
+        vec![arg_is(0, Len::Dword, Op::Eq, libc::AF_VSOCK as u64)?],
     );
+    // The kernel reads the request as 32 bits, so only those are compared.
+    // (TIOCSTI is a c_ulong with glibc, a c_int elsewhere.)
+    #[allow(clippy::unnecessary_cast)]
+    let (tiocsti, tioclinux) = (libc::TIOCSTI as u64, libc::TIOCLINUX as u64);
     rules.insert(
         libc::SYS_ioctl,
         vec![
-            arg_is(1, Len::Dword, u64::MAX, libc::TIOCSTI as u64)?,
-            arg_is(1, Len::Dword, u64::MAX, libc::TIOCLINUX as u64)?,
+            arg_is(1, Len::Dword, Op::Eq, tiocsti)?,
+            arg_is(1, Len::Dword, Op::Eq, tioclinux)?,
         ],
     );
-    let fmt = libc::S_IFMT as u64;
+    let file_type = Op::MaskedEq(libc::S_IFMT as u64);
     let devices = |arg| -> std::io::Result<Vec<SeccompRule>> {
         Ok(vec![
-            arg_is(arg, Len::Dword, fmt, libc::S_IFCHR as u64)?,
-            arg_is(arg, Len::Dword, fmt, libc::S_IFBLK as u64)?,
+            arg_is(arg, Len::Dword, file_type.clone(), libc::S_IFCHR as u64)?,
+            arg_is(arg, Len::Dword, file_type.clone(), libc::S_IFBLK as u64)?,
         ])
     };
     #[cfg(target_arch = "x86_64")]
