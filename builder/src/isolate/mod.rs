@@ -151,13 +151,6 @@ pub(crate) fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
 
-fn under(root: &Path, dir: &str, names: &[&str]) -> Vec<CString> {
-    names
-        .iter()
-        .map(|n| cstr(&root.join(dir).join(n)))
-        .collect()
-}
-
 /// The highest capability number this kernel knows.
 fn cap_last() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -267,14 +260,6 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         StepRoot::Mapped => RootMount::Idmapped,
         StepRoot::Owned => RootMount::Owned,
     };
-    let dev = root.join("dev");
-    let node = |n: &str, maj: u32, min: u32| {
-        (
-            cstr(&dev.join(n)),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(maj, min),
-        )
-    };
     let (mut stage_r, stage_w) = std::io::pipe().map_err(|e| iso("creating a pipe", e))?;
     let prepared = Prepared {
         stage_fd: stage_w.as_raw_fd(),
@@ -284,42 +269,17 @@ pub fn run_step(step: &StepRun<'_>, log: &dyn LogSink) -> Result<StepOutcome> {
         range_first: step.user.range().first,
         root: cstr(&root),
         root_mount,
-        mounts: MountPlan {
-            proc_: cstr(&root.join("proc")),
-            proc_masked_files: under(&root, "proc", sandbox::PROC_MASKED_FILES),
-            proc_masked_dirs: under(&root, "proc", sandbox::PROC_MASKED_DIRS),
-            proc_readonly: under(&root, "proc", sandbox::PROC_READONLY),
-            dev: cstr(&dev),
-            dev_shm: cstr(&dev.join("shm")),
-            dev_pts: cstr(&dev.join("pts")),
-            nodes: vec![
-                node("null", 1, 3),
-                node("zero", 1, 5),
-                node("full", 1, 7),
-                node("random", 1, 8),
-                node("urandom", 1, 9),
-                node("tty", 5, 0),
-            ],
-            dev_links: [
-                ("/proc/self/fd", "fd"),
-                ("/proc/self/fd/0", "stdin"),
-                ("/proc/self/fd/1", "stdout"),
-                ("/proc/self/fd/2", "stderr"),
-            ]
-            .iter()
-            .map(|(t, l)| (cstr(Path::new(t)), cstr(&dev.join(l))))
-            .collect(),
-            sys: cstr(&root.join("sys")),
-            sys_masked_dirs: under(&root, "sys", sandbox::SYS_MASKED_DIRS),
-            files: bind_files
+        mounts: MountPlan::new(
+            &root,
+            bind_files
                 .iter()
                 .filter_map(|b| b.target.as_ref().map(|t| (b.host.clone(), cstr(t))))
                 .collect(),
-            dirs: bind_dirs
+            bind_dirs
                 .iter()
                 .filter_map(|b| b.target.as_ref().map(|t| (b.host.clone(), cstr(t))))
                 .collect(),
-        },
+        ),
         workdir: CString::new(step.workdir.as_bytes()).map_err(|_| {
             iso(
                 "workdir contains NUL",

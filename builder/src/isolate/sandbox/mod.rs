@@ -19,9 +19,7 @@
 mod creds;
 mod mounts;
 
-pub(super) use mounts::{
-    RootMount, PROC_MASKED_DIRS, PROC_MASKED_FILES, PROC_READONLY, SYS_MASKED_DIRS,
-};
+pub(super) use mounts::RootMount;
 
 use seccompiler::BpfProgram;
 use std::ffi::CString;

@@ -55,6 +55,61 @@ pub(in crate::isolate) struct Plan {
     pub(in crate::isolate) dirs: Vec<(CString, CString)>,
 }
 
+impl Plan {
+    /// The plan for the rootfs at `root`, with the given binds.
+    pub(in crate::isolate) fn new(
+        root: &std::path::Path,
+        files: Vec<(CString, CString)>,
+        dirs: Vec<(CString, CString)>,
+    ) -> Plan {
+        use crate::isolate::cstr;
+        let under = |dir: &str, names: &[&str]| -> Vec<CString> {
+            names
+                .iter()
+                .map(|n| cstr(&root.join(dir).join(n)))
+                .collect()
+        };
+        let dev = root.join("dev");
+        let node = |n: &str, maj: u32, min: u32| {
+            (
+                cstr(&dev.join(n)),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(maj, min),
+            )
+        };
+        Plan {
+            proc_: cstr(&root.join("proc")),
+            proc_masked_files: under("proc", PROC_MASKED_FILES),
+            proc_masked_dirs: under("proc", PROC_MASKED_DIRS),
+            proc_readonly: under("proc", PROC_READONLY),
+            dev: cstr(&dev),
+            dev_shm: cstr(&dev.join("shm")),
+            dev_pts: cstr(&dev.join("pts")),
+            nodes: vec![
+                node("null", 1, 3),
+                node("zero", 1, 5),
+                node("full", 1, 7),
+                node("random", 1, 8),
+                node("urandom", 1, 9),
+                node("tty", 5, 0),
+            ],
+            dev_links: [
+                ("/proc/self/fd", "fd"),
+                ("/proc/self/fd/0", "stdin"),
+                ("/proc/self/fd/1", "stdout"),
+                ("/proc/self/fd/2", "stderr"),
+            ]
+            .iter()
+            .map(|(t, l)| (cstr(std::path::Path::new(t)), cstr(&dev.join(l))))
+            .collect(),
+            sys: cstr(&root.join("sys")),
+            sys_masked_dirs: under("sys", SYS_MASKED_DIRS),
+            files,
+            dirs,
+        }
+    }
+}
+
 /// Paths under `/proc` that runc and crun hide (files, then directories).
 pub(in crate::isolate) const PROC_MASKED_FILES: &[&str] = &[
     "kcore",
