@@ -266,3 +266,47 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
         "{err:?}"
     );
 }
+
+#[test]
+fn what_a_step_writes_as_root_is_owned_by_root_in_the_image() {
+    // The step is root only of its user namespace (an unprivileged host
+    // uid), yet the image must look as if root had built it.
+    let home = home();
+    let repo = Repo::with_files(&[("a", "a", 0o644)]);
+    let mut plan = BuildPlan::new("owners", BaseSpec::Busybox);
+    plan.steps = vec![
+        Step::Copy {
+            from: ".".into(),
+            to: "/app".into(),
+        },
+        Step::Run {
+            command:
+                "set -e; echo x > /app/by-root; echo y > /app/by-app; chown 1000:1000 /app/by-app; \
+                      mkdir -p /srv/data && chown 65534:65534 /srv/data; touch /app/a"
+                    .into(),
+        },
+    ];
+    let (out, _) = ok(build(home.path(), repo.source(), plan));
+    let owner = |p: &str| {
+        let s = debugfs(&out.rootfs_path, &format!("stat {p}"));
+        let f: Vec<&str> = s.split_whitespace().collect();
+        let at = |k: &str| f.iter().position(|w| *w == k).map(|i| f[i + 1].to_string());
+        (
+            at("User:").unwrap_or_default(),
+            at("Group:").unwrap_or_default(),
+        )
+    };
+    assert_eq!(owner("/app/by-root"), ("0".into(), "0".into()));
+    assert_eq!(
+        owner("/app/a"),
+        ("0".into(), "0".into()),
+        "copied, then touched"
+    );
+    assert_eq!(owner("/app/by-app"), ("1000".into(), "1000".into()));
+    assert_eq!(owner("/srv/data"), ("65534".into(), "65534".into()));
+    assert_eq!(
+        owner("/bin/busybox"),
+        ("0".into(), "0".into()),
+        "base files untouched"
+    );
+}
