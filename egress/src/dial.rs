@@ -3,17 +3,65 @@
 //! an address that was judged — never resolve again, so a name cannot
 //! answer "public" to the check and "private" to the connect (DNS
 //! rebinding).
+//!
+//! Answers are kept for [`DNS_TTL`] and concurrent lookups of one name
+//! share a single query: a package manager opens a dozen connections to
+//! its registry at once, and resolvers that drop bursts of identical
+//! queries (this project's CI resolver drops about half of 30) turn each
+//! dropped one into glibc's 5 s retry — and npm then backs off for 10-20 s.
+//! Cached addresses are judged again on every connection.
 
 use crate::host::{parse_host, Host, HostError};
 use crate::local::LocalAddresses;
 use crate::policy::{Denied, Policy};
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 /// Addresses of one name tried at most (getaddrinfo's order: the host's
 /// preferred family first).
 const MAX_ADDRESSES: usize = 4;
+
+/// How long a name's addresses are reused (getaddrinfo reports no TTL).
+pub const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// Names remembered at most; past that the cache starts over.
+const DNS_CACHE_NAMES: usize = 1024;
+
+/// One name's answer, behind a lock held while it is being looked up.
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Vec<IpAddr>)>>>;
+
+/// Resolved names, with single-flight lookups.
+#[derive(Debug, Default)]
+struct DnsCache {
+    names: Mutex<HashMap<String, Slot>>,
+}
+
+impl DnsCache {
+    async fn lookup(&self, name: &str) -> std::io::Result<Vec<IpAddr>> {
+        let slot = {
+            let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+            if names.len() >= DNS_CACHE_NAMES && !names.contains_key(name) {
+                names.clear();
+            }
+            names.entry(name.to_string()).or_default().clone()
+        };
+        let mut answer = slot.lock().await;
+        if let Some((at, addrs)) = answer.as_ref() {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs: Vec<IpAddr> = tokio::net::lookup_host((name, 0))
+            .await?
+            .map(|a| a.ip())
+            .collect();
+        *answer = Some((Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
 
 /// A destination the policy refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +132,7 @@ pub struct Dialer {
     policy: Policy,
     local: LocalAddresses,
     connect_timeout: Duration,
+    dns: DnsCache,
 }
 
 impl Dialer {
@@ -93,6 +142,7 @@ impl Dialer {
             policy,
             local: LocalAddresses::new(Duration::from_secs(2)),
             connect_timeout,
+            dns: DnsCache::default(),
         }
     }
 
@@ -120,12 +170,16 @@ impl Dialer {
                     loopback_name: true,
                 }));
             }
-            Host::Name(name) => tokio::net::lookup_host((name.as_str(), port))
+            Host::Name(name) => self
+                .dns
+                .lookup(name)
                 .await
                 .map_err(|source| DialError::Resolve {
                     host: name.clone(),
                     source,
                 })?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
                 .collect(),
         };
         let local = self.local.get();
@@ -213,6 +267,26 @@ mod tests {
         }
         let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
         assert!(accepted.is_err(), "a refused destination was connected to");
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_a_name_share_one_answer() {
+        let cache = Arc::new(DnsCache::default());
+        let lookups: Vec<_> = (0..20)
+            .map(|_| {
+                let c = cache.clone();
+                tokio::spawn(async move { c.lookup("localhost").await.unwrap() })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for l in lookups {
+            answers.push(l.await.unwrap());
+        }
+        assert!(
+            answers.iter().all(|a| *a == answers[0] && !a.is_empty()),
+            "{answers:?}"
+        );
+        assert_eq!(cache.names.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
