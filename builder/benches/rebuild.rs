@@ -6,6 +6,8 @@
 //! ratios to cold, in one run. Goal: one-line change ≤ 10% of cold; unchanged ≤ 1 s.
 //! Plus the cost of isolation itself: 20 `run true` steps on busybox, per step.
 //!
+//! `BUILDER_BENCH_ONLY=steps` measures only the per-step cost.
+//!
 //! Before/after: `BUILDER_BENCH_OUT=FILE` writes the figures as JSON;
 //! `BUILDER_BENCH_BASELINE=FILE` (figures of an earlier build of the builder,
 //! same machine) prints them side by side with ratios. The unprivileged
@@ -82,7 +84,8 @@ fn main() {
         "{:<14} {:>9} {:>12} {:>9} {:>10} {:>9} {:>10}",
         "app", "cold s", "unchanged s", "ratio", "1-line s", "ratio", "image MiB"
     );
-    for (name, file, comment) in APPS {
+    let only_steps = std::env::var("BUILDER_BENCH_ONLY").is_ok_and(|v| v == "steps");
+    for (name, file, comment) in APPS.iter().filter(|_| !only_steps) {
         // Cold: empty base cache, build cache and artifact store.
         let work = tempfile::tempdir().expect("temp dir");
         let (home, cache) = (work.path().join("home"), work.path().join("bases"));
