@@ -80,11 +80,7 @@ fn main() {
         "TCG microVM, boot to exit",
         wall.as_secs_f64()
     );
-    println!(
-        "{:<44} {:>9.2}",
-        "TCG microVM, the work alone",
-        work
-    );
+    println!("{:<44} {:>9.2}", "TCG microVM, the work alone", work);
     println!(
         "microVM / sandbox: {:.1}x (work alone {:.1}x); the issue's budget is 2x",
         wall.as_secs_f64() / host.as_secs_f64(),
