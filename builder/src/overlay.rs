@@ -132,12 +132,20 @@ impl Overlay {
     /// [`Suspended::resume`] mounts it again.
     pub fn suspend(&self) -> Result<Suspended<'_>, String> {
         let target = cstring(&self.merged)?;
-        // SAFETY: umount2 of our own mount, not lazily: the layers must be
-        // released before the step mounts them.
-        check(
-            unsafe { libc::umount2(target.as_ptr(), 0) },
-            "unmounting the build overlay",
-        )?;
+        // Not lazily: the layers must be released before the step mounts
+        // them. A file of the rootfs opened by this build a moment ago can
+        // still be referenced by a child another build just forked (it
+        // holds every descriptor until its exec), so "busy" is retried.
+        let mut rc = -1;
+        for _ in 0..500 {
+            // SAFETY: umount2 of our own mount point, a valid C string.
+            rc = unsafe { libc::umount2(target.as_ptr(), 0) };
+            if rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        check(rc, "unmounting the build overlay")?;
         Ok(Suspended {
             overlay: self,
             resumed: false,
