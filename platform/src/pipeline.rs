@@ -246,6 +246,11 @@ async fn build(
     let home = platform.home().to_path_buf();
     let (repo, commit) = (req.repo.clone(), req.commit.clone());
     let ca_trust = platform.build_ca.clone();
+    let app = req.app.clone();
+    // The build runs on a blocking thread; cancel reaches its steps through
+    // this flag (the step's whole process tree is killed).
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cancel_build = cancel.clone();
     // Bounded: a build that prints faster than the events take it waits.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let build = tokio::task::spawn_blocking(move || {
@@ -255,6 +260,10 @@ async fn build(
         let mut request =
             builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
         request.ca_trust = ca_trust;
+        // The repository's app keys the cache and the steps' id range,
+        // whatever the manifest claims.
+        request.app = Some(app);
+        request.cancel = Some(cancel_build);
         builder::build(&request)
     });
     let mut build = std::pin::pin!(build);
@@ -270,7 +279,13 @@ async fn build(
                     .map_err(|e| JobError::Build { message: crate::jobs::error_chain(&e) });
             }
             why = ctx.control.stopped() => {
-                // TODO(builder cancel): the step keeps running until it ends.
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Wait for the step's processes to be gone before the job
+                // ends: a cancelled build leaves nothing running.
+                // Its lines are drained meanwhile so its sink never blocks;
+                // the channel closes when the build thread ends.
+                while rx.recv().await.is_some() {}
+                let _ = (&mut build).await;
                 return Err(why);
             }
         }
