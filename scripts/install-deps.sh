@@ -11,6 +11,7 @@ packages=(
   busybox-static cpio e2fsprogs          # guest init, initramfs, ext4 rootfs images
   mmdebstrap debootstrap                 # debian:<suite> base layers
   wrk nginx-light                        # router benchmark: load generator and the reference proxy
+  chromium fonts-dejavu-core             # the dashboard's real-browser test (headless Chromium)
 )
 
 missing=()

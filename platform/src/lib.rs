@@ -24,6 +24,7 @@ pub mod boot;
 pub mod events;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pipeline;
 pub mod repo_files;
 pub mod store;

@@ -6,11 +6,14 @@
 //! written in SQL both understand, and is applied on every start.
 //! Placeholders are `$1, $2, …` in order of appearance, which both accept.
 
+mod access;
 mod apps;
 mod crypto;
 mod deploys;
 mod jobs;
 mod portfolio;
+mod sessions;
+mod tokens;
 mod users;
 mod vars;
 
@@ -20,11 +23,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use access::{KeyUse, SecretInfo};
 pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
 pub use jobs::{CancelOutcome, JobRow, NewJob};
 pub use portfolio::{PortfolioEntry, PortfolioStatus};
+pub use sessions::{token_hash, NewSession, Session};
+pub use tokens::{ApiToken, TokenScope};
 pub use users::{SshKey, User};
 
 /// Errors from the state store.
