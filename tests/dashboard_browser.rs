@@ -206,6 +206,7 @@ fn dashboard_in_a_real_browser() {
         Duration::from_secs(120),
         &d,
     );
+    assert!(!push.is_finished(), "the build log line arrived only after the push had ended");
     let pushed = push.join().unwrap();
     assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
     wait_for(&tab, "deploy #2 in the deploys table", "!!document.querySelector('#deploy-2.dep-live')", Duration::from_secs(30), &d);

@@ -190,7 +190,8 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-pub(crate) type SseStream = Sse<BoxStream<'static, Result<SseEvent, Infallible>>>;
+pub(crate) type SseStream =
+    Sse<axum::response::sse::KeepAliveStream<BoxStream<'static, Result<SseEvent, Infallible>>>>;
 
 fn sse(s: impl Stream<Item = SseEvent> + Send + 'static) -> SseStream {
     Sse::new(s.map(Ok).boxed()).keep_alive(KeepAlive::default())
