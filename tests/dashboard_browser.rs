@@ -222,6 +222,8 @@ fn dashboard_in_a_real_browser() {
         &d,
     );
     assert_eq!(eval_string(&tab, "window.__noReload"), "still here", "the page reloaded");
+    let shot = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).unwrap();
+    std::fs::write(std::env::temp_dir().join("byteport-dashboard-app.png"), &shot).unwrap();
 
     // Log lines are text: a request with markup in its path renders inert.
     let _ = d.get_path("site", "/%3Cimg%20src=x%20onerror=alert(1)%3E");
@@ -230,7 +232,10 @@ fn dashboard_in_a_real_browser() {
 
     // Sign out; bob signs in and sees none of alice's apps.
     tab.find_element("form.signout button").unwrap().click().unwrap();
-    tab.wait_until_navigated().unwrap();
+    wait_for(&tab, "the sign-in page after signing out", "location.pathname === '/signin'", Duration::from_secs(10), &d);
+    // The old session is dead server-side: the apps page asks to sign in.
+    tab.navigate_to(&format!("{base}/apps")).unwrap().wait_until_navigated().unwrap();
+    wait_for(&tab, "the sign-in form", "location.pathname === '/signin' && !!document.querySelector('input[name=user]')", Duration::from_secs(10), &d);
     sign_in(&tab, &base, "bob", "bob-password-12");
     let body = eval_string(&tab, "document.body.innerText");
     assert!(!body.contains("site"), "bob sees alice's app:\n{body}");
