@@ -25,7 +25,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_micros() -> u64 {
@@ -36,7 +39,11 @@ fn now_micros() -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 // ---------------------------------------------------------------- child --
@@ -48,7 +55,10 @@ fn child_main() {
         let services = byteport::daemon::start(&config).await.unwrap();
         let store = services.store.clone();
         let platform = services.platform.clone();
-        store.add_user("alice", Some("bench-password")).await.unwrap();
+        store
+            .add_user("alice", Some("bench-password"))
+            .await
+            .unwrap();
         let pubkey = std::fs::read_to_string(std::env::var("BENCH_PUBKEY").unwrap()).unwrap();
         store.add_key("alice", &pubkey).await.unwrap();
         store.create_app("loud", "alice").await.unwrap();
@@ -58,10 +68,19 @@ fn child_main() {
             store.create_app(&app, "alice").await.unwrap();
             for n in 0..5 {
                 let d = store
-                    .start_deploy(&app, &format!("{n:040}"), "refs/heads/main", Some("alice"), None)
+                    .start_deploy(
+                        &app,
+                        &format!("{n:040}"),
+                        "refs/heads/main",
+                        Some("alice"),
+                        None,
+                    )
                     .await
                     .unwrap();
-                store.set_deploy_artifact(&app, d.number, "digest").await.unwrap();
+                store
+                    .set_deploy_artifact(&app, d.number, "digest")
+                    .await
+                    .unwrap();
                 store.mark_live(&app, d.number).await.unwrap();
             }
             for k in 0..300 {
@@ -81,7 +100,10 @@ fn child_main() {
             .create_token("alice", "bench", platform::store::TokenScope::Api)
             .await
             .unwrap();
-        let session = store.create_session("alice", 3_600_000, None).await.unwrap();
+        let session = store
+            .create_session("alice", 3_600_000, None)
+            .await
+            .unwrap();
         println!(
             "READY {} {} {} {}",
             services.dashboard.local_addr().port(),
@@ -117,7 +139,8 @@ fn child_main() {
             }
         });
         // Commands from the parent on stdin: `emit`, `pause`, `exit`.
-        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+        let mut lines =
+            tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
         while let Ok(Some(line)) = lines.next_line().await {
             match line.trim() {
                 "emit" => emitting.store(true, Ordering::Relaxed),
@@ -148,14 +171,19 @@ impl Server {
 
     /// CPU seconds (user + system) the daemon used so far.
     fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after = stat.rfind(')').map(|i| &stat[i + 2..]).unwrap_or("");
-        let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+        let f: Vec<u64> = after
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
         (f.get(11).unwrap_or(&0) + f.get(12).unwrap_or(&0)) as f64 / 100.0
     }
 
     fn rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -176,19 +204,27 @@ struct Seen {
 
 impl Seen {
     fn line(&mut self, text: &str, delays: &Mutex<Vec<u32>>) {
-        let Some(seq) = field(text, "seq=") else { return };
+        let Some(seq) = field(text, "seq=") else {
+            return;
+        };
         let Some(t) = field(text, "t=") else { return };
         self.first.get_or_insert(seq);
         self.last = seq;
         self.lines += 1;
         let delay = now_micros().saturating_sub(t);
-        delays.lock().unwrap().push(delay.min(u32::MAX as u64) as u32);
+        delays
+            .lock()
+            .unwrap()
+            .push(delay.min(u32::MAX as u64) as u32);
     }
 }
 
 fn field(text: &str, key: &str) -> Option<u64> {
     let at = text.find(key)? + key.len();
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -208,7 +244,11 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Runs `followers` for `secs` while the daemon emits, measuring it.
-fn measure(server: &mut Server, secs: u64, run: impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()>) -> Outcome {
+fn measure(
+    server: &mut Server,
+    secs: u64,
+    run: impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()>,
+) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let delays = Arc::new(Mutex::new(Vec::with_capacity(8_000_000)));
@@ -238,18 +278,31 @@ fn measure(server: &mut Server, secs: u64, run: impl FnOnce(Arc<AtomicBool>, Arc
     }
 }
 
-fn sse_followers(rt: &tokio::runtime::Runtime, server: &Server, n: usize) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()> + '_ {
+fn sse_followers(
+    rt: &tokio::runtime::Runtime,
+    server: &Server,
+    n: usize,
+) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()> + '_
+{
     let url = format!("http://127.0.0.1:{}/api/v1/apps/loud/events", server.http);
     let token = server.token.clone();
     move |stop, seen, delays| {
         let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..n {
-            let (url, token, stop, seen, delays, connected) =
-                (url.clone(), token.clone(), stop.clone(), seen.clone(), delays.clone(), connected.clone());
+            let (url, token, stop, seen, delays, connected) = (
+                url.clone(),
+                token.clone(),
+                stop.clone(),
+                seen.clone(),
+                delays.clone(),
+                connected.clone(),
+            );
             handles.push(rt.spawn(async move {
-                let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<Empty<Bytes>>();
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<Empty<Bytes>>();
                 let req = hyper::Request::get(&url)
                     .header("authorization", format!("Bearer {token}"))
                     .header("accept", "text/event-stream")
@@ -261,12 +314,19 @@ fn sse_followers(rt: &tokio::runtime::Runtime, server: &Server, n: usize) -> imp
                 let mut s = Seen::default();
                 let mut buf = String::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let frame = match tokio::time::timeout(Duration::from_millis(500), res.body_mut().frame()).await {
+                    let frame = match tokio::time::timeout(
+                        Duration::from_millis(500),
+                        res.body_mut().frame(),
+                    )
+                    .await
+                    {
                         Ok(Some(Ok(f))) => f,
                         Ok(_) => break,
                         Err(_) => continue,
                     };
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     buf.push_str(&String::from_utf8_lossy(&data));
                     while let Some(end) = buf.find("\n\n") {
                         let msg: String = buf.drain(..end + 2).collect();
@@ -284,7 +344,10 @@ fn sse_followers(rt: &tokio::runtime::Runtime, server: &Server, n: usize) -> imp
         while connected.load(Ordering::SeqCst) < n && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("  {} SSE followers connected", connected.load(Ordering::SeqCst));
+        eprintln!(
+            "  {} SSE followers connected",
+            connected.load(Ordering::SeqCst)
+        );
         Box::new(move || {
             for h in handles {
                 let _ = rt.block_on(h);
@@ -293,7 +356,12 @@ fn sse_followers(rt: &tokio::runtime::Runtime, server: &Server, n: usize) -> imp
     }
 }
 
-fn ssh_followers(server: &Server, key: std::path::PathBuf, n: usize) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()> {
+fn ssh_followers(
+    server: &Server,
+    key: std::path::PathBuf,
+    n: usize,
+) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()>
+{
     let port = server.ssh;
     move |stop, seen, delays| {
         let mut children = Vec::new();
@@ -301,9 +369,28 @@ fn ssh_followers(server: &Server, key: std::path::PathBuf, n: usize) -> impl FnO
         let first_line = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for _ in 0..n {
             let mut c = Command::new("ssh")
-                .args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-i"])
+                .args([
+                    "-F",
+                    "/dev/null",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-o",
+                    "BatchMode=yes",
+                    "-i",
+                ])
                 .arg(&key)
-                .args(["-p", &port.to_string(), "git@127.0.0.1", "logs loud -n 0 -f"])
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "git@127.0.0.1",
+                    "logs loud -n 0 -f",
+                ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -311,7 +398,12 @@ fn ssh_followers(server: &Server, key: std::path::PathBuf, n: usize) -> impl FnO
                 .expect("ssh (openssh-client)");
             let out = c.stdout.take().unwrap();
             children.push(c);
-            let (stop, seen, delays, first_line) = (stop.clone(), seen.clone(), delays.clone(), first_line.clone());
+            let (stop, seen, delays, first_line) = (
+                stop.clone(),
+                seen.clone(),
+                delays.clone(),
+                first_line.clone(),
+            );
             readers.push(std::thread::spawn(move || {
                 let mut s = Seen::default();
                 let mut started = false;
@@ -325,7 +417,10 @@ fn ssh_followers(server: &Server, key: std::path::PathBuf, n: usize) -> impl FnO
                         break;
                     }
                     if line.contains("lines skipped") {
-                        s.skipped += line.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap_or(0);
+                        s.skipped += line
+                            .split_whitespace()
+                            .find_map(|w| w.parse::<u64>().ok())
+                            .unwrap_or(0);
                     } else {
                         s.line(&line, &delays);
                     }
@@ -351,10 +446,17 @@ fn report(name: &str, o: &Outcome, rate: u64) {
     let complete = o
         .followers
         .iter()
-        .filter(|s| s.first.is_some_and(|f| s.lines + s.skipped >= s.last - f + 1))
+        .filter(|s| {
+            s.first
+                .is_some_and(|f| s.lines + s.skipped >= s.last - f + 1)
+        })
         .count();
     let delivered: u64 = o.followers.iter().map(|s| s.lines).sum();
-    let expected: u64 = o.followers.iter().map(|s| s.first.map_or(0, |f| s.last - f + 1)).sum();
+    let expected: u64 = o
+        .followers
+        .iter()
+        .map(|s| s.first.map_or(0, |f| s.last - f + 1))
+        .sum();
     let skipped: u64 = o.followers.iter().map(|s| s.skipped).sum();
     let unaccounted = expected.saturating_sub(delivered + skipped);
     println!(
@@ -370,7 +472,12 @@ fn report(name: &str, o: &Outcome, rate: u64) {
 fn page_latency(rt: &tokio::runtime::Runtime, server: &Server) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Empty<Bytes>>();
-    for path in ["/apps", "/apps/app-17", "/api/v1/apps", "/api/v1/apps/app-17"] {
+    for path in [
+        "/apps",
+        "/apps/app-17",
+        "/api/v1/apps",
+        "/api/v1/apps/app-17",
+    ] {
         let mut times = Vec::new();
         for _ in 0..200 {
             let req = hyper::Request::get(format!("http://127.0.0.1:{}{path}", server.http))
@@ -431,7 +538,9 @@ fn main() {
         .spawn()
         .unwrap();
     let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
     let w: Vec<&str> = ready.split_whitespace().collect();
     assert_eq!(w.first(), Some(&"READY"), "child said: {ready}");
     let mut server = Server {
@@ -441,13 +550,21 @@ fn main() {
         session: w[4].to_string(),
         child,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     println!("dashboard bench: {followers} followers of one app at {rate} lines/s for {secs} s per path; RSS idle {:.1} MiB", server.rss_mib());
     page_latency(&rt, &server);
     let sse = measure(&mut server, secs, sse_followers(&rt, &server, followers));
     report("SSE (API)", &sse, rate);
     std::thread::sleep(Duration::from_secs(2));
-    let ssh = measure(&mut server, secs, ssh_followers(&server, key.clone(), followers));
+    let ssh = measure(
+        &mut server,
+        secs,
+        ssh_followers(&server, key.clone(), followers),
+    );
     report("ssh logs -f", &ssh, rate);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!(

@@ -29,9 +29,18 @@ fn add_user(d: &Daemon, name: &str, password: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "users add {name}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "users add {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn browser(profile: &Path) -> Browser {
@@ -88,7 +97,9 @@ fn exact_viewport(tab: &Tab) {
 
 fn eval_string(tab: &Tab, js: &str) -> String {
     let v = tab.evaluate(js, false).unwrap().value.unwrap_or_default();
-    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string())
 }
 
 /// Waits until `js` evaluates to true in the page.
@@ -106,19 +117,34 @@ fn wait_for(tab: &Tab, what: &str, js: &str, timeout: Duration, d: &Daemon) {
         }
         if Instant::now() > deadline {
             let body = eval_string(tab, "document.body ? document.body.innerText : ''");
-            panic!("timed out waiting for {what}\n--- page ---\n{body}\n--- daemon ---\n{}", d.log());
+            panic!(
+                "timed out waiting for {what}\n--- page ---\n{body}\n--- daemon ---\n{}",
+                d.log()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 fn sign_in(tab: &Tab, base: &str, user: &str, password: &str) {
-    tab.navigate_to(&format!("{base}/apps")).unwrap().wait_until_navigated().unwrap();
-    tab.wait_for_element("input[name=user]").unwrap().click().unwrap();
+    tab.navigate_to(&format!("{base}/apps"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    tab.wait_for_element("input[name=user]")
+        .unwrap()
+        .click()
+        .unwrap();
     tab.type_str(user).unwrap();
-    tab.wait_for_element("input[name=password]").unwrap().click().unwrap();
+    tab.wait_for_element("input[name=password]")
+        .unwrap()
+        .click()
+        .unwrap();
     tab.type_str(password).unwrap();
-    tab.wait_for_element("form[action='/signin'] button[type=submit]").unwrap().click().unwrap();
+    tab.wait_for_element("form[action='/signin'] button[type=submit]")
+        .unwrap()
+        .click()
+        .unwrap();
     tab.wait_until_navigated().unwrap();
     tab.wait_for_element("header.top .who").unwrap();
 }
@@ -160,7 +186,12 @@ fn dashboard_in_a_real_browser() {
     git(w, &["commit", "-qm", "one"], None);
     git(w, &["remote", "add", "byteport", &d.remote("site")], None);
     let out = git(w, &["push", "byteport", "main"], Some(&ssh));
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), d.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
 
     let profile = tempfile::tempdir().unwrap();
     let b = browser(profile.path());
@@ -170,21 +201,38 @@ fn dashboard_in_a_real_browser() {
     // Sign in; the apps page lists the app, running.
     sign_in(&tab, &base, "alice", "alice-password-1");
     tab.wait_for_element("#app-site").unwrap();
-    wait_for(&tab, "the app running", "document.querySelector('#app-site .state').textContent === 'running'", Duration::from_secs(30), &d);
-    let shot = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).unwrap();
+    wait_for(
+        &tab,
+        "the app running",
+        "document.querySelector('#app-site .state').textContent === 'running'",
+        Duration::from_secs(30),
+        &d,
+    );
+    let shot = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
     let share = non_background_share(&shot);
-    assert!(share > 0.02, "the apps page screenshot is blank ({share:.4} non-background)");
-    std::fs::write(std::env::temp_dir().join("byteport-dashboard-apps.png"), &shot).unwrap();
+    assert!(
+        share > 0.02,
+        "the apps page screenshot is blank ({share:.4} non-background)"
+    );
+    std::fs::write(
+        std::env::temp_dir().join("byteport-dashboard-apps.png"),
+        &shot,
+    )
+    .unwrap();
 
     // Open the app; its page connects its one event stream.
     tab.find_element("#app-site a").unwrap().click().unwrap();
     tab.wait_until_navigated().unwrap();
     tab.wait_for_element("#runtime-lines").unwrap();
     wait_for(&tab, "the SSE stream to open", "!!document.querySelector('[sse-connect]') && document.querySelector('[sse-connect]')['htmx-internal-data'] && !!document.querySelector('[sse-connect]')['htmx-internal-data'].sseEventSource && document.querySelector('[sse-connect]')['htmx-internal-data'].sseEventSource.readyState === 1", Duration::from_secs(20), &d);
-    tab.evaluate("window.__noReload = 'still here'", false).unwrap();
+    tab.evaluate("window.__noReload = 'still here'", false)
+        .unwrap();
 
     // A request to the app: its router line appears in the runtime log.
-    d.get_path("site", "/index.html?from-the-browser-test").unwrap();
+    d.get_path("site", "/index.html?from-the-browser-test")
+        .unwrap();
     wait_for(
         &tab,
         "the request's log line",
@@ -206,14 +254,36 @@ fn dashboard_in_a_real_browser() {
         Duration::from_secs(120),
         &d,
     );
-    assert!(!push.is_finished(), "the build log line arrived only after the push had ended");
+    assert!(
+        !push.is_finished(),
+        "the build log line arrived only after the push had ended"
+    );
     let pushed = push.join().unwrap();
-    assert!(pushed.status.success(), "{}", String::from_utf8_lossy(&pushed.stderr));
-    wait_for(&tab, "deploy #2 in the deploys table", "!!document.querySelector('#deploy-2.dep-live')", Duration::from_secs(30), &d);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    wait_for(
+        &tab,
+        "deploy #2 in the deploys table",
+        "!!document.querySelector('#deploy-2.dep-live')",
+        Duration::from_secs(30),
+        &d,
+    );
 
     // Restart: the jobs table shows the restart job and its end, live.
-    tab.find_element("#action-restart").unwrap().click().unwrap();
-    wait_for(&tab, "the restart's confirmation", "document.querySelector('#action-result').textContent.includes('restart queued as job')", Duration::from_secs(10), &d);
+    tab.find_element("#action-restart")
+        .unwrap()
+        .click()
+        .unwrap();
+    wait_for(
+        &tab,
+        "the restart's confirmation",
+        "document.querySelector('#action-result').textContent.includes('restart queued as job')",
+        Duration::from_secs(10),
+        &d,
+    );
     wait_for(
         &tab,
         "the restart job to succeed in the jobs table",
@@ -221,26 +291,72 @@ fn dashboard_in_a_real_browser() {
         Duration::from_secs(180),
         &d,
     );
-    assert_eq!(eval_string(&tab, "window.__noReload"), "still here", "the page reloaded");
-    let shot = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true).unwrap();
-    std::fs::write(std::env::temp_dir().join("byteport-dashboard-app.png"), &shot).unwrap();
+    assert_eq!(
+        eval_string(&tab, "window.__noReload"),
+        "still here",
+        "the page reloaded"
+    );
+    let shot = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
+    std::fs::write(
+        std::env::temp_dir().join("byteport-dashboard-app.png"),
+        &shot,
+    )
+    .unwrap();
 
     // Log lines are text: a request with markup in its path renders inert.
     let _ = d.get_path("site", "/%3Cimg%20src=x%20onerror=alert(1)%3E");
-    wait_for(&tab, "the hostile request line", "document.querySelector('#runtime-lines').textContent.includes('onerror')", Duration::from_secs(20), &d);
-    assert_eq!(eval_string(&tab, "String(document.querySelectorAll('#runtime-lines img').length)"), "0");
+    wait_for(
+        &tab,
+        "the hostile request line",
+        "document.querySelector('#runtime-lines').textContent.includes('onerror')",
+        Duration::from_secs(20),
+        &d,
+    );
+    assert_eq!(
+        eval_string(
+            &tab,
+            "String(document.querySelectorAll('#runtime-lines img').length)"
+        ),
+        "0"
+    );
 
     // Sign out; bob signs in and sees none of alice's apps.
-    tab.find_element("form.signout button").unwrap().click().unwrap();
-    wait_for(&tab, "the sign-in page after signing out", "location.pathname === '/signin'", Duration::from_secs(10), &d);
+    tab.find_element("form.signout button")
+        .unwrap()
+        .click()
+        .unwrap();
+    wait_for(
+        &tab,
+        "the sign-in page after signing out",
+        "location.pathname === '/signin'",
+        Duration::from_secs(10),
+        &d,
+    );
     // The old session is dead server-side: the apps page asks to sign in.
-    tab.navigate_to(&format!("{base}/apps")).unwrap().wait_until_navigated().unwrap();
-    wait_for(&tab, "the sign-in form", "location.pathname === '/signin' && !!document.querySelector('input[name=user]')", Duration::from_secs(10), &d);
+    tab.navigate_to(&format!("{base}/apps"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
+    wait_for(
+        &tab,
+        "the sign-in form",
+        "location.pathname === '/signin' && !!document.querySelector('input[name=user]')",
+        Duration::from_secs(10),
+        &d,
+    );
     sign_in(&tab, &base, "bob", "bob-password-12");
     let body = eval_string(&tab, "document.body.innerText");
     assert!(!body.contains("site"), "bob sees alice's app:\n{body}");
     assert!(body.contains("No apps yet"), "{body}");
-    tab.navigate_to(&format!("{base}/apps/site")).unwrap().wait_until_navigated().unwrap();
+    tab.navigate_to(&format!("{base}/apps/site"))
+        .unwrap()
+        .wait_until_navigated()
+        .unwrap();
     let body = eval_string(&tab, "document.body.innerText");
-    assert!(body.contains("Not found") && !body.contains("version"), "{body}");
+    assert!(
+        body.contains("Not found") && !body.contains("version"),
+        "{body}"
+    );
 }

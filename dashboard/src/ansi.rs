@@ -60,9 +60,13 @@ impl Style {
     }
 
     fn apply(&mut self, params: &str) {
-        let mut codes = params
-            .split(';')
-            .map(|p| if p.is_empty() { Some(0) } else { p.parse::<u16>().ok() });
+        let mut codes = params.split(';').map(|p| {
+            if p.is_empty() {
+                Some(0)
+            } else {
+                p.parse::<u16>().ok()
+            }
+        });
         while let Some(code) = codes.next() {
             let Some(code) = code else { continue };
             match code {
@@ -147,8 +151,9 @@ fn parse_escape(s: &str) -> (usize, Option<&str>) {
             for (i, &b) in bytes.iter().enumerate().skip(1) {
                 if (0x40..=0x7e).contains(&b) {
                     let params = &s[1..i];
-                    let sgr = (b == b'm' && params.bytes().all(|c| c.is_ascii_digit() || c == b';'))
-                        .then_some(params);
+                    let sgr = (b == b'm'
+                        && params.bytes().all(|c| c.is_ascii_digit() || c == b';'))
+                    .then_some(params);
                     return (i + 1, sgr);
                 }
                 if !(0x20..=0x3f).contains(&b) {

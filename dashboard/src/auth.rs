@@ -124,7 +124,13 @@ pub(crate) fn client(ctx: &Ctx, parts: &Parts) -> (Option<IpAddr>, bool) {
 }
 
 /// A `Set-Cookie` value with the attributes every cookie of ours has.
-pub(crate) fn set_cookie(name: &str, value: &str, path: &str, max_age: Option<u64>, secure: bool) -> String {
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Option<u64>,
+    secure: bool,
+) -> String {
     let mut c = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         c.push_str(&format!("; Max-Age={age}"));
@@ -194,7 +200,11 @@ impl FromRequestParts<Ctx> for PageViewer {
             Ok(Some(v)) if matches!(v.via, Via::Session { .. }) => Ok(PageViewer(v)),
             Ok(_) | Err(Error::Unauthorized) => {
                 let next = if parts.method == Method::GET {
-                    parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                    parts
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
                 } else {
                     "/apps"
                 };
@@ -288,8 +298,8 @@ impl RateLimiter {
         if map.len() >= MAX_KEYS {
             map.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
         }
-        let keys = std::iter::once(format!("user:{user}"))
-            .chain(address.map(|a| format!("addr:{a}")));
+        let keys =
+            std::iter::once(format!("user:{user}")).chain(address.map(|a| format!("addr:{a}")));
         for key in keys {
             let entry = map.entry(key).or_insert((now, 0));
             if now.duration_since(entry.0) >= WINDOW {
@@ -326,8 +336,12 @@ mod tests {
         for i in 0..MAX_FAILURES_PER_ADDRESS {
             l.failed(&format!("u{i}"), Some(a));
         }
-        assert_eq!(l.check("carol", Some(a)).unwrap_err().code(), "rate_limited");
-        l.check("carol", Some("192.0.2.2".parse().unwrap())).unwrap();
+        assert_eq!(
+            l.check("carol", Some(a)).unwrap_err().code(),
+            "rate_limited"
+        );
+        l.check("carol", Some("192.0.2.2".parse().unwrap()))
+            .unwrap();
         l.succeeded("alice");
         l.check("alice", None).unwrap();
     }

@@ -31,7 +31,9 @@ pub enum Error {
     #[error("{0}")]
     RateLimited(String),
     /// A state-changing request without this session's CSRF token.
-    #[error("this form has expired or did not come from this dashboard; reload the page and try again")]
+    #[error(
+        "this form has expired or did not come from this dashboard; reload the page and try again"
+    )]
     Csrf,
     /// BytePort failed; the log has the cause.
     #[error("internal error; the daemon's log has the cause")]

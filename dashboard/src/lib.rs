@@ -129,7 +129,9 @@ pub fn router(ctx: Ctx) -> axum::Router {
         .merge(api)
         .route("/metrics", axum::routing::get(api::metrics::metrics))
         .fallback(error::fallback)
-        .layer(axum::extract::DefaultBodyLimit::max(security::MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            security::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn(security::headers))
         .with_state(ctx)
 }
@@ -179,7 +181,9 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let local_addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
     let ctx = Ctx::new(platform, host, options);
     let app = router(ctx.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let stopping = ctx.clone();

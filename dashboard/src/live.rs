@@ -44,7 +44,11 @@ fn source(e: &Event) -> (&str, &str) {
             process, stream, ..
         } => (
             process.as_str(),
-            if *stream == OutputStream::Err { "err" } else { "out" },
+            if *stream == OutputStream::Err {
+                "err"
+            } else {
+                "out"
+            },
         ),
         EventKind::Request { .. } => ("router", "out"),
         _ => ("byteport", "out"),
@@ -346,7 +350,10 @@ mod tests {
         }));
         assert!(h.contains("data-p=\"web&lt;x&gt;\""), "{h}");
         assert!(h.contains("data-s=\"err\""), "{h}");
-        assert!(h.contains("<span class=\"a-f1\">&lt;b&gt;boom&lt;/b&gt;</span>"), "{h}");
+        assert!(
+            h.contains("<span class=\"a-f1\">&lt;b&gt;boom&lt;/b&gt;</span>"),
+            "{h}"
+        );
         assert!(!h.contains("<b>"));
         let r = log_line(&ev(EventKind::Request {
             line: "GET / 200".into(),

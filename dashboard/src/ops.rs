@@ -45,38 +45,41 @@ impl Action {
 pub async fn act(ctx: &Ctx, viewer: &Viewer, app: &str, action: Action) -> Result<JobView, Error> {
     let app = visible_app(ctx, viewer, app).await?;
     let platform = ctx.platform();
-    let (spec, here_only) = match action {
-        Action::Restart => (JobSpec::Restart, false),
-        Action::Stop => (JobSpec::Stop, false),
-        Action::Start => (JobSpec::Start, false),
-        Action::Rollback(target) => {
-            if let Some(n) = target {
-                platform
-                    .store
-                    .deploy(&app.name, n)
-                    .await?
-                    .ok_or_else(|| Error::NotFound(format!("{} has no deploy #{n}", app.name)))?;
+    let (spec, here_only) =
+        match action {
+            Action::Restart => (JobSpec::Restart, false),
+            Action::Stop => (JobSpec::Stop, false),
+            Action::Start => (JobSpec::Start, false),
+            Action::Rollback(target) => {
+                if let Some(n) = target {
+                    platform.store.deploy(&app.name, n).await?.ok_or_else(|| {
+                        Error::NotFound(format!("{} has no deploy #{n}", app.name))
+                    })?;
+                }
+                (JobSpec::Rollback { target }, false)
             }
-            (JobSpec::Rollback { target }, false)
-        }
-        Action::Redeploy => {
-            let live = platform.store.live_deploy(&app.name).await?.ok_or_else(|| {
-                Error::Conflict(format!(
-                    "{} has no live deploy to build again; push a commit first",
-                    app.name
-                ))
-            })?;
-            // The repository lives on this node: the build must run here.
-            (
-                JobSpec::Deploy {
-                    commit: live.commit,
-                    git_ref: live.git_ref,
-                    push_options: vec![],
-                },
-                true,
-            )
-        }
-    };
+            Action::Redeploy => {
+                let live = platform
+                    .store
+                    .live_deploy(&app.name)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Conflict(format!(
+                            "{} has no live deploy to build again; push a commit first",
+                            app.name
+                        ))
+                    })?;
+                // The repository lives on this node: the build must run here.
+                (
+                    JobSpec::Deploy {
+                        commit: live.commit,
+                        git_ref: live.git_ref,
+                        push_options: vec![],
+                    },
+                    true,
+                )
+            }
+        };
     let job = platform
         .enqueue(&app.name, spec, Some(&viewer.user), here_only)
         .await?;
@@ -106,7 +109,11 @@ pub async fn cancel(
     let report = ctx.platform().cancel(&app.name, job, &viewer.user).await?;
     let (outcome, job, what) = match report {
         CancelReport::Dequeued(j) => ("dequeued", j, "cancelled before it started"),
-        CancelReport::Stopping(j) => ("stopping", j, "is stopping; the previous version keeps serving"),
+        CancelReport::Stopping(j) => (
+            "stopping",
+            j,
+            "is stopping; the previous version keeps serving",
+        ),
         CancelReport::TooLate(j) => ("too_late", j, "is past its switch and will finish"),
         CancelReport::AlreadyFinished(j) => ("already_finished", j, "had already ended"),
     };
@@ -127,7 +134,12 @@ pub struct ConfigVar {
 }
 
 /// Sets config vars (all or nothing).
-pub async fn set_config(ctx: &Ctx, viewer: &Viewer, app: &str, vars: Vec<ConfigVar>) -> Result<(), Error> {
+pub async fn set_config(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    app: &str,
+    vars: Vec<ConfigVar>,
+) -> Result<(), Error> {
     let app = visible_app(ctx, viewer, app).await?;
     let pairs: Vec<(String, String)> = vars.into_iter().map(|v| (v.key, v.value)).collect();
     Ok(ctx.platform().store.set_config(&app.name, &pairs).await?)
@@ -136,24 +148,46 @@ pub async fn set_config(ctx: &Ctx, viewer: &Viewer, app: &str, vars: Vec<ConfigV
 /// Removes a config var.
 pub async fn unset_config(ctx: &Ctx, viewer: &Viewer, app: &str, key: &str) -> Result<(), Error> {
     let app = visible_app(ctx, viewer, app).await?;
-    let n = ctx.platform().store.unset_config(&app.name, &[key.to_string()]).await?;
+    let n = ctx
+        .platform()
+        .store
+        .unset_config(&app.name, &[key.to_string()])
+        .await?;
     if n == 0 {
-        return Err(Error::NotFound(format!("{} has no config var `{}`", app.name, key.escape_default())));
+        return Err(Error::NotFound(format!(
+            "{} has no config var `{}`",
+            app.name,
+            key.escape_default()
+        )));
     }
     Ok(())
 }
 
 /// Sets a secret (sealed at rest; never shown again).
-pub async fn set_secret(ctx: &Ctx, viewer: &Viewer, app: &str, name: &str, value: &str) -> Result<(), Error> {
+pub async fn set_secret(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    app: &str,
+    name: &str,
+    value: &str,
+) -> Result<(), Error> {
     let app = visible_app(ctx, viewer, app).await?;
-    Ok(ctx.platform().store.set_secret(&app.name, name, value).await?)
+    Ok(ctx
+        .platform()
+        .store
+        .set_secret(&app.name, name, value)
+        .await?)
 }
 
 /// Removes a secret.
 pub async fn unset_secret(ctx: &Ctx, viewer: &Viewer, app: &str, name: &str) -> Result<(), Error> {
     let app = visible_app(ctx, viewer, app).await?;
     if !ctx.platform().store.unset_secret(&app.name, name).await? {
-        return Err(Error::NotFound(format!("{} has no secret `{}`", app.name, name.escape_default())));
+        return Err(Error::NotFound(format!(
+            "{} has no secret `{}`",
+            app.name,
+            name.escape_default()
+        )));
     }
     Ok(())
 }
@@ -170,16 +204,34 @@ async fn owned_app(ctx: &Ctx, viewer: &Viewer, app: &str) -> Result<platform::st
 }
 
 /// Adds a collaborator (owner or operator only).
-pub async fn add_collaborator(ctx: &Ctx, viewer: &Viewer, app: &str, user: &str) -> Result<(), Error> {
+pub async fn add_collaborator(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    app: &str,
+    user: &str,
+) -> Result<(), Error> {
     let app = owned_app(ctx, viewer, app).await?;
-    Ok(ctx.platform().store.share_app(&app.name, user.trim()).await?)
+    Ok(ctx
+        .platform()
+        .store
+        .share_app(&app.name, user.trim())
+        .await?)
 }
 
 /// Removes a collaborator (owner or operator only).
-pub async fn remove_collaborator(ctx: &Ctx, viewer: &Viewer, app: &str, user: &str) -> Result<(), Error> {
+pub async fn remove_collaborator(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    app: &str,
+    user: &str,
+) -> Result<(), Error> {
     let app = owned_app(ctx, viewer, app).await?;
     if !app.collaborators.iter().any(|c| c == user) {
-        return Err(Error::NotFound(format!("`{}` is not a collaborator on {}", user.escape_default(), app.name)));
+        return Err(Error::NotFound(format!(
+            "`{}` is not a collaborator on {}",
+            user.escape_default(),
+            app.name
+        )));
     }
     Ok(ctx.platform().store.unshare_app(&app.name, user).await?)
 }

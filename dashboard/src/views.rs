@@ -42,12 +42,18 @@ pub struct AppSummary {
 impl AppSummary {
     /// The live commit, shortened.
     pub fn short_commit(&self) -> String {
-        self.live_commit.as_deref().map(short).unwrap_or_default().to_string()
+        self.live_commit
+            .as_deref()
+            .map(short)
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Uptime for people (`3h 12m`).
     pub fn uptime(&self) -> String {
-        self.uptime_secs.map(fmt_duration).unwrap_or_else(|| "—".into())
+        self.uptime_secs
+            .map(fmt_duration)
+            .unwrap_or_else(|| "—".into())
     }
 }
 
@@ -158,7 +164,11 @@ pub fn manifest_location(reason: &str) -> Option<String> {
     let rest = &reason[at + "Byteport:".len()..];
     let mut parts = rest.splitn(3, ':');
     let line = parts.next()?.trim();
-    let col: String = parts.next()?.chars().take_while(char::is_ascii_digit).collect();
+    let col: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     (line.parse::<u32>().is_ok() && !col.is_empty()).then(|| format!("Byteport:{line}:{col}"))
 }
 
@@ -349,7 +359,10 @@ pub async fn summary(
         "stopped"
     } else if vm.is_some() {
         "running"
-    } else if latest.as_ref().is_some_and(|d| d.status == DeployStatus::Failed) {
+    } else if latest
+        .as_ref()
+        .is_some_and(|d| d.status == DeployStatus::Failed)
+    {
         "failed"
     } else if live.is_none() {
         "new"

@@ -41,7 +41,10 @@ pub async fn me(ApiViewer(v): ApiViewer) -> Json<Me> {
 /// The apps the caller owns or collaborates on (all, for operators).
 #[utoipa::path(get, path = "/api/v1/apps", tag = "apps",
     responses((status = 200, body = Vec<AppSummary>), (status = 401, body = ErrorBody)))]
-pub async fn list_apps(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer) -> Result<Json<Vec<AppSummary>>, Error> {
+pub async fn list_apps(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+) -> Result<Json<Vec<AppSummary>>, Error> {
     Ok(Json(views::app_list(&ctx, &v).await?))
 }
 
@@ -49,7 +52,11 @@ pub async fn list_apps(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer) -> Resul
 #[utoipa::path(get, path = "/api/v1/apps/{app}", tag = "apps",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, body = AppDetail), (status = 404, body = ErrorBody)))]
-pub async fn get_app(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Json<AppDetail>, Error> {
+pub async fn get_app(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Json<AppDetail>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     Ok(Json(views::app_detail(&ctx, &v, &found).await?))
 }
@@ -65,7 +72,12 @@ pub struct Limit {
 #[utoipa::path(get, path = "/api/v1/apps/{app}/deploys", tag = "deploys",
     params(("app" = String, Path, description = "the app's name"), Limit),
     responses((status = 200, body = Vec<DeployView>), (status = 404, body = ErrorBody)))]
-pub async fn list_deploys(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, Query(l): Query<Limit>) -> Result<Json<Vec<DeployView>>, Error> {
+pub async fn list_deploys(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    Query(l): Query<Limit>,
+) -> Result<Json<Vec<DeployView>>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let n = l.limit.unwrap_or(30).clamp(1, 1000);
     let deploys = ctx.platform().store.list_deploys(&found.name, n).await?;
@@ -103,12 +115,25 @@ impl LogEntry {
             .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
             .unwrap_or_default();
         let (process, stream, text) = match &e.kind {
-            EventKind::App { process, stream, text } => (
+            EventKind::App {
+                process,
+                stream,
+                text,
+            } => (
                 Some(process.clone()),
-                Some(if *stream == OutputStream::Err { "err" } else { "out" }.to_string()),
+                Some(
+                    if *stream == OutputStream::Err {
+                        "err"
+                    } else {
+                        "out"
+                    }
+                    .to_string(),
+                ),
                 text.clone(),
             ),
-            EventKind::JobProgress { text } | EventKind::BuildOutput { text } => (None, None, text.clone()),
+            EventKind::JobProgress { text } | EventKind::BuildOutput { text } => {
+                (None, None, text.clone())
+            }
             other => (None, None, other.describe()),
         };
         LogEntry {
@@ -137,7 +162,11 @@ pub struct DeployLog {
 #[utoipa::path(get, path = "/api/v1/apps/{app}/deploys/{number}/log", tag = "deploys",
     params(("app" = String, Path, description = "the app's name"), ("number" = String, Path, description = "the deploy's number")),
     responses((status = 200, body = DeployLog), (status = 404, body = ErrorBody)))]
-pub async fn deploy_log(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, number)): Path<(String, String)>) -> Result<Json<DeployLog>, Error> {
+pub async fn deploy_log(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, number)): Path<(String, String)>,
+) -> Result<Json<DeployLog>, Error> {
     let (_, deploy, lines) = crate::pages::deploy_events(&ctx, &v, &app, &number).await?;
     Ok(Json(DeployLog {
         deploy: DeployView::new(&deploy),
@@ -149,20 +178,35 @@ pub async fn deploy_log(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((a
 #[utoipa::path(get, path = "/api/v1/apps/{app}/jobs", tag = "jobs",
     params(("app" = String, Path, description = "the app's name"), Limit),
     responses((status = 200, body = Vec<JobView>), (status = 404, body = ErrorBody)))]
-pub async fn list_jobs(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, Query(l): Query<Limit>) -> Result<Json<Vec<JobView>>, Error> {
+pub async fn list_jobs(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    Query(l): Query<Limit>,
+) -> Result<Json<Vec<JobView>>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let n = l.limit.unwrap_or(30).clamp(1, 1000);
     let rows = ctx.platform().store.list_jobs(&found.name, n).await?;
-    Ok(Json(rows.into_iter().map(|r| JobView::new(&platform::Job::from_row(r))).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| JobView::new(&platform::Job::from_row(r)))
+            .collect(),
+    ))
 }
 
 /// One job.
 #[utoipa::path(get, path = "/api/v1/apps/{app}/jobs/{id}", tag = "jobs",
     params(("app" = String, Path, description = "the app's name"), ("id" = i64, Path, description = "the job's id")),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
-pub async fn get_job(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, id)): Path<(String, String)>) -> Result<Json<JobView>, Error> {
+pub async fn get_job(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<JobView>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
-    let id: i64 = id.parse().map_err(|_| Error::NotFound(format!("{} has no job {}", found.name, id.escape_default())))?;
+    let id: i64 = id.parse().map_err(|_| {
+        Error::NotFound(format!("{} has no job {}", found.name, id.escape_default()))
+    })?;
     let job = ctx
         .platform()
         .job(&found.name, id)
@@ -171,7 +215,12 @@ pub async fn get_job(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app,
     Ok(Json(JobView::new(&job)))
 }
 
-async fn queue(ctx: &Ctx, v: &crate::auth::Viewer, app: &str, action: Action) -> Result<Response, Error> {
+async fn queue(
+    ctx: &Ctx,
+    v: &crate::auth::Viewer,
+    app: &str,
+    action: Action,
+) -> Result<Response, Error> {
     let job = ops::act(ctx, v, app, action).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
@@ -180,7 +229,11 @@ async fn queue(ctx: &Ctx, v: &crate::auth::Viewer, app: &str, action: Action) ->
 #[utoipa::path(post, path = "/api/v1/apps/{app}/restart", tag = "actions",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 202, description = "queued", body = JobView), (status = 404, body = ErrorBody)))]
-pub async fn restart(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Response, Error> {
+pub async fn restart(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Response, Error> {
     queue(&ctx, &v, &app, Action::Restart).await
 }
 
@@ -188,7 +241,11 @@ pub async fn restart(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app):
 #[utoipa::path(post, path = "/api/v1/apps/{app}/stop", tag = "actions",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 202, description = "queued", body = JobView), (status = 404, body = ErrorBody)))]
-pub async fn stop(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Response, Error> {
+pub async fn stop(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Response, Error> {
     queue(&ctx, &v, &app, Action::Stop).await
 }
 
@@ -196,7 +253,11 @@ pub async fn stop(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Pa
 #[utoipa::path(post, path = "/api/v1/apps/{app}/start", tag = "actions",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 202, description = "queued", body = JobView), (status = 404, body = ErrorBody)))]
-pub async fn start(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Response, Error> {
+pub async fn start(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Response, Error> {
     queue(&ctx, &v, &app, Action::Start).await
 }
 
@@ -212,12 +273,19 @@ pub struct RollbackRequest {
     params(("app" = String, Path, description = "the app's name")),
     request_body(content = Option<RollbackRequest>, description = "optional; empty body = previous live deploy"),
     responses((status = 202, description = "queued", body = JobView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn rollback(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, headers: HeaderMap, b: axum::body::Bytes) -> Result<Response, Error> {
+pub async fn rollback(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    b: axum::body::Bytes,
+) -> Result<Response, Error> {
     let req: RollbackRequest = if b.is_empty() {
         RollbackRequest::default()
     } else {
         let _ = headers;
-        serde_json::from_slice(&b).map_err(|e| Error::BadRequest(format!("the JSON body is wrong: {e}")))?
+        serde_json::from_slice(&b)
+            .map_err(|e| Error::BadRequest(format!("the JSON body is wrong: {e}")))?
     };
     queue(&ctx, &v, &app, Action::Rollback(req.deploy)).await
 }
@@ -226,7 +294,11 @@ pub async fn rollback(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app)
 #[utoipa::path(post, path = "/api/v1/apps/{app}/redeploy", tag = "actions",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 202, description = "queued", body = JobView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn redeploy(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Response, Error> {
+pub async fn redeploy(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Response, Error> {
     queue(&ctx, &v, &app, Action::Redeploy).await
 }
 
@@ -242,11 +314,17 @@ pub struct CancelRequest {
     params(("app" = String, Path, description = "the app's name")),
     request_body(content = Option<CancelRequest>, description = "optional; empty body = the running job"),
     responses((status = 200, body = CancelView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, b: axum::body::Bytes) -> Result<Json<CancelView>, Error> {
+pub async fn cancel(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    b: axum::body::Bytes,
+) -> Result<Json<CancelView>, Error> {
     let req: CancelRequest = if b.is_empty() {
         CancelRequest::default()
     } else {
-        serde_json::from_slice(&b).map_err(|e| Error::BadRequest(format!("the JSON body is wrong: {e}")))?
+        serde_json::from_slice(&b)
+            .map_err(|e| Error::BadRequest(format!("the JSON body is wrong: {e}")))?
     };
     views::visible_app(&ctx, &v, &app).await?;
     Ok(Json(ops::cancel(&ctx, &v, &app, req.job).await?))
@@ -267,7 +345,12 @@ pub struct LogQuery {
 #[utoipa::path(get, path = "/api/v1/apps/{app}/logs", tag = "logs",
     params(("app" = String, Path, description = "the app's name"), LogQuery),
     responses((status = 200, body = Vec<LogEntry>), (status = 404, body = ErrorBody)))]
-pub async fn logs(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, Query(q): Query<LogQuery>) -> Result<Json<Vec<LogEntry>>, Error> {
+pub async fn logs(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Vec<LogEntry>>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let n = q.n.unwrap_or(100).min(10_000);
     let events = ctx.platform().events.clone();
@@ -281,7 +364,9 @@ pub async fn logs(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Pa
                     _ => "byteport",
                 });
                 process.as_deref().is_none_or(|w| w == p)
-                    && stream.as_deref().is_none_or(|w| w == l.stream.as_deref().unwrap_or("out"))
+                    && stream
+                        .as_deref()
+                        .is_none_or(|w| w == l.stream.as_deref().unwrap_or("out"))
             }
         };
         let (tail, _) = events.tail(&found.name, n, keep);
@@ -296,7 +381,11 @@ pub async fn logs(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Pa
 #[utoipa::path(get, path = "/api/v1/apps/{app}/logs/download", tag = "logs",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, description = "the log", content_type = "text/plain"), (status = 404, body = ErrorBody)))]
-pub async fn download_log(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Response, Error> {
+pub async fn download_log(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Response, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     Ok(crate::pages::full_log(&ctx, &found.name))
 }
@@ -314,7 +403,13 @@ pub struct AfterQuery {
 #[utoipa::path(get, path = "/api/v1/apps/{app}/events", tag = "logs",
     params(("app" = String, Path, description = "the app's name"), AfterQuery),
     responses((status = 200, description = "an SSE stream", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
-pub async fn events(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, Query(q): Query<AfterQuery>, headers: HeaderMap) -> Result<Response, Error> {
+pub async fn events(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    Query(q): Query<AfterQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let after = live::resume_point(&headers, q.after);
     Ok(live::api_events(ctx, found.name, after).into_response())
@@ -324,7 +419,11 @@ pub async fn events(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): 
 #[utoipa::path(get, path = "/api/v1/apps/{app}/config", tag = "config",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, body = BTreeMap<String, String>), (status = 404, body = ErrorBody)))]
-pub async fn get_config(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Json<BTreeMap<String, String>>, Error> {
+pub async fn get_config(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Json<BTreeMap<String, String>>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     Ok(Json(ctx.platform().store.config_vars(&found.name).await?))
 }
@@ -341,10 +440,19 @@ pub struct SetConfig {
     params(("app" = String, Path, description = "the app's name")),
     request_body = SetConfig,
     responses((status = 200, body = BTreeMap<String, String>), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn set_config(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, b: Result<Json<SetConfig>, JsonRejection>) -> Result<Json<BTreeMap<String, String>>, Error> {
+pub async fn set_config(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    b: Result<Json<SetConfig>, JsonRejection>,
+) -> Result<Json<BTreeMap<String, String>>, Error> {
     views::visible_app(&ctx, &v, &app).await?;
     let req = body(b)?;
-    let vars = req.vars.into_iter().map(|(key, value)| ConfigVar { key, value }).collect();
+    let vars = req
+        .vars
+        .into_iter()
+        .map(|(key, value)| ConfigVar { key, value })
+        .collect();
     ops::set_config(&ctx, &v, &app, vars).await?;
     Ok(Json(ctx.platform().store.config_vars(&app).await?))
 }
@@ -353,7 +461,11 @@ pub async fn set_config(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(ap
 #[utoipa::path(delete, path = "/api/v1/apps/{app}/config/{key}", tag = "config",
     params(("app" = String, Path, description = "the app's name"), ("key" = String, Path, description = "the var")),
     responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
-pub async fn unset_config(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, key)): Path<(String, String)>) -> Result<StatusCode, Error> {
+pub async fn unset_config(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, key)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
     ops::unset_config(&ctx, &v, &app, &key).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -362,10 +474,21 @@ pub async fn unset_config(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(
 #[utoipa::path(get, path = "/api/v1/apps/{app}/secrets", tag = "config",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, body = Vec<SecretView>), (status = 404, body = ErrorBody)))]
-pub async fn list_secrets(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Json<Vec<SecretView>>, Error> {
+pub async fn list_secrets(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Json<Vec<SecretView>>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let list = ctx.platform().store.secrets_info(&found.name).await?;
-    Ok(Json(list.into_iter().map(|s| SecretView { name: s.name, updated_at: s.updated_at }).collect()))
+    Ok(Json(
+        list.into_iter()
+            .map(|s| SecretView {
+                name: s.name,
+                updated_at: s.updated_at,
+            })
+            .collect(),
+    ))
 }
 
 /// A secret's value.
@@ -380,7 +503,12 @@ pub struct SecretValue {
     params(("app" = String, Path, description = "the app's name"), ("name" = String, Path, description = "the secret")),
     request_body = SecretValue,
     responses((status = 204, description = "set"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn set_secret(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, name)): Path<(String, String)>, b: Result<Json<SecretValue>, JsonRejection>) -> Result<StatusCode, Error> {
+pub async fn set_secret(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, name)): Path<(String, String)>,
+    b: Result<Json<SecretValue>, JsonRejection>,
+) -> Result<StatusCode, Error> {
     views::visible_app(&ctx, &v, &app).await?;
     let req = body(b)?;
     ops::set_secret(&ctx, &v, &app, &name, &req.value).await?;
@@ -391,7 +519,11 @@ pub async fn set_secret(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((a
 #[utoipa::path(delete, path = "/api/v1/apps/{app}/secrets/{name}", tag = "config",
     params(("app" = String, Path, description = "the app's name"), ("name" = String, Path, description = "the secret")),
     responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
-pub async fn unset_secret(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, name)): Path<(String, String)>) -> Result<StatusCode, Error> {
+pub async fn unset_secret(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
     ops::unset_secret(&ctx, &v, &app, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -409,9 +541,16 @@ pub struct Collaborators {
 #[utoipa::path(get, path = "/api/v1/apps/{app}/collaborators", tag = "collaborators",
     params(("app" = String, Path, description = "the app's name")),
     responses((status = 200, body = Collaborators), (status = 404, body = ErrorBody)))]
-pub async fn list_collaborators(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>) -> Result<Json<Collaborators>, Error> {
+pub async fn list_collaborators(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+) -> Result<Json<Collaborators>, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
-    Ok(Json(Collaborators { owner: found.owner, collaborators: found.collaborators }))
+    Ok(Json(Collaborators {
+        owner: found.owner,
+        collaborators: found.collaborators,
+    }))
 }
 
 /// A user to add.
@@ -426,19 +565,31 @@ pub struct UserRequest {
     params(("app" = String, Path, description = "the app's name")),
     request_body = UserRequest,
     responses((status = 200, body = Collaborators), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn add_collaborator(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path(app): Path<String>, b: Result<Json<UserRequest>, JsonRejection>) -> Result<Json<Collaborators>, Error> {
+pub async fn add_collaborator(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path(app): Path<String>,
+    b: Result<Json<UserRequest>, JsonRejection>,
+) -> Result<Json<Collaborators>, Error> {
     views::visible_app(&ctx, &v, &app).await?;
     let req = body(b)?;
     ops::add_collaborator(&ctx, &v, &app, &req.user).await?;
     let found = views::visible_app(&ctx, &v, &app).await?;
-    Ok(Json(Collaborators { owner: found.owner, collaborators: found.collaborators }))
+    Ok(Json(Collaborators {
+        owner: found.owner,
+        collaborators: found.collaborators,
+    }))
 }
 
 /// Removes a collaborator (the owner or an operator only).
 #[utoipa::path(delete, path = "/api/v1/apps/{app}/collaborators/{user}", tag = "collaborators",
     params(("app" = String, Path, description = "the app's name"), ("user" = String, Path, description = "the collaborator")),
     responses((status = 204, description = "removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn remove_collaborator(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Path((app, user)): Path<(String, String)>) -> Result<StatusCode, Error> {
+pub async fn remove_collaborator(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Path((app, user)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
     ops::remove_collaborator(&ctx, &v, &app, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,9 +27,10 @@ pub struct HostView {
 pub(crate) async fn host_view(ctx: &Ctx) -> Result<HostView, Error> {
     let info = ctx.host().clone();
     let home = ctx.platform().home().to_path_buf();
-    let (checks, disk) = tokio::task::spawn_blocking(move || (info.doctor(), host::disk_usage(&home)))
-        .await
-        .map_err(|e| Error::internal("host facts", &e))?;
+    let (checks, disk) =
+        tokio::task::spawn_blocking(move || (info.doctor(), host::disk_usage(&home)))
+            .await
+            .map_err(|e| Error::internal("host facts", &e))?;
     Ok(HostView {
         driver: ctx.host().driver(),
         checks,
@@ -41,7 +42,10 @@ pub(crate) async fn host_view(ctx: &Ctx) -> Result<HostView, Error> {
 /// Doctor results, running VMs, disk use (operators only; others get 404).
 #[utoipa::path(get, path = "/api/v1/host", tag = "host",
     responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
-pub async fn get_host(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer) -> Result<Json<HostView>, Error> {
+pub async fn get_host(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+) -> Result<Json<HostView>, Error> {
     crate::pages::require_operator(&v)?;
     Ok(Json(host_view(&ctx).await?))
 }

@@ -30,7 +30,10 @@ pub struct KeyView {
 /// The caller's keys.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "account",
     responses((status = 200, body = Vec<KeyView>), (status = 401, body = ErrorBody)))]
-pub async fn list_keys(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer) -> Result<Json<Vec<KeyView>>, Error> {
+pub async fn list_keys(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+) -> Result<Json<Vec<KeyView>>, Error> {
     let keys = ctx.platform().store.keys_of(&v.user).await?;
     Ok(Json(
         keys.into_iter()
@@ -56,9 +59,17 @@ pub struct NewKey {
 #[utoipa::path(post, path = "/api/v1/keys", tag = "account",
     request_body = NewKey,
     responses((status = 201, body = KeyView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn add_key(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, b: Result<Json<NewKey>, JsonRejection>) -> Result<(StatusCode, Json<KeyView>), Error> {
+pub async fn add_key(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    b: Result<Json<NewKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<KeyView>), Error> {
     let req = body(b)?;
-    let k = ctx.platform().store.add_key(&v.user, &req.public_key).await?;
+    let k = ctx
+        .platform()
+        .store
+        .add_key(&v.user, &req.public_key)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(KeyView {
@@ -82,7 +93,14 @@ pub struct Fingerprint {
 #[utoipa::path(delete, path = "/api/v1/keys", tag = "account",
     params(Fingerprint),
     responses((status = 204, description = "removed"), (status = 404, body = ErrorBody)))]
-pub async fn remove_key(State(ctx): State<Ctx>, ApiViewer(v): ApiViewer, Query(f): Query<Fingerprint>) -> Result<StatusCode, Error> {
-    ctx.platform().store.remove_key_of(&v.user, f.fingerprint.trim()).await?;
+pub async fn remove_key(
+    State(ctx): State<Ctx>,
+    ApiViewer(v): ApiViewer,
+    Query(f): Query<Fingerprint>,
+) -> Result<StatusCode, Error> {
+    ctx.platform()
+        .store
+        .remove_key_of(&v.user, f.fingerprint.trim())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

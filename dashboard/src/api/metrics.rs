@@ -2,8 +2,8 @@
 //! for tokens with the `metrics` scope.
 
 use axum::extract::State;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{self, Via};
@@ -11,7 +11,16 @@ use crate::{Ctx, Error};
 
 pub(crate) async fn metrics(State(ctx): State<Ctx>, parts: Parts) -> Response {
     let allowed = match auth::resolve(&ctx, &parts).await {
-        Ok(Some(v)) => v.operator || matches!(v.via, Via::Token { scope: platform::store::TokenScope::Metrics, .. }),
+        Ok(Some(v)) => {
+            v.operator
+                || matches!(
+                    v.via,
+                    Via::Token {
+                        scope: platform::store::TokenScope::Metrics,
+                        ..
+                    }
+                )
+        }
         Ok(None) => return Error::Unauthorized.into_response(),
         Err(e) => return e.into_response(),
     };
@@ -25,7 +34,10 @@ pub(crate) async fn metrics(State(ctx): State<Ctx>, parts: Parts) -> Response {
     };
     let text = platform::metrics::metrics().render(queued, platform.status().len() as i64);
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()

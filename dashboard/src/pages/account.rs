@@ -77,14 +77,20 @@ pub(crate) async fn add_key(
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
     let result = async {
-        let Form(f) = form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
+        let Form(f) =
+            form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
         v.check_csrf(f.csrf.as_deref())?;
         let key = ctx
             .platform()
             .store
             .add_key(&v.user, f.public_key.as_deref().unwrap_or_default())
             .await?;
-        keys_page(&ctx, &v, Some(format!("Added {} key {}", key.algorithm, key.fingerprint))).await
+        keys_page(
+            &ctx,
+            &v,
+            Some(format!("Added {} key {}", key.algorithm, key.fingerprint)),
+        )
+        .await
     }
     .await;
     result.unwrap_or_else(|e| error_page(Some(&v), &e))
@@ -96,10 +102,14 @@ pub(crate) async fn remove_key(
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
     let result = async {
-        let Form(f) = form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
+        let Form(f) =
+            form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
         v.check_csrf(f.csrf.as_deref())?;
         let fp = f.fingerprint.unwrap_or_default();
-        ctx.platform().store.remove_key_of(&v.user, fp.trim()).await?;
+        ctx.platform()
+            .store
+            .remove_key_of(&v.user, fp.trim())
+            .await?;
         Ok::<_, Error>(Redirect::to("/keys").into_response())
     }
     .await;
@@ -199,7 +209,8 @@ pub(crate) async fn gc(
 ) -> Response {
     let result = async {
         require_operator(&v)?;
-        let Form(f) = form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
+        let Form(f) =
+            form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
         v.check_csrf(f.csrf.as_deref())?;
         let r = host::gc(ctx.platform()).await?;
         let flash = format!(

@@ -35,7 +35,12 @@ fn parse_number(what: &str, s: Option<&str>) -> Result<Option<i64>, Error> {
             .trim_start_matches(['#', 'v'])
             .parse()
             .map(Some)
-            .map_err(|_| Error::BadRequest(format!("{what} must be a number, not `{}`", t.escape_default()))),
+            .map_err(|_| {
+                Error::BadRequest(format!(
+                    "{what} must be a number, not `{}`",
+                    t.escape_default()
+                ))
+            }),
     }
 }
 
@@ -59,16 +64,23 @@ where
     F: std::future::Future<Output = Result<(String, String), Error>>,
 {
     let result = async {
-        let Form(f) = form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
+        let Form(f) =
+            form.map_err(|e| Error::BadRequest(format!("the form was malformed: {e}")))?;
         v.check_csrf(f.csrf.as_deref())?;
         work(f).await
     }
     .await;
     match (result, is_htmx(headers)) {
-        (Ok((_, message)), true) => Html(format!("<p class=\"flash\">{}</p>", ansi::escape(&message))).into_response(),
+        (Ok((_, message)), true) => {
+            Html(format!("<p class=\"flash\">{}</p>", ansi::escape(&message))).into_response()
+        }
         (Ok((query, _)), false) => Redirect::to(&format!("/apps/{app}?{query}")).into_response(),
         // htmx swaps only 2xx answers: the error goes into the page as text.
-        (Err(e), true) => Html(format!("<p class=\"error\" role=\"alert\">{}</p>", ansi::escape(&e.to_string()))).into_response(),
+        (Err(e), true) => Html(format!(
+            "<p class=\"error\" role=\"alert\">{}</p>",
+            ansi::escape(&e.to_string())
+        ))
+        .into_response(),
         (Err(e), false) => error_page(Some(v), &e),
     }
 }
@@ -93,7 +105,10 @@ pub(crate) async fn action(
         let action = Action::parse(&action, deploy)
             .ok_or_else(|| Error::NotFound(format!("no action `{}`", action.escape_default())))?;
         let job = ops::act(&c, &viewer, &app, action).await?;
-        Ok((format!("queued={}", job.id), format!("{} queued as job {}", job.kind, job.id)))
+        Ok((
+            format!("queued={}", job.id),
+            format!("{} queued as job {}", job.kind, job.id),
+        ))
     })
     .await
 }
@@ -109,7 +124,16 @@ pub(crate) async fn set_config(
     handle(&v, &headers, &app.clone(), form, |f| async move {
         let key = required("the name", &f.key)?.to_string();
         let value = f.value.clone().unwrap_or_default();
-        ops::set_config(&c, &viewer, &app, vec![ConfigVar { key: key.clone(), value }]).await?;
+        ops::set_config(
+            &c,
+            &viewer,
+            &app,
+            vec![ConfigVar {
+                key: key.clone(),
+                value,
+            }],
+        )
+        .await?;
         Ok(("saved=config".into(), format!("{key} set")))
     })
     .await
@@ -175,7 +199,10 @@ pub(crate) async fn add_collaborator(
     handle(&v, &headers, &app.clone(), form, |f| async move {
         let user = required("the user", &f.user)?.to_string();
         ops::add_collaborator(&c, &viewer, &app, &user).await?;
-        Ok(("saved=collaborators".into(), format!("{user} may now push to {app}")))
+        Ok((
+            "saved=collaborators".into(),
+            format!("{user} may now push to {app}"),
+        ))
     })
     .await
 }
@@ -191,7 +218,10 @@ pub(crate) async fn remove_collaborator(
     handle(&v, &headers, &app.clone(), form, |f| async move {
         let user = required("the user", &f.user)?.to_string();
         ops::remove_collaborator(&c, &viewer, &app, &user).await?;
-        Ok(("saved=collaborators".into(), format!("{user} removed from {app}")))
+        Ok((
+            "saved=collaborators".into(),
+            format!("{user} removed from {app}"),
+        ))
     })
     .await
 }

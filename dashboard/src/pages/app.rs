@@ -136,14 +136,25 @@ pub(crate) async fn detail(
         let mut log_lines = Vec::new();
         for e in &tail {
             let (p, s) = match &e.kind {
-                platform::EventKind::App { process, stream, .. } => {
+                platform::EventKind::App {
+                    process, stream, ..
+                } => {
                     processes.insert(process.clone());
-                    (process.as_str(), if *stream == platform::events::OutputStream::Err { "err" } else { "out" })
+                    (
+                        process.as_str(),
+                        if *stream == platform::events::OutputStream::Err {
+                            "err"
+                        } else {
+                            "out"
+                        },
+                    )
                 }
                 platform::EventKind::Request { .. } => ("router", "out"),
                 _ => ("byteport", "out"),
             };
-            if (filter_process.is_empty() || filter_process == p) && (filter_stream.is_empty() || filter_stream == s) {
+            if (filter_process.is_empty() || filter_process == p)
+                && (filter_stream.is_empty() || filter_stream == s)
+            {
                 log_lines.push(live::log_line(e));
             }
         }
@@ -157,7 +168,14 @@ pub(crate) async fn detail(
                 let lines = tokio::task::spawn_blocking(move || job_lines(&ctx2, &name, &job))
                     .await
                     .map_err(|e| Error::internal("reading a job's log", &e))?;
-                (Some(id), lines.iter().filter(|e| e.id <= after).map(live::build_line).collect())
+                (
+                    Some(id),
+                    lines
+                        .iter()
+                        .filter(|e| e.id <= after)
+                        .map(live::build_line)
+                        .collect(),
+                )
             }
             None => (None, Vec::new()),
         };
@@ -243,7 +261,10 @@ pub(crate) fn full_log(ctx: &Ctx, app: &str) -> Response {
     .filter(|r| futures::future::ready(!matches!(r, Ok(s) if s.is_empty())));
     (
         [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_string()),
+            (
+                header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_string(),
+            ),
             (
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"{app}.log\""),
@@ -295,10 +316,13 @@ pub(crate) async fn deploy_events(
     number: &str,
 ) -> Result<(platform::store::App, platform::store::Deploy, Vec<Event>), Error> {
     let found = views::visible_app(ctx, v, app).await?;
-    let n: i64 = number
-        .trim_start_matches(['#', 'v'])
-        .parse()
-        .map_err(|_| Error::NotFound(format!("{} has no deploy {}", found.name, number.escape_default())))?;
+    let n: i64 = number.trim_start_matches(['#', 'v']).parse().map_err(|_| {
+        Error::NotFound(format!(
+            "{} has no deploy {}",
+            found.name,
+            number.escape_default()
+        ))
+    })?;
     let deploy = ctx
         .platform()
         .store

@@ -56,7 +56,10 @@ pub(crate) fn router() -> axum::Router<Ctx> {
         .route("/apps/{app}/secrets", post(actions::set_secret))
         .route("/apps/{app}/secrets/unset", post(actions::unset_secret))
         .route("/apps/{app}/collaborators", post(actions::add_collaborator))
-        .route("/apps/{app}/collaborators/remove", post(actions::remove_collaborator))
+        .route(
+            "/apps/{app}/collaborators/remove",
+            post(actions::remove_collaborator),
+        )
         .route("/keys", get(account::keys).post(account::add_key))
         .route("/keys/remove", post(account::remove_key))
         .route("/host", get(account::host))

@@ -32,7 +32,14 @@ pub(crate) struct NextQuery {
 /// Only a local path: never an open redirect to another site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/signin") => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.starts_with("/signin") =>
+        {
+            n.to_string()
+        }
         _ => "/apps".to_string(),
     }
 }
@@ -44,7 +51,14 @@ pub(crate) async fn root(State(ctx): State<Ctx>, parts: Parts) -> Response {
     }
 }
 
-fn signin_page(ctx: &Ctx, parts_https: bool, next: String, user: String, error: Option<String>, status: axum::http::StatusCode) -> Response {
+fn signin_page(
+    ctx: &Ctx,
+    parts_https: bool,
+    next: String,
+    user: String,
+    error: Option<String>,
+    status: axum::http::StatusCode,
+) -> Response {
     let _ = ctx;
     let csrf = hex::encode(rand::random::<[u8; 16]>());
     let page = SignIn {
@@ -59,12 +73,23 @@ fn signin_page(ctx: &Ctx, parts_https: bool, next: String, user: String, error: 
     (status, [(header::SET_COOKIE, cookie)], html(&page)).into_response()
 }
 
-pub(crate) async fn form(State(ctx): State<Ctx>, Query(q): Query<NextQuery>, parts: Parts) -> Response {
+pub(crate) async fn form(
+    State(ctx): State<Ctx>,
+    Query(q): Query<NextQuery>,
+    parts: Parts,
+) -> Response {
     if let Ok(Some(_)) = auth::resolve(&ctx, &parts).await {
         return Redirect::to(&safe_next(q.next.as_deref())).into_response();
     }
     let (_, https) = auth::client(&ctx, &parts);
-    signin_page(&ctx, https, safe_next(q.next.as_deref()), String::new(), None, axum::http::StatusCode::OK)
+    signin_page(
+        &ctx,
+        https,
+        safe_next(q.next.as_deref()),
+        String::new(),
+        None,
+        axum::http::StatusCode::OK,
+    )
 }
 
 #[derive(Deserialize)]
@@ -84,7 +109,10 @@ pub(crate) async fn submit(
     form: Result<Form<SignInForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
-        return error_page(None, &Error::BadRequest("the sign-in form was malformed".into()));
+        return error_page(
+            None,
+            &Error::BadRequest("the sign-in form was malformed".into()),
+        );
     };
     let (address, https) = auth::client(&ctx, &parts);
     let next = safe_next(f.next.as_deref());
@@ -93,7 +121,14 @@ pub(crate) async fn submit(
     let cookie = auth::cookie(&parts.headers, SIGNIN_COOKIE);
     let csrf_ok = matches!((cookie, f.csrf.as_deref()), (Some(c), Some(s)) if auth::constant_time_eq(c.as_bytes(), s.as_bytes()));
     if !csrf_ok {
-        return signin_page(&ctx, https, next, f.user, Some(Error::Csrf.to_string()), axum::http::StatusCode::FORBIDDEN);
+        return signin_page(
+            &ctx,
+            https,
+            next,
+            f.user,
+            Some(Error::Csrf.to_string()),
+            axum::http::StatusCode::FORBIDDEN,
+        );
     }
     let user = f.user.trim().to_string();
     if let Err(e) = ctx.limiter().check(&user, address) {
@@ -101,28 +136,52 @@ pub(crate) async fn submit(
     }
     let ok = !user.is_empty()
         && f.password.len() <= 1024
-        && ctx.platform().store.verify_password(&user, &f.password).await.unwrap_or(false);
+        && ctx
+            .platform()
+            .store
+            .verify_password(&user, &f.password)
+            .await
+            .unwrap_or(false);
     if !ok {
         ctx.limiter().failed(&user, address);
         tracing::info!(user = %user.escape_default(), address = ?address, "dashboard sign-in failed");
-        return signin_page(&ctx, https, next, user, Some("wrong user name or password".into()), axum::http::StatusCode::UNAUTHORIZED);
+        return signin_page(
+            &ctx,
+            https,
+            next,
+            user,
+            Some("wrong user name or password".into()),
+            axum::http::StatusCode::UNAUTHORIZED,
+        );
     }
     ctx.limiter().succeeded(&user);
     let lifetime = auth::SESSION_LIFETIME;
     let session = match ctx
         .platform()
         .store
-        .create_session(&user, lifetime.as_millis() as i64, address.map(|a| a.to_string()).as_deref())
+        .create_session(
+            &user,
+            lifetime.as_millis() as i64,
+            address.map(|a| a.to_string()).as_deref(),
+        )
         .await
     {
         Ok(s) => s,
         Err(e) => return error_page(None, &Error::from(e)),
     };
-    let cookie = auth::set_cookie(SESSION_COOKIE, &session.token, "/", Some(lifetime.as_secs()), https);
+    let cookie = auth::set_cookie(
+        SESSION_COOKIE,
+        &session.token,
+        "/",
+        Some(lifetime.as_secs()),
+        https,
+    );
     let clear = auth::set_cookie(SIGNIN_COOKIE, "", "/signin", Some(0), https);
     let mut res = Redirect::to(&next).into_response();
-    res.headers_mut().append(header::SET_COOKIE, cookie.parse().expect("cookie is ASCII"));
-    res.headers_mut().append(header::SET_COOKIE, clear.parse().expect("cookie is ASCII"));
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie.parse().expect("cookie is ASCII"));
+    res.headers_mut()
+        .append(header::SET_COOKIE, clear.parse().expect("cookie is ASCII"));
     res
 }
 
@@ -177,7 +236,12 @@ mod tests {
     #[test]
     fn next_is_a_local_path_only() {
         assert_eq!(super::safe_next(Some("/apps/x")), "/apps/x");
-        for bad in ["//evil.example/", "https://evil.example/", "/\\evil", "/signin?next=/x"] {
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil",
+            "/signin?next=/x",
+        ] {
             assert_eq!(super::safe_next(Some(bad)), "/apps", "{bad}");
         }
         assert_eq!(super::safe_next(None), "/apps");

@@ -44,11 +44,15 @@ pub struct Fixture {
 }
 
 pub const PASSWORD: &str = "correct horse battery";
-pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkA31zzsJ+GveuiOShxwxvnGAMWnU9bigP+TVyTJ7c alice@laptop";
+pub const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkA31zzsJ+GveuiOShxwxvnGAMWnU9bigP+TVyTJ7c alice@laptop";
 
 async fn who(store: &Store, user: &str) -> Who {
     let s = store.create_session(user, 3_600_000, None).await.unwrap();
-    let (_, token) = store.create_token(user, "tests", TokenScope::Api).await.unwrap();
+    let (_, token) = store
+        .create_token(user, "tests", TokenScope::Api)
+        .await
+        .unwrap();
     Who {
         cookie: format!("bp_session={}", s.token),
         csrf: s.session.csrf,
@@ -71,21 +75,40 @@ impl Fixture {
         // Two deploys of hello: #1 superseded, #2 live; a failed #3 with a manifest error.
         for n in 1..=3 {
             let d = store
-                .start_deploy("hello", &format!("{n:040}"), "refs/heads/main", Some("alice"), None)
+                .start_deploy(
+                    "hello",
+                    &format!("{n:040}"),
+                    "refs/heads/main",
+                    Some("alice"),
+                    None,
+                )
                 .await
                 .unwrap();
-            store.set_deploy_artifact("hello", d.number, &format!("digest{n}")).await.unwrap();
+            store
+                .set_deploy_artifact("hello", d.number, &format!("digest{n}"))
+                .await
+                .unwrap();
             if n < 3 {
                 store.mark_live("hello", d.number).await.unwrap();
             } else {
                 store
-                    .fail_deploy("hello", d.number, "invalid Byteport manifest: Byteport:11:8: unknown key `pots`")
+                    .fail_deploy(
+                        "hello",
+                        d.number,
+                        "invalid Byteport manifest: Byteport:11:8: unknown key `pots`",
+                    )
                     .await
                     .unwrap();
             }
         }
-        store.set_config("hello", &[("GREETING".into(), "hi".into())]).await.unwrap();
-        store.set_secret("hello", "DATABASE_URL", "postgres://secret-value").await.unwrap();
+        store
+            .set_config("hello", &[("GREETING".into(), "hi".into())])
+            .await
+            .unwrap();
+        store
+            .set_secret("hello", "DATABASE_URL", "postgres://secret-value")
+            .await
+            .unwrap();
         let routes = router::RouteTable::new("localhost");
         let settings = PlatformSettings::new(&home, Err("no VMs in handler tests".into()));
         let platform = Arc::new(Platform::new(settings, store.clone(), routes));
@@ -99,8 +122,15 @@ impl Fixture {
                 text: "<script>alert(1)</script>\u{1b}[31mred".into(),
             },
         );
-        let ctx = Ctx::new(platform.clone(), Arc::new(FakeHost), Options::new("127.0.0.1:0".parse().unwrap()));
-        let (_, metrics_token) = store.create_token("bob", "prom", TokenScope::Metrics).await.unwrap();
+        let ctx = Ctx::new(
+            platform.clone(),
+            Arc::new(FakeHost),
+            Options::new("127.0.0.1:0".parse().unwrap()),
+        );
+        let (_, metrics_token) = store
+            .create_token("bob", "prom", TokenScope::Metrics)
+            .await
+            .unwrap();
         Fixture {
             alice: who(&store, "alice").await,
             bob: who(&store, "bob").await,
@@ -113,12 +143,18 @@ impl Fixture {
     }
 
     pub async fn send(&self, req: Request<Body>) -> Response<Body> {
-        dashboard::router(self.ctx.clone()).oneshot(req).await.unwrap()
+        dashboard::router(self.ctx.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
     }
 }
 
 pub async fn text(r: Response<Body>) -> String {
-    let bytes = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
+    let bytes = http_body_util::BodyExt::collect(r.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
     String::from_utf8_lossy(&bytes).to_string()
 }
 

@@ -45,8 +45,7 @@ pub(crate) fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-const COLUMNS: &str =
-    "id_hash, user_name, csrf, created_at, last_seen_at, expires_at, address";
+const COLUMNS: &str = "id_hash, user_name, csrf, created_at, last_seen_at, expires_at, address";
 
 fn from_row(r: &sqlx::any::AnyRow) -> Session {
     Session {
