@@ -228,6 +228,16 @@ fn field(text: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Where followers report: a stop flag, what each saw, every delay (µs).
+struct Sinks {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    delays: Arc<Mutex<Vec<u32>>>,
+}
+
+/// Waits for the followers to end.
+type Finish<'a> = Box<dyn FnOnce() + 'a>;
+
 struct Outcome {
     followers: Vec<Seen>,
     delays: Vec<u32>,
@@ -244,15 +254,15 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// Runs `followers` for `secs` while the daemon emits, measuring it.
-fn measure(
-    server: &mut Server,
-    secs: u64,
-    run: impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()>,
-) -> Outcome {
+fn measure<'a>(server: &mut Server, secs: u64, run: impl FnOnce(Sinks) -> Finish<'a>) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let delays = Arc::new(Mutex::new(Vec::with_capacity(8_000_000)));
-    let finish = run(stop.clone(), seen.clone(), delays.clone());
+    let finish = run(Sinks {
+        stop: stop.clone(),
+        seen: seen.clone(),
+        delays: delays.clone(),
+    });
     let cpu0 = server.cpu_secs();
     let t0 = Instant::now();
     server.say("emit");
@@ -278,15 +288,14 @@ fn measure(
     }
 }
 
-fn sse_followers(
-    rt: &tokio::runtime::Runtime,
-    server: &Server,
+fn sse_followers<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    http: u16,
+    token: String,
     n: usize,
-) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()> + '_
-{
-    let url = format!("http://127.0.0.1:{}/api/v1/apps/loud/events", server.http);
-    let token = server.token.clone();
-    move |stop, seen, delays| {
+) -> impl FnOnce(Sinks) -> Finish<'a> + 'a {
+    let url = format!("http://127.0.0.1:{http}/api/v1/apps/loud/events");
+    move |Sinks { stop, seen, delays }| {
         let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..n {
@@ -357,13 +366,11 @@ fn sse_followers(
 }
 
 fn ssh_followers(
-    server: &Server,
+    port: u16,
     key: std::path::PathBuf,
     n: usize,
-) -> impl FnOnce(Arc<AtomicBool>, Arc<Mutex<Vec<Seen>>>, Arc<Mutex<Vec<u32>>>) -> Box<dyn FnOnce()>
-{
-    let port = server.ssh;
-    move |stop, seen, delays| {
+) -> impl FnOnce(Sinks) -> Finish<'static> {
+    move |Sinks { stop, seen, delays }| {
         let mut children = Vec::new();
         let mut readers = Vec::new();
         let first_line = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -446,10 +453,7 @@ fn report(name: &str, o: &Outcome, rate: u64) {
     let complete = o
         .followers
         .iter()
-        .filter(|s| {
-            s.first
-                .is_some_and(|f| s.lines + s.skipped >= s.last - f + 1)
-        })
+        .filter(|s| s.first.is_some_and(|f| s.lines + s.skipped > s.last - f))
         .count();
     let delivered: u64 = o.followers.iter().map(|s| s.lines).sum();
     let expected: u64 = o
@@ -557,14 +561,12 @@ fn main() {
         .unwrap();
     println!("dashboard bench: {followers} followers of one app at {rate} lines/s for {secs} s per path; RSS idle {:.1} MiB", server.rss_mib());
     page_latency(&rt, &server);
-    let sse = measure(&mut server, secs, sse_followers(&rt, &server, followers));
+    let run = sse_followers(&rt, server.http, server.token.clone(), followers);
+    let sse = measure(&mut server, secs, run);
     report("SSE (API)", &sse, rate);
     std::thread::sleep(Duration::from_secs(2));
-    let ssh = measure(
-        &mut server,
-        secs,
-        ssh_followers(&server, key.clone(), followers),
-    );
+    let run = ssh_followers(server.ssh, key.clone(), followers);
+    let ssh = measure(&mut server, secs, run);
     report("ssh logs -f", &ssh, rate);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!(
