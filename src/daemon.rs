@@ -32,21 +32,34 @@ pub struct Services {
 }
 
 /// What the dashboard's Host page needs from the binary: the driver in use
-/// and `byteport doctor`'s checks.
-struct DoctorHost(Config);
+/// (resolved once, as the platform did) and `byteport doctor`'s checks.
+struct DoctorHost {
+    config: Config,
+    driver: String,
+}
+
+impl DoctorHost {
+    fn new(config: &Config) -> DoctorHost {
+        let facts = crate::doctor::VirtFacts::probe(std::path::Path::new("/"));
+        let driver = match crate::driver::choose_driver(config.driver, &facts) {
+            Ok(runtime::supervisor::Driver::Kvm { .. }) => "kvm".into(),
+            Ok(runtime::supervisor::Driver::Qemu { accel, .. }) => format!("qemu ({accel})"),
+            Err(_) => "none (apps cannot boot here)".into(),
+        };
+        DoctorHost {
+            config: config.clone(),
+            driver,
+        }
+    }
+}
 
 impl dashboard::HostInfo for DoctorHost {
     fn driver(&self) -> String {
-        let facts = crate::doctor::VirtFacts::probe(std::path::Path::new("/"));
-        match crate::driver::choose_driver(self.0.driver, &facts) {
-            Ok(runtime::supervisor::Driver::Kvm { .. }) => "kvm".into(),
-            Ok(runtime::supervisor::Driver::Qemu { accel, .. }) => format!("qemu ({accel})"),
-            Err(_) => "none".into(),
-        }
+        self.driver.clone()
     }
 
     fn doctor(&self) -> Vec<dashboard::HostCheck> {
-        crate::doctor::run(&self.0)
+        crate::doctor::run(&self.config)
             .checks
             .into_iter()
             .map(|c| dashboard::HostCheck {
@@ -132,7 +145,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     let dashboard = dashboard::serve(
         dashboard_options,
         platform.clone(),
-        Arc::new(DoctorHost(config.clone())),
+        Arc::new(DoctorHost::new(config)),
     )
     .await
     .with_context(|| format!("dashboard cannot listen on {}", config.http_addr))?;
