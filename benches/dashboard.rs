@@ -200,10 +200,13 @@ struct Seen {
     last: u64,
     lines: u64,
     skipped: u64,
+    /// Delivery delays, µs (kept per follower: a shared lock would be
+    /// the bottleneck at 200 × 1000 lines/s).
+    delays: Vec<u32>,
 }
 
 impl Seen {
-    fn line(&mut self, text: &str, delays: &Mutex<Vec<u32>>) {
+    fn line(&mut self, text: &str) {
         let Some(seq) = field(text, "seq=") else {
             return;
         };
@@ -212,10 +215,13 @@ impl Seen {
         self.last = seq;
         self.lines += 1;
         let delay = now_micros().saturating_sub(t);
-        delays
-            .lock()
-            .unwrap()
-            .push(delay.min(u32::MAX as u64) as u32);
+        self.delays.push(delay.min(u32::MAX as u64) as u32);
+    }
+
+    /// Hands the delays over and records the follower.
+    fn finish(mut self, seen: &Mutex<Vec<Seen>>, delays: &Mutex<Vec<u32>>) {
+        delays.lock().unwrap().append(&mut self.delays);
+        seen.lock().unwrap().push(self);
     }
 }
 
@@ -342,11 +348,11 @@ fn sse_followers<'a>(
                         if msg.contains("event: skipped") {
                             s.skipped += field(&msg, "\"skipped\":").unwrap_or(0);
                         } else if msg.contains("event: app") {
-                            s.line(&msg, &delays);
+                            s.line(&msg);
                         }
                     }
                 }
-                seen.lock().unwrap().push(s);
+                s.finish(&seen, &delays);
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -429,10 +435,10 @@ fn ssh_followers(
                             .find_map(|w| w.parse::<u64>().ok())
                             .unwrap_or(0);
                     } else {
-                        s.line(&line, &delays);
+                        s.line(&line);
                     }
                 }
-                seen.lock().unwrap().push(s);
+                s.finish(&seen, &delays);
             }));
         }
         Box::new(move || {
