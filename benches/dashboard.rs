@@ -343,14 +343,19 @@ fn sse_followers<'a>(
                         continue;
                     };
                     buf.push_str(&String::from_utf8_lossy(&data));
-                    while let Some(end) = buf.find("\n\n") {
-                        let msg: String = buf.drain(..end + 2).collect();
+                    // One pass over the buffer, one drain at the end: a
+                    // drain per message made the reader quadratic.
+                    let mut done = 0;
+                    while let Some(end) = buf[done..].find("\n\n") {
+                        let msg = &buf[done..done + end];
                         if msg.contains("event: skipped") {
-                            s.skipped += field(&msg, "\"skipped\":").unwrap_or(0);
+                            s.skipped += field(msg, "\"skipped\":").unwrap_or(0);
                         } else if msg.contains("event: app") {
-                            s.line(&msg);
+                            s.line(msg);
                         }
+                        done += end + 2;
                     }
+                    buf.drain(..done);
                 }
                 s.finish(&seen, &delays);
             }));

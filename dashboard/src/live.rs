@@ -87,6 +87,23 @@ pub(crate) fn skipped_line(n: u64) -> String {
     format!("<div class=\"ln skipped\">… {n} lines skipped (this page read too slowly)</div>")
 }
 
+/// The event's `type` as serialized (`app`, `request`, `job_progress`, …),
+/// without serializing it.
+pub(crate) fn event_type(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::JobQueued { .. } => "job_queued",
+        EventKind::JobStarted { .. } => "job_started",
+        EventKind::JobProgress { .. } => "job_progress",
+        EventKind::JobPhase { .. } => "job_phase",
+        EventKind::JobFinished { .. } => "job_finished",
+        EventKind::BuildOutput { .. } => "build_output",
+        EventKind::Vm { .. } => "vm",
+        EventKind::App { .. } => "app",
+        EventKind::Request { .. } => "request",
+        EventKind::Note { .. } => "note",
+    }
+}
+
 /// Does this event change the deploy/job tables or the app's state?
 fn changes_history(kind: &EventKind) -> bool {
     matches!(
@@ -309,16 +326,10 @@ pub(crate) fn api_events(ctx: Ctx, app: String, after: Option<EventId>) -> SseSt
             item = f.next() => item?,
         };
         let m = match item {
-            Item::Event(e) => {
-                let kind = serde_json::to_value(&e.kind)
-                    .ok()
-                    .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
-                    .unwrap_or_else(|| "event".into());
-                SseEvent::default()
-                    .event(kind)
-                    .id(e.id.to_string())
-                    .data(serde_json::to_string(&*e).unwrap_or_default())
-            }
+            Item::Event(e) => SseEvent::default()
+                .event(event_type(&e.kind))
+                .id(e.id.to_string())
+                .data(serde_json::to_string(&*e).unwrap_or_default()),
             Item::Skipped(n) => SseEvent::default()
                 .event("skipped")
                 .data(format!("{{\"skipped\":{n}}}")),
@@ -359,6 +370,45 @@ mod tests {
             line: "GET / 200".into(),
         }));
         assert!(r.contains("data-p=\"router\""), "{r}");
+    }
+
+    #[test]
+    fn event_types_match_their_serialized_tag() {
+        let kinds = [
+            EventKind::JobQueued {
+                job_kind: "x".into(),
+                requested_by: None,
+            },
+            EventKind::JobStarted {
+                job_kind: "x".into(),
+            },
+            EventKind::JobProgress { text: "x".into() },
+            EventKind::JobPhase {
+                phase: "x".into(),
+                ms: 1,
+            },
+            EventKind::JobFinished {
+                verdict: platform::events::JobVerdict::Failed,
+                reason: None,
+            },
+            EventKind::BuildOutput { text: "x".into() },
+            EventKind::Vm {
+                change: platform::events::VmChange::Booted,
+                vm: "v".into(),
+                detail: None,
+            },
+            EventKind::App {
+                process: "web".into(),
+                stream: OutputStream::Out,
+                text: "x".into(),
+            },
+            EventKind::Request { line: "x".into() },
+            EventKind::Note { text: "x".into() },
+        ];
+        for k in kinds {
+            let v = serde_json::to_value(&k).unwrap();
+            assert_eq!(v["type"], event_type(&k), "{k:?}");
+        }
     }
 
     #[test]

@@ -110,10 +110,7 @@ pub struct LogEntry {
 impl LogEntry {
     /// From an event.
     pub fn new(e: &Event) -> LogEntry {
-        let kind = serde_json::to_value(&e.kind)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(String::from))
-            .unwrap_or_default();
+        let kind = live::event_type(&e.kind).to_string();
         let (process, stream, text) = match &e.kind {
             EventKind::App {
                 process,
