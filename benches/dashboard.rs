@@ -7,7 +7,9 @@
 //! `BENCH_DASHBOARD_CHILD=1` — plus a task that writes the app's log lines
 //! (`seq=N t=MICROS`) into its event stream at a fixed rate, exactly as a
 //! VM's output arrives. The parent runs the followers and reads the
-//! child's CPU time and RSS from /proc. No VM is booted.
+//! child's CPU time and RSS from /proc. No VM is booted. Both kinds of
+//! follower are external C clients (`curl -N` for SSE, OpenSSH's `ssh`
+//! for `logs -f`), each read line by line by a thread of this process.
 //!
 //! Run: `cargo bench --bench dashboard`. `BENCH_FOLLOWERS` (200),
 //! `BENCH_RATE` lines/s (1000), `BENCH_SECS` per path (30).
@@ -294,153 +296,37 @@ fn measure<'a>(server: &mut Server, secs: u64, run: impl FnOnce(Sinks) -> Finish
     }
 }
 
-fn sse_followers<'a>(
-    rt: &'a tokio::runtime::Runtime,
-    http: u16,
-    token: String,
+/// `n` follower processes (`make` builds each command line), each read
+/// line by line on a thread of its own; `skipped` recognises the line that
+/// says how many lines the daemon dropped for a slow reader.
+fn process_followers(
     n: usize,
-) -> impl FnOnce(Sinks) -> Finish<'a> + 'a {
-    let url = format!("http://127.0.0.1:{http}/api/v1/apps/loud/events");
-    move |Sinks { stop, seen, delays }| {
-        let connected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut handles = Vec::new();
-        for _ in 0..n {
-            let (url, token, stop, seen, delays, connected) = (
-                url.clone(),
-                token.clone(),
-                stop.clone(),
-                seen.clone(),
-                delays.clone(),
-                connected.clone(),
-            );
-            handles.push(rt.spawn(async move {
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http::<Empty<Bytes>>();
-                let req = hyper::Request::get(&url)
-                    .header("authorization", format!("Bearer {token}"))
-                    .header("accept", "text/event-stream")
-                    .body(Empty::new())
-                    .unwrap();
-                let mut res = client.request(req).await.expect("SSE request");
-                assert!(res.status().is_success(), "SSE status {}", res.status());
-                connected.fetch_add(1, Ordering::SeqCst);
-                let mut s = Seen::default();
-                let mut buf = String::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let frame = match tokio::time::timeout(
-                        Duration::from_millis(500),
-                        res.body_mut().frame(),
-                    )
-                    .await
-                    {
-                        Ok(Some(Ok(f))) => f,
-                        Ok(_) => break,
-                        Err(_) => continue,
-                    };
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    buf.push_str(&String::from_utf8_lossy(&data));
-                    // One pass over the buffer, one drain at the end: a
-                    // drain per message made the reader quadratic.
-                    let mut done = 0;
-                    while let Some(end) = buf[done..].find("\n\n") {
-                        let msg = &buf[done..done + end];
-                        if msg.contains("event: skipped") {
-                            s.skipped += field(msg, "\"skipped\":").unwrap_or(0);
-                        } else if msg.contains("event: app") {
-                            s.line(msg);
-                        }
-                        done += end + 2;
-                    }
-                    buf.drain(..done);
-                }
-                s.finish(&seen, &delays);
-            }));
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while connected.load(Ordering::SeqCst) < n && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!(
-            "  {} SSE followers connected",
-            connected.load(Ordering::SeqCst)
-        );
-        Box::new(move || {
-            for h in handles {
-                let _ = rt.block_on(h);
-            }
-        })
-    }
-}
-
-fn ssh_followers(
-    port: u16,
-    key: std::path::PathBuf,
-    n: usize,
+    make: impl Fn() -> Command,
+    skipped: fn(&str) -> Option<u64>,
 ) -> impl FnOnce(Sinks) -> Finish<'static> {
     move |Sinks { stop, seen, delays }| {
         let mut children = Vec::new();
         let mut readers = Vec::new();
-        let first_line = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for _ in 0..n {
-            let mut c = Command::new("ssh")
-                .args([
-                    "-F",
-                    "/dev/null",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "IdentitiesOnly=yes",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-o",
-                    "BatchMode=yes",
-                    "-i",
-                ])
-                .arg(&key)
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "git@127.0.0.1",
-                    "logs loud -n 0 -f",
-                ])
+            let mut c = make()
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("ssh (openssh-client)");
+                .expect("follower process");
             let out = c.stdout.take().unwrap();
             children.push(c);
-            let (stop, seen, delays, first_line) = (
-                stop.clone(),
-                seen.clone(),
-                delays.clone(),
-                first_line.clone(),
-            );
+            let (stop, seen, delays) = (stop.clone(), seen.clone(), delays.clone());
             readers.push(std::thread::spawn(move || {
                 let mut s = Seen::default();
-                let mut started = false;
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { break };
-                    if !started {
-                        started = true;
-                        first_line.fetch_add(1, Ordering::SeqCst);
-                    }
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if line.contains("lines skipped") {
-                        s.skipped += line
-                            .split_whitespace()
-                            .find_map(|w| w.parse::<u64>().ok())
-                            .unwrap_or(0);
-                    } else {
-                        s.line(&line);
+                    match skipped(&line) {
+                        Some(k) => s.skipped += k,
+                        None => s.line(&line),
                     }
                 }
                 s.finish(&seen, &delays);
@@ -454,9 +340,70 @@ fn ssh_followers(
             for r in readers {
                 let _ = r.join();
             }
-            let _ = first_line;
         })
     }
+}
+
+/// SSE followers: `curl -N` on the API's event stream (one JSON event per
+/// message; `event: skipped` + `data: {"skipped":N}` when the daemon drops).
+fn sse_followers(http: u16, token: String, n: usize) -> impl FnOnce(Sinks) -> Finish<'static> {
+    let url = format!("http://127.0.0.1:{http}/api/v1/apps/loud/events");
+    process_followers(
+        n,
+        move || {
+            let mut c = Command::new("curl");
+            c.args(["-sN", "-H", &format!("Authorization: Bearer {token}"), &url]);
+            c
+        },
+        |line| {
+            line.contains("\"skipped\":")
+                .then(|| field(line, "\"skipped\":").unwrap_or(0))
+        },
+    )
+}
+
+/// `ssh … logs loud -n 0 -f` followers (stock OpenSSH against gitd).
+fn ssh_followers(
+    port: u16,
+    key: std::path::PathBuf,
+    n: usize,
+) -> impl FnOnce(Sinks) -> Finish<'static> {
+    process_followers(
+        n,
+        move || {
+            let mut c = Command::new("ssh");
+            c.args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "BatchMode=yes",
+                "-i",
+            ])
+            .arg(&key)
+            .args([
+                "-p",
+                &port.to_string(),
+                "git@127.0.0.1",
+                "logs loud -n 0 -f",
+            ]);
+            c
+        },
+        |line| {
+            line.contains("lines skipped").then(|| {
+                line.split_whitespace()
+                    .find_map(|w| w.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+        },
+    )
 }
 
 fn report(name: &str, o: &Outcome, rate: u64) {
@@ -572,7 +519,7 @@ fn main() {
         .unwrap();
     println!("dashboard bench: {followers} followers of one app at {rate} lines/s for {secs} s per path; RSS idle {:.1} MiB", server.rss_mib());
     page_latency(&rt, &server);
-    let run = sse_followers(&rt, server.http, server.token.clone(), followers);
+    let run = sse_followers(server.http, server.token.clone(), followers);
     let sse = measure(&mut server, secs, run);
     report("SSE (API)", &sse, rate);
     std::thread::sleep(Duration::from_secs(2));
