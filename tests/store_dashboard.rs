@@ -136,6 +136,37 @@ async fn suite(url: &str, home: &std::path::Path) {
     assert_eq!(info.len(), 1);
     assert_eq!(info[0].name, "API_KEY");
     assert!(info[0].updated_at > 0);
+    // The apps list's overview: a few queries, the same answers as per app.
+    store.share_app("hello", "bob").await.unwrap();
+    store.create_app("other", "bob").await.unwrap();
+    let d1 = store
+        .start_deploy("hello", "c1", "refs/heads/main", None, None)
+        .await
+        .unwrap();
+    store.mark_live("hello", d1.number).await.unwrap();
+    let d2 = store
+        .start_deploy("hello", "c2", "refs/heads/main", None, None)
+        .await
+        .unwrap();
+    store
+        .fail_deploy("hello", d2.number, "build failed")
+        .await
+        .unwrap();
+    let all = store.apps_overview(None).await.unwrap();
+    assert_eq!(
+        all.iter().map(|o| o.app.name.as_str()).collect::<Vec<_>>(),
+        ["hello", "other"]
+    );
+    let mine = store.apps_overview(Some("alice")).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].live, Some((d1.number, "c1".to_string())));
+    assert!(mine[0].latest_failed);
+    assert!(mine[0].active.is_empty());
+    assert_eq!(mine[0].app, store.app("hello").await.unwrap().unwrap());
+    let bobs = store.apps_overview(Some("bob")).await.unwrap();
+    assert_eq!(bobs.len(), 2, "owned and shared");
+    assert_eq!(bobs[1].live, None);
+    assert!(!bobs[1].latest_failed);
     store.close().await;
 }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use platform::jobs::{Job, JobSpec};
 use platform::store::{App, Deploy, DeployStatus, SecretInfo};
-use platform::{Platform, VmStatus};
+use platform::VmStatus;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -322,16 +322,30 @@ pub async fn summary(
     app: &App,
     running: &HashMap<String, VmStatus>,
 ) -> Result<AppSummary, Error> {
-    let platform: &Platform = ctx.platform();
-    let store = &platform.store;
-    let live = store.live_deploy(&app.name).await?;
-    let latest = store.list_deploys(&app.name, 1).await?.into_iter().next();
-    let active: Vec<Job> = store
-        .active_jobs(&app.name)
+    let store = &ctx.platform().store;
+    let live = store
+        .live_deploy(&app.name)
         .await?
-        .into_iter()
-        .map(Job::from_row)
-        .collect();
+        .map(|d| (d.number, d.commit));
+    let latest_failed = store
+        .list_deploys(&app.name, 1)
+        .await?
+        .first()
+        .is_some_and(|d| d.status == DeployStatus::Failed);
+    let active = store.active_jobs(&app.name).await?;
+    Ok(summarize(ctx, app, live, latest_failed, active, running))
+}
+
+/// The summary from what the store said about the app.
+fn summarize(
+    ctx: &Ctx,
+    app: &App,
+    live: Option<(i64, String)>,
+    latest_failed: bool,
+    active: Vec<platform::store::JobRow>,
+    running: &HashMap<String, VmStatus>,
+) -> AppSummary {
+    let active: Vec<Job> = active.into_iter().map(Job::from_row).collect();
     let vm = running.get(&app.name);
     let running_job = active
         .iter()
@@ -359,28 +373,25 @@ pub async fn summary(
         "stopped"
     } else if vm.is_some() {
         "running"
-    } else if latest
-        .as_ref()
-        .is_some_and(|d| d.status == DeployStatus::Failed)
-    {
+    } else if latest_failed {
         "failed"
     } else if live.is_none() {
         "new"
     } else {
         "down"
     };
-    Ok(AppSummary {
+    AppSummary {
         name: app.name.clone(),
         owner: app.owner.clone(),
         state: state.to_string(),
-        live_deploy: live.as_ref().map(|d| d.number),
-        live_commit: live.map(|d| d.commit),
-        url: platform.app_url(&app.name),
+        live_deploy: live.as_ref().map(|d| d.0),
+        live_commit: live.map(|d| d.1),
+        url: ctx.platform().app_url(&app.name),
         driver: ctx.host().driver(),
         uptime_secs: vm.map(|v| v.uptime_secs),
         crashes: vm.map(|v| v.crashes).unwrap_or(0),
         running_job: running_job.map(JobView::new),
-    })
+    }
 }
 
 /// The running VMs by app.
@@ -392,14 +403,15 @@ pub fn running(ctx: &Ctx) -> HashMap<String, VmStatus> {
         .collect()
 }
 
-/// Summaries of every app `viewer` may see.
+/// Summaries of every app `viewer` may see (a few queries in all).
 pub async fn app_list(ctx: &Ctx, viewer: &Viewer) -> Result<Vec<AppSummary>, Error> {
     let running = running(ctx);
-    let mut out = Vec::new();
-    for app in visible_apps(ctx, viewer).await? {
-        out.push(summary(ctx, &app, &running).await?);
-    }
-    Ok(out)
+    let who = (!viewer.operator).then_some(viewer.user.as_str());
+    let overview = ctx.platform().store.apps_overview(who).await?;
+    Ok(overview
+        .into_iter()
+        .map(|o| summarize(ctx, &o.app, o.live, o.latest_failed, o.active, &running))
+        .collect())
 }
 
 /// Deploys shown on the app page.

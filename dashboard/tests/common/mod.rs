@@ -1,5 +1,7 @@
 //! A dashboard on a real store (SQLite in a temp dir) with a platform that
 //! cannot boot VMs: jobs are queued (and visible) but not run.
+// Each test binary uses part of the fixture.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 

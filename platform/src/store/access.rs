@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{now_ms, q, SshKey, Store, StoreError};
+use super::{now_ms, q, App, JobRow, SshKey, Store, StoreError};
 
 /// An SSH key with the time it last let its owner in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -26,7 +26,95 @@ pub struct SecretInfo {
     pub updated_at: i64,
 }
 
+/// What the apps list shows of one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppOverview {
+    /// The app.
+    pub app: App,
+    /// Its live deploy: number and commit.
+    pub live: Option<(i64, String)>,
+    /// Its newest deploy failed.
+    pub latest_failed: bool,
+    /// Its queued and running jobs, oldest first.
+    pub active: Vec<JobRow>,
+}
+
 impl Store {
+    /// Every app `user` may see (all for `None`) with its live deploy,
+    /// whether its newest deploy failed, and its active jobs — in a
+    /// handful of queries, not a few per app (the apps list with many apps).
+    pub async fn apps_overview(&self, user: Option<&str>) -> Result<Vec<AppOverview>, StoreError> {
+        let ctx = "reading the apps overview";
+        let apps = match user {
+            None => sqlx::query("SELECT name, owner, created_at, desired_state FROM apps ORDER BY name")
+                .fetch_all(&self.pool)
+                .await,
+            Some(u) => sqlx::query(
+                "SELECT name, owner, created_at, desired_state FROM apps WHERE owner = $1 OR name IN (SELECT app FROM app_collaborators WHERE user_name = $1) ORDER BY name",
+            )
+            .bind(u)
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(q(ctx))?;
+        let collaborators =
+            sqlx::query("SELECT app, user_name FROM app_collaborators ORDER BY user_name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q(ctx))?;
+        let live = sqlx::query(
+            "SELECT app, number, commit_id FROM deploys WHERE status = 'live' ORDER BY number",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(ctx))?;
+        let latest = sqlx::query(
+            "SELECT d.app, d.status FROM deploys d WHERE d.number = (SELECT MAX(x.number) FROM deploys x WHERE x.app = d.app)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q(ctx))?;
+        let active_ids =
+            sqlx::query("SELECT id FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q(ctx))?;
+        let mut active: Vec<JobRow> = Vec::new();
+        for r in active_ids {
+            if let Some(job) = self.job(r.get(0)).await? {
+                active.push(job);
+            }
+        }
+        let mut out = Vec::with_capacity(apps.len());
+        for r in apps {
+            let name: String = r.get(0);
+            let app = App {
+                collaborators: collaborators
+                    .iter()
+                    .filter(|c| c.get::<String, _>(0) == name)
+                    .map(|c| c.get(1))
+                    .collect(),
+                owner: r.get(1),
+                created_at: r.get(2),
+                stopped: r.get::<String, _>(3) == "stopped",
+                name: name.clone(),
+            };
+            out.push(AppOverview {
+                live: live
+                    .iter()
+                    .filter(|l| l.get::<String, _>(0) == name)
+                    .map(|l| (l.get(1), l.get(2)))
+                    .next_back(),
+                latest_failed: latest
+                    .iter()
+                    .any(|l| l.get::<String, _>(0) == name && l.get::<String, _>(1) == "failed"),
+                active: active.iter().filter(|j| j.app == name).cloned().collect(),
+                app,
+            });
+        }
+        Ok(out)
+    }
+
     /// Makes `user` an operator (sees every app and the Host page) or not.
     pub async fn set_operator(&self, user: &str, operator: bool) -> Result<(), StoreError> {
         let r = sqlx::query("UPDATE users SET operator = $1 WHERE name = $2")

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-pub use access::{KeyUse, SecretInfo};
+pub use access::{AppOverview, KeyUse, SecretInfo};
 pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
