@@ -12,7 +12,7 @@ packages=(
   iproute2                               # runtime tests: private-range addresses in a network namespace of their own
   mmdebstrap debootstrap                 # debian:<suite> base layers
   wrk nginx-light                        # router benchmark: load generator and the reference proxy
-  chromium                               # portfolio screenshots (headless; the tests drive it for real)
+  chromium fonts-dejavu-core             # portfolio screenshots and the dashboard's real-browser test (headless)
 )
 
 missing=()

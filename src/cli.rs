@@ -53,6 +53,9 @@ pub enum Command {
     /// Users (dashboard logins, key owners).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// API tokens for scripts and Prometheus (shown once, stored hashed).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// List apps, or manage one.
     Apps(AppsArgs),
     /// Secrets of an app (sealed at rest, values never printed).
@@ -237,6 +240,32 @@ pub enum UsersCommand {
     Add {
         /// User name.
         name: String,
+        /// An operator sees every app and the dashboard's Host page.
+        #[arg(long)]
+        operator: bool,
+    },
+}
+
+/// `byteport tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token carrying USER's rights; it is printed once.
+    Create {
+        /// The user whose rights the token carries.
+        name: String,
+        /// What it is for (shown by `tokens list`).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Only for reading /metrics (Prometheus), nothing else.
+        #[arg(long)]
+        metrics: bool,
+    },
+    /// List tokens (never their secrets).
+    List(JsonFlag),
+    /// Revoke a token by its id (`bpt_<id>_…`).
+    Revoke {
+        /// The token's id, or the whole token.
+        id: String,
     },
 }
 

@@ -25,6 +25,7 @@ pub mod boot;
 pub mod events;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pipeline;
 pub mod portfolio;
 pub mod repo_files;

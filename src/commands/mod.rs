@@ -4,6 +4,7 @@
 mod apps;
 mod keys;
 mod manifest;
+mod tokens;
 
 mod vars;
 
@@ -79,6 +80,7 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Keys(cmd) => keys::keys(cmd, config).await,
         Command::Users(cmd) => keys::users(cmd, config).await,
+        Command::Tokens(cmd) => tokens::tokens(cmd, config).await,
         Command::Apps(args) => apps::run(args, config).await,
         Command::Secrets(cmd) => vars::secrets(cmd, config).await,
         Command::Deploys(args) => match (args.command, args.app) {

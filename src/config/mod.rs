@@ -108,6 +108,7 @@ impl fmt::Display for Source {
 struct FileConfig {
     ssh_addr: Option<String>,
     http_addr: Option<String>,
+    http_trusted_proxy: Option<String>,
     router_addr: Option<String>,
     driver: Option<String>,
     database_url: Option<String>,
@@ -144,6 +145,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The app router listens here.
     pub router_addr: SocketAddr,
+    /// A reverse proxy in front of the dashboard whose `X-Forwarded-For`
+    /// and `X-Forwarded-Proto` are believed (none by default).
+    pub http_trusted_proxy: Option<std::net::IpAddr>,
     /// The runtime driver.
     pub driver: Driver,
     /// State store URL: `sqlite://…` (default, under home) or `postgres://…`.
@@ -255,6 +259,12 @@ impl Config {
             Some("BYTEPORT_HTTP_ADDR"),
             file.http_addr,
             "127.0.0.1:8080",
+        );
+        let trusted_proxy = pick(
+            "http_trusted_proxy",
+            Some("BYTEPORT_HTTP_TRUSTED_PROXY"),
+            file.http_trusted_proxy,
+            "",
         );
         let router = pick(
             "router_addr",
@@ -425,6 +435,14 @@ impl Config {
             ssh_addr: parse_addr("ssh_addr", ssh)?,
             http_addr: parse_addr("http_addr", http)?,
             router_addr: parse_addr("router_addr", router)?,
+            http_trusted_proxy: match trusted_proxy.0.trim() {
+                "" | "none" => None,
+                ip => Some(ip.parse().map_err(|e| ConfigError::Value {
+                    key: "http_trusted_proxy",
+                    source_name: trusted_proxy.1.to_string(),
+                    message: format!("{e} (expected the proxy's IP address, e.g. 127.0.0.1)"),
+                })?),
+            },
             driver: driver.0.parse().map_err(|message| ConfigError::Value {
                 key: "driver",
                 source_name: driver.1.to_string(),
@@ -493,6 +511,11 @@ impl Config {
             ("ssh_addr", self.ssh_addr.to_string()),
             ("http_addr", self.http_addr.to_string()),
             ("router_addr", self.router_addr.to_string()),
+            (
+                "http_trusted_proxy",
+                self.http_trusted_proxy
+                    .map_or_else(|| "none".to_string(), |ip| ip.to_string()),
+            ),
             ("driver", self.driver.to_string()),
             ("database_url", redact_url(&self.database_url)),
             ("deploy_branches", self.deploy_branches.join(",")),

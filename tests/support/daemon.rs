@@ -14,6 +14,8 @@ pub struct Daemon {
     pub ssh_port: u16,
     /// The router.
     pub router_port: u16,
+    /// The dashboard and API.
+    pub http_port: u16,
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
@@ -88,11 +90,13 @@ impl Daemon {
             home,
             ssh_port,
             router_port,
+            http_port,
             _dir: dir,
             env,
         };
         d.wait_for_port(ssh_port);
         d.wait_for_port(router_port);
+        d.wait_for_port(http_port);
         d
     }
 
@@ -100,6 +104,7 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.stop();
         let http_port = free_port();
+        self.http_port = http_port;
         self.child = spawn_up(
             self._dir.path(),
             &self.home,

@@ -485,6 +485,7 @@ impl Platform {
                 Some(e.to_string()),
             ),
         };
+        crate::metrics::metrics().job_finished(job.spec.kind(), state.as_str());
         // The store first, then the event: a requester that sees the end
         // event finds the job ended in the store.
         let stored = failure.as_ref().map(|f| (f.kind(), f.stored_message()));

@@ -57,6 +57,7 @@ impl JobCtx {
 
     /// A phase ended after `ms`.
     pub fn phase(&self, phase: &str, ms: i64) {
+        crate::metrics::metrics().phase(phase, ms);
         self.emit(EventKind::JobPhase {
             phase: phase.to_string(),
             ms,

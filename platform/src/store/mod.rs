@@ -6,12 +6,15 @@
 //! written in SQL both understand, and is applied on every start.
 //! Placeholders are `$1, $2, …` in order of appearance, which both accept.
 
+mod access;
 mod apps;
 mod crypto;
 mod deploys;
 mod domains;
 mod jobs;
 mod portfolio;
+mod sessions;
+mod tokens;
 mod users;
 mod vars;
 
@@ -21,10 +24,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use access::{AppOverview, KeyUse, SecretInfo};
 pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
 pub use jobs::{CancelOutcome, JobRow, NewJob};
+pub use sessions::{token_hash, NewSession, Session};
+pub use tokens::{ApiToken, TokenScope};
 pub use users::{SshKey, User};
 
 /// Errors from the state store.
