@@ -9,8 +9,10 @@ packages=(
   postgresql                             # the production store, started by the test harness
   qemu-system-x86 qemu-utils             # the qemu driver and the nested test host for our VMM
   busybox-static cpio e2fsprogs          # guest init, initramfs, ext4 rootfs images
+  iproute2                               # runtime tests: private-range addresses in a network namespace of their own
   mmdebstrap debootstrap                 # debian:<suite> base layers
   wrk nginx-light                        # router benchmark: load generator and the reference proxy
+  chromium fonts-dejavu-core             # portfolio screenshots and the dashboard's real-browser test (headless)
 )
 
 missing=()

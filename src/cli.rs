@@ -32,8 +32,13 @@ pub enum Command {
     /// Build an app directory (or one of its commits) into an artifact locally.
     Build(builder::cli::BuildArgs),
     /// Run and control microVMs with BytePort's own VMM (needs usable KVM).
-    #[command(subcommand)]
-    Vm(runtime::cli::VmCommand),
+    #[command(disable_help_flag = true)]
+    Vm {
+        /// Arguments for `byteport-vmm` (`run`, `list`, `pause`, `resume`,
+        /// `stop`; `byteport vm --help` shows them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Show BytePort's effective configuration, or set app config vars.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -48,6 +53,9 @@ pub enum Command {
     /// Users (dashboard logins, key owners).
     #[command(subcommand)]
     Users(UsersCommand),
+    /// API tokens for scripts and Prometheus (shown once, stored hashed).
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// List apps, or manage one.
     Apps(AppsArgs),
     /// Secrets of an app (sealed at rest, values never printed).
@@ -93,6 +101,16 @@ pub enum Command {
     },
     /// Deploy history of an app, or cancel its running job.
     Deploys(DeploysArgs),
+    /// Review drafted portfolio pages and manage the site (asks `byteport up`):
+    /// list, show APP [N], diff APP [N], edit APP --title/--summary/--body/--tags,
+    /// approve APP [N], reject APP, regenerate APP, profile --name/--bio/--site-url/--link,
+    /// export DIR, publish [--remote R --branch B].
+    #[command(disable_help_flag = true)]
+    Portfolio {
+        /// The subcommand and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `byteport deploys APP` or `byteport deploys cancel APP [JOB]`
@@ -147,18 +165,25 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set app config vars: `byteport config set APP KEY=VALUE...`.
+    /// Set app config vars: `byteport config set APP KEY=VALUE...`; a
+    /// running app restarts to apply them.
     Set {
         /// The app.
         app: String,
         /// KEY=VALUE pairs.
         #[arg(required = true, value_name = "KEY=VALUE")]
         pairs: Vec<String>,
+        /// Do not restart; the vars apply on the next deploy or restart.
+        #[arg(long)]
+        no_restart: bool,
     },
-    /// Remove app config vars.
+    /// Remove app config vars (a running app restarts, as with set).
     Unset {
         /// The app.
         app: String,
+        /// Do not restart.
+        #[arg(long)]
+        no_restart: bool,
         /// Keys to remove.
         #[arg(required = true)]
         keys: Vec<String>,
@@ -215,6 +240,32 @@ pub enum UsersCommand {
     Add {
         /// User name.
         name: String,
+        /// An operator sees every app and the dashboard's Host page.
+        #[arg(long)]
+        operator: bool,
+    },
+}
+
+/// `byteport tokens …`
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token carrying USER's rights; it is printed once.
+    Create {
+        /// The user whose rights the token carries.
+        name: String,
+        /// What it is for (shown by `tokens list`).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Only for reading /metrics (Prometheus), nothing else.
+        #[arg(long)]
+        metrics: bool,
+    },
+    /// List tokens (never their secrets).
+    List(JsonFlag),
+    /// Revoke a token by its id (`bpt_<id>_…`).
+    Revoke {
+        /// The token's id, or the whole token.
+        id: String,
     },
 }
 

@@ -1,6 +1,6 @@
 //! `byteport up`: every service that exists so far in one process — the
-//! git server first, then the router, the control socket the CLI talks to
-//! and the crash watcher — stopped cleanly on SIGINT/SIGTERM.
+//! git server first, then the router, the control socket the CLI talks to,
+//! the dashboard and the crash watcher — stopped cleanly on SIGINT/SIGTERM.
 
 use std::sync::Arc;
 
@@ -27,11 +27,58 @@ pub struct Services {
     pub platform: Arc<Platform>,
     /// The git server.
     pub gitd: gitd::Gitd,
+    /// The dashboard and API on `http_addr`.
+    pub dashboard: dashboard::Server,
+}
+
+/// What the dashboard's Host page needs from the binary: the driver in use
+/// (resolved once, as the platform did) and `byteport doctor`'s checks.
+struct DoctorHost {
+    config: Config,
+    driver: String,
+}
+
+impl DoctorHost {
+    fn new(config: &Config) -> DoctorHost {
+        let facts = crate::doctor::VirtFacts::probe(std::path::Path::new("/"));
+        let driver = match crate::driver::choose_driver(config.driver, &facts) {
+            Ok(runtime::boot::Driver::Kvm { .. }) => "kvm".into(),
+            Ok(runtime::boot::Driver::Qemu { accel, .. }) => format!("qemu ({accel})"),
+            Err(_) => "none (apps cannot boot here)".into(),
+        };
+        DoctorHost {
+            config: config.clone(),
+            driver,
+        }
+    }
+}
+
+impl dashboard::HostInfo for DoctorHost {
+    fn driver(&self) -> String {
+        self.driver.clone()
+    }
+
+    fn doctor(&self) -> Vec<dashboard::HostCheck> {
+        crate::doctor::run(&self.config)
+            .checks
+            .into_iter()
+            .map(|c| dashboard::HostCheck {
+                name: c.name.to_string(),
+                status: serde_json::to_value(c.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                detail: c.detail,
+                fix: c.fix,
+            })
+            .collect()
+    }
 }
 
 /// Starts the services.
 pub async fn start(config: &Config) -> anyhow::Result<Services> {
-    std::fs::create_dir_all(&config.home)
+    config
+        .ensure_home()
         .with_context(|| format!("creating {}", config.home.display()))?;
     let store = crate::commands::open_store(config).await?;
     // First start: fetch the guest kernel and busybox (with progress) if
@@ -50,11 +97,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
             .context("setup (guest kernel, busybox) failed; run `byteport setup` to retry")?;
     }
     let routes = RouteTable::new("localhost");
-    let platform = Arc::new(Platform::new(
-        crate::driver::platform_settings(config),
-        store.clone(),
-        routes.clone(),
-    ));
+    let platform = Arc::new(
+        Platform::new(
+            crate::driver::platform_settings(config),
+            store.clone(),
+            routes.clone(),
+        )
+        .with_portfolio()
+        .await,
+    );
     let request_platform = platform.clone();
     // One line per routed request into the app's stream; no global lock
     // (a read lock on the app table and the app's own lock).
@@ -94,7 +145,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
     crate::control::serve(&config.home, platform.clone()).await?;
     platform.start().await.context("starting the job queue")?;
+    let mut dashboard_options = dashboard::Options::new(config.http_addr);
+    dashboard_options.trusted_proxy = config.http_trusted_proxy;
+    let dashboard = dashboard::serve(
+        dashboard_options,
+        platform.clone(),
+        Arc::new(DoctorHost::new(config)),
+    )
+    .await
+    .with_context(|| format!("dashboard cannot listen on {}", config.http_addr))?;
     Ok(Services {
+        dashboard,
         store,
         router,
         routes,
@@ -117,6 +178,10 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
         services.router.local_addr.port(),
         services.router.local_addr
     );
+    eprintln!(
+        "  dashboard  http://{}/  (users: byteport users add NAME)",
+        services.dashboard.local_addr()
+    );
     eprintln!("  driver     {}", report.driver_reason);
     if let Some(problem) = services.platform.boot_problem() {
         eprintln!("  warning    apps cannot boot: {problem}");
@@ -130,6 +195,7 @@ pub async fn up(config: &Config) -> anyhow::Result<()> {
     eprintln!("byteport up: stopping");
     let _ = std::fs::remove_file(crate::control::socket_path(&config.home));
     services.router.shutdown();
+    services.dashboard.shutdown().await;
     services.platform.stop_all().await;
     services.store.close().await;
     Ok(())

@@ -301,7 +301,7 @@ pub fn run(config: &Config) -> Report {
                 Status::Warn
             },
             detail: "not found beside byteport: the kvm driver cannot run".into(),
-            fix: Some("cargo install --locked --path runtime --bin byteport-vmm".into()),
+            fix: Some("cargo install --locked --path vmm --bin byteport-vmm".into()),
         },
     });
     checks.push(tool(

@@ -24,7 +24,7 @@ pub fn find_init_binary() -> Option<PathBuf> {
 pub fn choose_driver(
     wanted: Driver,
     facts: &crate::doctor::VirtFacts,
-) -> Result<runtime::supervisor::Driver, String> {
+) -> Result<runtime::Driver, String> {
     let driver = match wanted {
         Driver::Auto => facts.auto_driver().0,
         d => d,
@@ -35,13 +35,13 @@ pub fn choose_driver(
             facts.auto_driver().1
         )),
         Driver::Kvm => match runtime::drivers::kvm::find_vmm() {
-            Some(vmm) => Ok(runtime::supervisor::Driver::Kvm { vmm }),
+            Some(vmm) => Ok(runtime::Driver::Kvm { vmm }),
             None => Err(
-                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path runtime --bin byteport-vmm`".into(),
+                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path vmm --bin byteport-vmm`".into(),
             ),
         },
         _ => match crate::doctor::which("qemu-system-x86_64") {
-            Some(qemu) => Ok(runtime::supervisor::Driver::Qemu {
+            Some(qemu) => Ok(runtime::Driver::Qemu {
                 qemu,
                 accel: if facts.hardware_virt_usable() {
                     "kvm".into()
@@ -60,13 +60,21 @@ pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSe
     let facts = crate::doctor::VirtFacts::probe(std::path::Path::new("/"));
     let boot = choose_driver(config.driver, &facts).and_then(|driver| {
         let init_binary = find_init_binary().ok_or_else(|| {
-            "byteport-init not found beside byteport: reinstall with `cargo install --locked --path .`".to_string()
+            "byteport-init not found beside byteport: install it with `cargo install --locked --path runtime/guest-init`".to_string()
         })?;
-        Ok(runtime::supervisor::BootOptions {
+        let jail = match runtime::jail::Jail::for_this_host() {
+            Ok(jail) => Some(jail),
+            Err(why) => {
+                tracing::warn!("VMs run without their jail (own uid, namespaces, cgroup): {why}");
+                None
+            }
+        };
+        Ok(runtime::BootOptions {
             run_dir: config.home.join("run"),
             init_binary,
             driver,
             ready_timeout: std::time::Duration::from_secs(180),
+            jail,
         })
     });
     platform::PlatformSettings {
@@ -80,11 +88,32 @@ pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSe
             deadline: std::time::Duration::from_secs(config.job_deadline_secs),
             ..Default::default()
         },
+        base_domain: "localhost".into(),
+        portfolio: Some(portfolio_config(config)),
+        portfolio_site_url: format!("http://{}/portfolio/", config.http_addr),
         journal: platform::events::journal::JournalSettings {
             segment_bytes: config.log_segment_size,
             retention_bytes: config.log_retention,
         },
     }
+}
+
+/// The portfolio generator's settings from the configuration.
+pub fn portfolio_config(config: &crate::config::Config) -> portfolio::PortfolioConfig {
+    let mut p = portfolio::PortfolioConfig::new(config.home.join("portfolio/images"));
+    p.chromium_path = config.chromium_path.clone();
+    p.scratch_dir = Some(config.home.join("portfolio/scratch"));
+    p.load_timeout = std::time::Duration::from_secs(config.portfolio_load_timeout_secs);
+    p.llm = config.llm_base_url.as_ref().map(|url| {
+        let mut llm = portfolio::draft::LlmConfig::new(url.clone(), config.llm_model.clone());
+        llm.api_key = std::env::var("BYTEPORT_LLM_API_KEY")
+            .ok()
+            .filter(|k| !k.is_empty());
+        llm.timeout = std::time::Duration::from_secs(config.llm_timeout_secs);
+        llm.max_concurrent = config.llm_max_concurrent;
+        llm
+    });
+    p
 }
 
 #[cfg(test)]
@@ -114,7 +143,7 @@ mod tests {
     fn auto_takes_qemu_without_hardware_virtualization() {
         // qemu-system-x86_64 is installed wherever these tests run (.ci/run).
         match choose_driver(Driver::Auto, &facts(false, true)) {
-            Ok(runtime::supervisor::Driver::Qemu { accel, .. }) => assert_eq!(accel, "tcg"),
+            Ok(runtime::Driver::Qemu { accel, .. }) => assert_eq!(accel, "tcg"),
             other => panic!("{other:?}"),
         }
     }
@@ -122,8 +151,8 @@ mod tests {
     #[test]
     fn kvm_with_hardware_virtualization_needs_byteport_vmm() {
         match choose_driver(Driver::Auto, &facts(true, false)) {
-            Ok(runtime::supervisor::Driver::Kvm { vmm }) => assert!(vmm.exists()),
-            Err(e) => assert!(e.contains("cargo install --locked --path runtime"), "{e}"),
+            Ok(runtime::Driver::Kvm { vmm }) => assert!(vmm.exists()),
+            Err(e) => assert!(e.contains("cargo install --locked --path vmm"), "{e}"),
             other => panic!("{other:?}"),
         }
     }

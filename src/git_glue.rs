@@ -25,10 +25,18 @@ impl Authority for StoreAuthority {
         fingerprint: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
-            self.0
+            let user = self
+                .0
                 .user_for_fingerprint(fingerprint)
                 .await
-                .map_err(backend)
+                .map_err(backend)?;
+            if user.is_some() {
+                // Shown as "last used" on the dashboard's SSH keys page.
+                if let Err(e) = self.0.touch_key(fingerprint).await {
+                    tracing::warn!(error = %e, "cannot record a key's use");
+                }
+            }
+            Ok(user)
         })
     }
 

@@ -62,15 +62,9 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A key pair made by the real ssh-keygen; returns the public key.
 fn keygen(dir: &Path, name: &str) -> std::path::PathBuf {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed");
-    assert!(st.success());
-    key.with_extension("pub")
+    testvm::git::keygen(dir, name).with_extension("pub")
 }
 
 #[test]
@@ -311,4 +305,56 @@ fn manifest_init_guesses_the_stack_and_never_overwrites() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_data_directory_and_the_store_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let parent = tempfile::tempdir().unwrap();
+    let home = parent.path().join("home");
+    let key = parent.path().join("k");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap()
+        .success());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_byteport"));
+    cmd.args(["keys", "add", "alice"])
+        .arg(key.with_extension("pub"))
+        .env("BYTEPORT_HOME", &home)
+        .env_remove("BYTEPORT_DATABASE_URL")
+        .env_remove("BYTEPORT_CONFIG");
+    // SAFETY: umask in the child before exec; no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700, "home");
+    assert_eq!(
+        mode(&home.join("state.db")),
+        0o600,
+        "state.db (password hashes, config vars)"
+    );
+    assert_eq!(mode(&home.join("secrets.key")), 0o600, "secrets.key");
+    // A home made world-readable by hand is tightened on the next run.
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_byteport"))
+        .args(["keys", "list"])
+        .env("BYTEPORT_HOME", &home)
+        .env_remove("BYTEPORT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(mode(&home), 0o700);
 }

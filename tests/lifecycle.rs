@@ -186,7 +186,10 @@ fn redeploy_under_load_rollback_config_and_restart() {
     assert!(d.get("life").unwrap().contains("version two"));
 
     // Config vars reach the app on restart, which keeps serving meanwhile.
-    let out = d.ssh(&key, "config life set 'GREETING=hello from config'");
+    let out = d.ssh(
+        &key,
+        "config life set --no-restart 'GREETING=hello from config'",
+    );
     assert!(out.status.success(), "{}", text(&out));
     let before = d.get_path("life", "/cgi-bin/env").unwrap();
     assert!(

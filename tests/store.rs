@@ -3,7 +3,7 @@
 
 mod support;
 
-use platform::store::{DeployStatus, PortfolioStatus, Store, StoreError};
+use platform::store::{DeployStatus, Store, StoreError};
 
 const ALICE_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkA31zzsJ+GveuiOShxwxvnGAMWnU9bigP+TVyTJ7c alice@laptop";
@@ -240,25 +240,6 @@ async fn suite(url: &str, home: &std::path::Path) {
     assert!(store.set_secret("hello", "lower", "x").await.is_err());
     assert!(store.unset_secret("hello", "DATABASE_URL").await.unwrap());
     assert!(!store.unset_secret("hello", "DATABASE_URL").await.unwrap());
-
-    // Portfolio.
-    store
-        .save_portfolio_draft("hello", "Hello", "A demo.", &["rust".into()], None, Some(3))
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .portfolio_entry("hello")
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        PortfolioStatus::Draft
-    );
-    store.review_portfolio("hello", true).await.unwrap();
-    let p = store.portfolio_entry("hello").await.unwrap().unwrap();
-    assert_eq!(p.status, PortfolioStatus::Published);
-    assert!(p.published_at.is_some());
 
     // Key removal and app deletion.
     assert_eq!(store.remove_keys(&bob.fingerprint).await.unwrap(), 1);

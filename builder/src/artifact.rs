@@ -4,7 +4,7 @@
 //! every build input to the digest, so an identical input is not rebuilt.
 
 use crate::error::{IoContext, Result};
-use crate::plan::{BuildPlan, Health};
+use crate::plan::{BuildPlan, Health, Network};
 use crate::setup::KernelInfo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -90,6 +90,11 @@ pub struct VmSpec {
     pub memory_bytes: u64,
     /// Disk cap in bytes.
     pub disk_bytes: u64,
+    /// Outbound network of the running app (`vm { network off }`): `on`
+    /// (the internet only) or `off`. Absent means on, so descriptors of
+    /// apps without the setting are byte-for-byte what they were.
+    #[serde(default, skip_serializing_if = "Network::is_on")]
+    pub network: Network,
 }
 
 /// Everything the runtime needs to boot an artifact (`descriptor.json`).
@@ -181,6 +186,7 @@ impl Descriptor {
                 cpus: plan.cpus,
                 memory_bytes: plan.memory_bytes,
                 disk_bytes: plan.disk_bytes,
+                network: plan.run_network,
             },
         }
     }
@@ -313,6 +319,34 @@ mod tests {
         filetime::set_file_mtime(&old, t).unwrap();
         sweep_stale(d.path(), ".tmp-build-", STALE_AFTER);
         assert!(!old.exists() && fresh.exists());
+    }
+
+    #[test]
+    fn network_settings_appear_only_when_off_so_old_digests_hold() {
+        let plan = BuildPlan::new("a", BaseSpec::Busybox);
+        let r = RootfsRef {
+            file: ROOTFS_FILE.into(),
+            sha256: "00".into(),
+            size: 1,
+        };
+        let d = Descriptor::new(&plan, None, r.clone());
+        let json = String::from_utf8(d.to_json()).unwrap();
+        assert!(!json.contains("network"), "{json}");
+        assert!(!serde_json::to_string(&plan).unwrap().contains("network"));
+        let back: Descriptor = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.vm.network, Network::On);
+        let mut off = plan.clone();
+        off.run_network = Network::Off;
+        off.build_network = Network::Off;
+        let d = Descriptor::new(&off, None, r);
+        assert!(String::from_utf8(d.to_json())
+            .unwrap()
+            .contains("\"network\": \"off\""));
+        let none = BTreeMap::new();
+        assert_ne!(
+            input_key(&plan, "t", &none, None),
+            input_key(&off, "t", &none, None)
+        );
     }
 
     #[test]

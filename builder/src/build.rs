@@ -6,6 +6,8 @@
 use crate::artifact::{self, Descriptor, RootfsRef, Store, DESCRIPTOR_FILE, ROOTFS_FILE};
 use crate::cgroup::Limits;
 use crate::error::{BuildError, IoContext, Result};
+use crate::identity::Identity;
+use crate::isolate::StepRoot;
 use crate::log::LogSink;
 use crate::plan::{BaseSpec, BuildPlan, Step};
 use crate::source::SourceTree;
@@ -58,6 +60,21 @@ pub struct BuildRequest<'a> {
     /// Resource limits of each `run` step (default: memory = the vm block's
     /// `memory` but at least 1 GiB, 4096 processes, the vm's CPUs).
     pub step_limits: Option<Limits>,
+    /// The app this build is for: the app of the repository pushed to.
+    /// It keys the build cache and the steps' uid/gid range and names the
+    /// artifact, whatever the manifest's `app` says (a different name is
+    /// noted in the log). `None` (a local `byteport build DIR`): the
+    /// manifest's name, in a namespace of its own (`_local/`) that no
+    /// pushed app shares. See [`crate::identity`].
+    pub app: Option<String>,
+    /// Where `run` steps may connect when the manifest leaves the build's
+    /// network on (default: the internet only). Exceptions — an internal
+    /// package mirror, a test's own server — are added with
+    /// [`egress::Policy::allowing`].
+    pub egress: egress::Policy,
+    /// Set to `true` to stop the build: checked between steps and while a
+    /// step runs (the step's whole process tree is killed within ~10 ms).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl<'a> BuildRequest<'a> {
@@ -74,6 +91,9 @@ impl<'a> BuildRequest<'a> {
             build_cache: None,
             ca_trust: CaTrust::from_env(),
             step_limits: None,
+            app: None,
+            egress: egress::Policy::internet_only(),
+            cancel: None,
         }
     }
 }
@@ -85,6 +105,9 @@ impl std::fmt::Debug for BuildRequest<'_> {
             .field("source", &self.source)
             .field("ca_trust", &self.ca_trust)
             .field("step_limits", &self.step_limits)
+            .field("app", &self.app)
+            .field("egress", &self.egress)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -182,7 +205,16 @@ fn run(
     mut phases: Phases,
 ) -> Result<BuildOutcome> {
     let log = req.log;
-    let plan = plan.normalize();
+    let mut plan = plan.normalize();
+    let owner = Identity::new(req.app.as_deref(), &plan.app);
+    if owner.app() != plan.app {
+        log.line(&format!(
+            "-----> note: the manifest names the app `{}`; building it as `{}` (the repository's app: its cache, its ids)",
+            plan.app,
+            owner.app()
+        ));
+        plan.app = owner.app().to_string();
+    }
     tree.check(plan.disk_bytes)?;
     let identity = tree.identity()?;
     let mut build_secrets = BTreeMap::new();
@@ -252,6 +284,10 @@ fn run(
         .ctx("creating build dir", store.root())?;
     let root = work.path().join("root");
     let out_dir = work.path().join("artifact");
+    let ca_bundle = match ca_bundle {
+        Some(b) => Some(crate::trust::readable_by_steps(&b, work.path())?),
+        None => None,
+    };
     for d in [&root, &out_dir] {
         std::fs::create_dir(d).ctx("creating", d)?;
     }
@@ -267,12 +303,16 @@ fn run(
     };
     let (image_bytes, sha) = std::thread::scope(|s| {
         s.spawn(|| -> Result<(u64, String)> {
-            if let Err(why) = crate::overlay::mount(&base.rootfs, work.path(), &root) {
-                log.line(&format!(
-                    "-----> overlay unavailable ({why}); copying the base instead"
-                ));
-                base::copy_into(&base.rootfs, &root)?;
-            }
+            let overlay = match crate::overlay::Overlay::mount(&base.rootfs, work.path(), &root) {
+                Ok(o) => Some(o),
+                Err(why) => {
+                    log.line(&format!(
+                        "-----> overlay unavailable ({why}); copying the base instead"
+                    ));
+                    base::copy_into(&base.rootfs, &root)?;
+                    None
+                }
+            };
             for (d, mode) in [
                 ("proc", 0o555),
                 ("sys", 0o555),
@@ -291,6 +331,8 @@ fn run(
             let env = StepEnv {
                 secrets: &build_secrets,
                 ca_bundle: ca_bundle.as_deref(),
+                owner: &owner,
+                root: overlay.as_ref().map_or(StepRoot::Mapped, StepRoot::Overlay),
             };
             run_steps(req, tree, &plan, &root, &env)?;
             mark();

@@ -7,17 +7,25 @@
 //!
 //! Two things follow: identical inputs give an identical image (npm's
 //! cache index, for one, records download times), and a warm rebuild reuses
-//! the downloads. The cache is per app, so one app's steps can never poison
-//! another's, and per base family (`debian-bookworm`, `busybox`), so a
-//! suite change starts clean. It is locked for the build's duration
-//! (concurrent builds of one app take turns). Deleting it at any time is
-//! safe: the next build is slower, not different.
+//! the downloads. The cache is per app — the app of the repository pushed
+//! to ([`crate::identity`]), never the name a manifest claims — so one
+//! app's steps can never read or poison another's; and it is owned on the
+//! host by the first id of that app's range ([`crate::ids`]), so even a
+//! path to another app's cache would be another owner's files. It is per
+//! base family (`debian-bookworm`, `busybox`), so a suite change starts
+//! clean. It is locked for the build's duration (concurrent builds of one
+//! app take turns). Deleting it at any time is safe: the next build is
+//! slower, not different; a cache owned by another range (made before the
+//! app had its range) is started afresh.
 
 use crate::error::{IoContext, Result};
+use crate::identity::Identity;
+use crate::ids::IdRange;
 use crate::isolate::CacheMount;
 use crate::log::LogSink;
 use crate::plan::BaseSpec;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// (directory name in the cache, path in the rootfs) for every base.
@@ -44,11 +52,18 @@ pub struct BuildCache {
 }
 
 impl BuildCache {
-    /// Open (creating) and lock the cache of `app` on `base` under `root`
-    /// (normally `<home>/cache/build`).
-    pub fn open(root: &Path, app: &str, base: &BaseSpec, log: &dyn LogSink) -> Result<BuildCache> {
+    /// Open (creating) and lock the cache of `owner` on `base` under
+    /// `root` (normally `<home>/cache/build`), owned by `ids.first`.
+    pub fn open(
+        root: &Path,
+        owner: &Identity,
+        base: &BaseSpec,
+        ids: IdRange,
+        log: &dyn LogSink,
+    ) -> Result<BuildCache> {
+        let app = owner.app();
         let dir = root
-            .join(slug(app))
+            .join(owner.cache_dir())
             .join(slug(&base.to_string().replace(':', "-")));
         std::fs::create_dir_all(&dir).ctx("creating build cache", &dir)?;
         let lock_path = dir.with_extension("lock");
@@ -63,21 +78,44 @@ impl BuildCache {
                 return Err(std::io::Error::last_os_error()).ctx("locking", &lock_path);
             }
         }
+        let owned_by = std::fs::metadata(&dir).ctx("reading", &dir)?.uid();
+        if owned_by != ids.first {
+            // Made for another range (or before ranges existed): its files
+            // would be unwritable, or someone else's. Start afresh.
+            if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+                log.line(&format!(
+                    "-----> Build cache of {app} started afresh (it belonged to host uid {owned_by}, not the app's range)"
+                ));
+            }
+            std::fs::remove_dir_all(&dir).ctx("clearing build cache", &dir)?;
+            std::fs::create_dir(&dir).ctx("creating build cache", &dir)?;
+        }
         let mut paths: Vec<(&str, &'static str)> = HOME_CACHES.to_vec();
         if matches!(base, BaseSpec::Debian { .. }) {
             paths.extend_from_slice(APT_CACHES);
         }
         let mut mounts = Vec::new();
+        let mut owned = vec![dir.clone()];
         for (name, target) in paths {
             let host = dir.join(name);
             std::fs::create_dir_all(&host).ctx("creating build cache", &host)?;
+            owned.push(host.clone());
             mounts.push(CacheMount { host, target });
         }
         // apt expects its partial/ download directories to exist.
-        for sub in ["apt-cache/archives/partial", "apt-lists/partial"] {
+        for sub in [
+            "apt-cache/archives",
+            "apt-cache/archives/partial",
+            "apt-lists/partial",
+        ] {
             if dir.join(sub.split('/').next().unwrap_or(sub)).is_dir() {
                 std::fs::create_dir_all(dir.join(sub)).ctx("creating", &dir.join(sub))?;
+                owned.push(dir.join(sub));
             }
+        }
+        for d in &owned {
+            std::os::unix::fs::chown(d, Some(ids.first), Some(ids.first))
+                .ctx("handing the build cache to the app's ids", d)?;
         }
         Ok(BuildCache {
             dir,
@@ -100,7 +138,7 @@ impl BuildCache {
 /// A file-name-safe form of an app or base name (`debian:bookworm` →
 /// `debian-bookworm`); anything unusual is replaced, and long or empty
 /// names get a hash so two names never share a directory by accident.
-fn slug(name: &str) -> String {
+pub(crate) fn slug(name: &str) -> String {
     let clean: String = name
         .chars()
         .map(|c| {
@@ -135,14 +173,23 @@ mod tests {
         assert!(slug(&"x".repeat(300)).len() < 64);
     }
 
+    const IDS: IdRange = IdRange {
+        first: 1_700_000_000,
+        count: 65536,
+    };
+
+    fn app(name: &str) -> Identity {
+        Identity::Repository(name.into())
+    }
+
     #[test]
-    fn debian_caches_include_apt_and_are_per_app() {
+    fn debian_caches_include_apt_and_are_per_app_and_owned_by_its_range() {
         let d = tempfile::tempdir().unwrap();
         let log = crate::log::NullSink;
         let deb = BaseSpec::Debian {
             suite: "bookworm".into(),
         };
-        let a = BuildCache::open(d.path(), "a", &deb, &log).unwrap();
+        let a = BuildCache::open(d.path(), &app("a"), &deb, IDS, &log).unwrap();
         let targets: Vec<&str> = a.mounts().iter().map(|m| m.target).collect();
         assert_eq!(
             targets,
@@ -159,21 +206,66 @@ mod tests {
             "{}",
             a.dir().display()
         );
-        let b = BuildCache::open(d.path(), "b", &BaseSpec::Busybox, &log).unwrap();
+        for m in a.mounts() {
+            assert_eq!(
+                std::fs::metadata(&m.host).unwrap().uid(),
+                IDS.first,
+                "{m:?}"
+            );
+        }
+        let b = BuildCache::open(d.path(), &app("b"), &BaseSpec::Busybox, IDS, &log).unwrap();
         assert_eq!(b.mounts().len(), 2);
         assert_ne!(a.dir(), b.dir());
     }
 
     #[test]
+    fn a_cache_of_another_range_starts_afresh() {
+        let d = tempfile::tempdir().unwrap();
+        let sink = crate::log::MemorySink::default();
+        let c = BuildCache::open(d.path(), &app("a"), &BaseSpec::Busybox, IDS, &sink).unwrap();
+        std::fs::write(c.dir().join("npm/old"), "x").unwrap();
+        let dir = c.dir().to_path_buf();
+        drop(c);
+        let other = IdRange {
+            first: IDS.first + 65536,
+            ..IDS
+        };
+        let c = BuildCache::open(d.path(), &app("a"), &BaseSpec::Busybox, other, &sink).unwrap();
+        assert_eq!(c.dir(), dir);
+        assert!(!dir.join("npm/old").exists());
+        assert!(
+            sink.lines().iter().any(|l| l.contains("started afresh")),
+            "{:?}",
+            sink.lines()
+        );
+        let local = BuildCache::open(
+            d.path(),
+            &Identity::Local("a".into()),
+            &BaseSpec::Busybox,
+            IDS,
+            &sink,
+        )
+        .unwrap();
+        assert_ne!(local.dir(), c.dir());
+    }
+
+    #[test]
     fn a_second_build_of_the_same_app_waits_for_the_first() {
         let d = tempfile::tempdir().unwrap();
-        let first =
-            BuildCache::open(d.path(), "a", &BaseSpec::Busybox, &crate::log::NullSink).unwrap();
+        let first = BuildCache::open(
+            d.path(),
+            &app("a"),
+            &BaseSpec::Busybox,
+            IDS,
+            &crate::log::NullSink,
+        )
+        .unwrap();
         let root = d.path().to_path_buf();
         let waited = std::thread::spawn(move || {
             let sink = crate::log::MemorySink::default();
             let start = std::time::Instant::now();
-            let _second = BuildCache::open(&root, "a", &BaseSpec::Busybox, &sink).unwrap();
+            let _second =
+                BuildCache::open(&root, &app("a"), &BaseSpec::Busybox, IDS, &sink).unwrap();
             (start.elapsed(), sink.lines())
         });
         std::thread::sleep(std::time::Duration::from_millis(300));

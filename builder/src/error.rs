@@ -66,6 +66,13 @@ pub enum BuildError {
         /// Up to the last 50 lines of output.
         last_lines: Vec<String>,
     },
+    /// The build was cancelled (a `deploys cancel`, a deadline): the running
+    /// step, if any, was killed with its whole process tree.
+    #[error("build cancelled{}; its processes were killed", step.map(|n| format!(" during step {n}")).unwrap_or_default())]
+    Cancelled {
+        /// The step that was running, if one was.
+        step: Option<usize>,
+    },
     /// A `run` step ran past its wall-clock limit and was killed with its whole process tree.
     #[error("build step {number} `{command}` timed out after {timeout:?}; it and all its processes were killed; last lines:\n{}", last_lines.join("\n"))]
     StepTimeout {
@@ -120,6 +127,12 @@ pub enum BuildError {
         /// The OS error.
         #[source]
         source: std::io::Error,
+    },
+    /// No uid/gid range can be given to the app's build steps.
+    #[error("cannot give build steps an unprivileged id range: {reason}")]
+    IdPool {
+        /// What is wrong (pool exhausted, inconsistent /etc/subuid).
+        reason: String,
     },
     /// The finished root filesystem does not fit in the manifest's `disk`.
     #[error("rootfs needs {needed} bytes but the manifest's disk is {disk} bytes; raise `disk` in the vm block or make the app smaller")]

@@ -11,9 +11,11 @@
 //!    oversized files and escaping symlinks before anything is read whole;
 //! 2. [`manifest`] → [`plan`]: what to build;
 //! 3. [`base`]: the cached base layer (scratch, busybox, debian + packages);
-//! 4. [`isolate`] (+ [`cgroup`], [`cache`], [`trust`]): `run` steps in
-//!    their own namespaces, limited, with package caches mounted from
-//!    outside the image and the configured CA certificates;
+//! 4. [`isolate`] (+ [`ids`], [`cgroup`], [`cache`], [`trust`]): `run`
+//!    steps unprivileged in their own namespaces (root only of the app's
+//!    user namespace, seccomp, the internet only through [`egress`]),
+//!    limited, with package caches mounted from outside the image and the
+//!    configured CA certificates;
 //! 5. [`image`]: a reproducible ext4 image;
 //! 6. [`artifact`]: descriptor and content-addressed store.
 //!
@@ -33,11 +35,13 @@ pub mod cache;
 pub mod cgroup;
 pub mod cli;
 pub mod error;
+pub mod identity;
+pub mod ids;
 pub mod image;
 pub mod isolate;
 pub mod log;
 pub mod manifest;
-mod overlay;
+pub mod overlay;
 pub mod plan;
 pub mod setup;
 pub mod source;
@@ -47,8 +51,9 @@ pub mod trust;
 pub use artifact::Descriptor;
 pub use build::{build, build_plan, BuildOutcome, BuildRequest, Source, DEFAULT_STEP_TIMEOUT};
 pub use cgroup::Limits;
+pub use egress;
 pub use error::{BuildError, Result};
 pub use log::{LogSink, MemorySink, NullSink, StderrSink};
-pub use plan::{BaseSpec, BuildPlan, Step};
+pub use plan::{BaseSpec, BuildPlan, Network, Step};
 pub use setup::{ensure_assets, Assets, SetupOptions};
 pub use trust::CaTrust;

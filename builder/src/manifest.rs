@@ -1,7 +1,7 @@
 //! From a parsed `Byteport` manifest (`manifest-spec`) to a [`BuildPlan`].
 
 use crate::error::{BuildError, Result};
-use crate::plan::{BaseSpec, BuildPlan, Health, Process, Step};
+use crate::plan::{BaseSpec, BuildPlan, Health, Network, Process, Step};
 use manifest_spec as spec;
 pub use spec::MANIFEST_FILE_NAME;
 
@@ -37,11 +37,17 @@ pub fn plan_from_manifest(m: &spec::Manifest) -> BuildPlan {
         })
         .collect();
     let (build_secrets, runtime_secrets) = secrets(&m.secrets);
+    let network = |n: spec::Network| match n {
+        spec::Network::On => Network::On,
+        spec::Network::Off => Network::Off,
+    };
     BuildPlan {
         app: m.app.clone(),
         base,
         packages: m.packages.clone(),
         steps,
+        build_network: network(m.build_network),
+        run_network: network(m.vm.network),
         env: m.env.clone(),
         build_secrets,
         runtime_secrets,

@@ -2,7 +2,7 @@
 //! (base, packages, ordered steps, env, limits, processes). It is derived from
 //! a `manifest_spec::Manifest` and hashed into the artifact's input key.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -27,6 +27,31 @@ impl fmt::Display for BaseSpec {
             BaseSpec::Busybox => f.write_str("busybox"),
             BaseSpec::Debian { suite } => write!(f, "debian:{suite}"),
         }
+    }
+}
+
+/// Outbound network of build steps or of the running app: the internet
+/// only ([`egress`]), or nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The internet (never this host or its private networks); the default.
+    #[default]
+    On,
+    /// No outbound connections.
+    Off,
+}
+
+impl Network {
+    /// Whether it is [`Network::On`].
+    pub fn is_on(&self) -> bool {
+        *self == Network::On
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_on() { "on" } else { "off" })
     }
 }
 
@@ -85,6 +110,14 @@ pub struct BuildPlan {
     pub packages: Vec<String>,
     /// Build steps in order.
     pub steps: Vec<Step>,
+    /// Network of `run` steps (`build { network off }`). Left out of the
+    /// serialized plan when on, so plans without the setting hash (and
+    /// artifacts key) as they did before it existed.
+    #[serde(skip_serializing_if = "Network::is_on")]
+    pub build_network: Network,
+    /// Network of the running app (`vm { network off }`), for the runtime.
+    #[serde(skip_serializing_if = "Network::is_on")]
+    pub run_network: Network,
     /// Environment of build steps and processes.
     pub env: BTreeMap<String, String>,
     /// Names of secrets whose values are given to build steps.
@@ -115,6 +148,8 @@ impl BuildPlan {
             base,
             packages: Vec::new(),
             steps: Vec::new(),
+            build_network: Network::On,
+            run_network: Network::On,
             env: BTreeMap::new(),
             build_secrets: Vec::new(),
             runtime_secrets: Vec::new(),

@@ -1,15 +1,17 @@
 //! The manifest's `build` block, in order: `copy` places app files,
 //! `workdir` moves later steps, `run` executes isolated
-//! ([`crate::isolate`]) with the limits, CA trust and build cache that are
-//! set up (and logged) when the first `run` step comes.
+//! ([`crate::isolate`]) with the user namespace, network, limits, CA trust
+//! and build cache that are set up (and logged) when the first `run` step
+//! comes.
 
 use crate::build::BuildRequest;
 use crate::cache::{BuildCache, CACHE_ENV};
 use crate::cgroup::{self, Hierarchy, Limits};
 use crate::error::{BuildError, Result};
+use crate::identity::Identity;
 use crate::image;
-use crate::isolate::{self, StepRun};
-use crate::plan::{BuildPlan, Step};
+use crate::isolate::{self, Egress, StepNetwork, StepRoot, StepRun, UserNs};
+use crate::plan::{BuildPlan, Network, Step};
 use crate::source::{self, SourceTree};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,6 +20,10 @@ use std::path::Path;
 pub(crate) struct StepEnv<'a> {
     pub(crate) secrets: &'a BTreeMap<String, String>,
     pub(crate) ca_bundle: Option<&'a Path>,
+    /// Whose build it is (keys the cache and the id range).
+    pub(crate) owner: &'a Identity,
+    /// How the rootfs is presented to steps.
+    pub(crate) root: StepRoot<'a>,
 }
 
 /// Builder-side set-up shared by all `run` steps of a build, made (and
@@ -26,9 +32,16 @@ struct StepSetup {
     hierarchy: Hierarchy,
     limits: Limits,
     cache: BuildCache,
+    user: UserNs,
+    egress: Option<Egress>,
 }
 
-fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Result<StepSetup> {
+fn step_setup(
+    req: &BuildRequest<'_>,
+    plan: &BuildPlan,
+    env: &StepEnv<'_>,
+    number: usize,
+) -> Result<StepSetup> {
     let log = req.log;
     let limits = req.step_limits.unwrap_or(Limits {
         memory_bytes: plan.memory_bytes.max(1 << 30),
@@ -38,11 +51,49 @@ fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Re
     let hierarchy = cgroup::detect();
     log.line(&limits_line(&hierarchy, limits, req.step_timeout));
     log.line(&format!("-----> {}", req.ca_trust.describe(env.ca_bundle)));
-    let root = req
+    let cache_root = req
         .build_cache
         .clone()
         .unwrap_or_else(|| req.home.join("cache/build"));
-    let cache = BuildCache::open(&root, &plan.app, &plan.base, log)?;
+    let pool = crate::ids::Pool::from_host()?;
+    let ids = crate::ids::range_for(&cache_root, &env.owner.key(), pool)?;
+    let user = UserNs::new(ids).map_err(|source| BuildError::Isolation {
+        number,
+        context: format!(
+            "creating the user namespace for host ids {ids} (build steps run unprivileged; needs root and user namespaces)"
+        ),
+        source,
+    })?;
+    log.line(&format!(
+        "-----> Build steps run as root of their own user namespace: host uids/gids {ids} (the app's), no capabilities outside it, seccomp, no new privileges"
+    ));
+    let egress = match plan.build_network {
+        Network::Off => {
+            log.line("-----> Build steps have no network (`build { network off }`)");
+            None
+        }
+        Network::On => {
+            let exceptions: Vec<String> =
+                req.egress.allowed().iter().map(|a| a.to_string()).collect();
+            log.line(&format!(
+                "-----> Build steps reach the internet through BytePort's egress proxy ({}); not this host or its private networks{}",
+                isolate::net::PROXY_URL,
+                if exceptions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (allowed besides: {})", exceptions.join(", "))
+                }
+            ));
+            Some(
+                Egress::start(req.egress.clone()).map_err(|source| BuildError::Isolation {
+                    number,
+                    context: "starting the egress proxy".into(),
+                    source,
+                })?,
+            )
+        }
+    };
+    let cache = BuildCache::open(&cache_root, env.owner, &plan.base, ids, log)?;
     log.line(&format!(
         "-----> Build cache {} (package caches stay out of the image)",
         cache.dir().display()
@@ -51,6 +102,8 @@ fn step_setup(req: &BuildRequest<'_>, plan: &BuildPlan, env: &StepEnv<'_>) -> Re
         hierarchy,
         limits,
         cache,
+        user,
+        egress,
     })
 }
 
@@ -94,6 +147,13 @@ pub(crate) fn run_steps(
     let mut times_fixed = false;
     for (i, step) in plan.steps.iter().enumerate() {
         let number = i + 1;
+        if req
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return Err(BuildError::Cancelled { step: None });
+        }
         match step {
             Step::Copy { from, to } => {
                 let n = tree.place(from, to, root, number)?;
@@ -110,7 +170,7 @@ pub(crate) fn run_steps(
             }
             Step::Run { command } => {
                 if setup.is_none() {
-                    setup = Some(step_setup(req, plan, step_env)?);
+                    setup = Some(step_setup(req, plan, step_env, number)?);
                 }
                 req.log
                     .line(&format!("-----> Step {number}/{total}: run {command}"));
@@ -140,6 +200,13 @@ pub(crate) fn run_steps(
                     hierarchy: &setup.hierarchy,
                     ca_bundle: step_env.ca_bundle,
                     caches: setup.cache.mounts(),
+                    user: &setup.user,
+                    root: step_env.root,
+                    network: match &setup.egress {
+                        Some(e) => StepNetwork::Egress(e),
+                        None => StepNetwork::Off,
+                    },
+                    cancel: req.cancel.as_deref(),
                 };
                 let outcome = isolate::run_step(&run, req.log)?;
                 let usage = outcome.report.as_ref().map(usage).unwrap_or_default();

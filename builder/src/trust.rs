@@ -72,7 +72,11 @@ impl CaTrust {
             (_, Some(b)) => format!(
                 "Build steps trust {} {} (read-only during steps, not in the image; {CA_TRUST_ENV}=none to trust only the image's own)",
                 if *self == CaTrust::Host { "this host's CA bundle" } else { "the CA bundle" },
-                b.display()
+                // The configured file, not the readable copy steps may get.
+                match self {
+                    CaTrust::File(p) => p.display(),
+                    _ => b.display(),
+                }
             ),
             (_, None) => format!(
                 "Build steps trust only the image's own CA certificates (this host has no {HOST_CA_BUNDLE})"
@@ -97,6 +101,26 @@ impl std::fmt::Display for CaTrust {
             CaTrust::File(p) => write!(f, "{}", p.display()),
         }
     }
+}
+
+/// `bundle` itself when every user may read it, else a world-readable copy
+/// in `work` (the build's private directory). Steps run as an
+/// unprivileged uid and cannot read a root-only file (a bundle made with
+/// `umask 077`); certificates are public, so a readable copy is fine.
+pub fn readable_by_steps(bundle: &Path, work: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| BuildError::CaBundle {
+        path: bundle.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mode = std::fs::metadata(bundle).map_err(io)?.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Ok(bundle.to_path_buf());
+    }
+    let copy = work.join("ca-bundle.pem");
+    std::fs::copy(bundle, &copy).map_err(io)?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    Ok(copy)
 }
 
 /// Largest bundle accepted (Debian's is ~200 KiB).
@@ -166,7 +190,22 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        assert_eq!(CaTrust::File(good.clone()).bundle().unwrap(), Some(good));
+        assert_eq!(
+            CaTrust::File(good.clone()).bundle().unwrap(),
+            Some(good.clone())
+        );
         assert_eq!(CaTrust::None.bundle().unwrap(), None);
+        // A root-only bundle is copied world-readable for the steps.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let copy = readable_by_steps(&good, work.path()).unwrap();
+        assert_ne!(copy, good);
+        assert_eq!(
+            std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(readable_by_steps(&good, work.path()).unwrap(), good);
     }
 }

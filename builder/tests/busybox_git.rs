@@ -268,22 +268,45 @@ fn run_steps_on_scratch_need_a_shell_and_scratch_images_hold_only_the_app() {
 }
 
 #[test]
-fn steps_share_the_host_network() {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
-        let mut got = String::new();
-        conn.read_to_string(&mut got).unwrap();
-        got
-    });
+fn what_a_step_writes_as_root_is_owned_by_root_in_the_image() {
+    // The step is root only of its user namespace (an unprivileged host
+    // uid), yet the image must look as if root had built it.
     let home = home();
     let repo = Repo::with_files(&[("a", "a", 0o644)]);
-    let mut plan = BuildPlan::new("net", BaseSpec::Busybox);
-    plan.steps = vec![Step::Run {
-        command: format!("echo from-the-step | nc 127.0.0.1 {port}"),
-    }];
-    ok(build(home.path(), repo.source(), plan));
-    assert_eq!(server.join().unwrap(), "from-the-step\n");
+    let mut plan = BuildPlan::new("owners", BaseSpec::Busybox);
+    plan.steps = vec![
+        Step::Copy {
+            from: ".".into(),
+            to: "/app".into(),
+        },
+        Step::Run {
+            command:
+                "set -e; echo x > /app/by-root; echo y > /app/by-app; chown 1000:1000 /app/by-app; \
+                      mkdir -p /srv/data && chown 65534:65534 /srv/data; touch /app/a"
+                    .into(),
+        },
+    ];
+    let (out, _) = ok(build(home.path(), repo.source(), plan));
+    let owner = |p: &str| {
+        let s = debugfs(&out.rootfs_path, &format!("stat {p}"));
+        let f: Vec<&str> = s.split_whitespace().collect();
+        let at = |k: &str| f.iter().position(|w| *w == k).map(|i| f[i + 1].to_string());
+        (
+            at("User:").unwrap_or_default(),
+            at("Group:").unwrap_or_default(),
+        )
+    };
+    assert_eq!(owner("/app/by-root"), ("0".into(), "0".into()));
+    assert_eq!(
+        owner("/app/a"),
+        ("0".into(), "0".into()),
+        "copied, then touched"
+    );
+    assert_eq!(owner("/app/by-app"), ("1000".into(), "1000".into()));
+    assert_eq!(owner("/srv/data"), ("65534".into(), "65534".into()));
+    assert_eq!(
+        owner("/bin/busybox"),
+        ("0".into(), "0".into()),
+        "base files untouched"
+    );
 }

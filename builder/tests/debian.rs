@@ -118,7 +118,9 @@ fn apt_in_a_step_keeps_lists_and_archives_in_the_build_cache_and_the_image_repro
     );
     assert!(!exists_in_image(img, "/var/log/apt/history.log"));
     assert!(!exists_in_image(img, "/var/log/dpkg.log"));
-    let cache = first.path().join("cache/build/apt-step/debian-bookworm");
+    let cache = first
+        .path()
+        .join("cache/build/_local/apt-step/debian-bookworm");
     let cached = |sub: &str, needle: &str| {
         std::fs::read_dir(cache.join(sub))
             .unwrap()

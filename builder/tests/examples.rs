@@ -20,7 +20,9 @@ fn every_example_builds_from_a_commit_rebuilds_from_cache_and_reproduces_in_fres
             "Byteport",
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Built as a push to a repository of the app's own name.
         let secrets = |req: &mut builder::BuildRequest<'_>| {
+            req.app = Some(manifest.app.clone());
             for s in &manifest.secrets {
                 req.secrets
                     .insert(s.name.clone(), format!("test-{}", s.name));

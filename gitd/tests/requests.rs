@@ -136,14 +136,7 @@ fn x11_and_agent_forwarding_are_refused_and_the_command_still_runs() {
     let _ = agent.wait();
 }
 
-/// A free port on 127.0.0.1 (bound, then released for ssh to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testvm::free_port;
 
 #[test]
 fn local_port_forwarding_is_refused_and_the_connection_ends_with_the_reason() {

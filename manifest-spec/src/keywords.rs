@@ -30,9 +30,9 @@ impl Context {
                 "domains",
                 "portfolio",
             ],
-            Context::Build => &["copy", "workdir", "run"],
+            Context::Build => &["copy", "workdir", "run", "network"],
             Context::Env => &[],
-            Context::Vm => &["cpus", "memory", "disk"],
+            Context::Vm => &["cpus", "memory", "disk", "network"],
             Context::Web => &["run", "port", "health"],
             Context::Worker => &["run"],
             Context::Portfolio => &["title", "tags", "screenshot", "description", "publish"],
@@ -89,6 +89,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "screenshot" => "screenshot /PATH [wait 2s]",
         "description" => "description auto | description \"TEXT\"",
         "publish" => "publish review | auto | off",
+        "network" => "network on | off",
         _ => return None,
     })
 }

@@ -34,7 +34,7 @@ pub mod limits;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::{
-    format_size, Base, BuildStep, Description, HealthCheck, Manifest, Portfolio, Publish,
+    format_size, Base, BuildStep, Description, HealthCheck, Manifest, Network, Portfolio, Publish,
     Screenshot, Secret, VmResources, WebProcess, Worker,
 };
 pub use starter::starter_manifest;

@@ -18,6 +18,10 @@ pub struct Manifest {
     /// Build steps in order. Without a `build` block this is
     /// `copy . /app` + `workdir /app` (with `line` 0).
     pub build: Vec<BuildStep>,
+    /// Whether `run` build steps may reach the internet (`network` in the
+    /// `build` block; default on).
+    #[serde(default)]
+    pub build_network: Network,
     /// Plain environment variables for build steps and processes.
     pub env: BTreeMap<String, String>,
     /// Secrets the app expects; their values are set with the CLI.
@@ -108,6 +112,32 @@ pub struct VmResources {
     pub memory_bytes: u64,
     /// Root disk size in bytes (default 1 GiB).
     pub disk_bytes: u64,
+    /// Whether the running app may open connections to the internet
+    /// (`network` in the `vm` block; default on). Inbound traffic from
+    /// BytePort's router reaches the web process either way.
+    #[serde(default)]
+    pub network: Network,
+}
+
+/// Outbound network access (`network on|off`). "On" means the internet
+/// only: never the host, its private networks or other apps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// Connections to the internet are allowed (default).
+    #[default]
+    On,
+    /// No outbound connections at all.
+    Off,
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Network::On => "on",
+            Network::Off => "off",
+        })
+    }
 }
 
 /// The HTTP-serving process.

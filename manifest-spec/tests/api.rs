@@ -1,7 +1,7 @@
 //! The public API on whole manifests: the draft from the product page,
 //! defaults, the summary line and multi-error runs.
 
-use manifest_spec::{parse, Base, BuildStep, Description, Publish};
+use manifest_spec::{parse, Base, BuildStep, Description, Network, Publish};
 
 const DRAFT: &str = r#"# Byteport — at the repository root
 app hello-flask
@@ -139,4 +139,32 @@ fn several_errors_are_reported_in_one_run() {
     assert!(text.contains("cpus must be between 1 and 32"), "{text}");
     assert!(text.contains("port must be between 1 and 65535"), "{text}");
     assert!(text.contains("`web` block needs `run`"), "{text}");
+}
+
+#[test]
+fn network_is_on_by_default_and_off_is_a_setting_not_a_step() {
+    let m = parse(DRAFT.as_bytes(), "Byteport").unwrap();
+    assert_eq!((m.build_network, m.vm.network), (Network::On, Network::On));
+    let off = DRAFT
+        .replace("build {\n", "build {\n  network off\n")
+        .replace("  disk 1G\n", "  disk 1G\n  network off\n");
+    let m = parse(off.as_bytes(), "Byteport").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (m.build_network, m.vm.network),
+        (Network::Off, Network::Off)
+    );
+    assert_eq!(
+        m.build.len(),
+        3,
+        "`network` is not a build step: {:?}",
+        m.build
+    );
+    assert_eq!(Network::Off.to_string(), "off");
+    // Without a build block the default steps come with the default network.
+    let m = parse(
+        b"app a\nfrom busybox\nworker {\n  run true\n}\n",
+        "Byteport",
+    )
+    .unwrap();
+    assert_eq!(m.build_network, Network::On);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use builder::Descriptor;
 use router::RouteTable;
-use runtime::supervisor::{BootOptions, RunningApp};
+use runtime::{BootOptions, RunningApp};
 
 use crate::events::{EventKind, EventSettings, Events};
 use crate::jobs::dispatch::Queue;
@@ -42,6 +42,12 @@ pub struct PlatformSettings {
     pub jobs: JobSettings,
     /// Event journal rotation and retention.
     pub journal: crate::events::journal::JournalSettings,
+    /// Apps are served at `<app>.<base_domain>` (default `localhost`).
+    pub base_domain: String,
+    /// The portfolio generator's settings (`None`: no portfolio pages).
+    pub portfolio: Option<::portfolio::PortfolioConfig>,
+    /// Where the portfolio site is served (absolute, for its links).
+    pub portfolio_site_url: String,
 }
 
 impl PlatformSettings {
@@ -54,6 +60,9 @@ impl PlatformSettings {
             build_ca: builder::CaTrust::Host,
             jobs: JobSettings::default(),
             journal: Default::default(),
+            base_domain: "localhost".into(),
+            portfolio: None,
+            portfolio_site_url: "http://127.0.0.1:8080/portfolio/".into(),
         }
     }
 }
@@ -104,6 +113,9 @@ pub struct Platform {
     pub(crate) boot_problem: Option<String>,
     running: Mutex<HashMap<String, Instance>>,
     pub(crate) build_ca: builder::CaTrust,
+    pub(crate) base_domain: String,
+    pub(crate) portfolio: Option<Arc<crate::portfolio::PortfolioService>>,
+    portfolio_config: Option<(::portfolio::PortfolioConfig, String)>,
 }
 
 /// This node's id: made once per data directory, kept in `node-id`.
@@ -146,6 +158,9 @@ impl Platform {
             boot_problem,
             running: Mutex::new(HashMap::new()),
             build_ca: settings.build_ca,
+            base_domain: settings.base_domain,
+            portfolio: None,
+            portfolio_config: settings.portfolio.map(|c| (c, settings.portfolio_site_url)),
         }
     }
 
@@ -154,6 +169,18 @@ impl Platform {
     /// should run, then starts the dispatcher, the VM supervisor and the
     /// journal flusher.
     pub async fn start(self: &Arc<Self>) -> Result<(), JobError> {
+        // VMs of a previous life that survived it (a daemon killed with
+        // SIGKILL whose children missed their death signal): killed, their
+        // directories removed, before anything boots again.
+        let run_dir = self.home.join("run");
+        let reaped = tokio::task::spawn_blocking(move || runtime::reap_leftovers(&run_dir))
+            .await
+            .map_err(|e| JobError::Internal {
+                message: format!("reaping leftover VMs failed: {e}"),
+            })?;
+        if !reaped.killed.is_empty() || !reaped.errors.is_empty() {
+            tracing::warn!("leftovers of the previous run: {reaped}");
+        }
         for job in self.interrupt_previous_run().await? {
             tracing::warn!(job = job.id, app = %job.app, kind = job.spec.kind(), "job interrupted by the previous stop of byteport up");
         }
@@ -162,6 +189,21 @@ impl Platform {
         self.spawn_dispatcher();
         self.spawn_supervisor();
         Ok(())
+    }
+
+    /// Sets up the portfolio generator (it reads the store); call before
+    /// sharing the platform. A host where it cannot run (no image
+    /// directory) gets no portfolio pages, with a warning.
+    pub async fn with_portfolio(mut self) -> Platform {
+        if let Some((config, site_url)) = self.portfolio_config.take() {
+            match crate::portfolio::PortfolioService::new(config, self.store.clone(), &site_url)
+                .await
+            {
+                Ok(service) => self.portfolio = Some(Arc::new(service)),
+                Err(e) => tracing::warn!("portfolio pages are off: {e}"),
+            }
+        }
+        self
     }
 
     /// `$BYTEPORT_HOME`.
@@ -181,7 +223,7 @@ impl Platform {
 
     /// The app's URL.
     pub fn app_url(&self, app: &str) -> String {
-        format!("http://{app}.localhost:{}", self.router_port)
+        format!("http://{app}.{}:{}", self.base_domain, self.router_port)
     }
 
     /// Why apps cannot boot here, if they cannot.

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::supervisor::{self, AppSpec, HealthProbe, RunningApp};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use runtime::health::{wait_healthy, HealthCheck, HealthError, HealthProbe};
+use runtime::{AppSpec, RunningApp};
 
 use crate::apps::{Instance, Platform, DRAIN, MIN_MEMORY_MIB, STOP_GRACE};
 use crate::events::{EventKind, Events, VmChange};
@@ -25,6 +28,43 @@ pub struct Booted {
     pub addr: std::net::SocketAddr,
     /// Milliseconds per phase (boot, health).
     pub timings: Vec<(&'static str, i64)>,
+}
+
+/// How long a booted VM has to become healthy.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(90);
+
+/// [`wait_healthy`] in slices of at most a second, so a cancelled job's
+/// VM is let go within one; the reasons keep the whole time waited.
+fn health_until_stopped(
+    running: &mut RunningApp,
+    check: &HealthCheck,
+    stop: &AtomicBool,
+) -> Result<(), HealthError> {
+    let started = Instant::now();
+    loop {
+        let left = check.deadline.saturating_sub(started.elapsed());
+        let slice = HealthCheck {
+            deadline: left.min(Duration::from_secs(1)),
+            ..check.clone()
+        };
+        match wait_healthy(running.vm.as_mut(), &slice) {
+            Ok(_) => return Ok(()),
+            Err(HealthError::NeverListened { .. } | HealthError::Timeout { .. })
+                if left > slice.deadline && !stop.load(Ordering::SeqCst) => {}
+            Err(mut e) => {
+                match &mut e {
+                    HealthError::NeverListened { waited_s, .. } => {
+                        *waited_s = started.elapsed().as_secs()
+                    }
+                    HealthError::Timeout { waited_ms, .. } => {
+                        *waited_ms = started.elapsed().as_millis()
+                    }
+                    _ => {}
+                }
+                return Err(e);
+            }
+        }
+    }
 }
 
 impl Booted {
@@ -123,10 +163,11 @@ impl Platform {
             uid: descriptor.user.uid,
             gid: descriptor.user.gid,
             workdir: descriptor.workdir.clone(),
+            egress: None,
         };
         let started = Instant::now();
         let sink = self.events.app_sink(app, deploy);
-        let mut boot = tokio::task::spawn_blocking(move || supervisor::boot(&spec, &opts, sink));
+        let mut boot = tokio::task::spawn_blocking(move || runtime::boot(&spec, &opts, sink));
         let running = tokio::select! {
             done = &mut boot => done
                 .map_err(|e| JobError::Internal { message: format!("boot task failed: {e}") })?
@@ -146,7 +187,7 @@ impl Platform {
         let boot_ms = started.elapsed().as_millis() as i64;
         let vm_name = running.vm.name().to_string();
         vm_event(&self.events, app, deploy, VmChange::Booted, &vm_name, None);
-        let Some(addr) = running.vm.host_addr() else {
+        let (Some(addr), Some(port)) = (running.vm.host_addr(), descriptor.port) else {
             return Ok(Booted {
                 app: running,
                 addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -160,7 +201,7 @@ impl Platform {
             },
             None => HealthProbe::Tcp,
         };
-        let (interval, timeout) = descriptor
+        let (interval, probe_timeout) = descriptor
             .health
             .as_ref()
             .map(|h| {
@@ -170,14 +211,30 @@ impl Platform {
                 )
             })
             .unwrap_or((Duration::from_millis(250), Duration::from_secs(2)));
+        let check = HealthCheck {
+            probe,
+            port,
+            interval,
+            probe_timeout,
+            deadline: HEALTH_DEADLINE,
+        };
         let started = Instant::now();
-        let check = tokio::task::spawn_blocking(move || {
-            supervisor::wait_healthy(addr, &probe, interval, timeout, Duration::from_secs(90))
-        });
-        let result = tokio::select! {
-            r = check => r.map_err(|e| JobError::Internal { message: format!("health task failed: {e}") })?,
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut health = {
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut running = running;
+                let result = health_until_stopped(&mut running, &check, &stop);
+                (result, running)
+            })
+        };
+        let (result, running) = tokio::select! {
+            done = &mut health => done.map_err(|e| JobError::Internal { message: format!("health task failed: {e}") })?,
             why = ctx.control.stopped() => {
-                stop_vm(running, Duration::from_secs(5), &self.events).await;
+                stop.store(true, Ordering::SeqCst);
+                if let Ok((_, running)) = health.await {
+                    stop_vm(running, Duration::from_secs(5), &self.events).await;
+                }
                 return Err(why);
             }
         };
@@ -188,6 +245,7 @@ impl Platform {
                 message: format!("health check failed: {e}\n{tail}"),
             });
         }
+        let _ = addr;
         let health_ms = started.elapsed().as_millis() as i64;
         vm_event(
             &self.events,

@@ -8,7 +8,8 @@
 //! → switch) or a [`lifecycle`] operation, which boot VMs and switch the
 //! router ([`boot`]); everything that happens is an event in the app's
 //! stream ([`events`]), which every reader follows: `git push`, `logs -f`,
-//! the dashboard.
+//! the dashboard. After a deploy goes live, a [`portfolio`] job drafts its
+//! page for the owner's review.
 //!
 //! The public handle is [`Platform`]: [`Platform::submit`] queues a job
 //! and follows it, [`Platform::cancel`] stops one, [`Events::follow`]
@@ -24,7 +25,9 @@ pub mod boot;
 pub mod events;
 pub mod jobs;
 pub mod lifecycle;
+pub mod metrics;
 pub mod pipeline;
+pub mod portfolio;
 pub mod repo_files;
 pub mod store;
 pub mod supervise;

@@ -169,8 +169,9 @@ impl Platform {
                 .await?;
             ctx.phase(phase, *ms);
         }
-        self.store.mark_live(app, deploy.number).await?;
-        self.store.set_app_stopped(app, false).await?;
+        self.store
+            .commit_live(app, deploy.number, Some((ctx.id, ctx.node())))
+            .await?;
         Ok(())
     }
 

@@ -127,6 +127,11 @@ async fn pipeline(
             manifest.app, req.app
         ));
     }
+    check_domains(&req.app, &manifest.domains, &platform.base_domain)?;
+    platform
+        .store
+        .claim_domains(&req.app, &manifest.domains)
+        .await?;
     timed(
         platform,
         ctx,
@@ -203,10 +208,25 @@ async fn pipeline(
         )
         .await?;
     ctx.phase("switch", switch_ms);
-    platform.store.mark_live(&req.app, number).await?;
-    // A push to a stopped app is a request to run it.
-    platform.store.set_app_stopped(&req.app, false).await?;
+    // Live, running (a push to a stopped app is a request to run it) and
+    // the job done, in one transaction.
+    platform
+        .store
+        .commit_live(&req.app, number, Some((ctx.id, ctx.node())))
+        .await?;
+    let released = platform
+        .store
+        .release_domains_except(&req.app, &manifest.domains)
+        .await?;
+    if released > 0 {
+        ctx.note(&format!(
+            "released {released} domain(s) this deploy no longer names"
+        ));
+    }
     ctx.note(&format!("deploy #{number} is live"));
+    platform
+        .queue_portfolio(&req.app, number, &req.commit, &manifest)
+        .await;
     ctx.say(&format!(
         "-----> Live at {}   (deploy #{number}{})",
         platform.app_url(&req.app),
@@ -226,6 +246,11 @@ async fn build(
     let home = platform.home().to_path_buf();
     let (repo, commit) = (req.repo.clone(), req.commit.clone());
     let ca_trust = platform.build_ca.clone();
+    let app = req.app.clone();
+    // The build runs on a blocking thread; cancel reaches its steps through
+    // this flag (the step's whole process tree is killed).
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cancel_build = cancel.clone();
     // Bounded: a build that prints faster than the events take it waits.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let build = tokio::task::spawn_blocking(move || {
@@ -235,6 +260,10 @@ async fn build(
         let mut request =
             builder::BuildRequest::new(home, builder::Source::Git { repo, rev: commit }, &sink);
         request.ca_trust = ca_trust;
+        // The repository's app keys the cache and the steps' id range,
+        // whatever the manifest claims.
+        request.app = Some(app);
+        request.cancel = Some(cancel_build);
         builder::build(&request)
     });
     let mut build = std::pin::pin!(build);
@@ -250,7 +279,13 @@ async fn build(
                     .map_err(|e| JobError::Build { message: crate::jobs::error_chain(&e) });
             }
             why = ctx.control.stopped() => {
-                // TODO(builder cancel): the step keeps running until it ends.
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                // Wait for the step's processes to be gone before the job
+                // ends: a cancelled build leaves nothing running.
+                // Its lines are drained meanwhile so its sink never blocks;
+                // the channel closes when the build thread ends.
+                while rx.recv().await.is_some() {}
+                let _ = (&mut build).await;
                 return Err(why);
             }
         }
@@ -267,6 +302,31 @@ impl crate::boot::Booted {
         )
         .await;
     }
+}
+
+/// Every app owns `<app>.<base>`: no other app may claim that name, nor
+/// anything under `<other-app>.<base>`, nor the base itself.
+pub fn check_domains(app: &str, domains: &[String], base: &str) -> Result<(), JobError> {
+    for d in domains {
+        let d = d.trim_end_matches('.').to_ascii_lowercase();
+        if d == base {
+            return Err(JobError::Rejected {
+                message: format!("domain `{d}` is BytePort's own base domain; no app can claim it"),
+            });
+        }
+        let Some(under) = d.strip_suffix(&format!(".{base}")) else {
+            continue;
+        };
+        let owner = under.rsplit('.').next().unwrap_or(under);
+        if owner != app {
+            return Err(JobError::Rejected {
+                message: format!(
+                    "domain `{d}` is under `{owner}.{base}`, the address of app `{owner}`; an app may only use `{app}.{base}` and names under it"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn short(digest: &str) -> &str {
@@ -326,7 +386,28 @@ async fn read_manifest(
 
 #[cfg(test)]
 mod tests {
-    use super::push_option;
+    use super::{check_domains, push_option};
+
+    #[test]
+    fn other_apps_addresses_cannot_be_claimed() {
+        let own = |d: &[&str]| {
+            check_domains(
+                "blog",
+                &d.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "localhost",
+            )
+        };
+        own(&["blog.localhost", "www.blog.localhost", "example.com"]).unwrap();
+        for bad in [
+            "victim.localhost",
+            "a.victim.localhost",
+            "localhost",
+            "VICTIM.localhost.",
+        ] {
+            let e = own(&[bad]).unwrap_err().to_string();
+            assert!(e.contains("domain"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn push_options() {

@@ -90,6 +90,7 @@ impl Platform {
             let delay = backoff(crashes);
             let tail = instance.vm.vm.console_tail();
             tracing::warn!(%app, deploy, %how, crashes, "VM ended unexpectedly; restarting in {delay:?}");
+            crate::metrics::metrics().crash(&app);
             let last_line = tail
                 .lines()
                 .last()

@@ -1,10 +1,30 @@
-//! `runtime`: BytePort's microVM engine — its own VMM on KVM, the guest init,
-//! the runtime drivers and the supervisor.
+//! `runtime`: runs BytePort artifacts as microVMs — the drivers (`qemu`:
+//! QEMU's microvm machine; `kvm`: BytePort's own VMM, the `byteport-vmm`
+//! binary of the `vmm` crate, run as a child process), the initramfs with
+//! BytePort's guest init, booting an app ([`boot`]) and checking its health
+//! ([`health`]).
 //!
-//! It must not parse manifests or know about git; it runs artifacts.
+//! Every VM process is confined ([`jail`]: own uid, mount namespace,
+//! cgroup; QEMU's seccomp filter or the VMM's), cannot outlive its daemon
+//! ([`process`]: parent-death signal; [`leftovers`]: reaped at the next
+//! start), reaches nothing but its egress proxy ([`egress`]), and is read
+//! within budgets ([`guest_link`]).
+//!
+//! It must not parse manifests or know about git; it runs artifacts. It does
+//! not link the VMM: the daemon never runs KVM device code in its own process.
 #![deny(missing_docs)]
 
-pub mod cli;
+pub mod boot;
 pub mod drivers;
-pub mod supervisor;
-pub mod vmm;
+pub mod egress;
+mod fsutil;
+pub mod guest_link;
+pub mod health;
+pub mod initramfs;
+pub mod jail;
+pub mod leftovers;
+pub mod process;
+
+pub use boot::{boot, AppSpec, BootOptions, Driver, RunningApp};
+pub use egress::EgressEndpoint;
+pub use leftovers::{reap_leftovers, LeftoverReport};

@@ -1,24 +1,39 @@
 //! The `kvm` driver end to end, inside the nested test host: level 1 runs this
 //! test binary (built statically), whose level-1 half boots a busybox app with
-//! BytePort's guest init under `byteport-vmm`, fetches its page through the
-//! forwarded loopback port (TCP → vsock `CONNECT` → guest init → app), checks
-//! that the app's log lines came over the vsock log link, and stops the VM
-//! gracefully through the ACPI power button.
+//! BytePort's guest init under a jailed `byteport-vmm` and checks, from level 1:
+//!
+//! - the app's page comes through the forwarded loopback port (TCP → vsock
+//!   `CONNECT` → guest init → app) once the health check — which waits for
+//!   the guest init's `LISTENING`, sent over the records channel — passes;
+//! - the VMM runs as its own uid, with seccomp on every thread, no
+//!   capabilities, `no_new_privs`, in mount and network namespaces of its own;
+//! - the app (uid 1000) cannot forge records: its vsock connection to the
+//!   records port is refused (only guest root's privileged ports are let in);
+//! - the app has no network device, and its one way out is its egress proxy
+//!   (a stand-in in level 1 that tunnels one allowed target and refuses the
+//!   rest), reached through `127.0.0.1:3128` in the guest;
+//! - a stop presses the ACPI power button and the guest powers off; the VM's
+//!   directory is gone once its handle is.
 
-mod nested_host;
-
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runtime::drivers::initramfs;
+use runtime::boot::{init_config, wanted_modules, AppSpec, Driver};
 use runtime::drivers::kvm::{KvmSpec, KvmVm};
-use runtime::supervisor::{init_config, wanted_modules, AppSpec, Driver};
+use runtime::drivers::AppVm;
+use runtime::health::{wait_healthy, HealthCheck, HealthProbe};
+use runtime::initramfs;
+use runtime::EgressEndpoint;
+use testvm::nested;
 
 const PAGE: &str = "hello from a BytePort microVM over vsock";
 const APP_PORT: u16 = 8080;
+/// The allowed stand-in site and a forbidden port, both in level 1.
+const SITE_PORT: u16 = 7777;
+const FORBIDDEN_PORT: u16 = 7778;
 
 const L1_INIT: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
@@ -34,56 +49,85 @@ echo L1-TEST-EXIT=$?
 poweroff -f
 "#;
 
-/// Prepares the artifact (rootfs + initramfs with guest init, modules and
-/// config) on this host and boots level 1 with it.
-#[test]
-fn kvm_driver_serves_an_app_in_nested_host() {
-    let l1 = nested_host::Level1::new(L1_INIT);
-    std::fs::copy(
-        nested_host::static_test_binary("kvm_driver"),
-        l1.root.join("kvm-driver-test"),
+/// What the app's worker tries, as uid 1000.
+fn probe_script() -> String {
+    format!(
+        r#"echo "NETDEVS $(ls /sys/class/net | tr '\n' ' ')"
+echo "FORGE $(byteport-vsock-probe dial 1100 '[bp 1 init evt] FORGED' 2>&1)"
+echo "EGRESS-ALLOWED $( (printf 'CONNECT 127.0.0.1:{SITE_PORT} HTTP/1.1\r\n\r\n'; sleep 1; echo ping; sleep 2) | nc -w 5 127.0.0.1 3128 | tr '\r\n' '  ')"
+echo "EGRESS-FORBIDDEN $(printf 'CONNECT 127.0.0.1:{FORBIDDEN_PORT} HTTP/1.1\r\n\r\n' | nc -w 5 127.0.0.1 3128 | head -1)"
+echo "PROXY-ENV $HTTPS_PROXY"
+echo PROBE-DONE
+exec sleep 100000"#
     )
-    .unwrap();
+}
 
-    // The app's rootfs: busybox and one page.
-    let rootdir = l1.scratch("rootfs");
-    for d in ["bin", "dev", "proc", "sys", "tmp", "run", "etc", "www"] {
-        std::fs::create_dir_all(rootdir.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootdir.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootdir.join("bin/sh")).unwrap();
-    std::fs::write(rootdir.join("www/index.html"), format!("{PAGE}\n")).unwrap();
-    nested_host::ext4(&rootdir, &l1.root.join("l2/rootfs.ext4"), 16);
-
-    // The initramfs, with the modules and the init config the supervisor
-    // uses for the kvm driver.
-    let modules_dir = l1.modules.parent().unwrap();
-    let driver = Driver::Kvm {
-        vmm: "/byteport-vmm".into(),
-    };
-    let modules = initramfs::resolve_modules(modules_dir, &wanted_modules(&driver)).unwrap();
-    let work = l1.scratch("initrd");
-    let base = work.join("base.cpio.gz");
-    let in_guest =
-        initramfs::write_base(&base, &nested_host::guest_init_binary(), &modules).unwrap();
-    let spec = AppSpec {
+fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
+    AppSpec {
         app: "hello".into(),
         deploy: 1,
         kernel: "/l2/vmlinuz".into(),
         modules_dir: None,
-        rootfs: "/l2/rootfs.ext4".into(),
+        rootfs: rootfs.into(),
         cpus: 1,
         memory_mib: 256,
-        processes: vec![(
-            "web".into(),
-            format!("/bin/busybox httpd -f -vv -p {APP_PORT} -h /www"),
-        )],
+        processes: vec![
+            (
+                "web".into(),
+                format!("/bin/busybox httpd -f -vv -p {APP_PORT} -h /www"),
+            ),
+            ("probe".into(), probe_script()),
+        ],
         port: Some(APP_PORT),
-        env: BTreeMap::new(),
+        env: Default::default(),
         uid: 1000,
         gid: 1000,
         workdir: "/".into(),
+        egress,
+    }
+}
+
+/// Prepares the artifact (rootfs + initramfs with guest init, modules and
+/// config) on this host and boots level 1 with it.
+#[test]
+fn kvm_driver_serves_an_app_in_nested_host() {
+    let l1 = nested::Level1::new(L1_INIT);
+    std::fs::copy(
+        testvm::build::static_test_binary("runtime", "kvm_driver")
+            .unwrap_or_else(|e| panic!("{e}")),
+        l1.root.join("kvm-driver-test"),
+    )
+    .unwrap();
+
+    // The app's rootfs: busybox, one page, the vsock probe (for the forgery).
+    let work = l1.scratch("rootfs");
+    let probe = std::fs::read(l1.bins.join("byteport-vsock-probe")).unwrap();
+    testvm::rootfs::busybox_ext4(
+        &work,
+        &l1.root.join("l2/rootfs.ext4"),
+        &[
+            ("/www/index.html", format!("{PAGE}\n").as_bytes(), 0o644),
+            ("/bin/byteport-vsock-probe", &probe, 0o755),
+        ],
+        24,
+    );
+
+    // The initramfs, with the modules and the init config `boot` uses for
+    // the kvm driver.
+    let driver = Driver::Kvm {
+        vmm: "/byteport-vmm".into(),
     };
+    let modules =
+        initramfs::resolve_modules(&l1.kernel.modules_dir, &wanted_modules(&driver)).unwrap();
+    let work = l1.scratch("initrd");
+    let base = work.join("base.cpio.gz");
+    let init = testvm::build::workspace_bin("guest-init", "byteport-init")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let in_guest = initramfs::write_base(&base, &init, &modules).unwrap();
+    let spec = app_spec(
+        "/l2/rootfs.ext4",
+        Some(EgressEndpoint::Unix("/run/egress.sock".into())),
+    );
     let config = init_config(&spec, &driver, in_guest);
     assert!(config.network.is_none() && config.vsock.is_some());
     let cfg = work.join("config.cpio.gz");
@@ -92,7 +136,7 @@ fn kvm_driver_serves_an_app_in_nested_host() {
     initrd.extend(std::fs::read(&cfg).unwrap());
     std::fs::write(l1.root.join("l2/initrd"), initrd).unwrap();
 
-    let c = l1.boot(1024, 2, Duration::from_secs(420), "L1-TEST-EXIT");
+    let c = l1.boot(1024, 2, Duration::from_secs(600), "L1-TEST-EXIT");
     let all = c.text();
     assert!(!c.panicked, "the level-1 kernel panicked:\n{all}");
     assert!(c.has("L1-KVM-READY"), "level 1 has no /dev/kvm:\n{all}");
@@ -100,16 +144,20 @@ fn kvm_driver_serves_an_app_in_nested_host() {
         c.has("L1-READY"),
         "the guest init never reported READY:\n{all}"
     );
+    assert!(c.has("L1-HEALTHY"), "the health check did not pass:\n{all}");
     assert_eq!(
         c.value("L1-PAGE="),
         Some(PAGE),
         "the app's page did not come through the forwarded port:\n{all}"
     );
+    assert!(c.has("L1-VMM-CONFINED"), "the VMM is not confined:\n{all}");
     assert!(
-        c.value("L1-VSOCK-RECORDS=")
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n > 0),
-        "no log record came over vsock:\n{all}"
+        c.has("L1-FORGERY-REFUSED"),
+        "an app forged a record:\n{all}"
+    );
+    assert!(
+        c.has("L1-EGRESS-ONLY"),
+        "the app's way out is wrong:\n{all}"
     );
     assert!(c.has("L1-STOPPED"), "graceful stop failed:\n{all}");
     assert!(c.has("L1-TEST-EXIT=0"), "the level-1 half failed:\n{all}");
@@ -124,12 +172,72 @@ fn get(addr: std::net::SocketAddr) -> std::io::Result<String> {
     Ok(body)
 }
 
+/// Level 1's stand-ins: a site that upper-cases, a forbidden listener, and
+/// the egress proxy on a Unix socket (tunnels to the site, refuses the rest).
+fn stand_ins() {
+    let site = TcpListener::bind(("127.0.0.1", SITE_PORT)).unwrap();
+    std::thread::spawn(move || {
+        for mut c in site.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 256];
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    let _ = c.write_all(&buf[..n].to_ascii_uppercase());
+                }
+            });
+        }
+    });
+    let forbidden = TcpListener::bind(("127.0.0.1", FORBIDDEN_PORT)).unwrap();
+    std::thread::spawn(move || for _ in forbidden.incoming() {});
+    let _ = std::fs::remove_file("/run/egress.sock");
+    let proxy = UnixListener::bind("/run/egress.sock").unwrap();
+    std::thread::spawn(move || {
+        for c in proxy.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(c.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = r.read_line(&mut first);
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut c = c;
+                if first.trim() == format!("CONNECT 127.0.0.1:{SITE_PORT} HTTP/1.1") {
+                    let up = TcpStream::connect(("127.0.0.1", SITE_PORT)).unwrap();
+                    c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let mut up2 = up.try_clone().unwrap();
+                    let mut c2 = c.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut r, &mut up2);
+                        let _ = up2.shutdown(Shutdown::Write);
+                    });
+                    let mut up = up;
+                    let _ = std::io::copy(&mut up, &mut c2);
+                } else {
+                    let _ = c.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+                }
+            });
+        }
+    });
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
 /// Runs inside level 1 (see the L1 init above): the driver, for real.
 #[test]
 #[ignore = "runs inside the nested test host, started by kvm_driver_serves_an_app_in_nested_host"]
 fn level1_half() {
+    stand_ins();
     let logs: Arc<Mutex<Vec<String>>> = Arc::default();
     let sink = logs.clone();
+    let jail = runtime::jail::Jail::for_this_host().expect("level 1 runs this as root");
+    let dir = std::path::PathBuf::from("/run/vm1");
     let spec = KvmSpec {
         name: "hello-1".into(),
         vmm: "/byteport-vmm".into(),
@@ -139,7 +247,10 @@ fn level1_half() {
         cpus: 1,
         memory_mib: 256,
         guest_port: Some(APP_PORT),
-        dir: "/run/vm".into(),
+        dir: dir.clone(),
+        egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
+        jail: Some(jail),
+        checked_process: Some("web".into()),
     };
     let mut vm = KvmVm::start(
         &spec,
@@ -147,41 +258,96 @@ fn level1_half() {
             sink.lock().unwrap().push(format!("{p} {s} {t}"));
         }),
     )
-    .unwrap();
-    vm.wait_ready(Duration::from_secs(300))
+    .unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_ready(Duration::from_secs(400))
         .unwrap_or_else(|e| panic!("{e}"));
     println!("L1-READY");
 
-    let addr = vm.host_addr.expect("forwarded port");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let page = loop {
-        match get(addr) {
-            Ok(r) if r.contains("200 OK") => break r,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no page: {other:?}\n{}",
-                    vm.console_tail()
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
+    // Confinement of the VMM process.
+    let pid = vm.pid().unwrap();
+    let uid = status_field(pid, "Uid:");
+    assert!(
+        uid.split_whitespace().all(|u| u != "0"),
+        "VMM runs as root: {uid}"
+    );
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    let ns = |p: u32, n: &str| std::fs::read_link(format!("/proc/{p}/ns/{n}")).unwrap();
+    let me = std::process::id();
+    assert_ne!(ns(pid, "mnt"), ns(me, "mnt"));
+    assert_ne!(ns(pid, "net"), ns(me, "net"), "the VMM shares our network");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    for t in tasks.flatten() {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("kvm-") {
+            continue; // KVM's kernel worker thread
         }
+        assert!(
+            s.contains("Seccomp:\t2"),
+            "thread {} unconfined",
+            comm.trim()
+        );
+    }
+    println!("L1-VMM-CONFINED uid {uid}");
+
+    let check = HealthCheck {
+        probe: HealthProbe::Http {
+            method: "GET".into(),
+            path: "/".into(),
+        },
+        port: APP_PORT,
+        interval: Duration::from_millis(500),
+        probe_timeout: Duration::from_secs(10),
+        deadline: Duration::from_secs(300),
     };
+    wait_healthy(&mut vm, &check).unwrap_or_else(|e| panic!("{e}\n{}", vm.console_tail()));
+    println!("L1-HEALTHY");
+    let page = get(vm.host_addr.expect("forwarded port")).unwrap();
     let body = page.split("\r\n\r\n").nth(1).unwrap_or("").trim();
     println!("L1-PAGE={body}");
 
-    // httpd -vv logs each request on stderr: it reaches us as an app record.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while !logs
         .lock()
         .unwrap()
         .iter()
-        .any(|l| l.starts_with("web err"))
+        .any(|l| l == "probe out PROBE-DONE")
     {
-        assert!(Instant::now() < deadline, "no app log line; logs: {logs:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(Instant::now() < deadline, "no probe result; logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
-    println!("L1-VSOCK-RECORDS={}", vm.vsock_records());
+    let out: Vec<String> = logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("probe out ").map(String::from))
+        .collect();
+    println!("L1-PROBE {out:?}");
+    let events = vm.drain_events();
+    assert!(!events.iter().any(|e| e.contains("FORGED")), "{events:?}");
+    let forge = out.iter().find(|l| l.starts_with("FORGE ")).unwrap();
+    assert!(!forge.contains("pong"), "{forge}");
+    println!("L1-FORGERY-REFUSED ({forge})");
+    assert!(out.iter().any(|l| l.trim() == "NETDEVS lo"), "{out:?}");
+    let allowed = out
+        .iter()
+        .find(|l| l.starts_with("EGRESS-ALLOWED"))
+        .unwrap();
+    assert!(
+        allowed.contains("200 Connection established") && allowed.contains("PING"),
+        "{allowed}"
+    );
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("EGRESS-FORBIDDEN HTTP/1.1 403")),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|l| l == "PROXY-ENV http://127.0.0.1:3128"),
+        "{out:?}"
+    );
+    println!("L1-EGRESS-ONLY");
 
     let t = Instant::now();
     vm.stop(Duration::from_secs(60));
@@ -195,4 +361,6 @@ fn level1_half() {
         "L1-STOPPED in {:.1}s ({status}); events {events:?}",
         t.elapsed().as_secs_f64()
     );
+    drop(vm);
+    assert!(!dir.exists(), "the VM directory stayed");
 }

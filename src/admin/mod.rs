@@ -5,6 +5,7 @@
 //! `restart` and `rollback` show progress live.
 
 mod logs;
+mod portfolio;
 
 use gitd::{CommandOutput, Stream};
 use platform::jobs::dispatch::CancelReport;
@@ -38,8 +39,8 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   apps                                 apps you own or collaborate on
   ps [APP]                             running VMs: deploy, uptime, crashes
   config APP                           show APP's config vars
-  config APP set KEY=VALUE...          set config vars (then: restart APP)
-  config APP unset KEY...              remove config vars
+  config APP set KEY=VALUE...          set config vars; a running APP restarts (--no-restart: later)
+  config APP unset KEY...              remove config vars (restarts as set does)
   deploys APP                          deploy history and queued/running jobs
   deploys cancel APP [JOB]             cancel APP's running (else queued) job, or JOB
   logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
@@ -48,6 +49,8 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
   destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
+  portfolio list|show APP|diff APP|edit APP --title T|approve APP|reject APP|regenerate APP
+                                       review the drafted portfolio pages of your apps
 git:
   git push ssh://git@HOST:PORT/APP.git main   deploy
 ";
@@ -227,8 +230,12 @@ async fn dispatch(
             }
             Ok(0)
         }
-        ["config", app, "set", pairs @ ..] if !pairs.is_empty() => {
+        ["config", app, "set", args @ ..] if !args.is_empty() => {
             require_access(platform, caller, app).await?;
+            let (no_restart, pairs) = split_no_restart(args);
+            if pairs.is_empty() {
+                return Ok(fail(out, "config set needs KEY=VALUE pairs").await);
+            }
             let mut parsed = vec![];
             for p in pairs {
                 match p.split_once('=') {
@@ -238,22 +245,14 @@ async fn dispatch(
             }
             store.set_config(app, &parsed).await?;
             let keys: Vec<&str> = parsed.iter().map(|(k, _)| k.as_str()).collect();
-            say(
-                out,
-                &format!(
-                    "set {} on {app} (takes effect on the next deploy or `restart {app}`)",
-                    keys.join(", ")
-                ),
-            )
-            .await;
-            Ok(0)
+            apply_config(platform, caller, app, &format!("set {}", keys.join(", ")), no_restart, out).await
         }
-        ["config", app, "unset", keys @ ..] if !keys.is_empty() => {
+        ["config", app, "unset", args @ ..] if !args.is_empty() => {
             require_access(platform, caller, app).await?;
+            let (no_restart, keys) = split_no_restart(args);
             let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             let n = store.unset_config(app, &keys).await?;
-            say(out, &format!("removed {n} var(s) from {app}")).await;
-            Ok(0)
+            apply_config(platform, caller, app, &format!("removed {n} var(s)"), no_restart || n == 0, out).await
         }
         ["deploys", "cancel", app] | ["deploys", "cancel", app, _] => {
             require_access(platform, caller, app).await?;
@@ -348,6 +347,7 @@ async fn dispatch(
             }
             run_job(platform, caller, app, JobSpec::Destroy, out).await
         }
+        ["portfolio", rest @ ..] => portfolio::run(platform, caller, rest, out).await,
         ["destroy", app, ..] => Ok(fail(
             out,
             &format!(
@@ -364,6 +364,44 @@ async fn dispatch(
         )
         .await),
     }
+}
+
+/// `--no-restart` anywhere among `args`, and the other words.
+fn split_no_restart<'w>(args: &[&'w str]) -> (bool, Vec<&'w str>) {
+    let no_restart = args.contains(&"--no-restart");
+    (
+        no_restart,
+        args.iter()
+            .copied()
+            .filter(|a| *a != "--no-restart")
+            .collect(),
+    )
+}
+
+/// After a config change: a running app restarts (a job, as Dokku does)
+/// unless `--no-restart`; a stopped one picks it up when it starts.
+async fn apply_config(
+    platform: &Platform,
+    caller: Caller<'_>,
+    app: &str,
+    done: &str,
+    no_restart: bool,
+    out: &dyn CommandOutput,
+) -> Result<u32, AdminError> {
+    if no_restart || !platform.is_running(app) {
+        say(
+            out,
+            &format!("{done} on {app} (takes effect on the next deploy or `restart {app}`)"),
+        )
+        .await;
+        return Ok(0);
+    }
+    say(
+        out,
+        &format!("{done} on {app}; restarting it to apply them"),
+    )
+    .await;
+    run_job(platform, caller, app, JobSpec::Restart, out).await
 }
 
 /// Queues `spec` for `app` and prints its progress until it ends. A

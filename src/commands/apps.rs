@@ -88,6 +88,17 @@ pub async fn deploys(
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
+    for j in store.active_jobs(app).await? {
+        let job = platform::Job::from_row(j);
+        println!(
+            "job {:<5} {:<10} {:<8} requested by {}  {}",
+            job.id,
+            job.spec.kind(),
+            job.state.as_str(),
+            job.requested_by.as_deref().unwrap_or("-"),
+            fmt_time(job.created_at)
+        );
+    }
     if list.is_empty() {
         println!("{app} has no deploys yet");
     }
@@ -100,7 +111,7 @@ pub async fn deploys(
             fmt_time(d.created_at),
             d.pushed_by.unwrap_or_default(),
             d.failure_reason
-                .map(|r| format!("  ({r})"))
+                .map(|r| format!("  ({})", r.lines().next().unwrap_or_default()))
                 .unwrap_or_default()
         );
     }

@@ -56,10 +56,17 @@ pub async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<ExitCode>
 pub async fn users(cmd: UsersCommand, config: &Config) -> anyhow::Result<ExitCode> {
     let store = open_store(config).await?;
     match cmd {
-        UsersCommand::Add { name } => {
+        UsersCommand::Add { name, operator } => {
             let password = read_stdin_value("the password")?;
             let user = store.add_user(&name, Some(&password)).await?;
-            println!("created user {}", user.name);
+            if operator {
+                store.set_operator(&user.name, true).await?;
+            }
+            println!(
+                "created {} {}",
+                if operator { "operator" } else { "user" },
+                user.name
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

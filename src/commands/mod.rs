@@ -4,6 +4,7 @@
 mod apps;
 mod keys;
 mod manifest;
+mod tokens;
 
 mod vars;
 
@@ -17,6 +18,9 @@ use platform::store::Store;
 
 /// Opens the state store named by the config.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    config
+        .ensure_home()
+        .with_context(|| format!("creating the data directory {}", config.home.display()))?;
     Store::open(&config.database_url, &config.home)
         .await
         .with_context(|| format!("opening the state store under {}", config.home.display()))
@@ -40,10 +44,20 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             tokio::task::spawn_blocking(move || builder::cli::run_build(&home, &args)).await??;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Vm(cmd) => {
+        Command::Vm { args } => {
+            // The VMM's own CLI, in its own binary: the daemon does not
+            // link KVM device code.
+            let vmm = runtime::drivers::kvm::find_vmm().context(
+                "byteport-vmm not found beside byteport (or in $BYTEPORT_VMM): install it with `cargo install --locked --path vmm --bin byteport-vmm`",
+            )?;
             let dir = config.home.join("vms");
-            tokio::task::spawn_blocking(move || runtime::cli::run(cmd, &dir)).await??;
-            Ok(ExitCode::SUCCESS)
+            let status = tokio::task::spawn_blocking(move || {
+                runtime::drivers::kvm::run_vmm_cli(&vmm, &dir, &args)
+            })
+            .await??;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         Command::Config(ConfigCommand::Show(flag)) => {
             if flag.json {
@@ -66,6 +80,7 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
         Command::Manifest(cmd) => manifest::run(cmd),
         Command::Keys(cmd) => keys::keys(cmd, config).await,
         Command::Users(cmd) => keys::users(cmd, config).await,
+        Command::Tokens(cmd) => tokens::tokens(cmd, config).await,
         Command::Apps(args) => apps::run(args, config).await,
         Command::Secrets(cmd) => vars::secrets(cmd, config).await,
         Command::Deploys(args) => match (args.command, args.app) {
@@ -93,6 +108,18 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "rollback", Some(&app), &extra).await
         }
         Command::Stop { app } => daemon_command(config, "stop", Some(&app), &[]).await,
+        Command::Portfolio { mut args } => {
+            // A directory for `export` is the caller's, relative to here.
+            if args.first().map(String::as_str) == Some("export") {
+                if let Some(dir) = args.get_mut(1) {
+                    let abs =
+                        std::path::absolute(&*dir).context("resolving the export directory")?;
+                    *dir = abs.display().to_string();
+                }
+            }
+            let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+            daemon_command(config, "portfolio", None, &extra).await
+        }
         Command::Start { app } => daemon_command(config, "start", Some(&app), &[]).await,
     }
 }

@@ -32,21 +32,58 @@ pub async fn config(cmd: ConfigCommand, config: &Config) -> anyhow::Result<ExitC
                 }
             }
         }
-        ConfigCommand::Set { app, pairs } => {
-            let pairs = parse_pairs(&pairs)?;
-            store.set_config(&app, &pairs).await?;
-            let keys: Vec<_> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        ConfigCommand::Set {
+            app,
+            pairs,
+            no_restart,
+        } => {
+            let parsed = parse_pairs(&pairs)?;
+            // With `byteport up` running, it applies the change (and
+            // restarts the app); without it, the store is written here.
+            let mut words: Vec<&str> = vec!["config", &app, "set"];
+            words.extend(pairs.iter().map(String::as_str));
+            if no_restart {
+                words.push("--no-restart");
+            }
+            if let Some(code) = through_daemon(config, &words).await? {
+                return Ok(code);
+            }
+            store.set_config(&app, &parsed).await?;
+            let keys: Vec<_> = parsed.iter().map(|(k, _)| k.as_str()).collect();
             println!(
                 "set {} on {app} (takes effect on the next deploy or restart)",
                 keys.join(", ")
             );
         }
-        ConfigCommand::Unset { app, keys } => {
+        ConfigCommand::Unset {
+            app,
+            keys,
+            no_restart,
+        } => {
+            let mut words: Vec<&str> = vec!["config", &app, "unset"];
+            words.extend(keys.iter().map(String::as_str));
+            if no_restart {
+                words.push("--no-restart");
+            }
+            if let Some(code) = through_daemon(config, &words).await? {
+                return Ok(code);
+            }
             let n = store.unset_config(&app, &keys).await?;
             println!("removed {n} var(s) from {app}");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs an admin command line on `byteport up` if it is running
+/// (`None`: it is not).
+async fn through_daemon(config: &Config, words: &[&str]) -> anyhow::Result<Option<ExitCode>> {
+    let line = shlex::try_join(words.iter().copied())?;
+    match crate::control::call(&config.home, &line).await {
+        Ok(code) => Ok(Some(ExitCode::from(u8::try_from(code).unwrap_or(1)))),
+        Err(crate::control::CallError::NotRunning { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn secrets(cmd: SecretsCommand, config: &Config) -> anyhow::Result<ExitCode> {

@@ -108,6 +108,7 @@ impl fmt::Display for Source {
 struct FileConfig {
     ssh_addr: Option<String>,
     http_addr: Option<String>,
+    http_trusted_proxy: Option<String>,
     router_addr: Option<String>,
     driver: Option<String>,
     database_url: Option<String>,
@@ -125,6 +126,12 @@ struct FileConfig {
     job_deadline_secs: Option<u64>,
     log_segment_size: Option<String>,
     log_retention: Option<String>,
+    chromium_path: Option<String>,
+    portfolio_load_timeout_secs: Option<u64>,
+    llm_base_url: Option<String>,
+    llm_model: Option<String>,
+    llm_timeout_secs: Option<u64>,
+    llm_max_concurrent: Option<u64>,
 }
 
 /// The effective configuration.
@@ -138,6 +145,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The app router listens here.
     pub router_addr: SocketAddr,
+    /// A reverse proxy in front of the dashboard whose `X-Forwarded-For`
+    /// and `X-Forwarded-Proto` are believed (none by default).
+    pub http_trusted_proxy: Option<std::net::IpAddr>,
     /// The runtime driver.
     pub driver: Driver,
     /// State store URL: `sqlite://…` (default, under home) or `postgres://…`.
@@ -175,6 +185,19 @@ pub struct Config {
     /// An app's event journal keeps at most this much, in bytes (oldest
     /// files go first).
     pub log_retention: u64,
+    /// Chromium for portfolio screenshots (empty: `$CHROME`, else PATH).
+    pub chromium_path: Option<PathBuf>,
+    /// Longest page load of a portfolio screenshot, seconds.
+    pub portfolio_load_timeout_secs: u64,
+    /// An OpenAI-compatible endpoint for portfolio drafts (with `/v1`);
+    /// none: offline drafts. The key comes from `BYTEPORT_LLM_API_KEY`.
+    pub llm_base_url: Option<String>,
+    /// The model asked for drafts.
+    pub llm_model: String,
+    /// Longest wait for one draft (all retries), seconds.
+    pub llm_timeout_secs: u64,
+    /// Drafts asked of the model at once.
+    pub llm_max_concurrent: usize,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
     /// Where each setting came from, by key.
@@ -236,6 +259,12 @@ impl Config {
             Some("BYTEPORT_HTTP_ADDR"),
             file.http_addr,
             "127.0.0.1:8080",
+        );
+        let trusted_proxy = pick(
+            "http_trusted_proxy",
+            Some("BYTEPORT_HTTP_TRUSTED_PROXY"),
+            file.http_trusted_proxy,
+            "",
         );
         let router = pick(
             "router_addr",
@@ -307,6 +336,42 @@ impl Config {
             file.ssh_login_timeout_secs.map(|v| v.to_string()),
             "30",
         );
+        let chromium = pick(
+            "chromium_path",
+            Some("BYTEPORT_CHROMIUM_PATH"),
+            file.chromium_path,
+            "",
+        );
+        let load_timeout = pick(
+            "portfolio_load_timeout_secs",
+            Some("BYTEPORT_PORTFOLIO_LOAD_TIMEOUT_SECS"),
+            file.portfolio_load_timeout_secs.map(|v| v.to_string()),
+            "30",
+        );
+        let llm_url = pick(
+            "llm_base_url",
+            Some("BYTEPORT_LLM_BASE_URL"),
+            file.llm_base_url,
+            "",
+        );
+        let llm_model = pick(
+            "llm_model",
+            Some("BYTEPORT_LLM_MODEL"),
+            file.llm_model,
+            "gpt-4o-mini",
+        );
+        let llm_timeout = pick(
+            "llm_timeout_secs",
+            Some("BYTEPORT_LLM_TIMEOUT_SECS"),
+            file.llm_timeout_secs.map(|v| v.to_string()),
+            "60",
+        );
+        let llm_parallel = pick(
+            "llm_max_concurrent",
+            Some("BYTEPORT_LLM_MAX_CONCURRENT"),
+            file.llm_max_concurrent.map(|v| v.to_string()),
+            "2",
+        );
         let cpus = std::thread::available_parallelism()
             .map_or(2, |n| n.get().max(2))
             .to_string();
@@ -342,6 +407,13 @@ impl Config {
         );
 
         let config = Config {
+            chromium_path: (!chromium.0.is_empty()).then(|| PathBuf::from(&chromium.0)),
+            portfolio_load_timeout_secs: parse_count("portfolio_load_timeout_secs", load_timeout)?
+                .max(1),
+            llm_base_url: (!llm_url.0.is_empty()).then(|| llm_url.0.clone()),
+            llm_model: llm_model.0,
+            llm_timeout_secs: parse_count("llm_timeout_secs", llm_timeout)?.max(1),
+            llm_max_concurrent: parse_count("llm_max_concurrent", llm_parallel)?.max(1) as usize,
             ssh_max_startups: startups.0.parse().map_err(|e| ConfigError::Value {
                 key: "ssh_max_startups",
                 source_name: startups.1.to_string(),
@@ -363,6 +435,14 @@ impl Config {
             ssh_addr: parse_addr("ssh_addr", ssh)?,
             http_addr: parse_addr("http_addr", http)?,
             router_addr: parse_addr("router_addr", router)?,
+            http_trusted_proxy: match trusted_proxy.0.trim() {
+                "" | "none" => None,
+                ip => Some(ip.parse().map_err(|e| ConfigError::Value {
+                    key: "http_trusted_proxy",
+                    source_name: trusted_proxy.1.to_string(),
+                    message: format!("{e} (expected the proxy's IP address, e.g. 127.0.0.1)"),
+                })?),
+            },
             driver: driver.0.parse().map_err(|message| ConfigError::Value {
                 key: "driver",
                 source_name: driver.1.to_string(),
@@ -403,6 +483,22 @@ impl Config {
         Ok(config)
     }
 
+    /// Creates the data directory, private to its owner (0700, tightened
+    /// if it exists wider): it holds the secrets key, the store,
+    /// repositories and logs.
+    pub fn ensure_home(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.home)?;
+        let mode = std::fs::metadata(&self.home)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&self.home, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
     /// Loads from the real process environment.
     pub fn from_env(explicit_file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load(explicit_file, &|k| std::env::var(k).ok())
@@ -415,6 +511,11 @@ impl Config {
             ("ssh_addr", self.ssh_addr.to_string()),
             ("http_addr", self.http_addr.to_string()),
             ("router_addr", self.router_addr.to_string()),
+            (
+                "http_trusted_proxy",
+                self.http_trusted_proxy
+                    .map_or_else(|| "none".to_string(), |ip| ip.to_string()),
+            ),
             ("driver", self.driver.to_string()),
             ("database_url", redact_url(&self.database_url)),
             ("deploy_branches", self.deploy_branches.join(",")),
@@ -443,6 +544,26 @@ impl Config {
             ("job_deadline_secs", self.job_deadline_secs.to_string()),
             ("log_segment_size", self.log_segment_size.to_string()),
             ("log_retention", self.log_retention.to_string()),
+            (
+                "chromium_path",
+                self.chromium_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "($CHROME or PATH)".into()),
+            ),
+            (
+                "portfolio_load_timeout_secs",
+                self.portfolio_load_timeout_secs.to_string(),
+            ),
+            (
+                "llm_base_url",
+                self.llm_base_url
+                    .clone()
+                    .unwrap_or_else(|| "(offline drafts)".into()),
+            ),
+            ("llm_model", self.llm_model.clone()),
+            ("llm_timeout_secs", self.llm_timeout_secs.to_string()),
+            ("llm_max_concurrent", self.llm_max_concurrent.to_string()),
         ];
         let mut out = String::new();
         for (key, value) in rows {

@@ -187,3 +187,27 @@ fn database_password_is_redacted() {
     );
     assert_eq!(redact_url("sqlite:///x/state.db"), "sqlite:///x/state.db");
 }
+
+#[test]
+fn trusted_proxy_is_an_ip_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap().to_string();
+    let h = home.clone();
+    let env = move |k: &str| (k == "BYTEPORT_HOME").then(|| h.clone());
+    assert_eq!(Config::load(None, &env).unwrap().http_trusted_proxy, None);
+    std::fs::write(
+        dir.path().join("byteport.toml"),
+        "http_trusted_proxy = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    let c = Config::load(None, &env).unwrap();
+    assert_eq!(c.http_trusted_proxy, Some("127.0.0.1".parse().unwrap()));
+    assert!(c.render().contains("http_trusted_proxy"));
+    let env = move |k: &str| match k {
+        "BYTEPORT_HOME" => Some(home.clone()),
+        "BYTEPORT_HTTP_TRUSTED_PROXY" => Some("proxy.example".into()),
+        _ => None,
+    };
+    let e = Config::load(None, &env).unwrap_err().to_string();
+    assert!(e.contains("http_trusted_proxy"), "{e}");
+}

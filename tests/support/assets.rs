@@ -28,9 +28,10 @@ pub fn guest_assets() -> builder::Assets {
     })
 }
 
-/// `byteport-init`, a binary of this package (built for its tests).
+/// `byteport-init` (the guest-init package's binary), built if needed.
 pub fn init_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_byteport-init"))
+    testvm::build::workspace_bin("guest-init", "byteport-init")
+        .unwrap_or_else(|e| panic!("cannot build byteport-init for the tests: {e}"))
 }
 
 /// `qemu-system-x86_64`, or a loud failure with the fix.

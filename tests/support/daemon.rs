@@ -14,48 +14,18 @@ pub struct Daemon {
     pub ssh_port: u16,
     /// The router.
     pub router_port: u16,
+    /// The dashboard and API.
+    pub http_port: u16,
     _dir: tempfile::TempDir,
     env: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use testvm::free_port;
+pub use testvm::git::keygen;
 
 /// Runs `git` in `dir`, returning its output (not checked).
 pub fn git(dir: &Path, args: &[&str], ssh_command: Option<&str>) -> Output {
-    let mut c = Command::new("git");
-    c.args([
-        "-c",
-        "user.name=Test",
-        "-c",
-        "user.email=test@example.com",
-        "-c",
-        "init.defaultBranch=main",
-    ])
-    .args(args)
-    .current_dir(dir)
-    .env("GIT_TERMINAL_PROMPT", "0");
-    if let Some(s) = ssh_command {
-        c.env("GIT_SSH_COMMAND", s);
-    }
-    c.output().expect("git is needed")
-}
-
-/// Generates an ed25519 key pair with the real ssh-keygen.
-pub fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed");
-    assert!(st.success());
-    key
+    testvm::git::git(dir, args, ssh_command)
 }
 
 fn spawn_up(
@@ -120,11 +90,13 @@ impl Daemon {
             home,
             ssh_port,
             router_port,
+            http_port,
             _dir: dir,
             env,
         };
         d.wait_for_port(ssh_port);
         d.wait_for_port(router_port);
+        d.wait_for_port(http_port);
         d
     }
 
@@ -132,6 +104,7 @@ impl Daemon {
     pub fn restart(&mut self) {
         self.stop();
         let http_port = free_port();
+        self.http_port = http_port;
         self.child = spawn_up(
             self._dir.path(),
             &self.home,
@@ -232,6 +205,41 @@ impl Daemon {
     /// for a 200, `Err` with the whole response otherwise.
     pub fn get_path(&self, app: &str, path: &str) -> Result<String, String> {
         get_via(self.router_port, app, path)
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `byteport up` again on the same home and ports after it died
+    /// (see [`Daemon::kill9`]).
+    pub fn start_again(&mut self) {
+        let http_port = free_port();
+        self.child = spawn_up(
+            self._dir.path(),
+            &self.home,
+            self.ssh_port,
+            self.router_port,
+            http_port,
+            &self.env,
+        );
+        self.wait_for_port(self.ssh_port);
+        self.wait_for_port(self.router_port);
+    }
+
+    /// The host pids of the VMs `byteport up` recorded (`run/vms/*/vm.json`).
+    pub fn recorded_vm_pids(&self) -> Vec<u32> {
+        let Ok(dirs) = std::fs::read_dir(self.home.join("run/vms")) else {
+            return Vec::new();
+        };
+        dirs.filter_map(|d| d.ok())
+            .filter_map(|d| std::fs::read_to_string(d.path().join("vm.json")).ok())
+            .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .filter_map(|v| v.get("pid").and_then(|p| p.as_u64()))
+            .map(|p| p as u32)
+            .collect()
     }
 
     /// Stops the daemon with SIGTERM and waits.

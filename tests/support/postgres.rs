@@ -55,13 +55,7 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testvm::free_port;
 
 impl PgServer {
     /// Starts a fresh server; panics with a fix if PostgreSQL is missing.

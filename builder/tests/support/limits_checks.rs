@@ -7,7 +7,8 @@
 //! guest can report every result over the serial console.
 
 use builder::cgroup::{self, Hierarchy, PARENT};
-use builder::isolate::{run_step, StepRun};
+use builder::ids::{IdRange, RANGE_SIZE};
+use builder::isolate::{run_step, StepNetwork, StepRoot, StepRun, UserNs};
 use builder::{BuildError, Limits, MemorySink};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,10 +44,30 @@ pub fn run_all(busybox: &Path, work: &Path) -> Vec<CheckResult> {
             return results;
         }
     };
+    // Steps run as root of a user namespace. The rootfs is handed to its
+    // range on disk (`StepRoot::Owned`) rather than id-mapped, because the
+    // guest's tmpfs on Linux 6.1 has no id-mapped mounts; the limits do not
+    // care which.
+    let range = IdRange {
+        first: 0x6ff0_0000,
+        count: RANGE_SIZE,
+    };
+    if let Err(e) = chown_tree(&rootfs, range.first) {
+        results.push(("rootfs to the step's ids", Err(e.to_string())));
+        return results;
+    }
+    let user = match UserNs::new(range) {
+        Ok(u) => u,
+        Err(e) => {
+            results.push(("user namespace", Err(e.to_string())));
+            return results;
+        }
+    };
     let ctx = Ctx {
         rootfs,
         hierarchy,
         env: BTreeMap::new(),
+        user,
     };
     results.push(("limits read back", limits_read_back(&ctx)));
     results.push(("oom names the limit", oom_names_the_limit(&ctx)));
@@ -60,6 +81,21 @@ struct Ctx {
     rootfs: PathBuf,
     hierarchy: Hierarchy,
     env: BTreeMap<String, String>,
+    user: UserNs,
+}
+
+/// `chown -hR id:id root`.
+fn chown_tree(root: &Path, id: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(root, Some(id), Some(id))?;
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            chown_tree(&e.path(), id)?;
+        } else {
+            std::os::unix::fs::lchown(e.path(), Some(id), Some(id))?;
+        }
+    }
+    Ok(())
 }
 
 impl Ctx {
@@ -75,6 +111,10 @@ impl Ctx {
             hierarchy: &self.hierarchy,
             ca_bundle: None,
             caches: &[],
+            user: &self.user,
+            root: StepRoot::Owned,
+            cancel: None,
+            network: StepNetwork::Off,
         }
     }
 }

@@ -30,16 +30,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn git(dir: &Path, args: &[&str], ssh: Option<&str>) -> std::process::Output {
-    let mut c = Command::new("git");
-    c.args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0");
-    if let Some(s) = ssh {
-        c.env("GIT_SSH_COMMAND", s);
-    }
-    c.output().expect("git")
-}
+use testvm::git::git;
 
 fn ok(o: std::process::Output, what: &str) -> String {
     assert!(

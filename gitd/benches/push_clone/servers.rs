@@ -160,13 +160,7 @@ pub fn start_gitd(dir: &Path, fingerprint: &str) -> Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testvm::free_port;
 
 /// Starts `sshd -D` on a loopback port with its own configuration.
 pub fn start_sshd(dir: &Path, client_pub: &Path) -> Server {

@@ -3,30 +3,20 @@
 //! of malformed, truncated, oversized and hostile input.
 
 use std::path::Path;
-use std::process::Command;
 
 use super::*;
 
+/// The fixture's git: fixed dates, so object ids are the same every run.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@e",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
-        .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
-        .output()
-        .expect("git");
+    let dates = [
+        ("GIT_AUTHOR_DATE", "@1700000000 +0000"),
+        ("GIT_COMMITTER_DATE", "@1700000000 +0000"),
+    ];
+    let out = testvm::git::git_env(dir, args, None, &dates);
     assert!(
         out.status.success(),
         "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        testvm::git::text(&out)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -154,17 +154,7 @@ pub struct Server {
     pub hook: Arc<Record>,
 }
 
-/// Runs `ssh-keygen` for an ed25519 key; returns the private key path.
-pub fn keygen(dir: &Path, name: &str) -> PathBuf {
-    let key = dir.join(name);
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen (openssh-client) is needed");
-    assert!(st.success());
-    key
-}
+pub use testvm::git::keygen;
 
 /// The SHA256 fingerprint of a public key, as ssh-keygen prints it.
 pub fn fingerprint(key: &Path) -> String {
@@ -289,28 +279,12 @@ impl Drop for Server {
     }
 }
 
-/// Runs `git` in `dir` with `GIT_SSH_COMMAND = ssh` and extra `env`.
+/// Runs `git` in `dir` with `GIT_SSH_COMMAND = ssh` and extra `env`,
+/// protocol v0 unless `env` or the args say otherwise.
 pub fn git_env(dir: &Path, args: &[&str], ssh: &str, env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new("git");
-    c.args([
-        "-c",
-        "user.name=Test",
-        "-c",
-        "user.email=test@example.com",
-        "-c",
-        "init.defaultBranch=main",
-        "-c",
-        "protocol.version=0",
-    ])
-    .args(args)
-    .current_dir(dir)
-    .env("GIT_TERMINAL_PROMPT", "0")
-    .env("GIT_SSH_COMMAND", ssh)
-    .env_remove("GIT_PROTOCOL");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("git is needed")
+    let mut all = vec!["-c", "protocol.version=0"];
+    all.extend_from_slice(args);
+    testvm::git::git_env(dir, &all, Some(ssh), env)
 }
 
 /// Runs `git` in `dir` (protocol v0 unless the args say otherwise).
@@ -325,14 +299,7 @@ pub fn git_ok(dir: &Path, args: &[&str], ssh: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// stdout + stderr.
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use testvm::git::text;
 
 /// Commits a file change in `dir`, a minute after the previous commit
 /// of this test process (so date-ordered walks see a real history).

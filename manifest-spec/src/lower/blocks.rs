@@ -6,7 +6,7 @@ use super::{Lowerer, Val};
 use crate::grammar::Rule;
 use crate::keywords::Context;
 use crate::limits::{MAX_BUILD_STEPS, MAX_ENV_VARS, MAX_WORKERS};
-use crate::model::{BuildStep, HealthCheck, WebProcess, Worker};
+use crate::model::{BuildStep, HealthCheck, Network, WebProcess, Worker};
 use crate::values::{self, Problem};
 
 /// Default health check interval and timeout.
@@ -77,6 +77,11 @@ impl Lowerer<'_> {
             let line = self.src.locate(p.as_span().start()).0;
             let start = p.as_span().start();
             let rule = p.as_rule();
+            if rule == Rule::network {
+                // A setting of the whole build, not a step.
+                self.draft.build_network = self.network_setting(p, "build");
+                continue;
+            }
             let step = match rule {
                 Rule::copy => {
                     let mut vals = p.into_inner().filter(|v| v.as_rule() == Rule::value);
@@ -173,6 +178,7 @@ impl Lowerer<'_> {
             let key = match rule {
                 Rule::cpus => "cpus",
                 Rule::memory => "memory",
+                Rule::network => "network",
                 _ => "disk",
             };
             if !self.once(
@@ -181,6 +187,12 @@ impl Lowerer<'_> {
                 s,
                 e,
             ) {
+                continue;
+            }
+            if rule == Rule::network {
+                if let Some(n) = self.network_value(p) {
+                    self.draft.vm_network = Some(n);
+                }
                 continue;
             }
             let Some(v) = self.first_val(p) else { continue };
@@ -260,6 +272,43 @@ impl Lowerer<'_> {
                 health: health.flatten(),
             });
         }
+    }
+
+    /// A `network` line of a block where it may appear once: the setting,
+    /// or `None` when it repeats or its value is wrong (both reported).
+    fn network_setting(&mut self, pair: Pair<'_, Rule>, block: &str) -> Option<Network> {
+        let (s, e) = Self::kw_span(&pair);
+        if !self.once(
+            &format!("{block} network"),
+            &format!("`network` in the `{block}` block"),
+            s,
+            e,
+        ) {
+            return None;
+        }
+        self.network_value(pair)
+    }
+
+    /// The value of a `network` line: `on` or `off`.
+    fn network_value(&mut self, pair: Pair<'_, Rule>) -> Option<Network> {
+        let v = self.first_val(pair)?;
+        let r = match (v.quoted, v.text.as_str()) {
+            (false, "on") => Ok(Network::On),
+            (false, "off") => Ok(Network::Off),
+            _ => {
+                let lower = v.text.to_ascii_lowercase();
+                let hint = match lower.as_str() {
+                    "on" | "off" => format!("write `network {lower}`"),
+                    "none" | "no" | "false" | "disabled" | "0" => "write `network off`".into(),
+                    "yes" | "true" | "enabled" | "1" | "internet" => {
+                        "write `network on` (the internet only; it is the default)".into()
+                    }
+                    _ => "write `network off` for no network, or `network on` (the default)".into(),
+                };
+                Err(Problem::new(format!("`{}` is not a network setting", v.text)).hint(hint))
+            }
+        };
+        self.check(&v, r)
     }
 
     fn health(&mut self, pair: Pair<'_, Rule>) -> Option<HealthCheck> {

@@ -39,6 +39,10 @@ struct Draft {
     build: Option<Vec<BuildStep>>,
     /// Offset of the first `run` build step (for base checks).
     build_run_at: Option<usize>,
+    /// `network` in the `build` block.
+    build_network: Option<crate::model::Network>,
+    /// `network` in the `vm` block.
+    vm_network: Option<crate::model::Network>,
     env: BTreeMap<String, String>,
     secrets: Vec<(Secret, usize, usize)>,
     cpus: Option<u32>,

@@ -62,16 +62,20 @@ async fn ids_grow_and_resume_after_a_restart() {
 async fn replay_then_live_has_no_gap_and_no_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let ev = events_in(dir.path(), JournalSettings::default());
-    // More than memory holds, so the replay starts in the files.
-    let total = RECENT_EVENTS * 3;
+    // More than memory holds, so the replay starts in the files; the
+    // writer racing the follow stays within the live channel's capacity
+    // (beyond it the follower is told it skipped lines: another test).
+    let before = RECENT_EVENTS * 2;
+    let racing = LIVE_CAPACITY / 2;
+    let total = before + racing;
     let mut ids = Vec::new();
-    for i in 0..total / 2 {
+    for i in 0..before {
         ids.push(ev.emit("a", None, None, note(i)));
     }
     let writer = {
         let ev = ev.clone();
         std::thread::spawn(move || {
-            (total / 2..total)
+            (before..total)
                 .map(|i| ev.emit("a", None, None, note(i)))
                 .collect::<Vec<_>>()
         })

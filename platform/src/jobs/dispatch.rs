@@ -190,6 +190,9 @@ impl Platform {
             })
             .await?;
         let job = Job::from_row(row);
+        if matches!(spec, JobSpec::Deploy { .. }) {
+            self.cancel_portfolio_jobs(app, job.id).await;
+        }
         self.events.emit(
             app,
             None,
@@ -201,6 +204,21 @@ impl Platform {
         );
         self.queue.wake.notify_one();
         Ok(job)
+    }
+
+    /// A new deploy makes drafting a page for an older one pointless, and
+    /// must not wait behind it: its portfolio jobs are cancelled (the new
+    /// deploy queues its own).
+    async fn cancel_portfolio_jobs(&self, app: &str, except: i64) {
+        let Ok(active) = self.store.active_jobs(app).await else {
+            return;
+        };
+        for j in active
+            .into_iter()
+            .filter(|j| j.kind == "portfolio" && j.id != except)
+        {
+            let _ = self.cancel(app, Some(j.id), "a newer deploy").await;
+        }
     }
 
     /// A job by id, if it belongs to `app`.
@@ -467,6 +485,7 @@ impl Platform {
                 Some(e.to_string()),
             ),
         };
+        crate::metrics::metrics().job_finished(job.spec.kind(), state.as_str());
         // The store first, then the event: a requester that sees the end
         // event finds the job ended in the store.
         let stored = failure.as_ref().map(|f| (f.kind(), f.stored_message()));
@@ -486,7 +505,12 @@ impl Platform {
             {
                 Ok(true) => break,
                 Ok(false) => {
-                    tracing::warn!(job = job.id, app = %job.app, "job ended after it was marked interrupted");
+                    // Either its deploy committed it already (commit_live),
+                    // or it was marked interrupted meanwhile.
+                    let now = self.store.job(job.id).await.ok().flatten();
+                    if now.as_ref().map(|j| j.state.as_str()) != Some(state.as_str()) {
+                        tracing::warn!(job = job.id, app = %job.app, "job ended after it was marked interrupted");
+                    }
                     break;
                 }
                 Err(e) if attempt < 40 => {

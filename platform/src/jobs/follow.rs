@@ -104,12 +104,32 @@ impl JobFollower {
         if self.done {
             return None;
         }
+        // Once the store says the job ended, its last lines and end event
+        // are at most a moment behind (they are written after the store's
+        // record); wait that moment for them, then end regardless (the job
+        // may have run on another node, whose events we never see).
+        let mut ending: Option<std::time::Instant> = None;
         loop {
-            let item = match tokio::time::timeout(RECHECK, self.events.next()).await {
+            let wait = if ending.is_some() {
+                Duration::from_millis(200)
+            } else {
+                RECHECK
+            };
+            let item = match tokio::time::timeout(wait, self.events.next()).await {
                 Ok(Some(item)) => item,
                 Ok(None) | Err(_) => {
-                    if let Some(done) = self.ended(platform).await {
-                        return Some(done);
+                    match ending {
+                        Some(since) if since.elapsed() >= Duration::from_secs(2) => {
+                            if let Some(done) = self.ended(platform).await {
+                                return Some(done);
+                            }
+                        }
+                        Some(_) => {}
+                        None => {
+                            if self.is_final(platform).await {
+                                ending = Some(std::time::Instant::now());
+                            }
+                        }
                     }
                     continue;
                 }
@@ -136,6 +156,13 @@ impl JobFollower {
                 Item::Event(_) => {}
             }
         }
+    }
+
+    async fn is_final(&self, platform: &Platform) -> bool {
+        platform
+            .job_state(&self.job)
+            .await
+            .is_some_and(|j| j.state.is_final())
     }
 
     /// `Done` if the job has ended (as the store says).

@@ -53,6 +53,14 @@ pub enum JobSpec {
     },
     /// Boot the live deploy after `byteport up` started.
     Restore,
+    /// Draft a portfolio page for a live deploy (screenshots, facts,
+    /// write-up) for the owner's review.
+    Portfolio {
+        /// The deploy it is for (`None`: regenerate from the live one).
+        deploy: Option<i64>,
+        /// The deployed commit.
+        commit: String,
+    },
 }
 
 impl JobSpec {
@@ -67,6 +75,7 @@ impl JobSpec {
             JobSpec::Destroy => "destroy",
             JobSpec::Recover { .. } => "recover",
             JobSpec::Restore => "restore",
+            JobSpec::Portfolio { .. } => "portfolio",
         }
     }
 
@@ -248,7 +257,8 @@ impl From<crate::store::StoreError> for JobError {
         match e {
             StoreError::NotFound { .. }
             | StoreError::AlreadyExists { .. }
-            | StoreError::Invalid(_) => JobError::Rejected {
+            | StoreError::Invalid(_)
+            | StoreError::DomainTaken { .. } => JobError::Rejected {
                 message: e.to_string(),
             },
             other => JobError::Internal {

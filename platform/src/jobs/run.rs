@@ -57,6 +57,7 @@ impl JobCtx {
 
     /// A phase ended after `ms`.
     pub fn phase(&self, phase: &str, ms: i64) {
+        crate::metrics::metrics().phase(phase, ms);
         self.emit(EventKind::JobPhase {
             phase: phase.to_string(),
             ms,
@@ -86,6 +87,11 @@ impl JobCtx {
         {
             tracing::warn!(job = self.id, error = %e, "cannot record the job's deploy");
         }
+    }
+
+    /// The node running the job.
+    pub fn node(&self) -> &str {
+        &self.platform.queue.node
     }
 
     /// A progress callback for code that reports through closures.
@@ -120,6 +126,9 @@ impl Platform {
             JobSpec::Destroy => self.destroy(ctx).await,
             JobSpec::Recover { crashes } => self.recover(ctx, *crashes).await,
             JobSpec::Restore => self.restore_app(ctx).await,
+            JobSpec::Portfolio { deploy, commit } => {
+                self.refresh_portfolio(ctx, *deploy, commit).await
+            }
         }
     }
 }

@@ -193,7 +193,8 @@ impl Store {
             "deploys",
             "config_vars",
             "secrets",
-            "portfolio_entries",
+            "portfolio_versions",
+            "domains",
         ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE app = $1"

@@ -310,6 +310,61 @@ impl Store {
         Ok(())
     }
 
+    /// Makes `number` the live deploy, the app running, and — in the same
+    /// transaction — ends the job that did it as succeeded (when `job` is
+    /// `(id, node)` and that node still holds it). A `kill -9` of the
+    /// daemon therefore leaves either the old deploy live and the job
+    /// running (to be marked interrupted), or the new one live and the job
+    /// succeeded — never a live deploy whose job was interrupted.
+    pub async fn commit_live(
+        &self,
+        app: &str,
+        number: i64,
+        job: Option<(i64, &str)>,
+    ) -> Result<(), StoreError> {
+        let ctx = "switching the live deploy";
+        let mut tx = self.begin_write().await.map_err(q(ctx))?;
+        let now = now_ms();
+        if let Some((id, node)) = job {
+            let held = sqlx::query(
+                "UPDATE jobs SET state = 'succeeded', finished_at = $1, lease_until = NULL \
+                 WHERE id = $2 AND lease_owner = $3 AND state = 'running'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(node)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(ctx))?;
+            if held.rows_affected() != 1 {
+                tx.rollback().await.map_err(q(ctx))?;
+                return Err(StoreError::Invalid(format!(
+                    "job {id} is no longer this node's (it was marked interrupted); deploy #{number} of {app} was not made live"
+                )));
+            }
+        }
+        sqlx::query("UPDATE deploys SET status = 'superseded' WHERE app = $1 AND status = 'live' AND number <> $2")
+            .bind(app)
+            .bind(number)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(ctx))?;
+        sqlx::query("UPDATE deploys SET status = 'live', finished_at = COALESCE(finished_at, $1) WHERE app = $2 AND number = $3")
+            .bind(now)
+            .bind(app)
+            .bind(number)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(ctx))?;
+        sqlx::query("UPDATE apps SET desired_state = 'running' WHERE name = $1")
+            .bind(app)
+            .execute(&mut *tx)
+            .await
+            .map_err(q(ctx))?;
+        tx.commit().await.map_err(q(ctx))?;
+        Ok(())
+    }
+
     /// One deploy.
     pub async fn deploy(&self, app: &str, number: i64) -> Result<Option<Deploy>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(

@@ -1,16 +1,20 @@
 //! The state store: users and SSH keys, apps, deploys, config vars and
-//! secrets, the log index and portfolio entries.
+//! secrets, jobs, claimed domains, portfolio versions and settings.
 //!
 //! One code path for both backends through `sqlx::Any`: SQLite (embedded,
 //! the default) and PostgreSQL (production). The schema in `migrations/` is
 //! written in SQL both understand, and is applied on every start.
 //! Placeholders are `$1, $2, …` in order of appearance, which both accept.
 
+mod access;
 mod apps;
 mod crypto;
 mod deploys;
+mod domains;
 mod jobs;
 mod portfolio;
+mod sessions;
+mod tokens;
 mod users;
 mod vars;
 
@@ -20,11 +24,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
+pub use access::{AppOverview, KeyUse, SecretInfo};
 pub use apps::App;
 pub use crypto::SecretBox;
 pub use deploys::{Deploy, DeployStatus};
 pub use jobs::{CancelOutcome, JobRow, NewJob};
-pub use portfolio::{PortfolioEntry, PortfolioStatus};
+pub use sessions::{token_hash, NewSession, Session};
+pub use tokens::{ApiToken, TokenScope};
 pub use users::{SshKey, User};
 
 /// Errors from the state store.
@@ -66,6 +72,14 @@ pub enum StoreError {
         kind: &'static str,
         /// Its name.
         name: String,
+    },
+    /// Another app holds this domain.
+    #[error("domain `{domain}` belongs to {owner}; an app can only serve domains no other app has claimed (it is released when {owner} deploys without it or is destroyed)")]
+    DomainTaken {
+        /// The domain.
+        domain: String,
+        /// The app holding it.
+        owner: String,
     },
     /// Input that the store refuses (bad name, bad key, ...).
     #[error("{0}")]
@@ -133,8 +147,8 @@ impl Store {
             Backend::Postgres
         };
         if backend == Backend::Sqlite {
-            if let Some(parent) = sqlite_file(url).and_then(|p| p.parent().map(Path::to_path_buf)) {
-                std::fs::create_dir_all(&parent).map_err(|e| StoreError::Connect {
+            if let Some(file) = sqlite_file(url) {
+                private_file(&file).map_err(|e| StoreError::Connect {
                     url: url.to_string(),
                     source: sqlx::Error::Io(e),
                 })?;
@@ -185,6 +199,25 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates the SQLite database file (and its directory) readable by its
+/// owner only, whatever the umask: it holds password hashes and config
+/// vars. SQLite gives its `-wal` and `-shm` files the same mode.
+fn private_file(file: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
 }
 
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {

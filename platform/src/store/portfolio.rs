@@ -1,150 +1,152 @@
-//! Portfolio entries: the reviewed-before-published page per app.
+//! The portfolio's persistence: [`portfolio::review::PortfolioStore`] on
+//! the state store (one row per version, the version as JSON, its review
+//! state in its own column so transitions are compare-and-set), and small
+//! JSON settings documents (the site's profile, the publish target).
 
-use serde::Serialize;
+use portfolio::review::{
+    PortfolioStore, ReviewState, StateChange, StoreError as ReviewStoreError, Version,
+};
 use sqlx::Row;
 
-use super::{now_ms, q, Store, StoreError};
+use super::{is_unique_violation, now_ms, q, Store, StoreError};
 
-/// Review state of a portfolio entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PortfolioStatus {
-    /// Drafted, waiting for the owner.
-    Draft,
-    /// Approved and on the site.
-    Published,
-    /// The owner turned it down.
-    Rejected,
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> ReviewStoreError {
+    ReviewStoreError::Backend(Box::new(e))
 }
 
-impl PortfolioStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            PortfolioStatus::Draft => "draft",
-            PortfolioStatus::Published => "published",
-            PortfolioStatus::Rejected => "rejected",
+impl PortfolioStore for Store {
+    async fn insert_version(&self, v: &Version) -> Result<(), ReviewStoreError> {
+        let body = serde_json::to_string(v).map_err(backend)?;
+        let r = sqlx::query(
+            "INSERT INTO portfolio_versions (app, number, state, reviewed_by, reviewed_at, created_at, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&v.app)
+        .bind(i64::from(v.number))
+        .bind(v.state.as_str())
+        .bind(v.reviewed_by.clone())
+        .bind(v.reviewed_at_ms)
+        .bind(v.created_at_ms)
+        .bind(body)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(ReviewStoreError::Conflict(format!(
+                "{} version {} exists",
+                v.app, v.number
+            ))),
+            Err(e) => Err(backend(e)),
         }
     }
-    fn parse(s: &str) -> PortfolioStatus {
-        match s {
-            "published" => PortfolioStatus::Published,
-            "rejected" => PortfolioStatus::Rejected,
-            _ => PortfolioStatus::Draft,
-        }
-    }
-}
 
-/// An app's portfolio page.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PortfolioEntry {
-    /// The app.
-    pub app: String,
-    /// Review state.
-    pub status: PortfolioStatus,
-    /// Page title.
-    pub title: String,
-    /// Description (drafted, then edited by the owner).
-    pub description: String,
-    /// Tags.
-    pub tags: Vec<String>,
-    /// Screenshot file, if taken.
-    pub screenshot_path: Option<String>,
-    /// The deploy the draft was made from.
-    pub deploy_number: Option<i64>,
-    /// Last change, Unix ms.
-    pub updated_at: i64,
-    /// When it was published, Unix ms.
-    pub published_at: Option<i64>,
+    async fn versions(&self, app: &str) -> Result<Vec<Version>, ReviewStoreError> {
+        let rows = sqlx::query(
+            "SELECT state, reviewed_by, reviewed_at, body FROM portfolio_versions WHERE app = $1 ORDER BY number",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                let mut v: Version =
+                    serde_json::from_str(&r.get::<String, _>(3)).map_err(backend)?;
+                v.state = ReviewState::parse(&r.get::<String, _>(0)).ok_or_else(|| {
+                    ReviewStoreError::Conflict(format!("{app}: unknown review state"))
+                })?;
+                v.reviewed_by = r.get(1);
+                v.reviewed_at_ms = r.get(2);
+                Ok(v)
+            })
+            .collect()
+    }
+
+    async fn apps(&self) -> Result<Vec<String>, ReviewStoreError> {
+        let rows = sqlx::query("SELECT DISTINCT app FROM portfolio_versions ORDER BY app")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn transition(&self, app: &str, changes: &[StateChange]) -> Result<(), ReviewStoreError> {
+        let mut tx = self.begin_write().await.map_err(backend)?;
+        for c in changes {
+            let r = match &c.by {
+                Some(by) => sqlx::query(
+                    "UPDATE portfolio_versions SET state = $1, reviewed_by = $2, reviewed_at = $3 WHERE app = $4 AND number = $5 AND state = $6",
+                )
+                .bind(c.to.as_str())
+                .bind(by.clone())
+                .bind(c.at_ms)
+                .bind(app)
+                .bind(i64::from(c.number))
+                .bind(c.from.as_str()),
+                None => sqlx::query(
+                    "UPDATE portfolio_versions SET state = $1 WHERE app = $2 AND number = $3 AND state = $4",
+                )
+                .bind(c.to.as_str())
+                .bind(app)
+                .bind(i64::from(c.number))
+                .bind(c.from.as_str()),
+            }
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            if r.rows_affected() != 1 {
+                // Dropping the transaction rolls back the earlier changes.
+                return Err(ReviewStoreError::Conflict(format!(
+                    "{app} version {} is not {} any more",
+                    c.number,
+                    c.from.as_str()
+                )));
+            }
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(())
+    }
 }
 
 impl Store {
-    /// Saves a draft for `app` (replacing any earlier draft or page).
-    pub async fn save_portfolio_draft(
+    /// A settings document (`None`: never set).
+    pub async fn setting<T: serde::de::DeserializeOwned>(
         &self,
-        app: &str,
-        title: &str,
-        description: &str,
-        tags: &[String],
-        screenshot_path: Option<&str>,
-        deploy_number: Option<i64>,
-    ) -> Result<(), StoreError> {
-        self.require_app(app).await?;
-        let mut tx = self
-            .begin_write()
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let row = sqlx::query("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
             .await
-            .map_err(q("saving a portfolio draft"))?;
-        sqlx::query("DELETE FROM portfolio_entries WHERE app = $1")
-            .bind(app)
+            .map_err(q("reading a setting"))?;
+        row.map(|r| {
+            serde_json::from_str(&r.get::<String, _>(0))
+                .map_err(|e| StoreError::Invalid(format!("setting {name} is unreadable: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Writes a settings document.
+    pub async fn set_setting<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(value)
+            .map_err(|e| StoreError::Invalid(format!("setting {name}: {e}")))?;
+        let mut tx = self.begin_write().await.map_err(q("writing a setting"))?;
+        sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(name)
             .execute(&mut *tx)
             .await
-            .map_err(q("saving a portfolio draft"))?;
-        sqlx::query(
-            "INSERT INTO portfolio_entries (app, status, title, description, tags, screenshot_path, deploy_number, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(app)
-        .bind(PortfolioStatus::Draft.as_str())
-        .bind(title)
-        .bind(description)
-        .bind(tags.join(" "))
-        .bind(screenshot_path.map(String::from))
-        .bind(deploy_number)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await
-        .map_err(q("saving a portfolio draft"))?;
-        tx.commit().await.map_err(q("saving a portfolio draft"))?;
+            .map_err(q("writing a setting"))?;
+        sqlx::query("INSERT INTO settings (name, value, updated_at) VALUES ($1, $2, $3)")
+            .bind(name)
+            .bind(text)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing a setting"))?;
+        tx.commit().await.map_err(q("writing a setting"))?;
         Ok(())
-    }
-
-    /// Publishes or rejects the entry.
-    pub async fn review_portfolio(&self, app: &str, approve: bool) -> Result<(), StoreError> {
-        let (status, published) = if approve {
-            (PortfolioStatus::Published, Some(now_ms()))
-        } else {
-            (PortfolioStatus::Rejected, None)
-        };
-        let r = sqlx::query(
-            "UPDATE portfolio_entries SET status = $1, published_at = $2, updated_at = $3 WHERE app = $4",
-        )
-        .bind(status.as_str())
-        .bind(published)
-        .bind(now_ms())
-        .bind(app)
-        .execute(&self.pool)
-        .await
-        .map_err(q("reviewing a portfolio entry"))?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "portfolio entry",
-                name: app.into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The entry for `app`, if any.
-    pub async fn portfolio_entry(&self, app: &str) -> Result<Option<PortfolioEntry>, StoreError> {
-        let row = sqlx::query(
-            "SELECT app, status, title, description, tags, screenshot_path, deploy_number, updated_at, published_at FROM portfolio_entries WHERE app = $1",
-        )
-        .bind(app)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(q("reading a portfolio entry"))?;
-        Ok(row.map(|r| PortfolioEntry {
-            app: r.get(0),
-            status: PortfolioStatus::parse(&r.get::<String, _>(1)),
-            title: r.get(2),
-            description: r.get(3),
-            tags: r
-                .get::<String, _>(4)
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-            screenshot_path: r.get(5),
-            deploy_number: r.get(6),
-            updated_at: r.get(7),
-            published_at: r.get(8),
-        }))
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// The whole init configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitConfig {
     /// Host name inside the guest (the app's name).
@@ -19,7 +19,8 @@ pub struct InitConfig {
     /// Unprivileged user the app runs as.
     #[serde(default = "default_user")]
     pub user: UserIds,
-    /// Environment for every process.
+    /// Environment for every process (config vars and secrets: never
+    /// printed, see the `Debug` impl).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Working directory of the processes.
@@ -29,29 +30,85 @@ pub struct InitConfig {
     pub processes: Vec<Process>,
     /// Static network set-up (QEMU user-mode networking), if any.
     pub network: Option<Network>,
-    /// The host link over virtio-vsock (BytePort's own VMM), if any: log
-    /// records go to the host over it and host connections reach the app.
+    /// Where PID 1 ships its records (app output and events) to the host: a
+    /// channel only PID 1 holds, so an app cannot forge them.
+    pub records: RecordChannel,
+    /// What else runs over virtio-vsock (BytePort's own VMM), if anything:
+    /// host connections to the app, and the app's way out.
     #[serde(default)]
     pub vsock: Option<VsockLink>,
+    /// Where the init probes, from inside the guest, that the app listens
+    /// (the `LISTENING` event; the host's health check waits for it).
+    #[serde(default)]
+    pub listen_check: Option<ListenCheck>,
 }
 
-/// Host port (on CID 2) the guest init ships its log records to.
-pub const VSOCK_LOG_PORT: u32 = 1100;
+impl std::fmt::Debug for InitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitConfig")
+            .field("hostname", &self.hostname)
+            .field("modules", &self.modules)
+            .field("root", &self.root)
+            .field("user", &self.user)
+            .field("env", &RedactedEnv(&self.env))
+            .field("workdir", &self.workdir)
+            .field("processes", &self.processes)
+            .field("network", &self.network)
+            .field("records", &self.records)
+            .field("vsock", &self.vsock)
+            .field("listen_check", &self.listen_check)
+            .finish()
+    }
+}
+
+/// An environment map that prints its names only: values hold secrets.
+pub struct RedactedEnv<'a>(pub &'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for RedactedEnv<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
+}
+
+/// Host port (on CID 2) the guest init ships its records to under
+/// BytePort's own VMM; the VMM lets only guest root connect to it.
+pub const VSOCK_RECORDS_PORT: u32 = 1100;
+
+/// Name of the virtio-serial port carrying the records under QEMU.
+pub const RECORDS_PORT_NAME: &str = "org.byteport.records";
+
+/// The channel for PID 1's records. Both kinds are out of an app's reach:
+/// the virtio-serial port's device node is root's (0600) and admits one
+/// opener, which PID 1 is; a vsock connection to the records port is only
+/// accepted from a guest port below 1024, which only root can bind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RecordChannel {
+    /// A virtio-serial port with this name (QEMU); the host also writes
+    /// `STOP` lines to it.
+    VirtioPort {
+        /// The port's name (`/sys/class/virtio-ports/*/name`).
+        name: String,
+    },
+    /// A vsock connection to the host (CID 2) on this port (own VMM).
+    Vsock {
+        /// Host port.
+        port: u32,
+    },
+}
 
 /// What runs over vsock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VsockLink {
-    /// Host port the init connects to for its log records (else the serial
-    /// console carries them).
-    #[serde(default = "default_log_port")]
-    pub log_port: u32,
     /// Guest vsock port whose connections are proxied to the app.
     pub proxy: Option<VsockProxy>,
-}
-
-fn default_log_port() -> u32 {
-    VSOCK_LOG_PORT
+    /// The app's outbound proxy: a TCP listener in the guest whose
+    /// connections go to a host vsock port.
+    #[serde(default)]
+    pub egress: Option<VsockEgress>,
 }
 
 /// A vsock port proxied to a TCP port on the guest's loopback.
@@ -62,6 +119,26 @@ pub struct VsockProxy {
     pub vsock_port: u32,
     /// The app's TCP port on 127.0.0.1.
     pub tcp_port: u16,
+}
+
+/// A TCP listener in the guest relayed to a host vsock port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsockEgress {
+    /// Where the init listens in the guest, e.g. `127.0.0.1:3128`.
+    pub listen: std::net::SocketAddrV4,
+    /// The host (CID 2) vsock port each connection goes to.
+    pub host_port: u32,
+}
+
+/// The address whose accepting connections means "the app listens".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenCheck {
+    /// The process expected to listen (`web`).
+    pub process: String,
+    /// The address the host's forward connects to, e.g. `10.0.2.15:8080`.
+    pub addr: std::net::SocketAddrV4,
 }
 
 /// The root filesystem.
@@ -158,14 +235,27 @@ impl InitConfig {
                 )));
             }
         }
+        match &c.records {
+            RecordChannel::VirtioPort { name } if name.is_empty() || name.contains('/') => {
+                return Err(ConfigError(format!(
+                    "init.json: records port name {name:?} is not a port name"
+                )));
+            }
+            RecordChannel::Vsock { port: u32::MAX } => {
+                return Err(ConfigError(
+                    "init.json: vsock ports must be below 4294967295".into(),
+                ));
+            }
+            _ => {}
+        }
         if let Some(v) = &c.vsock {
-            if v.log_port == u32::MAX
-                || v.proxy
-                    .is_some_and(|p| p.vsock_port == u32::MAX || p.tcp_port == 0)
+            if v.proxy
+                .is_some_and(|p| p.vsock_port == u32::MAX || p.tcp_port == 0)
+                || v.egress
+                    .is_some_and(|e| e.host_port == u32::MAX || e.listen.port() == 0)
             {
                 return Err(ConfigError(
-                    "init.json: vsock ports must be below 4294967295 and the TCP port above 0"
-                        .into(),
+                    "init.json: vsock ports must be below 4294967295 and TCP ports above 0".into(),
                 ));
             }
         }
@@ -186,9 +276,11 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{"hostname":"hello","modules":["/lib/modules/virtio_ring.ko"],
-        "root":{"device":"/dev/vda","fstype":"ext4"},"env":{"PORT":"8080"},"workdir":"/app",
-        "processes":[{"name":"web","command":"python3 app.py"}],
-        "network":{"interface":"eth0","address":"10.0.2.15","prefix":24,"gateway":"10.0.2.2"}}"#;
+        "root":{"device":"/dev/vda","fstype":"ext4"},"env":{"PORT":"8080","DATABASE_URL":"postgres://u:hunter2@db"},
+        "workdir":"/app","processes":[{"name":"web","command":"python3 app.py"}],
+        "network":{"interface":"eth0","address":"10.0.2.15","prefix":24,"gateway":"10.0.2.2"},
+        "records":{"kind":"virtio_port","name":"org.byteport.records"},
+        "listen_check":{"process":"web","addr":"10.0.2.15:8080"}}"#;
 
     #[test]
     fn parses_a_full_config_with_defaults() {
@@ -201,26 +293,49 @@ mod tests {
             }
         );
         assert_eq!(c.processes[0].name, "web");
-        assert_eq!(c.network.unwrap().prefix, 24);
+        assert_eq!(c.network.as_ref().unwrap().prefix, 24);
         assert_eq!(c.vsock, None);
+        assert_eq!(
+            c.records,
+            RecordChannel::VirtioPort {
+                name: RECORDS_PORT_NAME.into()
+            }
+        );
+        assert_eq!(c.listen_check.as_ref().unwrap().addr.port(), 8080);
+    }
+
+    #[test]
+    fn debug_output_never_shows_env_values() {
+        let c = InitConfig::parse(GOOD.as_bytes()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("DATABASE_URL"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("8080\""), "values are hidden too: {shown}");
     }
 
     #[test]
     fn parses_a_vsock_link() {
         let text = r#"{"hostname":"a","processes":[{"name":"web","command":"x"}],
-            "vsock":{"proxy":{"vsock_port":8080,"tcp_port":8080}}}"#;
+            "records":{"kind":"vsock","port":1100},
+            "vsock":{"proxy":{"vsock_port":8080,"tcp_port":8080},
+                     "egress":{"listen":"127.0.0.1:3128","host_port":3128}}}"#;
         let c = InitConfig::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.records, RecordChannel::Vsock { port: 1100 });
         assert_eq!(
             c.vsock,
             Some(VsockLink {
-                log_port: VSOCK_LOG_PORT,
                 proxy: Some(VsockProxy {
                     vsock_port: 8080,
                     tcp_port: 8080
+                }),
+                egress: Some(VsockEgress {
+                    listen: "127.0.0.1:3128".parse().unwrap(),
+                    host_port: 3128
                 })
             })
         );
         let bad = r#"{"hostname":"a","processes":[{"name":"web","command":"x"}],
+            "records":{"kind":"vsock","port":1100},
             "vsock":{"proxy":{"vsock_port":8080,"tcp_port":0}}}"#;
         assert!(InitConfig::parse(bad.as_bytes())
             .unwrap_err()
@@ -230,21 +345,39 @@ mod tests {
 
     #[test]
     fn refuses_bad_configs_with_reasons() {
+        let rec = r#""records":{"kind":"vsock","port":1100}"#;
         for (text, why) in [
-            ("", "init.json"),
-            ("{", "init.json"),
-            (r#"{"hostname":"a","processes":[]}"#, "no processes"),
+            ("".to_string(), "init.json"),
+            ("{".to_string(), "init.json"),
             (
-                r#"{"hostname":"a","user":{"uid":0,"gid":0},"processes":[{"name":"w","command":"x"}]}"#,
+                format!(r#"{{"hostname":"a","processes":[],{rec}}}"#),
+                "no processes",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a","user":{{"uid":0,"gid":0}},"processes":[{{"name":"w","command":"x"}}],{rec}}}"#
+                ),
                 "root",
             ),
             (
-                r#"{"hostname":"a","processes":[{"name":"w","command":" "}]}"#,
+                format!(r#"{{"hostname":"a","processes":[{{"name":"w","command":" "}}],{rec}}}"#),
                 "no command",
             ),
             (
-                r#"{"hostname":"a","bogus":1,"processes":[{"name":"w","command":"x"}]}"#,
+                format!(
+                    r#"{{"hostname":"a","bogus":1,"processes":[{{"name":"w","command":"x"}}],{rec}}}"#
+                ),
                 "unknown field",
+            ),
+            (
+                r#"{"hostname":"a","processes":[{"name":"w","command":"x"}]}"#.to_string(),
+                "records",
+            ),
+            (
+                r#"{"hostname":"a","processes":[{"name":"w","command":"x"}],
+                   "records":{"kind":"virtio_port","name":"../x"}}"#
+                    .to_string(),
+                "port name",
             ),
         ] {
             let e = InitConfig::parse(text.as_bytes()).unwrap_err().0;

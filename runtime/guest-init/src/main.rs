@@ -2,23 +2,33 @@
 //!
 //! Loads the kernel modules the artifact names (in order), mounts the
 //! rootfs and `/proc`, `/sys`, `/dev`, `/tmp`, sets the host name and the
-//! network, starts the app's processes as an unprivileged user, reaps every
-//! child, restarts crashed processes with backoff, and ships output lines
-//! (`[bp <ms> <process> <stream>] text`) to the serial console, where the
-//! host's driver reads them — or, under BytePort's own VMM, over vsock
-//! (`vsock`), which also carries host connections to the app's port. A stop
-//! request (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `BYTEPORT-STOP` on the
-//! console, or the ACPI power button) sends SIGTERM to the app, waits, syncs
-//! and powers off.
+//! network, opens the records channel to the host (a virtio-serial port
+//! under QEMU, vsock from a privileged port under BytePort's own VMM — both
+//! out of an app's reach), starts the app's processes as an unprivileged
+//! user, reaps every child, restarts crashed processes with backoff, ships
+//! their output as records within a per-process budget, and reports
+//! `LISTENING` once the app accepts connections on its port inside the
+//! guest. Under the own VMM it also proxies host connections to the app and
+//! the app's outbound connections to the host (vsock). A stop request
+//! (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `STOP` on the records port, or
+//! the ACPI power button) sends SIGTERM to the app, waits, syncs and powers
+//! off.
+//!
+//! On the host, `byteport-init --relay SOCKET` copies stdin/stdout to a Unix
+//! socket: QEMU runs it for each guest connection to the egress address
+//! (`guestfwd=...-cmd:`), inside QEMU's jail.
 //!
 //! It must stay small and static: it runs before anything else exists.
 
+mod channel;
+mod listen;
 mod power;
+mod relay;
 mod supervise;
 mod system;
 mod vsock;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +54,8 @@ fn console() -> Sink {
     Arc::new(Mutex::new(out))
 }
 
+/// Reports `what` (on the records channel if it is open, else on the
+/// console, which the host shows in the boot error) and powers off.
 fn fatal(sink: &Sink, what: &str) -> ! {
     emit(sink, "init", "evt", &format!("FATAL {what}"));
     system::power_off()
@@ -51,20 +63,30 @@ fn fatal(sink: &Sink, what: &str) -> ! {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--check") {
-        // Used by the builder: validate a config without running anything.
-        let path = args.get(2).map(String::as_str).unwrap_or(CONFIG_PATH);
-        match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| InitConfig::parse(&b).map_err(|e| e.0))
-        {
-            Ok(_) => println!("{path}: ok"),
-            Err(e) => {
-                eprintln!("{path}: {e}");
-                std::process::exit(1);
+    match args.get(1).map(String::as_str) {
+        Some("--check") => {
+            // Used by the builder: validate a config without running anything.
+            let path = args.get(2).map(String::as_str).unwrap_or(CONFIG_PATH);
+            match std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| InitConfig::parse(&b).map_err(|e| e.0))
+            {
+                Ok(_) => println!("{path}: ok"),
+                Err(e) => {
+                    eprintln!("{path}: {e}");
+                    std::process::exit(1);
+                }
             }
+            return;
         }
-        return;
+        Some("--relay") => {
+            let Some(path) = args.get(2) else {
+                eprintln!("usage: byteport-init --relay UNIX_SOCKET");
+                std::process::exit(2);
+            };
+            std::process::exit(relay::run(std::path::Path::new(path)));
+        }
+        _ => {}
     }
     // SAFETY: getpid has no preconditions.
     if unsafe { libc::getpid() } != 1 {
@@ -80,7 +102,6 @@ fn run() -> ! {
         fatal(&console(), &format!("early mounts: {e}"));
     }
     let sink = console();
-    emit(&sink, "init", "evt", "BOOT byteport-init");
     let config = match std::fs::read(CONFIG_PATH) {
         Ok(bytes) => InitConfig::parse(&bytes).unwrap_or_else(|e| fatal(&sink, &e.0)),
         Err(e) => fatal(&sink, &format!("{CONFIG_PATH}: {e}")),
@@ -90,6 +111,17 @@ fn run() -> ! {
             fatal(&sink, &format!("module: {e}"));
         }
     }
+    // From here on records go to the host over the channel only PID 1 holds.
+    match channel::open(&config.records) {
+        Ok(ch) => {
+            *sink.lock().unwrap_or_else(|p| p.into_inner()) = ch.writer;
+            if let Some(requests) = ch.requests {
+                channel::watch_requests(requests, request_stop);
+            }
+        }
+        Err(e) => fatal(&sink, &format!("records channel {:?}: {e}", config.records)),
+    }
+    emit(&sink, "init", "evt", "BOOT byteport-init");
     if let Some(root) = &config.root {
         if let Err(e) = system::switch_root(root) {
             fatal(&sink, &format!("rootfs {}: {e}", root.device));
@@ -108,42 +140,34 @@ fn run() -> ! {
         }
     }
     if let Some(link) = &config.vsock {
-        match vsock::connect_log(link.log_port) {
-            Ok(stream) => {
-                let mut w = sink.lock().unwrap_or_else(|p| p.into_inner());
-                let console = std::mem::replace(&mut *w, Box::new(std::io::sink()));
-                *w = Box::new(vsock::LinkWriter::new(stream, console));
-            }
-            Err(e) => emit(
-                &sink,
-                "init",
-                "evt",
-                &format!(
-                    "WARN vsock log link to port {}: {e}; logging to the console",
-                    link.log_port
-                ),
-            ),
-        }
         if let Some(p) = link.proxy {
             if let Err(e) = vsock::spawn_proxy(p) {
                 fatal(&sink, &format!("vsock proxy on port {}: {e}", p.vsock_port));
             }
         }
+        if let Some(e) = link.egress {
+            if let Err(err) = vsock::spawn_egress(e) {
+                fatal(&sink, &format!("egress proxy on {}: {err}", e.listen));
+            }
+        }
     }
     install_stop_handlers();
-    watch_console_for_stop();
     if power::watch(request_stop).is_none() && config.vsock.is_some() {
         emit(
             &sink,
             "init",
             "evt",
-            "WARN no ACPI power button; stop requests come by signal or console only",
+            "WARN no ACPI power button; stop requests come by signal only",
         );
     }
 
+    let listen_check = config.listen_check.clone();
     let mut sup = Supervisor::new(config, sink.clone());
     sup.start_all();
     emit(&sink, "init", "evt", "READY");
+    if let Some(check) = listen_check {
+        listen::spawn(check, sink.clone(), &STOP);
+    }
     while !STOP.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         sup.reap();
@@ -169,19 +193,4 @@ fn install_stop_handlers() {
         libc::signal(libc::SIGPWR, handler);
         libc::reboot(libc::RB_DISABLE_CAD);
     }
-}
-
-fn watch_console_for_stop() {
-    std::thread::spawn(|| {
-        let Ok(f) = std::fs::File::open("/dev/console") else {
-            return;
-        };
-        for line in std::io::BufReader::new(f).lines() {
-            match line {
-                Ok(l) if l.trim() == "BYTEPORT-STOP" => STOP.store(true, Ordering::SeqCst),
-                Ok(_) => {}
-                Err(_) => return,
-            }
-        }
-    });
 }

@@ -1,6 +1,8 @@
 //! Starting the app's processes as the unprivileged user, shipping their
-//! output as log lines, reaping every child (PID 1 adopts orphans), and
-//! restarting crashed processes with exponential backoff.
+//! output as records (each process within its [`Budget`]: a flood is cut and
+//! announced as `rate-limited` in the app's own log), reaping every child
+//! (PID 1 adopts orphans), and restarting crashed processes with
+//! exponential backoff.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,12 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use guest_init::config::{InitConfig, Process};
+use guest_init::records::{self, Budget, MAX_TEXT};
 
-/// Where log lines go (the serial console; the host parses them).
+/// Where records go: the records channel to the host (the console only
+/// before that channel is open, for a `FATAL` the host shows from the
+/// console's tail).
 pub type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// Longest log line shipped; longer ones are cut (and say so).
-pub const MAX_LINE: usize = 16 * 1024;
+pub const MAX_LINE: usize = MAX_TEXT;
+/// Lines per second one app process may log (bursts of twice that).
+pub const LINES_PER_SEC: u32 = 1000;
+/// Bytes per second one app process may log (bursts of twice that).
+pub const BYTES_PER_SEC: u32 = 1 << 20;
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -27,17 +36,7 @@ fn now_ms() -> u128 {
 
 /// Formats one log record: `[bp <unix-ms> <process> <stream>] <text>`.
 pub fn record(process: &str, stream: &str, text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect();
-    format!("[bp {} {process} {stream}] {clean}\n", now_ms())
+    records::format(now_ms(), process, stream, text)
 }
 
 /// Writes one record to the sink.
@@ -49,34 +48,64 @@ pub fn emit(sink: &Sink, process: &str, stream: &str, text: &str) {
     }
 }
 
-/// Reads `pipe` line by line into the sink until it closes.
-pub fn pump(sink: Sink, process: String, stream: &'static str, pipe: impl Read + Send + 'static) {
+/// Reads `pipe` line by line into the sink until it closes, within
+/// `budget` (shared by the process's streams).
+pub fn pump(
+    sink: Sink,
+    process: String,
+    stream: &'static str,
+    pipe: impl Read + Send + 'static,
+    budget: Arc<Mutex<Budget>>,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();
         loop {
             buf.clear();
-            match reader
+            let n = match reader
                 .by_ref()
                 .take(MAX_LINE as u64)
                 .read_until(b'\n', &mut buf)
             {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    let cut = n == MAX_LINE && buf.last() != Some(&b'\n');
-                    let text = String::from_utf8_lossy(&buf);
-                    let text = text.trim_end_matches(['\n', '\r']);
-                    if cut {
-                        emit(
-                            &sink,
-                            &process,
-                            stream,
-                            &format!("{text} [line cut at {MAX_LINE} bytes]"),
-                        );
-                    } else {
-                        emit(&sink, &process, stream, text);
+                Ok(0) | Err(_) => {
+                    let mut b = budget.lock().unwrap_or_else(|p| p.into_inner());
+                    let dropped = b.take_dropped();
+                    if dropped > 0 {
+                        let notice = records::rate_limited_notice(dropped, b.lines_per_sec());
+                        drop(b);
+                        emit(&sink, &process, stream, &notice);
                     }
+                    break;
                 }
+                Ok(n) => n,
+            };
+            let now = Instant::now();
+            let (admitted, notice) = {
+                let mut b = budget.lock().unwrap_or_else(|p| p.into_inner());
+                let admitted = b.admit(n, now);
+                let notice = b
+                    .notice(now)
+                    .map(|d| records::rate_limited_notice(d, b.lines_per_sec()));
+                (admitted, notice)
+            };
+            if let Some(notice) = notice {
+                emit(&sink, &process, stream, &notice);
+            }
+            if !admitted {
+                continue;
+            }
+            let cut = n == MAX_LINE && buf.last() != Some(&b'\n');
+            let text = String::from_utf8_lossy(&buf);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if cut {
+                emit(
+                    &sink,
+                    &process,
+                    stream,
+                    &format!("{text} [line cut at {MAX_LINE} bytes]"),
+                );
+            } else {
+                emit(&sink, &process, stream, text);
             }
         }
     });
@@ -161,11 +190,22 @@ impl Supervisor {
         match cmd.spawn() {
             Ok(mut child) => {
                 let pid = child.id() as i32;
+                let budget = Arc::new(Mutex::new(Budget::new(
+                    LINES_PER_SEC,
+                    BYTES_PER_SEC,
+                    Instant::now(),
+                )));
                 if let Some(out) = child.stdout.take() {
-                    pump(self.sink.clone(), p.name.clone(), "out", out);
+                    pump(
+                        self.sink.clone(),
+                        p.name.clone(),
+                        "out",
+                        out,
+                        budget.clone(),
+                    );
                 }
                 if let Some(err) = child.stderr.take() {
-                    pump(self.sink.clone(), p.name.clone(), "err", err);
+                    pump(self.sink.clone(), p.name.clone(), "err", err, budget);
                 }
                 emit(
                     &self.sink,
@@ -302,6 +342,49 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_is_cut_to_the_budget_and_announced() {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink: Sink = Arc::new(Mutex::new(Box::new(W(buf.clone()))));
+        let input = "y\n".repeat(5000);
+        let budget = Arc::new(Mutex::new(Budget::new(10, 1 << 20, Instant::now())));
+        pump(
+            sink,
+            "web".into(),
+            "out",
+            std::io::Cursor::new(input),
+            budget,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+            let dropped: u64 = text
+                .lines()
+                .filter_map(|l| l.split("rate-limited: ").nth(1))
+                .filter_map(|n| n.split(' ').next()?.parse::<u64>().ok())
+                .sum();
+            let passed = text.lines().filter(|l| l.ends_with("web out] y")).count() as u64;
+            if passed + dropped == 5000 {
+                // The burst (twice the rate), plus what refilled meanwhile.
+                assert!((20..100).contains(&passed), "{passed} lines passed");
+                assert!(text.contains("(limit 10 lines/s)"), "{text}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no rate-limited notice: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn backoff_grows_and_caps() {
         assert_eq!(backoff(1), Duration::from_secs(1));
         assert_eq!(backoff(2), Duration::from_secs(2));
@@ -343,7 +426,14 @@ mod tests {
         let sink: Sink = Arc::new(Mutex::new(Box::new(W(buf.clone()))));
         let mut input = b"one\ntwo\r\n".to_vec();
         input.extend(vec![b'x'; MAX_LINE + 10]);
-        pump(sink, "web".into(), "err", std::io::Cursor::new(input));
+        let budget = Arc::new(Mutex::new(Budget::new(1000, 1 << 20, Instant::now())));
+        pump(
+            sink,
+            "web".into(),
+            "err",
+            std::io::Cursor::new(input),
+            budget,
+        );
         std::thread::sleep(Duration::from_millis(200));
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();

@@ -1,12 +1,9 @@
-//! What both drivers share about a booting guest: their error type, the
-//! console's last lines (for error messages), and waiting for the guest
-//! init's `READY` while watching for `FATAL` and for the VM process dying.
+//! What both drivers share about a guest: their error type and the
+//! console's last lines (for error messages).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// Errors from a runtime driver (`qemu` or `kvm`), naming the VM.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +59,18 @@ pub enum DriverError {
         /// The guest's FATAL line or the process's exit.
         reason: String,
     },
+    /// An input file the jailed VM process could not read.
+    #[error("VM `{vm}`: {what} {path} is not readable by the VM's own user (mode {mode:o}); make it world-readable (chmod o+r) — the jail shows it to that VM alone")]
+    NotReadable {
+        /// The VM.
+        vm: String,
+        /// Which input.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
     /// I/O while preparing the VM.
     #[error("VM `{vm}`: {context}")]
     Io {
@@ -82,9 +91,15 @@ pub struct ConsoleTail(Arc<Mutex<VecDeque<String>>>);
 impl ConsoleTail {
     /// Lines kept.
     const LINES: usize = 40;
+    /// Characters kept of each line.
+    const WIDTH: usize = 400;
 
-    /// Remembers `line`, forgetting the oldest beyond [`Self::LINES`].
-    pub fn push(&self, line: String) {
+    /// Remembers `line` (cut to [`Self::WIDTH`] characters), forgetting the
+    /// oldest beyond [`Self::LINES`].
+    pub fn push(&self, mut line: String) {
+        if let Some((i, _)) = line.char_indices().nth(Self::WIDTH) {
+            line.truncate(i);
+        }
         let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
         t.push_back(line);
         if t.len() > Self::LINES {
@@ -99,88 +114,18 @@ impl ConsoleTail {
     }
 }
 
-/// Waits up to `timeout` for the guest init's `READY` on `events`. A
-/// `FATAL` event, or the VM's process ending (`exited` returns how), fails
-/// the boot at once, with the console's last lines.
-pub fn wait_ready(
-    vm: &str,
-    events: &Receiver<String>,
-    timeout: Duration,
-    mut exited: impl FnMut() -> Option<String>,
-    tail: &ConsoleTail,
-) -> Result<(), DriverError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match events.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(e) if e == "READY" => return Ok(()),
-            Ok(e) if e.starts_with("FATAL") => {
-                return Err(DriverError::BootFailed {
-                    vm: vm.to_string(),
-                    reason: e,
-                })
-            }
-            Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                if let Some(status) = exited() {
-                    return Err(DriverError::BootFailed {
-                        vm: vm.to_string(),
-                        reason: format!("{status}; console:\n{}", tail.text()),
-                    });
-                }
-                if Instant::now() >= deadline {
-                    return Err(DriverError::NotReady {
-                        vm: vm.to_string(),
-                        seconds: timeout.as_secs(),
-                        tail: tail.text(),
-                    });
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::channel;
 
     #[test]
-    fn ready_fatal_exit_and_timeout() {
+    fn the_tail_keeps_the_last_lines_cut_short() {
         let tail = ConsoleTail::default();
         for i in 0..50 {
             tail.push(format!("line {i}"));
         }
         assert!(tail.text().starts_with("line 10\n") && tail.text().ends_with("line 49"));
-
-        let (tx, rx) = channel();
-        tx.send("BOOT byteport-init".to_string()).unwrap();
-        tx.send("READY".to_string()).unwrap();
-        assert!(wait_ready("a", &rx, Duration::from_secs(5), || None, &tail).is_ok());
-
-        tx.send("FATAL cannot mount /dev/vda".to_string()).unwrap();
-        let e = wait_ready("a", &rx, Duration::from_secs(5), || None, &tail).unwrap_err();
-        assert!(e.to_string().contains("FATAL cannot mount"), "{e}");
-
-        let e = wait_ready(
-            "a",
-            &rx,
-            Duration::from_secs(5),
-            || Some("exited (signal 9)".into()),
-            &tail,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("exited (signal 9); console:\nline 10"),
-            "{e}"
-        );
-
-        let e = wait_ready("a", &rx, Duration::from_millis(300), || None, &tail).unwrap_err();
-        assert!(matches!(e, DriverError::NotReady { seconds: 0, .. }), "{e}");
-        drop(tx);
-        // A closed channel (reader threads gone) still waits for the process.
-        let e = wait_ready("a", &rx, Duration::from_millis(300), || None, &tail).unwrap_err();
-        assert!(matches!(e, DriverError::NotReady { .. }), "{e}");
+        tail.push("é".repeat(1000));
+        assert_eq!(tail.text().lines().last().unwrap().chars().count(), 400);
     }
 }

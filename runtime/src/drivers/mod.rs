@@ -1,12 +1,12 @@
 //! Runtime drivers: how an artifact becomes a running VM. `qemu` is QEMU's
 //! microvm machine (portable; TCG where hardware virtualization is not
-//! usable); `kvm` is BytePort's own VMM (see `crate::vmm`). Both give the
-//! supervisor the same [`AppVm`] handle.
+//! usable); `kvm` is BytePort's own VMM (`byteport-vmm`, a child process).
+//! Both give [`crate::boot`] the same [`AppVm`] handle.
 
 pub mod guest;
-pub mod initramfs;
 pub mod kvm;
 pub mod qemu;
+pub mod vm_process;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,15 +20,20 @@ pub trait AppVm: Send {
     fn name(&self) -> &str;
     /// The loopback address the router connects to for the app's port.
     fn host_addr(&self) -> Option<SocketAddr>;
-    /// The console's last lines (for error messages).
+    /// The console's last lines and the app's last output (for error messages).
     fn console_tail(&self) -> String;
-    /// Guest-init events received since the last call (`EXITED ...`,
-    /// `RESTART ...`).
+    /// What the guest init has reported: READY, FATAL, whether the checked
+    /// process listens, its exits (for boot and health checks).
+    fn guest(&self) -> crate::guest_link::GuestStatus;
+    /// Guest-init events received since the last call (`STARTED ...`,
+    /// `EXITED ...`, `RESTART ...`, `LISTENING ...`; at most
+    /// [`crate::guest_link::MAX_QUEUED_EVENTS`] are kept between calls).
     fn drain_events(&mut self) -> Vec<String>;
     /// `None` while the VM runs; how it ended once it has.
     fn exit_status(&mut self) -> Option<String>;
     /// Asks the guest to stop its app and power off; kills the VM after
-    /// `grace`.
+    /// `grace`. Dropping the handle kills the VM if it still runs and
+    /// removes its directory and cgroup.
     fn stop(&mut self, grace: Duration);
     /// The host process behind the VM (for `byteport ps` and tests).
     fn pid(&self) -> Option<u32>;

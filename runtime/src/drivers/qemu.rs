@@ -1,21 +1,52 @@
 //! The `qemu` driver: QEMU's `microvm` machine booting the same artifact
-//! as the `kvm` driver. App traffic reaches the guest through user-mode
-//! networking with a loopback port forward (no vhost-vsock needed); the
-//! serial console carries the guest init's log records and events, and
-//! the stop request.
+//! as the `kvm` driver.
+//!
+//! - Network: user-mode networking with `restrict=on` — the guest cannot
+//!   open a single connection of its own: not to the host's loopback
+//!   (`10.0.2.2`), not to a private range, not to the internet. The host
+//!   reaches the app through a loopback port forward (`hostfwd`). The one
+//!   way out is the app's egress proxy, if it has one: the guest's
+//!   `10.0.2.100:3128` is a `guestfwd` that runs `byteport-init --relay`
+//!   per connection, into the VM's door ([`crate::egress`]).
+//! - Records: a virtio-serial port (`org.byteport.records`) on a socket
+//!   pair, which only the guest's PID 1 holds; the host also sends `STOP`
+//!   on it. The serial console carries kernel messages only.
+//! - Confinement: the jail ([`crate::jail`], own uid, mount namespace,
+//!   cgroup; QEMU keeps the host's network namespace, where its port
+//!   forward must listen) and QEMU's own seccomp filter, `-sandbox on`, with
+//!   everything denied but `spawn` and `elevateprivileges` when the app has
+//!   an egress proxy: libslirp forks the relay and calls `setsid` in the
+//!   child (measured on QEMU 7.2: with either denied the relay never runs,
+//!   and with `spawn=deny` the guest's first connection kills QEMU with
+//!   SIGSYS). Privileges cannot be regained anyway: the jail left no
+//!   capabilities and set `no_new_privs`.
 
-use super::guest::{self, ConsoleTail, DriverError};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use guest_init::config::RECORDS_PORT_NAME;
+
+use super::guest::DriverError;
+use super::vm_process::{check_input, io_error, Start, VmProcess};
+use super::AppLog;
+use crate::egress::{Door, EgressEndpoint, PROXY_PORT, QEMU_GUEST_ADDR};
+use crate::guest_link::GuestLink;
+use crate::jail::{Jail, JailPlan, Limits};
 
 /// The guest address QEMU's user-mode network gives the first interface.
 pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
-/// The user-mode network's gateway.
+/// The user-mode network's gateway (it routes nothing: `restrict=on`).
 pub const GATEWAY_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+/// QEMU's memory beyond guest RAM (TCG's code cache, device state),
+/// measured with margin; part of its cgroup's memory limit.
+pub const OVERHEAD_MIB: u64 = 384;
+/// Tasks QEMU may have: its threads plus one relay per egress connection.
+pub const MAX_TASKS: u32 = 256;
 
 /// Errors from the QEMU driver.
 pub type QemuError = DriverError;
@@ -40,10 +71,19 @@ pub struct QemuSpec {
     pub memory_mib: u64,
     /// The app's port in the guest, forwarded from a loopback host port.
     pub guest_port: Option<u16>,
-    /// Where the whole console is written.
-    pub console_log: PathBuf,
+    /// The VM's directory (console log, `vm.json`, the jail's root, sockets);
+    /// removed when the VM's handle is dropped.
+    pub dir: PathBuf,
     /// `tcg` or `kvm`.
     pub accel: String,
+    /// The app's egress proxy, if it may go out at all.
+    pub egress: Option<EgressEndpoint>,
+    /// `byteport-init`, run on the host as the egress relay.
+    pub relay: PathBuf,
+    /// The jail, if the daemon can make one (root).
+    pub jail: Option<Jail>,
+    /// The process whose listening and exits the health check follows.
+    pub checked_process: Option<String>,
 }
 
 /// The guest kernel command line. Under TCG the kernel's PIT calibration
@@ -80,281 +120,257 @@ pub fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
     (mhz > 1.0).then(|| (mhz * 1000.0).round() as u64)
 }
 
-/// A line the guest init produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuestLine {
-    /// An app process wrote a line: (process, stream, text).
-    App {
-        /// `web` or a worker's name.
-        process: String,
-        /// `out` or `err`.
-        stream: String,
-        /// The line.
-        text: String,
-    },
-    /// An init event: READY, STARTED, EXITED, RESTART, FATAL, POWEROFF...
-    Event(String),
-    /// Anything else on the console (kernel messages).
-    Console(String),
-}
-
-/// Parses one console line.
-pub fn parse_line(line: &str) -> GuestLine {
-    let line = line.trim_end_matches(['\r', '\n']);
-    // Serial output may carry kernel noise before the record on the same line.
-    if let Some(at) = line.find("[bp ") {
-        let rest = &line[at + 4..];
-        if let Some((head, text)) = rest.split_once("] ") {
-            let parts: Vec<&str> = head.split(' ').collect();
-            if parts.len() == 3 && parts[0].chars().all(|c| c.is_ascii_digit()) {
-                return if parts[1] == "init" && parts[2] == "evt" {
-                    GuestLine::Event(text.to_string())
-                } else {
-                    GuestLine::App {
-                        process: parts[1].to_string(),
-                        stream: parts[2].to_string(),
-                        text: text.to_string(),
-                    }
-                };
-            }
-        }
+/// QEMU's `-sandbox` setting: every group of system calls QEMU can deny,
+/// except what the egress relay needs when there is one.
+pub fn sandbox(egress: bool) -> &'static str {
+    if egress {
+        "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny"
+    } else {
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
     }
-    GuestLine::Console(line.to_string())
 }
 
-pub use super::AppLog;
+/// `s` as a QEMU option value (commas doubled).
+fn qemu_escape(s: &str) -> String {
+    s.replace(',', ",,")
+}
+
+/// A loopback port that was free a moment ago, for QEMU's `hostfwd` (QEMU
+/// cannot tell us which port it picked itself).
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The records channel's descriptor number in QEMU.
+const RECORDS_FD: i32 = 3;
 
 /// A running QEMU VM.
 pub struct QemuVm {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<String>,
-    tail: ConsoleTail,
+    // Fields drop in this order: the door before the VM directory goes.
+    _door: Option<Door>,
+    vm: VmProcess,
+    records: UnixStream,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl QemuVm {
     /// Starts QEMU; returns once the process runs (see [`QemuVm::wait_ready`]).
     pub fn start(spec: &QemuSpec, app_log: AppLog) -> Result<QemuVm, QemuError> {
-        let missing = |what, path: &Path| DriverError::Missing {
-            vm: spec.name.clone(),
-            what,
-            path: path.into(),
-        };
-        if !spec.kernel.exists() {
-            return Err(missing("kernel", &spec.kernel));
+        let vm = spec.name.as_str();
+        let jailed = spec.jail.is_some();
+        check_input(vm, "kernel", &spec.kernel, jailed)?;
+        check_input(vm, "initramfs", &spec.initrd, false)?;
+        if let Some(r) = &spec.rootfs {
+            check_input(vm, "rootfs", r, jailed)?;
         }
-        if !spec.initrd.exists() {
-            return Err(missing("initramfs", &spec.initrd));
-        }
-        let io = |context: &str| {
-            let vm = spec.name.clone();
-            let context = context.to_string();
-            move |source| DriverError::Io {
-                vm,
-                context,
-                source,
+        crate::fsutil::create_private_dir(&spec.dir)
+            .map_err(io_error(vm, "creating the VM directory"))?;
+        let mut plan = match &spec.jail {
+            Some(j) => {
+                Some(JailPlan::new(j, &spec.dir).map_err(io_error(vm, "preparing the jail"))?)
             }
+            None => None,
         };
-        let mut cmd = Command::new(&spec.qemu);
-        cmd.args(["-M", "microvm,acpi=on", "-accel", &spec.accel])
+        let owner = plan.as_ref().map(JailPlan::id);
+        // Paths as QEMU sees them: inside the jail, or on the host.
+        let mut see = |host: &Path, name: &str| -> Result<String, DriverError> {
+            Ok(match plan.as_mut() {
+                Some(p) => p
+                    .file(host, name)
+                    .map_err(io_error(vm, "preparing the jail"))?
+                    .display()
+                    .to_string(),
+                None => host.display().to_string(),
+            })
+        };
+        if let Some(uid) = owner {
+            // The per-VM initramfs holds the app's secrets: 0600, the VM's own.
+            std::os::unix::fs::chown(&spec.initrd, Some(uid), Some(uid))
+                .map_err(io_error(vm, "handing the initramfs to the VM's user"))?;
+        }
+        let kernel = see(&spec.kernel, "kernel")?;
+        let initrd = see(&spec.initrd, "initrd")?;
+        let rootfs = match &spec.rootfs {
+            Some(r) => Some(see(r, "rootfs")?),
+            None => None,
+        };
+        let socket_dir = if jailed {
+            spec.dir.join("sock")
+        } else {
+            let d = spec.dir.join("sock");
+            crate::fsutil::create_private_dir(&d)
+                .map_err(io_error(vm, "creating the socket directory"))?;
+            d
+        };
+        let (door, relay) = match &spec.egress {
+            Some(endpoint) => {
+                let door = Door::open(&socket_dir.join("egress"), endpoint.clone(), owner)
+                    .map_err(io_error(vm, "opening the egress door"))?;
+                let relay = see(&spec.relay, "relay")?;
+                let door_inside = if jailed {
+                    "/run/vm/egress".to_string()
+                } else {
+                    socket_dir.join("egress").display().to_string()
+                };
+                (Some(door), Some(format!("{relay} --relay {door_inside}")))
+            }
+            None => (None, None),
+        };
+
+        // Under /usr QEMU keeps its path (and finds its firmware beside it);
+        // elsewhere it is shown to the jail at /vm/qemu.
+        let program = match plan.as_mut() {
+            Some(p) if !spec.qemu.starts_with("/usr/") => p
+                .file(&spec.qemu, "qemu")
+                .map_err(io_error(vm, "preparing the jail"))?,
+            _ => spec.qemu.clone(),
+        };
+        let mut cmd = Command::new(program);
+        if let Some(p) = plan.as_mut() {
+            if spec.accel == "kvm" {
+                p.device(Path::new("/dev/kvm"))
+                    .map_err(io_error(vm, "preparing the jail"))?;
+            }
+        }
+        let tmp = if jailed {
+            PathBuf::from("/tmp")
+        } else {
+            let t = spec.dir.join("tmp");
+            crate::fsutil::create_private_dir(&t)
+                .map_err(io_error(vm, "creating the VM's /tmp"))?;
+            t
+        };
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            // `snapshot=on` keeps the guest's disk writes in a file here.
+            .env("TMPDIR", &tmp)
+            .args(["-M", "microvm,acpi=on", "-accel", &spec.accel])
             .args(["-cpu", if spec.accel == "kvm" { "host" } else { "max" }])
-            .args([
-                "-smp",
-                &spec.cpus.to_string(),
-                "-m",
-                &spec.memory_mib.to_string(),
-            ])
-            .args([
-                "-nodefaults",
-                "-no-user-config",
-                "-display",
-                "none",
-                "-monitor",
-                "none",
-            ])
+            .args(["-smp", &spec.cpus.to_string()])
+            .args(["-m", &spec.memory_mib.to_string()])
+            .args(["-nodefaults", "-no-user-config"])
+            .args(["-display", "none", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
-            .arg("-kernel")
-            .arg(&spec.kernel)
-            .arg("-initrd")
-            .arg(&spec.initrd)
-            .arg("-append")
-            .arg(cmdline(&spec.accel))
-            .args(["-device", "virtio-rng-device"]);
-        if let Some(rootfs) = &spec.rootfs {
-            if !rootfs.exists() {
-                return Err(missing("rootfs", rootfs));
-            }
+            .args(["-kernel", &kernel, "-initrd", &initrd])
+            .args(["-append", &cmdline(&spec.accel)])
+            .args(["-device", "virtio-rng-device"])
+            .args(["-sandbox", sandbox(spec.egress.is_some())]);
+        if let Some(r) = &rootfs {
             cmd.arg("-drive")
                 .arg(format!(
                     "id=root,file={},format=raw,if=none,snapshot=on",
-                    rootfs.display()
+                    qemu_escape(r)
                 ))
                 .args(["-device", "virtio-blk-device,drive=root"]);
         }
         let mut host_addr = None;
-        let mut netdev = "user,id=net0".to_string();
+        let mut netdev = "user,id=net0,restrict=on".to_string();
         if let Some(port) = spec.guest_port {
-            let host_port = free_port().map_err(io("picking a host port"))?;
+            let host_port = free_port().map_err(io_error(vm, "picking a host port"))?;
             netdev.push_str(&format!(
                 ",hostfwd=tcp:127.0.0.1:{host_port}-{GUEST_IP}:{port}"
             ));
             host_addr = Some(SocketAddr::from(([127, 0, 0, 1], host_port)));
         }
-        cmd.args([
-            "-netdev",
-            &netdev,
-            "-device",
-            "virtio-net-device,netdev=net0",
-        ]);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        tracing::info!(vm = %spec.name, ?host_addr, "qemu: starting");
-        let mut child = cmd.spawn().map_err(|source| DriverError::Spawn {
-            program: spec.qemu.clone(),
-            vm: spec.name.clone(),
+        if let Some(relay) = &relay {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{QEMU_GUEST_ADDR}:{PROXY_PORT}-cmd:{}",
+                qemu_escape(relay)
+            ));
+        }
+        cmd.args(["-netdev", &netdev])
+            .args(["-device", "virtio-net-device,netdev=net0"]);
+        let (records, theirs) =
+            UnixStream::pair().map_err(io_error(vm, "creating the records channel"))?;
+        cmd.args(["-device", "virtio-serial-device"])
+            .arg("-chardev")
+            .arg(format!("socket,id=records,fd={RECORDS_FD}"))
+            .arg("-device")
+            .arg(format!(
+                "virtserialport,chardev=records,name={RECORDS_PORT_NAME}"
+            ));
+
+        tracing::info!(
+            vm,
+            ?host_addr,
+            jailed,
+            egress = spec.egress.is_some(),
+            "qemu: starting"
+        );
+        let (link, events) = GuestLink::new(app_log, spec.checked_process.clone());
+        let limits = Limits {
+            memory_bytes: (spec.memory_mib + OVERHEAD_MIB) << 20,
+            pids: MAX_TASKS,
+            cpus: spec.cpus + 1,
+        };
+        let process = VmProcess::start(Start {
+            name: vm,
+            program: "qemu",
+            cmd,
+            fds: vec![(OwnedFd::from(theirs), RECORDS_FD)],
+            dir: &spec.dir,
+            jail: plan.zip(spec.jail.as_ref()).map(|(p, j)| (p, j, limits)),
             hint: " (apt-get install qemu-system-x86)",
-            source,
+            program_path: spec.qemu.clone(),
+            link: (link.clone(), events),
         })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let stdin = child.stdin.take();
-        let mut console =
-            std::fs::File::create(&spec.console_log).map_err(io("creating the console log"))?;
-        let (tx, events) = mpsc::channel();
-        let tail = ConsoleTail::default();
-        let tail_w = tail.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = writeln!(console, "{line}");
-                tail_w.push(line.clone());
-                match parse_line(&line) {
-                    GuestLine::App {
-                        process,
-                        stream,
-                        text,
-                    } => app_log(&process, &stream, &text),
-                    GuestLine::Event(e) => {
-                        let _ = tx.send(e);
-                    }
-                    GuestLine::Console(_) => {}
-                }
-            }
-        });
-        let tail_e = tail.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                tail_e.push(format!("qemu: {line}"));
-            }
-        });
+        let reader = records
+            .try_clone()
+            .map_err(io_error(vm, "reading the records channel"))?;
+        std::thread::Builder::new()
+            .name("vm-records".into())
+            .spawn(move || link.read_records(reader))
+            .map_err(io_error(vm, "reading the records channel"))?;
         Ok(QemuVm {
-            name: spec.name.clone(),
-            child,
-            stdin,
-            events,
-            tail,
+            vm: process,
+            records,
+            _door: door,
             host_addr,
         })
     }
 
-    /// The console's last lines (for error messages).
-    pub fn console_tail(&self) -> String {
-        self.tail.text()
-    }
-
-    /// Waits for the guest init's READY event.
+    /// Waits for the guest init's READY.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), QemuError> {
-        let child = &mut self.child;
-        guest::wait_ready(
-            &self.name,
-            &self.events,
-            timeout,
-            || match child.try_wait() {
-                Ok(Some(status)) => Some(format!("qemu exited ({status})")),
-                Ok(None) => None,
-                Err(e) => Some(format!("cannot query qemu: {e}")),
-            },
-            &self.tail,
-        )
+        self.vm.wait_ready(timeout)
     }
 
-    /// Init events received since the last call (EXITED, RESTART, ...).
-    pub fn drain_events(&self) -> Vec<String> {
-        self.events.try_iter().collect()
-    }
-
-    /// Has QEMU exited?
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
-
-    /// Asks the guest to stop its app and power off; kills QEMU after `grace`.
+    /// Asks the guest to stop its app and power off (`STOP` on the records
+    /// port); kills QEMU after `grace`.
     pub fn stop(&mut self, grace: Duration) {
-        if let Some(stdin) = self.stdin.as_mut() {
-            let _ = stdin.write_all(b"\nBYTEPORT-STOP\n");
-            let _ = stdin.flush();
+        let _ = self.records.set_write_timeout(Some(Duration::from_secs(1)));
+        let _ = self.records.write_all(b"STOP\n");
+        if !self.vm.wait_exit(grace) {
+            tracing::warn!(vm = %self.vm.name(), "qemu: guest did not power off in time");
         }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        tracing::warn!(vm = %self.name, "qemu: guest did not power off in time; killing");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.vm.kill();
     }
 }
 
 impl super::AppVm for QemuVm {
     fn name(&self) -> &str {
-        &self.name
+        self.vm.name()
     }
-
     fn host_addr(&self) -> Option<SocketAddr> {
         self.host_addr
     }
-
     fn console_tail(&self) -> String {
-        QemuVm::console_tail(self)
+        self.vm.console_tail()
     }
-
+    fn guest(&self) -> crate::guest_link::GuestStatus {
+        self.vm.guest()
+    }
     fn drain_events(&mut self) -> Vec<String> {
-        QemuVm::drain_events(self)
+        self.vm.drain_events()
     }
-
     fn exit_status(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(format!("qemu exited ({status})")),
-            Ok(None) => None,
-            Err(e) => Some(format!("cannot query qemu: {e}")),
-        }
+        self.vm.exit_status()
     }
-
     fn stop(&mut self, grace: Duration) {
         QemuVm::stop(self, grace)
     }
-
     fn pid(&self) -> Option<u32> {
-        Some(self.child.id())
-    }
-}
-
-impl Drop for QemuVm {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        Some(self.vm.pid())
     }
 }
 
@@ -374,31 +390,11 @@ mod tests {
     }
 
     #[test]
-    fn console_lines_parse() {
-        assert_eq!(
-            parse_line("[bp 1700000000000 web out] hello world\r"),
-            GuestLine::App {
-                process: "web".into(),
-                stream: "out".into(),
-                text: "hello world".into()
-            }
-        );
-        assert_eq!(
-            parse_line("[bp 1 init evt] READY"),
-            GuestLine::Event("READY".into())
-        );
-        assert_eq!(
-            parse_line("[    0.123] virtio_blk virtio0: [vda] 2048 512-byte logical blocks"),
-            GuestLine::Console(
-                "[    0.123] virtio_blk virtio0: [vda] 2048 512-byte logical blocks".into()
-            )
-        );
-        // Hostile app output cannot forge an init event: its records carry its own name.
-        assert!(matches!(
-            parse_line("[bp 1 web out] [bp 1 init evt] READY"),
-            GuestLine::App { .. }
-        ));
-        assert!(matches!(parse_line("[bp x y z] q"), GuestLine::Console(_)));
-        assert!(matches!(parse_line("[bp 1 web] q"), GuestLine::Console(_)));
+    fn the_sandbox_denies_all_but_what_the_relay_needs() {
+        assert!(sandbox(false).contains("spawn=deny"));
+        assert!(sandbox(false).contains("elevateprivileges=deny"));
+        assert!(sandbox(true).contains("spawn=allow"));
+        assert!(sandbox(true).contains("obsolete=deny"));
+        assert_eq!(qemu_escape("/a,b"), "/a,,b");
     }
 }

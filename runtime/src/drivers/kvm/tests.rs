@@ -78,6 +78,9 @@ fn spec(dir: &Path) -> KvmSpec {
         memory_mib: 128,
         guest_port: None,
         dir: dir.join("vm"),
+        egress: None,
+        jail: None,
+        checked_process: None,
     }
 }
 
@@ -101,9 +104,8 @@ fn start_reports_missing_inputs_long_paths_and_a_missing_vmm() {
 }
 
 #[test]
-fn init_link_proxies_the_app_port() {
-    let l = init_link(Some(8080));
-    assert_eq!(l.log_port, VSOCK_LOG_PORT);
+fn init_link_proxies_the_app_port_and_the_way_out() {
+    let l = init_link(Some(8080), true);
     assert_eq!(
         l.proxy,
         Some(VsockProxy {
@@ -111,5 +113,14 @@ fn init_link_proxies_the_app_port() {
             tcp_port: 8080
         })
     );
-    assert_eq!(init_link(None).proxy, None);
+    let e = l.egress.unwrap();
+    assert_eq!(e.listen.to_string(), "127.0.0.1:3128");
+    assert_eq!(e.host_port, 3128);
+    assert_eq!(
+        init_link(None, false),
+        VsockLink {
+            proxy: None,
+            egress: None
+        }
+    );
 }

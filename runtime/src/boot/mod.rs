@@ -1,0 +1,158 @@
+//! Booting an app: turn its run spec into a running VM — initramfs with the
+//! guest init, modules and this VM's config ([`init_config`]), then the
+//! driver, `qemu` or `kvm` — that the guest init reports READY. The
+//! `byteport` binary sequences deploys with this and [`crate::health`]:
+//! boot, health, switch the router, drain, stop the old VM.
+
+mod config;
+mod start;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use guest_init::config::RedactedEnv;
+
+use crate::drivers::guest::DriverError;
+use crate::drivers::AppVm;
+use crate::egress::EgressEndpoint;
+use crate::initramfs::InitramfsError;
+use crate::jail::Jail;
+
+pub use config::{init_config, proxy_url};
+pub use start::{boot, wanted_modules};
+
+/// Errors booting an app.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Assembling the initramfs failed.
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    /// The driver (qemu or kvm) failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// Preparing the VM's directory failed.
+    #[error("preparing {path}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything needed to run one deploy of an app. Its `Debug` output never
+/// shows `env` values (they hold secrets).
+#[derive(Clone)]
+pub struct AppSpec {
+    /// The app.
+    pub app: String,
+    /// The deploy number (names the VM).
+    pub deploy: i64,
+    /// Guest kernel image.
+    pub kernel: PathBuf,
+    /// Its modules directory (holding `modules.dep`); `None` for a kernel
+    /// with virtio built in.
+    pub modules_dir: Option<PathBuf>,
+    /// The artifact's ext4 rootfs.
+    pub rootfs: PathBuf,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Processes: (name, command line).
+    pub processes: Vec<(String, String)>,
+    /// The web process's port.
+    pub port: Option<u16>,
+    /// Environment (manifest env + config vars + secrets).
+    pub env: BTreeMap<String, String>,
+    /// Unprivileged user.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// Working directory.
+    pub workdir: String,
+    /// The app's outbound proxy (the egress crate's listener for this app);
+    /// `None`: the app reaches nothing outside its VM (the manifest turned
+    /// outbound traffic off). Its address is given to the app as
+    /// `HTTP_PROXY`/`HTTPS_PROXY` (see [`proxy_url`]).
+    pub egress: Option<EgressEndpoint>,
+}
+
+impl std::fmt::Debug for AppSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSpec")
+            .field("app", &self.app)
+            .field("deploy", &self.deploy)
+            .field("kernel", &self.kernel)
+            .field("modules_dir", &self.modules_dir)
+            .field("rootfs", &self.rootfs)
+            .field("cpus", &self.cpus)
+            .field("memory_mib", &self.memory_mib)
+            .field("processes", &self.processes)
+            .field("port", &self.port)
+            .field("env", &RedactedEnv(&self.env))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("workdir", &self.workdir)
+            .field("egress", &self.egress)
+            .finish()
+    }
+}
+
+/// How VMs are run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// QEMU's microvm machine; the app is reached through user-mode
+    /// networking with a loopback port forward.
+    Qemu {
+        /// `qemu-system-x86_64`.
+        qemu: PathBuf,
+        /// `tcg` or `kvm`.
+        accel: String,
+    },
+    /// BytePort's own VMM (`byteport-vmm` as a child process); the app is
+    /// reached over virtio-vsock.
+    Kvm {
+        /// The `byteport-vmm` binary.
+        vmm: PathBuf,
+    },
+}
+
+/// Host-side settings for booting.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Where VM directories (`vms/`) and the initramfs cache live. Call
+    /// [`crate::reap_leftovers`] on it when the daemon starts.
+    pub run_dir: PathBuf,
+    /// The `byteport-init` binary (also QEMU's egress relay on the host).
+    pub init_binary: PathBuf,
+    /// Which driver runs the VMs.
+    pub driver: Driver,
+    /// How long the guest may take to report READY.
+    pub ready_timeout: Duration,
+    /// The jail VM processes run in ([`Jail::for_this_host`]); `None` runs
+    /// them as the daemon's own user, unconfined but for seccomp.
+    pub jail: Option<Jail>,
+}
+
+/// A booted app VM. Dropping it kills the VM if it still runs and removes
+/// its directory.
+pub struct RunningApp {
+    /// The app.
+    pub app: String,
+    /// Its deploy.
+    pub deploy: i64,
+    /// The VM.
+    pub vm: Box<dyn AppVm>,
+    /// The VM's directory (`console.log`), while the VM's handle lives.
+    pub dir: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootError + '_ {
+    move |source| BootError::Io {
+        path: path.into(),
+        source,
+    }
+}
