@@ -34,7 +34,7 @@ pub struct RouterConfig {
     /// client: its /64, which one host usually holds whole); beyond it 503
     /// and closed. Trusted proxies are exempt (every client behind them
     /// shares their address). Default 256.
-    pub max_connections_per_ip: usize,
+    pub max_connections_per_client: usize,
     /// How long the app may take to start its response once nothing more
     /// is moving from the client (its body sent): 504 with the router's page
     /// beyond it. Default 60 s (nginx's `proxy_read_timeout`).
@@ -60,7 +60,7 @@ impl Default for RouterConfig {
             max_header_bytes: 32 * 1024,
             idle_timeout: Duration::from_secs(60),
             max_connections: 10_000,
-            max_connections_per_ip: 256,
+            max_connections_per_client: 256,
             upstream_response_timeout: Duration::from_secs(60),
             max_body_bytes: 100 * 1024 * 1024,
             trusted_proxies: Vec::new(),
@@ -75,6 +75,40 @@ impl RouterConfig {
             listen,
             ..RouterConfig::default()
         }
+    }
+
+    /// Checks that every setting can work: no zero deadline (every
+    /// connection would be closed at once), no zero cap, a head limit that
+    /// fits a request line and a few headers. [`crate::Router::serve`]
+    /// refuses a config that fails this.
+    pub fn validate(&self) -> Result<(), InvalidRouterConfig> {
+        let invalid = |field, why| Err(InvalidRouterConfig { field, why });
+        let deadlines = [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("upstream_response_timeout", self.upstream_response_timeout),
+        ];
+        for (field, d) in deadlines {
+            if d.is_zero() {
+                return invalid(
+                    field,
+                    "must be more than 0 (it would close every connection at once)",
+                );
+            }
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_connections_per_client == 0 {
+            return invalid("max_connections_per_client", "must be at least 1");
+        }
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return invalid(
+                "max_header_bytes",
+                "must be at least 1024 (browsers send 0.5-2 KiB heads)",
+            );
+        }
+        Ok(())
     }
 
     /// Whether `peer` is one of the trusted proxies.
@@ -94,6 +128,19 @@ pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
+}
+
+/// The smallest `max_header_bytes` [`RouterConfig::validate`] accepts.
+const MIN_HEADER_BYTES: usize = 1024;
+
+/// A router setting that cannot work, from [`RouterConfig::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("router setting {field} {why}")]
+pub struct InvalidRouterConfig {
+    /// The [`RouterConfig`] field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub why: &'static str,
 }
 
 /// A trusted-proxy entry that is neither an address nor a CIDR block.
@@ -143,5 +190,27 @@ mod tests {
         assert!(e.to_string().contains("\"example.com\""), "{e}");
         assert!(parse_trusted_proxies("").unwrap().is_empty());
         assert!(RouterConfig::default().trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_by_name() {
+        assert_eq!(RouterConfig::default().validate(), Ok(()));
+        let refused = |tune: fn(&mut RouterConfig)| {
+            let mut c = RouterConfig::default();
+            tune(&mut c);
+            c.validate().unwrap_err().field
+        };
+        assert_eq!(refused(|c| c.idle_timeout = Duration::ZERO), "idle_timeout");
+        assert_eq!(
+            refused(|c| c.max_connections_per_client = 0),
+            "max_connections_per_client"
+        );
+        assert_eq!(refused(|c| c.max_header_bytes = 100), "max_header_bytes");
+        let message = InvalidRouterConfig {
+            field: "max_connections",
+            why: "must be at least 1",
+        }
+        .to_string();
+        assert_eq!(message, "router setting max_connections must be at least 1");
     }
 }

@@ -23,7 +23,8 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// Marks the router's own responses; removed from the app's.
-pub(crate) static X_BYTEPORT_ROUTER: HeaderName = HeaderName::from_static("x-byteport-router");
+pub(crate) static X_BYTEPORT_ROUTER: HeaderName =
+    HeaderName::from_static(crate::pages::MARKER_HEADER);
 
 /// Whether a client header claims to say who the client is or how it
 /// connected: apps trust these, so only the router (or a trusted proxy)

@@ -21,7 +21,7 @@
 //!
 //! What it does for every request, in order:
 //! 1. **Connection caps** ([`RouterConfig::max_connections`], per client
-//!    address [`RouterConfig::max_connections_per_ip`]): over them, a 503
+//!    address [`RouterConfig::max_connections_per_client`]): over them, a 503
 //!    and the connection closed, before anything is read.
 //! 2. **Deadlines** per connection: a request head must arrive whole within
 //!    [`RouterConfig::header_read_timeout`] (slowloris), at most
@@ -41,10 +41,12 @@
 //! 7. **Record**: when the response's last byte has gone (or the client
 //!    left: 499), an [`OnRequest`] callback gets a [`RequestRecord`].
 //!
-//! The router's own pages (400, 404, 413, 502, 503, 504) carry
-//! `x-byteport-router: <reason>`; an app cannot send that header (it is
+//! The router's own pages (400, 404, 413, 502, 503, 504) carry the header
+//! `x-byteport-router: error` and `<meta name="byteport-router"
+//! content="error">` in their HTML; an app cannot send that header (it is
 //! removed from app responses), so it tells the router's pages from the
-//! app's. Malformed request heads get hyper's bare 400/431 and a close.
+//! app's (the portfolio's screenshotter relies on it). Malformed request
+//! heads get hyper's bare 400/431 and a close.
 #![deny(missing_docs)]
 
 mod body;
@@ -66,7 +68,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-pub use config::{parse_trusted_proxies, BadProxyEntry, IpNet, RouterConfig};
+pub use config::{parse_trusted_proxies, BadProxyEntry, InvalidRouterConfig, IpNet, RouterConfig};
 pub use log::{OnRequest, Outcome, RequestLog, RequestRecord};
 pub use stats::RouterStats;
 pub use table::{normalize_host, InflightGuard, Route, RouteError, RouteTable, Upstream};
@@ -83,18 +85,23 @@ pub struct Router {
 impl Router {
     /// Binds `config.listen` and serves `table` until the router is
     /// dropped or [`Router::shutdown`] is called. `on_request` gets every
-    /// request's record when it is over.
+    /// request's record when it is over. A config that fails
+    /// [`RouterConfig::validate`] is refused (`InvalidInput`, naming the
+    /// setting) before anything is bound.
     pub async fn serve(
         config: RouterConfig,
         table: RouteTable,
         on_request: OnRequest,
     ) -> std::io::Result<Router> {
+        config
+            .validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         warn_if_over_file_limit(config.max_connections);
         let limits = Arc::new(limits::Limits::new(
             config.max_connections,
-            config.max_connections_per_ip,
+            config.max_connections_per_client,
         ));
         let http = server::http1_builder(&config);
         let proxy = Arc::new(proxy::Proxy {

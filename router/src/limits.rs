@@ -1,5 +1,5 @@
 //! Connection caps: at most `max_connections` open, and at most
-//! `max_connections_per_ip` from one client address. Counted per
+//! `max_connections_per_client` from one client address. Counted per
 //! connection (accept and close), never per request; the per-address
 //! counts are spread over shards so closes on different threads rarely
 //! meet on one lock.

@@ -69,10 +69,10 @@ pub struct RequestRecord<'a> {
     pub client: IpAddr,
     /// How it ended.
     pub outcome: Outcome,
-    /// When the router answered itself, the page's reason, as sent in the
-    /// `x-byteport-router` header (`unknown-host`, `app-down`,
-    /// `upstream-error`, `upstream-timeout`, `body-too-large`,
-    /// `bad-request`).
+    /// When the router answered itself (the client got a page marked
+    /// `x-byteport-router: error`), why: `unknown-host`, `app-down`,
+    /// `upstream-error`, `upstream-timeout`, `body-too-large` or
+    /// `bad-request`.
     pub router_page: Option<&'static str>,
 }
 

@@ -1,8 +1,23 @@
 //! The router's own pages: small, self-explanatory, no internals shown.
+//!
+//! Every one is marked twice as the router's, so nobody takes it for the
+//! app's: the response header `x-byteport-router: error` and, for
+//! whatever drops headers on the way (a CDN, a saved page), the
+//! `<meta name="byteport-router" content="error">` in its head. The
+//! portfolio's screenshotter refuses a capture that carries either; keep
+//! both exactly as they are.
+
+/// The response header on the router's own pages (removed from the app's
+/// responses, so an app cannot pass for the router).
+pub const MARKER_HEADER: &str = "x-byteport-router";
+/// [`MARKER_HEADER`]'s value.
+pub const MARKER_VALUE: &str = "error";
+/// The same marker inside the page's `<head>`.
+pub const MARKER_META: &str = r#"<meta name="byteport-router" content="error">"#;
 
 fn page(title: &str, body: &str) -> String {
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">{MARKER_META}<title>{title}</title>\
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;color:#222}}\
 code{{background:#eee;padding:0 .3em}}</style></head><body><h1>{title}</h1>{body}\
 <p><small>BytePort router</small></p></body></html>\n"
@@ -83,17 +98,34 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// 503 to a connection over the caps, written before any request is read
-/// (so it cannot wait for one) and without blocking: short, plain text.
+/// (so it cannot wait for one) and without blocking: one short write.
+/// `the_refusal_is_a_whole_http_response` checks its length.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: text/plain; charset=utf-8\r\n\
-x-byteport-router: too-many-connections\r\n\
+content-type: text/html; charset=utf-8\r\n\
+x-byteport-router: error\r\n\
+cache-control: no-store\r\n\
 retry-after: 1\r\n\
 connection: close\r\n\
-content-length: 41\r\n\r\n\
-Too many connections; retry in a moment.\n";
+content-length: 175\r\n\r\n\
+<!doctype html><html><head><meta name=\"byteport-router\" content=\"error\">\
+<title>Too many connections</title></head><body>Too many connections; retry in a moment.</body></html>\n";
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_page_carries_the_marker_in_its_head() {
+        for page in [
+            super::unknown_host("x"),
+            super::app_down("a", "it is starting"),
+            super::bad_request("why"),
+            super::body_too_large(1),
+            super::app_too_slow("a", std::time::Duration::from_secs(1)),
+        ] {
+            let head = &page[..page.find("</head>").expect("a head")];
+            assert!(head.contains(super::MARKER_META), "{page}");
+        }
+    }
+
     #[test]
     fn hostile_hosts_are_escaped() {
         let p = super::unknown_host("<script>alert(1)</script>");
@@ -112,6 +144,8 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(body.len(), length);
+        assert!(head.contains("\r\nx-byteport-router: error\r\n"), "{head}");
+        assert!(body.contains(super::MARKER_META), "{body}");
         assert!(super::body_too_large(100 << 20).contains("100.0 MiB"));
     }
 }

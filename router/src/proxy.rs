@@ -31,7 +31,9 @@ pub(crate) struct Proxy {
     pub counters: Counters,
 }
 
-/// Reasons sent in `x-byteport-router` with the router's own pages.
+/// Why the router answered itself, for [`crate::RequestRecord::router_page`]
+/// (the client sees the page's words and the `x-byteport-router: error`
+/// marker).
 mod reason {
     pub const UNKNOWN_HOST: &str = "unknown-host";
     pub const APP_DOWN: &str = "app-down";
@@ -58,7 +60,10 @@ fn page(
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(X_BYTEPORT_ROUTER.clone(), HeaderValue::from_static(why));
+    h.insert(
+        X_BYTEPORT_ROUTER.clone(),
+        HeaderValue::from_static(pages::MARKER_VALUE),
+    );
     r
 }
 

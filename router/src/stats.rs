@@ -15,7 +15,7 @@ pub struct RouterStats {
     /// Connections refused because `max_connections` were open.
     pub refused_at_capacity: u64,
     /// Connections refused because their address had
-    /// `max_connections_per_ip` open.
+    /// `max_connections_per_client` open.
     pub refused_per_client: u64,
     /// Connections closed because a request head did not arrive whole
     /// within `header_read_timeout` (silent sockets, slowloris).

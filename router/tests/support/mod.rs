@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +28,10 @@ pub struct Seen {
     pub requests: AtomicUsize,
     /// Request bodies read to their end.
     pub whole_bodies: AtomicUsize,
+    /// Bytes read from the router's connections, heads and bodies alike.
+    pub bytes_in: AtomicUsize,
+    /// Connections over (closed by either side).
+    pub ended: AtomicUsize,
 }
 
 impl Seen {
@@ -38,11 +44,54 @@ impl Seen {
     pub fn whole_bodies(&self) -> usize {
         self.whole_bodies.load(Ordering::SeqCst)
     }
+    pub fn bytes_in(&self) -> usize {
+        self.bytes_in.load(Ordering::SeqCst)
+    }
+    pub fn ended(&self) -> usize {
+        self.ended.load(Ordering::SeqCst)
+    }
+}
+
+/// The app's side of a connection, counting the bytes it reads.
+struct Counted {
+    stream: TcpStream,
+    seen: Arc<Seen>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.seen.bytes_in.fetch_add(n, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// A real HTTP/1.1 app on loopback. It answers with what it received:
 /// `<name> path=... host=... xff=... xri=... xfp=... xfh=... fwd=...
 /// hop=... body=<bytes>`; `/ws` upgrades to an echo, `/slow` waits 400 ms,
+/// `/slower` 1.2 s,
 /// `/hang` never answers, `/big` sends 4 MiB, `/spoof` sends the router's
 /// marker header. With `close`, every response says `Connection: close`.
 pub struct App {
@@ -65,6 +114,11 @@ impl App {
                 let (s, _) = l.accept().await.unwrap();
                 counts.connections.fetch_add(1, Ordering::SeqCst);
                 let counts = counts.clone();
+                let s = Counted {
+                    stream: s,
+                    seen: counts.clone(),
+                };
+                let ended = counts.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let counts = counts.clone();
@@ -78,6 +132,7 @@ impl App {
                         .serve_connection(TokioIo::new(s), svc)
                         .with_upgrades()
                         .await;
+                    ended.ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
@@ -116,6 +171,7 @@ async fn answer(
     }
     match path.as_str() {
         "/slow" => tokio::time::sleep(Duration::from_millis(400)).await,
+        "/slower" => tokio::time::sleep(Duration::from_millis(1200)).await,
         "/hang" => tokio::time::sleep(Duration::from_secs(3600)).await,
         _ => {}
     }
@@ -340,4 +396,40 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     })
+}
+
+/// Asserts that `resp` is one of the router's own pages: the header the
+/// portfolio's screenshotter looks for, and the same marker in the HTML.
+pub fn assert_router_page(resp: &str) {
+    assert_eq!(
+        header(resp, "x-byteport-router"),
+        Some("error"),
+        "not marked as the router's: {resp}"
+    );
+    assert!(
+        resp.contains(r#"<meta name="byteport-router" content="error">"#),
+        "no marker in the page: {resp}"
+    );
+}
+
+/// Waits until the router counts `n` open connections.
+pub async fn wait_for_open(r: &Started, n: u64) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while r.router.stats().open_connections != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never {n} open: {:?}", r.router.stats()));
+}
+
+/// Waits until `f` holds (it reads counters the router or an app keeps).
+pub async fn wait_until(what: &str, f: impl Fn() -> bool) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("never happened: {what}"));
 }
