@@ -79,6 +79,25 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, refusal: Refusal, counters: &Cou
 
 /// Serves one connection until it closes or its watchdog closes it.
 async fn serve(stream: TcpStream, conn: Arc<ConnState>, http: Arc<http1::Builder>) {
+    let _watchdog = watchdog::spawn(&conn);
+    // hyper's connection holds two 8 KiB buffers from its start: a socket
+    // that sends nothing gets neither, only this task and its watchdog
+    // (nginx allocates its header buffer the same way). A peek, not
+    // `readable()`: an accepted socket counts as readable until a read
+    // has found it empty.
+    let mut first = [0u8; 1];
+    tokio::select! {
+        biased;
+        why = watchdog::closed(&conn) => {
+            tracing::debug!(peer = %conn.peer, ?why, "router: silent connection closed by its deadline");
+            return;
+        }
+        peeked = stream.peek(&mut first) => {
+            if !matches!(peeked, Ok(n) if n > 0) {
+                return; // closed (or reset) before a byte was sent
+            }
+        }
+    }
     let io = TokioIo::new(TimedIo::new(stream, conn.clone()));
     let service_conn = conn.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -86,7 +105,6 @@ async fn serve(stream: TcpStream, conn: Arc<ConnState>, http: Arc<http1::Builder
         async move { Ok::<_, std::convert::Infallible>(proxy::handle(req, conn).await) }
     });
     let connection = http.serve_connection(io, service).with_upgrades();
-    let _watchdog = watchdog::spawn(&conn);
     tokio::select! {
         biased;
         ended = connection => {

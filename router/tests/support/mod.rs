@@ -246,6 +246,11 @@ impl Records {
         self.0.lock().unwrap().clone()
     }
 
+    /// Drops every record kept so far (and the memory they hold).
+    pub fn forget_all(&self) {
+        *self.0.lock().unwrap() = Vec::new();
+    }
+
     /// Waits (up to the hang guard) for a record matching `want`.
     pub async fn wait_for(&self, want: impl Fn(&Logged) -> bool) -> Logged {
         let found = tokio::time::timeout(HANG_GUARD, async {
