@@ -120,6 +120,17 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resp
         req.method().clone(),
         req.uri().path_and_query().cloned(),
     );
+    if req.method() == hyper::Method::CONNECT {
+        // Apps are reached by name; the router tunnels to no address a
+        // client picks.
+        let html = pages::bad_request("This server is not a forward proxy: CONNECT is refused.");
+        return page(
+            exchange,
+            StatusCode::METHOD_NOT_ALLOWED,
+            reason::BAD_REQUEST,
+            html,
+        );
+    }
     let target = match Target::of(&req) {
         Ok(t) => t,
         Err(why) => return bad_request(exchange, why),

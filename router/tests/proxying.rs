@@ -68,6 +68,15 @@ async fn malformed_requests_get_errors_not_hangs() {
         resp.starts_with("HTTP/1.1 400") || resp.is_empty(),
         "{resp}"
     );
+    // Not a forward proxy: CONNECT reaches no app, whatever it names.
+    let resp = raw(
+        r.addr(),
+        "CONNECT a.localhost:80 HTTP/1.1\r\nHost: a.localhost:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 405"), "{resp}");
+    assert_router_page(&resp);
+    assert_eq!(a.seen.requests(), 0);
     // The router still serves afterwards.
     let resp = raw(r.addr(), &get("a.localhost", "/")).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
