@@ -1,4 +1,4 @@
-//! Router benchmark: throughput and p99 latency through BytePort's router vs
+//! Router benchmark: throughput and p50/p99 latency through BytePort's router vs
 //! a direct connection to the app, vs nginx as the reverse proxy in front of
 //! the same app — one run, side by side, with ratios. Both proxies log every
 //! request to a file, buffered and flushed every 500 ms (the router through
@@ -15,8 +15,14 @@
 //! Run: `cargo bench --bench router`. Settings: BENCH_SECONDS (default 10),
 //! BENCH_CONNECTIONS (default 32), BENCH_ROUNDS (default 3; each path is
 //! measured once per round, alternating, and the median is shown),
-//! BENCH_SCENARIOS (`vm` or `host`; default both).
+//! BENCH_SCENARIOS (`vm` or `host`; default both). BENCH_SAVE=FILE writes
+//! the figures as a table; BENCH_BASELINE=FILE (one written so earlier, e.g.
+//! before a change) prints them side by side with this run's.
 
+#[path = "router/cpu.rs"]
+mod cpu;
+#[path = "router/report.rs"]
+mod report;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -30,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cpu::CpuOf;
 use http_body_util::Full;
 use hyper::Response;
 use hyper_util::rt::TokioIo;
@@ -70,25 +77,11 @@ async fn app_server() -> SocketAddr {
 
 struct WrkResult {
     rps: f64,
+    p50_ms: f64,
     p99_ms: f64,
     errors: String,
     /// CPU time the proxy (or, for "direct", nobody) spent per request, µs.
     cpu_us_per_req: Option<f64>,
-}
-
-/// utime + stime of a task, in seconds, from /proc/<pid>[/task/<tid>]/stat.
-fn task_cpu_secs(stat_path: &std::path::Path) -> f64 {
-    let text = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // The command name is in parentheses and may hold spaces: split after it.
-    let after = text.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
 }
 
 /// The run with the median throughput, its CPU per request replaced by
@@ -109,51 +102,6 @@ fn rounds() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(3)
-}
-
-/// Where a proxy's CPU time is read from.
-#[derive(Clone)]
-enum CpuOf {
-    /// Nothing (the direct path).
-    Nobody,
-    /// One process, all its threads (`byteport up`; its QEMU children are
-    /// the app, not the proxy).
-    Process(u32),
-    /// A whole process and its children as listed in /proc (nginx master + workers).
-    ProcessTree(u32),
-    /// The threads of this process whose name starts with the prefix.
-    ThreadsNamed(&'static str),
-}
-
-impl CpuOf {
-    fn secs(&self) -> f64 {
-        match self {
-            CpuOf::Nobody => 0.0,
-            CpuOf::Process(pid) => {
-                task_cpu_secs(std::path::Path::new(&format!("/proc/{pid}/stat")))
-            }
-            CpuOf::ProcessTree(pid) => {
-                let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-                    .unwrap_or_default();
-                std::iter::once(*pid)
-                    .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
-                    .map(|p: u32| task_cpu_secs(std::path::Path::new(&format!("/proc/{p}/stat"))))
-                    .sum()
-            }
-            CpuOf::ThreadsNamed(prefix) => std::fs::read_dir("/proc/self/task")
-                .map(|tasks| {
-                    tasks
-                        .flatten()
-                        .filter(|t| {
-                            std::fs::read_to_string(t.path().join("comm"))
-                                .is_ok_and(|c| c.starts_with(prefix))
-                        })
-                        .map(|t| task_cpu_secs(&t.path().join("stat")))
-                        .sum()
-                })
-                .unwrap_or(0.0),
-        }
-    }
 }
 
 fn wrk(wrk_bin: &str, url: &str, host: &str, cpu: CpuOf) -> WrkResult {
@@ -180,12 +128,14 @@ fn wrk(wrk_bin: &str, url: &str, host: &str, cpu: CpuOf) -> WrkResult {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0);
-    let p99 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .map(parse_latency)
-        .unwrap_or(f64::NAN);
+    let percentile = |p: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(p))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(parse_latency)
+            .unwrap_or(f64::NAN)
+    };
+    let (p50, p99) = (percentile("50%"), percentile("99%"));
     let errors = text
         .lines()
         .filter(|l| l.contains("errors") || l.contains("Non-2xx"))
@@ -199,6 +149,7 @@ fn wrk(wrk_bin: &str, url: &str, host: &str, cpu: CpuOf) -> WrkResult {
     };
     WrkResult {
         rps,
+        p50_ms: p50,
         p99_ms: p99,
         errors,
         cpu_us_per_req,
@@ -254,6 +205,8 @@ fn free_port() -> u16 {
 }
 
 struct Scenario {
+    /// A short name for saved figures: `vm` or `host`.
+    key: &'static str,
     name: &'static str,
     direct: WrkResult,
     router: WrkResult,
@@ -264,7 +217,7 @@ struct Scenario {
 /// app; its CPU time read from `router_cpu`) and through a fresh nginx in
 /// front of `app`.
 fn measure(
-    name: &'static str,
+    (key, name): (&'static str, &'static str),
     bins: &(String, String),
     app: SocketAddr,
     (router, router_cpu): (SocketAddr, CpuOf),
@@ -306,6 +259,7 @@ fn measure(
     unsafe { libc::kill(nginx_child.id() as i32, libc::SIGTERM) };
     let _ = nginx_child.wait();
     Scenario {
+        key,
         name,
         direct,
         router: routed,
@@ -361,7 +315,7 @@ fn vm_app(bins: &(String, String)) -> Scenario {
         .unwrap_or_else(|| panic!("no upstream in `byteport ps`: {ps}"));
     let router = SocketAddr::from(([127, 0, 0, 1], d.router_port));
     measure(
-        "app in a microVM (static-site, busybox httpd, QEMU)",
+        ("vm", "app in a microVM (static-site, busybox httpd, QEMU)"),
         bins,
         upstream,
         (router, CpuOf::Process(d.pid())),
@@ -423,7 +377,10 @@ fn host_app(bins: &(String, String)) -> Scenario {
         .unwrap();
     let router_addr = rx.recv().unwrap();
     let s = measure(
-        "proxy overhead (trivial in-process app on the host)",
+        (
+            "host",
+            "proxy overhead (trivial in-process app on the host)",
+        ),
         bins,
         app,
         (router_addr, CpuOf::ThreadsNamed("bp-router")),
@@ -454,11 +411,12 @@ fn main() {
         "router benchmark: wrk -t1 -c{conns} -d{secs}s, median of {} alternating rounds, every request logged to a file by each proxy",
         rounds()
     );
+    let mut rows = Vec::new();
     for s in &scenarios {
         println!("\n{}", s.name);
         println!(
-            "  {:<16} {:>10} {:>9} {:>14}  errors",
-            "path", "req/s", "p99 ms", "proxy CPU/req"
+            "  {:<16} {:>10} {:>9} {:>9} {:>14}  errors",
+            "path", "req/s", "p50 ms", "p99 ms", "proxy CPU/req"
         );
         for (name, r) in [
             ("direct", &s.direct),
@@ -470,9 +428,17 @@ fn main() {
                 .map(|us| format!("{us:.1} us"))
                 .unwrap_or_else(|| "-".into());
             println!(
-                "  {name:<16} {:>10.0} {:>9.2} {cpu:>14}  {}",
-                r.rps, r.p99_ms, r.errors
+                "  {name:<16} {:>10.0} {:>9.2} {:>9.2} {cpu:>14}  {}",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
             );
+            rows.push(report::Row {
+                scenario: s.key.to_string(),
+                path: name.to_string(),
+                rps: r.rps,
+                p50_ms: r.p50_ms,
+                p99_ms: r.p99_ms,
+                cpu_us: r.cpu_us_per_req,
+            });
         }
         println!(
             "  ratios: router/direct {:.2}x (goal >= 0.9x), router/nginx {:.2}x (goal >= 1.0x), p99 router/nginx {:.2}x",
@@ -486,5 +452,16 @@ fn main() {
                 r / n
             );
         }
+    }
+    if let Ok(path) = std::env::var("BENCH_SAVE") {
+        report::save(std::path::Path::new(&path), &rows)
+            .unwrap_or_else(|e| panic!("BENCH_SAVE={path}: {e}"));
+        println!("\nfigures saved to {path}");
+    }
+    if let Ok(path) = std::env::var("BENCH_BASELINE") {
+        let before = report::load(std::path::Path::new(&path))
+            .unwrap_or_else(|e| panic!("BENCH_BASELINE={path}: {e}"));
+        println!("\nbefore ({path}) vs this run");
+        report::print_comparison(&before, &rows);
     }
 }

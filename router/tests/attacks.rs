@@ -4,7 +4,11 @@
 //! (no deadlines, no caps, no body limit, forwarding headers appended to,
 //! malformed bodies blamed on the app, abandoned requests never logged,
 //! the Host header winning over an absolute-form target, no upstream
-//! timeout, pages without the marker).
+//! timeout, pages without the marker) — but two guards: 500 headers were
+//! already refused by hyper's own cap of 100
+//! (`floods::too_many_headers_are_refused_with_431`), and a connection
+//! waiting for a slow app must not be taken for an idle one
+//! (`deadlines::a_keep_alive_connection_in_use_is_not_reaped`).
 //!
 //! Deadlines are set short here; the tests assert what happened (closed,
 //! status, counters, records), never how long it took.
