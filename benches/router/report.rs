@@ -26,7 +26,9 @@ const HEADER: &str = "scenario\tpath\treq_per_s\tp50_ms\tp99_ms\tproxy_cpu_us_pe
 pub fn save(path: &Path, rows: &[Row]) -> io::Result<()> {
     let mut text = format!("{HEADER}\n");
     for r in rows {
-        let cpu = r.cpu_us.map(|c| format!("{c:.1}")).unwrap_or("-".into());
+        let cpu = r
+            .cpu_us
+            .map_or_else(|| "-".to_string(), |c| format!("{c:.1}"));
         text.push_str(&format!(
             "{}\t{}\t{:.0}\t{:.3}\t{:.3}\t{cpu}\n",
             r.scenario, r.path, r.rps, r.p50_ms, r.p99_ms
@@ -81,15 +83,13 @@ pub fn print_comparison(before: &[Row], after: &[Row]) {
             (Some(a), Some(b)) => format!("{a:.1}→{b:.1}"),
             _ => "-".into(),
         };
+        let rps = format!("{:.0}→{:.0}", then.rps, now.rps);
+        let p50 = format!("{:.2}→{:.2}", then.p50_ms, now.p50_ms);
+        let p99 = format!("{:.2}→{:.2}", then.p99_ms, now.p99_ms);
+        let change = (now.rps / then.rps - 1.0) * 100.0;
         println!(
-            "  {:<5} {:<16} {:>17} {:>+7.1}% {:>15} {:>15} {:>15}",
-            now.scenario,
-            now.path,
-            format!("{:.0}→{:.0}", then.rps, now.rps),
-            (now.rps / then.rps - 1.0) * 100.0,
-            format!("{:.2}→{:.2}", then.p50_ms, now.p50_ms),
-            format!("{:.2}→{:.2}", then.p99_ms, now.p99_ms),
-            cpu,
+            "  {:<5} {:<16} {rps:>17} {change:>+7.1}% {p50:>15} {p99:>15} {cpu:>15}",
+            now.scenario, now.path,
         );
     }
 }
