@@ -163,7 +163,14 @@ impl Platform {
             uid: descriptor.user.uid,
             gid: descriptor.user.gid,
             workdir: descriptor.workdir.clone(),
-            egress: None,
+            egress: match descriptor.vm.network {
+                builder::Network::Off => None,
+                builder::Network::On => {
+                    Some(self.egress.endpoint(app).map_err(|e| JobError::Boot {
+                        message: format!("cannot start the egress proxy of {app}: {e}"),
+                    })?)
+                }
+            },
         };
         let started = Instant::now();
         let sink = self.events.app_sink(app, deploy);

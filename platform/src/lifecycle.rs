@@ -294,6 +294,7 @@ impl Platform {
         ctx.control.commit()?;
         let instance = self.running().remove(app);
         self.routes.forget(app);
+        self.egress.close(app);
         if let Some(instance) = instance {
             ctx.say(&format!("-----> Stopping {app}'s VM ..."));
             stop_vm(instance.vm, crate::apps::STOP_GRACE, &self.events).await;
