@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::{error_page, html, is_htmx, Nav};
 use crate::auth::{PageViewer, Viewer};
-use crate::review::live::PORTFOLIO_JOB;
+use crate::review::live::{JobEnd, PORTFOLIO_JOB};
 use crate::review::views::{diff_lines, DiffLine};
 use crate::review::{
     self, validate, Against, EditRequest, ProfileBody, ReviewSummary, VersionView,
@@ -60,7 +60,7 @@ struct Versions<'a> {
 #[template(path = "review_notice.html")]
 struct Notice<'a> {
     app: &'a str,
-    job: Option<JobView>,
+    job: Option<JobEnd>,
     newest: Option<&'a VersionView>,
 }
 
@@ -226,18 +226,10 @@ pub(crate) async fn review_fragments(
     ctx: &Ctx,
     viewer: &Viewer,
     app: &str,
-    job: Option<i64>,
+    job: Option<JobEnd>,
 ) -> Result<(String, String), Error> {
     let (found, versions) = review::versions(ctx, viewer, app).await?;
     let views: Vec<VersionView> = versions.iter().rev().map(VersionView::new).collect();
-    let job = match job {
-        Some(id) => ctx
-            .platform()
-            .job(&found.name, id)
-            .await?
-            .map(|j| JobView::new(&j)),
-        None => None,
-    };
     let render = |e: askama::Error| Error::internal("rendering the review page", &e);
     let table = Versions {
         app: &found.name,

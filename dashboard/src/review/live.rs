@@ -11,7 +11,7 @@ use std::collections::{HashSet, VecDeque};
 
 use axum::response::sse::Event as SseEvent;
 use futures::stream;
-use platform::events::{EventId, EventKind, Follower, Item};
+use platform::events::{EventId, EventKind, Follower, Item, JobVerdict};
 
 use crate::auth::Viewer;
 use crate::live::{build_line, skipped_line, sse, SseStream};
@@ -19,6 +19,16 @@ use crate::Ctx;
 
 /// The job kind whose progress the review page shows.
 pub(crate) const PORTFOLIO_JOB: &str = "portfolio";
+
+/// How a portfolio job ended, as its last event said.
+pub(crate) struct JobEnd {
+    /// The job.
+    pub id: i64,
+    /// `succeeded`, `failed` or `cancelled`.
+    pub verdict: &'static str,
+    /// Why it failed or was cancelled.
+    pub reason: Option<String>,
+}
 
 struct ReviewStream {
     ctx: Ctx,
@@ -59,9 +69,19 @@ impl ReviewStream {
                             .id(e.id.to_string())
                             .data(build_line(&e)),
                     );
-                    if matches!(e.kind, EventKind::JobFinished { .. }) {
+                    if let EventKind::JobFinished { verdict, reason } = &e.kind {
                         self.jobs.remove(&job);
-                        self.refresh(Some(job)).await;
+                        let verdict = match verdict {
+                            JobVerdict::Succeeded => "succeeded",
+                            JobVerdict::Failed => "failed",
+                            JobVerdict::Cancelled => "cancelled",
+                        };
+                        let ended = JobEnd {
+                            id: job,
+                            verdict,
+                            reason: reason.clone(),
+                        };
+                        self.refresh(Some(ended)).await;
                     }
                 }
                 Item::Skipped(n) => {
@@ -74,7 +94,7 @@ impl ReviewStream {
     }
 
     /// The versions table and a notice, after a job ended (or lines were lost).
-    async fn refresh(&mut self, job: Option<i64>) {
+    async fn refresh(&mut self, job: Option<JobEnd>) {
         match crate::pages::review_fragments(&self.ctx, &self.viewer, &self.app, job).await {
             Ok((versions, notice)) => {
                 self.pending
