@@ -68,18 +68,41 @@ async fn a_hostile_draft_is_inert_text() {
             "{body}"
         );
     }
-    // Older versions render their text as paragraphs, escaped too.
+    // Older versions render their text read-only (heading, paragraphs),
+    // escaped too.
+    let r = f
+        .send(api(
+            "POST",
+            "/api/v1/apps/hello/portfolio/edit",
+            Some(&f.alice.token),
+            Some("{\"title\": \"A calm title\"}"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
     let body = text(
         f.send(page(
             "GET",
-            "/apps/hello/portfolio?version=2&x=1",
+            "/apps/hello/portfolio?version=2",
             Some(&f.alice),
             None,
         ))
         .await,
     )
     .await;
-    assert_eq!(body.matches("<script").count(), 3);
+    assert!(
+        !body.contains("action=\"/apps/hello/portfolio/edit\""),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("<h4 id=\"review-title\">Title {escaped}</h4>")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("<p>First paragraph {escaped}</p>")),
+        "{body}"
+    );
+    assert_eq!(body.matches("<script").count(), 3, "{body}");
+    assert!(!body.contains("<img src=x"), "{body}");
     // The API returns the text as it is stored (JSON-encoded, for the
     // client to escape), never as markup of ours.
     let j = json(
