@@ -158,6 +158,20 @@ fn review_a_portfolio_draft_in_a_real_browser() {
     )
     .unwrap();
 
+    tab.evaluate(
+        "document.querySelector('#review-diff').scrollIntoView()",
+        false,
+    )
+    .unwrap();
+    let shot = tab
+        .capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)
+        .unwrap();
+    std::fs::write(
+        std::env::temp_dir().join("byteport-portfolio-review-facts.png"),
+        &shot,
+    )
+    .unwrap();
+
     // Edit the title: a new version (v2), drafted by alice.
     tab.evaluate(
         "(() => { const t = document.querySelector('input[name=title]'); t.focus(); t.select(); return true; })()",

@@ -386,8 +386,11 @@ async fn screenshots_are_served_only_through_their_own_app() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/webp");
-    let cache = r.headers()["cache-control"].to_str().unwrap().to_string();
-    assert!(cache.starts_with("private"), "{cache}");
+    // Revalidated on every use, so the access check always runs: a shared
+    // browser never shows alice's cached screenshot to the next user.
+    assert_eq!(r.headers()["cache-control"], "private, no-cache");
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{}\"", s.hello_v2.desktop.sha256));
     let bytes = http_body_util::BodyExt::collect(r.into_body())
         .await
         .unwrap()
@@ -432,6 +435,27 @@ async fn screenshots_are_served_only_through_their_own_app() {
         let r = f.send(page("GET", &path, Some(who), None)).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{why}");
     }
+    // A revalidation: 304 for alice, 404 for bob.
+    let revalidate = |who: &Who| {
+        let mut req = page(
+            "GET",
+            &url("hello", &s.hello_v2.desktop.sha256),
+            Some(who),
+            None,
+        );
+        req.headers_mut()
+            .insert("if-none-match", etag.parse().unwrap());
+        req
+    };
+    assert_eq!(
+        f.send(revalidate(&f.alice)).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(
+        f.send(revalidate(&f.bob)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+
     // The operator sees every app's screenshots.
     let r = f
         .send(page(

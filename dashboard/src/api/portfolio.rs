@@ -5,7 +5,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -165,26 +165,39 @@ pub async fn regenerate(
 }
 
 /// A screenshot of one of the app's versions (`image/webp`), by its
-/// SHA-256 as listed in the version's `capture.screenshots`.
+/// SHA-256 as listed in the version's `capture.screenshots`. Its ETag is
+/// the hash; browsers revalidate on every use (`no-cache`), so the access
+/// check runs each time — a cached copy is never shown to the next user
+/// of a shared browser — and an unchanged image costs a `304`.
 #[utoipa::path(get, path = "/api/v1/apps/{app}/portfolio/images/{sha256}", tag = "portfolio",
     params(("app" = String, Path, description = "the app's name"), ("sha256" = String, Path, description = "the image's content hash")),
-    responses((status = 200, description = "the WebP image", content_type = "image/webp", body = Vec<u8>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "the WebP image", content_type = "image/webp", body = Vec<u8>), (status = 304, description = "unchanged (If-None-Match)"), (status = 404, body = ErrorBody)))]
 pub async fn image(
     State(ctx): State<Ctx>,
     ApiViewer(v): ApiViewer,
     Path((app, sha256)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
+    let etag = format!("\"{sha256}\"");
+    let cache = [
+        (header::ETAG, etag.clone()),
+        (header::CACHE_CONTROL, "private, no-cache".to_string()),
+    ];
+    let unchanged = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .any(|t| t.trim() == etag);
+    if unchanged {
+        review::check_image(&ctx, &v, &app, &sha256).await?;
+        return Ok((StatusCode::NOT_MODIFIED, cache).into_response());
+    }
     let bytes = review::image(&ctx, &v, &app, &sha256).await?;
     Ok((
-        [
-            (header::CONTENT_TYPE, "image/webp"),
-            // Content-addressed: the bytes behind this URL never change.
-            // Private: it is served only to those who may see the app.
-            (
-                header::CACHE_CONTROL,
-                "private, max-age=31536000, immutable",
-            ),
-        ],
+        StatusCode::OK,
+        cache,
+        [(header::CONTENT_TYPE, "image/webp")],
         bytes,
     )
         .into_response())

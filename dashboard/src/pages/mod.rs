@@ -93,6 +93,7 @@ pub(crate) fn error_page(viewer: Option<&Viewer>, e: &Error) -> Response {
         Error::Forbidden(_) | Error::Csrf => "Not allowed",
         Error::RateLimited(_) => "Slow down",
         Error::Internal => "Something broke",
+        Error::Unavailable(_) => "Not available here",
         _ => "That did not work",
     };
     let page = ErrorPage {

@@ -327,24 +327,42 @@ pub async fn regenerate(ctx: &Ctx, viewer: &Viewer, app: &str) -> Result<JobView
     Ok(JobView::new(&job))
 }
 
-/// A screenshot of one of `app`'s versions (WebP bytes, hash-checked).
-/// An image of another app — even one the viewer may see — is "not
-/// found" here, so an image id never opens a door its app does not.
-pub async fn image(ctx: &Ctx, viewer: &Viewer, app: &str, sha256: &str) -> Result<Vec<u8>, Error> {
+/// Checks that `sha256` is a screenshot of one of `app`'s versions and
+/// that the viewer may see `app`. An image of another app — even one the
+/// viewer may see — is "not found" here, so an image id never opens a
+/// door its app does not.
+pub async fn check_image(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    app: &str,
+    sha256: &str,
+) -> Result<platform::store::App, Error> {
     let (found, versions) = versions(ctx, viewer, app).await?;
-    let not_found = || Error::NotFound(format!("{} has no such screenshot", found.name));
     if !versions
         .iter()
         .any(|v| views::image_ids(v).contains(&sha256))
     {
-        return Err(not_found());
+        return Err(Error::NotFound(format!(
+            "{} has no such screenshot",
+            found.name
+        )));
     }
+    Ok(found)
+}
+
+/// A screenshot of one of `app`'s versions (WebP bytes, hash-checked);
+/// see [`check_image`].
+pub async fn image(ctx: &Ctx, viewer: &Viewer, app: &str, sha256: &str) -> Result<Vec<u8>, Error> {
+    let found = check_image(ctx, viewer, app, sha256).await?;
     let images = portfolio::capture::ImageStore::new(service(ctx)?.generator.images_dir())
         .map_err(|e| Error::internal("opening the portfolio images", &e))?;
     let id = sha256.to_string();
     match tokio::task::spawn_blocking(move || images.read(&id)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(not_found()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound(format!(
+            "{} has no such screenshot",
+            found.name
+        ))),
         Ok(Err(e)) => Err(Error::internal("reading a portfolio screenshot", &e)),
         Err(e) => Err(Error::internal("reading a portfolio screenshot", &e)),
     }
