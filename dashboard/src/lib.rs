@@ -6,7 +6,8 @@
 //! over one Server-Sent Events stream per page. Every page action has a
 //! JSON twin under `/api/v1` (token or session auth), described by an
 //! OpenAPI 3.1 document generated from the handlers ([`api`]); Prometheus
-//! text at `/metrics`.
+//! text at `/metrics`. The portfolio's drafts are reviewed here
+//! ([`review`]) and its public site is served at `/portfolio/`.
 //!
 //! It reads and changes apps only through [`platform::Platform`]: the
 //! store for rows, jobs for every change (restart, stop, start, rollback,
