@@ -214,7 +214,7 @@ async fn sleep_until(at: Option<Instant>) {
 pub(crate) type SseStream =
     Sse<axum::response::sse::KeepAliveStream<BoxStream<'static, Result<SseEvent, Infallible>>>>;
 
-fn sse(s: impl Stream<Item = SseEvent> + Send + 'static) -> SseStream {
+pub(crate) fn sse(s: impl Stream<Item = SseEvent> + Send + 'static) -> SseStream {
     Sse::new(s.map(Ok).boxed()).keep_alive(KeepAlive::default())
 }
 
