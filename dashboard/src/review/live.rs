@@ -125,7 +125,13 @@ pub(crate) fn review_page(
         jobs,
         pending: VecDeque::new(),
     };
-    sse(stream::unfold(s, |mut s| async move {
-        s.next_message().await.map(|m| (m, s))
-    }))
+    let (check_ctx, check_viewer) = (s.ctx.clone(), s.viewer.clone());
+    sse(
+        &check_ctx,
+        &check_viewer,
+        stream::unfold(
+            s,
+            |mut s| async move { s.next_message().await.map(|m| (m, s)) },
+        ),
+    )
 }
