@@ -157,6 +157,11 @@ impl Supervisor {
         }
     }
 
+    /// The configuration it runs.
+    pub fn config(&self) -> &InitConfig {
+        &self.config
+    }
+
     /// Starts every process.
     pub fn start_all(&mut self) {
         for p in self.config.processes.clone() {
@@ -178,7 +183,14 @@ impl Supervisor {
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
-            .env("HOME", "/tmp")
+            .env(
+                "HOME",
+                if self.config.user.uid == 0 && Path::new("/root").is_dir() {
+                    "/root"
+                } else {
+                    "/tmp"
+                },
+            )
             .envs(&self.config.env)
             .current_dir(&self.config.workdir)
             .uid(self.config.user.uid)

@@ -76,6 +76,7 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         modules,
         root: Some(RootFs {
             device: "/dev/vda".into(),
+            uuid: None,
             fstype: "ext4".into(),
             readonly: false,
         }),
@@ -100,6 +101,9 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
             process: WEB.into(),
             addr: SocketAddrV4::new(listen_ip, port),
         }),
+        // Filled in by the boot once the volumes are claimed (their
+        // filesystem UUIDs are known then).
+        volumes: Vec::new(),
     }
 }
 
@@ -127,6 +131,7 @@ mod tests {
             gid: 1000,
             workdir: "/app".into(),
             egress: None,
+            volumes: vec![],
         }
     }
 

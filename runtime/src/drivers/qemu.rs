@@ -8,6 +8,9 @@
 //!   way out is the app's egress proxy, if it has one: the guest's
 //!   `10.0.2.100:3128` is a `guestfwd` that runs `byteport-init --relay`
 //!   per connection, into the VM's door ([`crate::egress`]).
+//! - Volumes: one extra virtio-blk disk per volume (`-drive ...,if=none`
+//!   + `virtio-blk-device`), read-write, its lock shared with QEMU
+//!   ([`crate::volume`]).
 //! - Records: a virtio-serial port (`org.byteport.records`) on a socket
 //!   pair, which only the guest's PID 1 holds; the host also sends `STOP`
 //!   on it. The serial console carries kernel messages only.
@@ -27,6 +30,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use guest_init::config::RECORDS_PORT_NAME;
@@ -37,6 +41,7 @@ use super::AppLog;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT, QEMU_GUEST_ADDR};
 use crate::guest_link::GuestLink;
 use crate::jail::{Jail, JailPlan, Limits};
+use crate::volume::Claim;
 
 /// The guest address QEMU's user-mode network gives the first interface.
 pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -84,7 +89,14 @@ pub struct QemuSpec {
     pub jail: Option<Jail>,
     /// The process whose listening and exits the health check follows.
     pub checked_process: Option<String>,
+    /// The app's volumes, claimed for this VM: each an extra virtio-blk
+    /// disk, read-write (the only files the VM may write besides its
+    /// sockets and scratch); QEMU holds a share of each one's lock.
+    pub volumes: Vec<Arc<Claim>>,
 }
+
+/// The first descriptor number of the volume locks QEMU (or the VMM) holds.
+pub const VOLUME_LOCK_FDS: i32 = 10;
 
 /// The guest kernel command line. Under TCG the kernel's PIT calibration
 /// of the TSC fails when the host is busy (`tsc: Unable to calibrate against
@@ -141,14 +153,46 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Each volume as the VM process sees it: (name, path — in the jail, read
+/// and write, owned by the jail's uid — or on the host, and a share of its
+/// lock to hand down at descriptor `VOLUME_LOCK_FDS + i`).
+pub(crate) fn attach_volumes(
+    vm: &str,
+    claims: &[Arc<Claim>],
+    mut plan: Option<&mut JailPlan>,
+) -> Result<Vec<(String, String, (OwnedFd, i32))>, DriverError> {
+    let mut out = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        let name = c.volume.name.clone();
+        let path = match plan.as_deref_mut() {
+            Some(p) => {
+                c.hand_to(p.id())
+                    .map_err(io_error(vm, "handing a volume image to the VM's user"))?;
+                p.file_rw(&c.volume.image, &format!("vol-{name}"))
+                    .map_err(io_error(vm, "preparing the jail"))?
+                    .display()
+                    .to_string()
+            }
+            None => c.volume.image.display().to_string(),
+        };
+        let lock = c
+            .lock_fd()
+            .map_err(io_error(vm, "sharing a volume's lock with the VM"))?;
+        out.push((name, path, (lock, VOLUME_LOCK_FDS + i as i32)));
+    }
+    Ok(out)
+}
+
 /// The records channel's descriptor number in QEMU.
 const RECORDS_FD: i32 = 3;
 
 /// A running QEMU VM.
 pub struct QemuVm {
-    // Fields drop in this order: the door before the VM directory goes.
+    // Fields drop in this order: the door before the VM directory goes,
+    // the volume claims after the VM process is gone.
     _door: Option<Door>,
     vm: VmProcess,
+    _volumes: Vec<Arc<Claim>>,
     records: UnixStream,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
@@ -218,6 +262,7 @@ impl QemuVm {
             None => (None, None),
         };
 
+        let volumes = attach_volumes(vm, &spec.volumes, plan.as_mut())?;
         // Under /usr QEMU keeps its path (and finds its firmware beside it);
         // elsewhere it is shown to the jail at /vm/qemu.
         let program = match plan.as_mut() {
@@ -264,6 +309,15 @@ impl QemuVm {
                 ))
                 .args(["-device", "virtio-blk-device,drive=root"]);
         }
+        for (name, path, _) in &volumes {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "id=vol-{name},file={},format=raw,if=none",
+                    qemu_escape(path)
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-device,drive=vol-{name}"));
+        }
         let mut host_addr = None;
         let mut netdev = "user,id=net0,restrict=on".to_string();
         if let Some(port) = spec.guest_port {
@@ -304,11 +358,13 @@ impl QemuVm {
             pids: MAX_TASKS,
             cpus: spec.cpus + 1,
         };
+        let mut fds = vec![(OwnedFd::from(theirs), RECORDS_FD)];
+        fds.extend(volumes.into_iter().map(|(_, _, lock)| lock));
         let process = VmProcess::start(Start {
             name: vm,
             program: "qemu",
             cmd,
-            fds: vec![(OwnedFd::from(theirs), RECORDS_FD)],
+            fds,
             dir: &spec.dir,
             jail: plan.zip(spec.jail.as_ref()).map(|(p, j)| (p, j, limits)),
             hint: " (apt-get install qemu-system-x86)",
@@ -324,6 +380,7 @@ impl QemuVm {
             .map_err(io_error(vm, "reading the records channel"))?;
         Ok(QemuVm {
             vm: process,
+            _volumes: spec.volumes.clone(),
             records,
             _door: door,
             host_addr,
