@@ -67,7 +67,9 @@ pub enum VolumeError {
         requested: u64,
     },
     /// A size ext4 cannot have.
-    #[error("volume `{name}`: {size} bytes is not a whole number of 4 KiB blocks of at least 16 MiB")]
+    #[error(
+        "volume `{name}`: {size} bytes is not a whole number of 4 KiB blocks of at least 16 MiB"
+    )]
     BadSize {
         /// The volume.
         name: String,
@@ -300,7 +302,9 @@ pub fn grow(name: &str, image: &Path, size_bytes: u64) -> Result<Growth, VolumeE
         name,
         "resize2fs",
         &format!("growing it to {} MiB", size_bytes >> 20),
-        Command::new("resize2fs").arg(image).arg(format!("{}K", size_bytes / 1024)),
+        Command::new("resize2fs")
+            .arg(image)
+            .arg(format!("{}K", size_bytes / 1024)),
         |c| c == 0,
     )?;
     let after = inspect(name, image)?;

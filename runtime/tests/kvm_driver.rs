@@ -84,6 +84,7 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         gid: 1000,
         workdir: "/".into(),
         egress,
+        volumes: vec![],
     }
 }
 
@@ -251,6 +252,7 @@ fn level1_half() {
         egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
         jail: Some(jail),
         checked_process: Some("web".into()),
+        volumes: vec![],
     };
     let mut vm = KvmVm::start(
         &spec,

@@ -269,7 +269,10 @@ impl InitConfig {
                 && v.path.len() > 1
                 && v.path.len() <= 255
                 && !v.path.ends_with('/')
-                && v.path.split('/').skip(1).all(|p| !p.is_empty() && p != "." && p != "..");
+                && v.path
+                    .split('/')
+                    .skip(1)
+                    .all(|p| !p.is_empty() && p != "." && p != "..");
             if !plain {
                 return Err(ConfigError(format!(
                     "init.json: volume {} path {:?} is not a plain absolute path",
@@ -283,10 +286,7 @@ impl InitConfig {
                 )));
             }
             if !paths.insert(v.path.as_str()) {
-                return Err(ConfigError(format!(
-                    "init.json: two volumes at {}",
-                    v.path
-                )));
+                return Err(ConfigError(format!("init.json: two volumes at {}", v.path)));
             }
         }
         if c.processes.is_empty() {

@@ -44,9 +44,8 @@ pub fn parse(head: &[u8]) -> Option<Superblock> {
         blocks |= u64::from(u32_at(sb, 0x150)) << 32;
     }
     let u = &sb[0x68..0x78];
-    let hex = |r: std::ops::Range<usize>| -> String {
-        u[r].iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let hex =
+        |r: std::ops::Range<usize>| -> String { u[r].iter().map(|b| format!("{b:02x}")).collect() };
     Some(Superblock {
         uuid: format!(
             "{}-{}-{}-{}-{}",

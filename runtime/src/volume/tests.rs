@@ -30,9 +30,15 @@ fn a_new_volume_is_sparse_private_and_owned_by_the_app() {
     assert_eq!(md.len(), 1 << 30);
     let allocated = md.blocks() * 512;
     println!("a 1 GiB volume takes {} MiB on the host", allocated >> 20);
-    assert!(allocated < 4 << 20, "not sparse: {allocated} bytes allocated");
+    assert!(
+        allocated < 4 << 20,
+        "not sparse: {allocated} bytes allocated"
+    );
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
-    let dir_mode = std::fs::metadata(v.image.parent().unwrap()).unwrap().permissions().mode();
+    let dir_mode = std::fs::metadata(v.image.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(dir_mode & 0o777, 0o700);
     let root = debugfs(&v.image, "stat /", false);
     assert!(root.contains("User:  1000   Group:  1000"), "{root}");
@@ -49,7 +55,10 @@ fn growing_keeps_the_data_and_shrinking_is_refused() {
     let note = d.path().join("note");
     std::fs::write(&note, "kept across a resize\n").unwrap();
     debugfs(&v.image, &format!("write {} note", note.display()), true);
-    assert_eq!(grow(&v.name, &v.image, 32 << 20).unwrap(), Growth::Unchanged);
+    assert_eq!(
+        grow(&v.name, &v.image, 32 << 20).unwrap(),
+        Growth::Unchanged
+    );
     assert_eq!(
         grow(&v.name, &v.image, 96 << 20).unwrap(),
         Growth::Grown {
@@ -59,11 +68,17 @@ fn growing_keeps_the_data_and_shrinking_is_refused() {
     );
     let after = inspect(&v.name, &v.image).unwrap();
     assert_eq!(after.uuid, sb.uuid, "the same filesystem, grown");
-    assert_eq!(debugfs(&v.image, "cat /note", false), "kept across a resize\n");
+    assert_eq!(
+        debugfs(&v.image, "cat /note", false),
+        "kept across a resize\n"
+    );
     let e = grow(&v.name, &v.image, 64 << 20).unwrap_err();
     assert!(matches!(e, VolumeError::Shrink { .. }), "{e}");
     let text = e.to_string();
-    assert!(text.contains("96 MiB and cannot shrink to 64 MiB"), "{text}");
+    assert!(
+        text.contains("96 MiB and cannot shrink to 64 MiB"),
+        "{text}"
+    );
     assert_eq!(inspect(&v.name, &v.image).unwrap().bytes, 96 << 20);
 }
 
