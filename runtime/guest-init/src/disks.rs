@@ -106,11 +106,15 @@ pub fn mount_volumes(
         let dev = find(&v.uuid, DISK_WAIT).map_err(|e| fail(e.to_string()))?;
         mount_point(&v.path).map_err(fail)?;
         let dev_s = dev.display().to_string();
+        // `dirsync`: a file created, renamed or deleted on a volume is on
+        // disk when the call returns. SQLite's default (rollback journal)
+        // commits by deleting its journal: without this, a VM killed just
+        // after a commit rolled the transaction back at the next open.
         crate::system::mount(
             &dev_s,
             &v.path,
             "ext4",
-            libc::MS_NOSUID | libc::MS_NODEV,
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_DIRSYNC,
             "",
         )
         .map_err(|e| fail(format!("mounting {dev_s}: {e}")))?;
