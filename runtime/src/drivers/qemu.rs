@@ -9,7 +9,7 @@
 //!   `10.0.2.100:3128` is a `guestfwd` that runs `byteport-init --relay`
 //!   per connection, into the VM's door ([`crate::egress`]).
 //! - Volumes: one extra virtio-blk disk per volume (`-drive ...,if=none`
-//!   + `virtio-blk-device`), read-write, its lock shared with QEMU
+//!   and `virtio-blk-device`), read-write, its lock shared with QEMU
 //!   ([`crate::volume`]).
 //! - Records: a virtio-serial port (`org.byteport.records`) on a socket
 //!   pair, which only the guest's PID 1 holds; the host also sends `STOP`
@@ -36,7 +36,7 @@ use std::time::Duration;
 use guest_init::config::RECORDS_PORT_NAME;
 
 use super::guest::DriverError;
-use super::vm_process::{check_input, io_error, Start, VmProcess};
+use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess, VolumeDisk};
 use super::AppLog;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT, QEMU_GUEST_ADDR};
 use crate::guest_link::GuestLink;
@@ -95,9 +95,6 @@ pub struct QemuSpec {
     pub volumes: Vec<Arc<Claim>>,
 }
 
-/// The first descriptor number of the volume locks QEMU (or the VMM) holds.
-pub const VOLUME_LOCK_FDS: i32 = 10;
-
 /// The guest kernel command line. Under TCG the kernel's PIT calibration
 /// of the TSC fails when the host is busy (`tsc: Unable to calibrate against
 /// PIT`), after which the Debian kernel hangs; giving it the TSC frequency
@@ -151,36 +148,6 @@ fn qemu_escape(s: &str) -> String {
 /// cannot tell us which port it picked itself).
 fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Each volume as the VM process sees it: (name, path — in the jail, read
-/// and write, owned by the jail's uid — or on the host, and a share of its
-/// lock to hand down at descriptor `VOLUME_LOCK_FDS + i`).
-pub(crate) fn attach_volumes(
-    vm: &str,
-    claims: &[Arc<Claim>],
-    mut plan: Option<&mut JailPlan>,
-) -> Result<Vec<(String, String, (OwnedFd, i32))>, DriverError> {
-    let mut out = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
-        let name = c.volume.name.clone();
-        let path = match plan.as_deref_mut() {
-            Some(p) => {
-                c.hand_to(p.id())
-                    .map_err(io_error(vm, "handing a volume image to the VM's user"))?;
-                p.file_rw(&c.volume.image, &format!("vol-{name}"))
-                    .map_err(io_error(vm, "preparing the jail"))?
-                    .display()
-                    .to_string()
-            }
-            None => c.volume.image.display().to_string(),
-        };
-        let lock = c
-            .lock_fd()
-            .map_err(io_error(vm, "sharing a volume's lock with the VM"))?;
-        out.push((name, path, (lock, VOLUME_LOCK_FDS + i as i32)));
-    }
-    Ok(out)
 }
 
 /// The records channel's descriptor number in QEMU.
@@ -309,7 +276,7 @@ impl QemuVm {
                 ))
                 .args(["-device", "virtio-blk-device,drive=root"]);
         }
-        for (name, path, _) in &volumes {
+        for VolumeDisk { name, path, .. } in &volumes {
             cmd.arg("-drive")
                 .arg(format!(
                     "id=vol-{name},file={},format=raw,if=none",
@@ -359,7 +326,7 @@ impl QemuVm {
             cpus: spec.cpus + 1,
         };
         let mut fds = vec![(OwnedFd::from(theirs), RECORDS_FD)];
-        fds.extend(volumes.into_iter().map(|(_, _, lock)| lock));
+        fds.extend(volumes.into_iter().map(|v| v.lock));
         let process = VmProcess::start(Start {
             name: vm,
             program: "qemu",

@@ -38,7 +38,7 @@ use std::time::Duration;
 use guest_init::config::{VsockEgress, VsockLink, VsockProxy, VSOCK_RECORDS_PORT};
 
 use super::guest::DriverError;
-use super::vm_process::{check_input, io_error, Start, VmProcess};
+use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess};
 use super::AppLog;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT};
 use crate::guest_link::GuestLink;
@@ -215,7 +215,7 @@ impl KvmVm {
             ),
         };
 
-        let volumes = super::qemu::attach_volumes(vm, &spec.volumes, plan.as_mut())?;
+        let volumes = attach_volumes(vm, &spec.volumes, plan.as_mut())?;
         let (link, events) = GuestLink::new(app_log, spec.checked_process.clone());
         let closing = Arc::new(AtomicBool::new(false));
         let _ = std::fs::remove_file(&records_socket);
@@ -278,8 +278,8 @@ impl KvmVm {
             cmd.arg("--disk").arg(d);
         }
         // Volumes after the rootfs, read-write (no suffix).
-        for (_, path, _) in &volumes {
-            cmd.arg("--disk").arg(path);
+        for v in &volumes {
+            cmd.arg("--disk").arg(&v.path);
         }
         tracing::info!(
             vm,
@@ -297,7 +297,7 @@ impl KvmVm {
             name: vm,
             program: "byteport-vmm",
             cmd,
-            fds: volumes.into_iter().map(|(_, _, lock)| lock).collect(),
+            fds: volumes.into_iter().map(|v| v.lock).collect(),
             dir: &spec.dir,
             jail: plan.zip(spec.jail.as_ref()).map(|(p, j)| (p, j, limits)),
             hint: " (cargo install --locked --path vmm --bin byteport-vmm)",
