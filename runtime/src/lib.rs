@@ -24,6 +24,7 @@ pub mod health;
 pub mod initramfs;
 pub mod jail;
 pub mod leftovers;
+pub mod one_off;
 pub mod process;
 pub mod volume;
 

@@ -93,6 +93,7 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         workdir: "/".into(),
         egress,
         volumes: vec![],
+        one_off: false,
     }
 }
 

@@ -198,3 +198,48 @@ fn a_volume_that_cannot_be_mounted_fails_the_boot_with_the_reason() {
         "the app never starts without its volume"
     );
 }
+
+#[test]
+fn a_one_off_vm_runs_its_command_once_with_the_volume_and_reports_its_exit() {
+    let g = common::guest();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = common::image(work.path());
+    let opts = common::qemu_opts(&g, &work.path().join("run"));
+    // A release command that migrates, then fails: run once, never again.
+    let mut spec = common::spec(
+        &g,
+        "release",
+        &rootfs,
+        &[(
+            "release",
+            "echo migrating as $(id -u); echo v2 > /data/schema; sync; exit 3",
+        )],
+        None,
+        None,
+    );
+    spec.one_off = true;
+    spec.volumes = vec![volume(work.path(), 32, "/data")];
+    let logs = common::Logs::default();
+    let mut vm = runtime::boot(&spec, &opts, logs.sink()).unwrap_or_else(|e| panic!("boot: {e}"));
+    let status = runtime::one_off::wait_exit(vm.vm.as_mut(), WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs.dump()));
+    assert_eq!(status, 3, "{}", logs.dump());
+    assert!(logs.of("release").iter().any(|l| l == "migrating as 1000"));
+    let events = vm.vm.drain_events();
+    assert!(events.iter().any(|e| e == "DONE"), "{events:?}");
+    assert!(
+        !events.iter().any(|e| e.starts_with("RESTART")),
+        "a one-off command is never restarted: {events:?}"
+    );
+    drop(vm);
+
+    // The next one-off VM sees what the first wrote; status 0 is success.
+    spec.processes = vec![("release".into(), "cat /data/schema".into())];
+    let logs = common::Logs::default();
+    let mut vm = runtime::boot(&spec, &opts, logs.sink()).unwrap_or_else(|e| panic!("boot: {e}"));
+    assert_eq!(
+        runtime::one_off::wait_exit(vm.vm.as_mut(), WAIT).unwrap(),
+        0
+    );
+    assert_eq!(logs.of("release"), ["v2"]);
+}

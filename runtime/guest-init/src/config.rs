@@ -44,6 +44,11 @@ pub struct InitConfig {
     /// Persistent volumes to mount before any process starts.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
+    /// One-off VM (a release command, `byteport run`): every process runs
+    /// once, is never restarted, and the VM powers off when the last one
+    /// has exited (its `EXITED ... status=N` event carries the result).
+    #[serde(default)]
+    pub once: bool,
 }
 
 /// A persistent volume: an ext4 disk found by its filesystem UUID (device
@@ -84,6 +89,7 @@ impl std::fmt::Debug for InitConfig {
             .field("vsock", &self.vsock)
             .field("listen_check", &self.listen_check)
             .field("volumes", &self.volumes)
+            .field("once", &self.once)
             .finish()
     }
 }

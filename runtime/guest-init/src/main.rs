@@ -13,7 +13,8 @@
 //! the app's outbound connections to the host (vsock). A stop request
 //! (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `STOP` on the records port, or
 //! the ACPI power button) sends SIGTERM to the app, waits, syncs and powers
-//! off.
+//! off. A one-off VM (`once`: a release command) runs its processes once
+//! and powers off when they have exited.
 //!
 //! On the host, `byteport-init --relay SOCKET` copies stdin/stdout to a Unix
 //! socket: QEMU runs it for each guest connection to the egress address
@@ -176,10 +177,14 @@ fn run() -> ! {
     if let Some(check) = listen_check {
         listen::spawn(check, sink.clone(), &STOP);
     }
-    while !STOP.load(Ordering::SeqCst) {
+    while !STOP.load(Ordering::SeqCst) && !sup.all_done() {
         std::thread::sleep(Duration::from_millis(100));
         sup.reap();
         sup.restart_due();
+    }
+    if sup.all_done() {
+        // A one-off VM whose processes have all exited.
+        emit(&sink, "init", "evt", "DONE");
     }
     emit(&sink, "init", "evt", "STOPPING");
     let volumes = sup.config().volumes.clone();

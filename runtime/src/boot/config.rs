@@ -97,13 +97,17 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         network,
         records,
         vsock,
-        listen_check: spec.port.filter(|_| has_web).map(|port| ListenCheck {
-            process: WEB.into(),
-            addr: SocketAddrV4::new(listen_ip, port),
-        }),
+        listen_check: spec
+            .port
+            .filter(|_| has_web && !spec.one_off)
+            .map(|port| ListenCheck {
+                process: WEB.into(),
+                addr: SocketAddrV4::new(listen_ip, port),
+            }),
         // Filled in by the boot once the volumes are claimed (their
         // filesystem UUIDs are known then).
         volumes: Vec::new(),
+        once: spec.one_off,
     }
 }
 
@@ -132,6 +136,7 @@ mod tests {
             workdir: "/app".into(),
             egress: None,
             volumes: vec![],
+            one_off: false,
         }
     }
 

@@ -86,6 +86,11 @@ pub struct AppSpec {
     /// virtio-blk disk and mounted by the guest init before the processes
     /// start, owned by `uid:gid` (see [`crate::volume`]).
     pub volumes: Vec<crate::volume::Volume>,
+    /// A one-off VM (a release command, `byteport run`): the processes run
+    /// once, none is restarted, nothing is health-checked, and the VM
+    /// powers off when they have exited; [`crate::one_off::wait_exit`]
+    /// gives the first process's exit status.
+    pub one_off: bool,
 }
 
 impl std::fmt::Debug for AppSpec {
@@ -106,6 +111,7 @@ impl std::fmt::Debug for AppSpec {
             .field("workdir", &self.workdir)
             .field("egress", &self.egress)
             .field("volumes", &self.volumes)
+            .field("one_off", &self.one_off)
             .finish()
     }
 }

@@ -271,11 +271,15 @@ fn start(
     volumes: Vec<Arc<Claim>>,
     app_log: AppLog,
 ) -> Result<Box<dyn AppVm>, BootError> {
-    let checked = spec
-        .processes
-        .iter()
-        .any(|(n, _)| n == WEB)
-        .then(|| WEB.to_string());
+    // A one-off VM's result is its first process's exit.
+    let checked = if spec.one_off {
+        spec.processes.first().map(|(n, _)| n.clone())
+    } else {
+        spec.processes
+            .iter()
+            .any(|(n, _)| n == WEB)
+            .then(|| WEB.to_string())
+    };
     match &opts.driver {
         Driver::Qemu { qemu, accel } => {
             let qspec = QemuSpec {

@@ -273,8 +273,12 @@ impl VmProcess {
                 return Ok(());
             }
             if let Some(how) = self.exit_status() {
-                // Let the readers catch the last words.
+                // Let the readers catch the last words (a one-off VM may
+                // have said READY and be done already).
                 std::thread::sleep(Duration::from_millis(100));
+                if self.link.status().ready {
+                    return Ok(());
+                }
                 return Err(DriverError::BootFailed {
                     vm: self.name.clone(),
                     reason: format!("{how}; console:\n{}", self.console_tail()),

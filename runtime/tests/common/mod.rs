@@ -72,6 +72,7 @@ pub fn spec(
         workdir: "/".into(),
         egress,
         volumes: vec![],
+        one_off: false,
     }
 }
 
