@@ -66,6 +66,15 @@ pub enum VolumeError {
         /// What was asked.
         requested: u64,
     },
+    /// A name or mount path the runtime will not pass on (they end up in
+    /// QEMU's options, jail paths and the guest's mounts).
+    #[error("volume {name:?}: {why}")]
+    BadVolume {
+        /// The volume's name as given.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
     /// A size ext4 cannot have.
     #[error(
         "volume `{name}`: {size} bytes is not a whole number of 4 KiB blocks of at least 16 MiB"
@@ -157,6 +166,35 @@ fn check_size(name: &str, size: u64) -> Result<(), VolumeError> {
             name: name.to_string(),
             size,
         });
+    }
+    Ok(())
+}
+
+/// The manifest's rules, again, for what reaches QEMU's command line, the
+/// jail and the guest: a DNS label of at most 63 characters and a plain
+/// absolute mount path.
+fn check_volume(v: &Volume) -> Result<(), VolumeError> {
+    let bad = |why: &str| VolumeError::BadVolume {
+        name: v.name.clone(),
+        why: why.to_string(),
+    };
+    let label = !v.name.is_empty()
+        && v.name.len() <= 63
+        && !v.name.starts_with('-')
+        && !v.name.ends_with('-')
+        && v.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !label {
+        return Err(bad(
+            "a volume name is a DNS label (lowercase letters, digits and `-`)",
+        ));
+    }
+    if !guest_init::config::is_plain_abs_path(&v.mount) {
+        return Err(bad(&format!(
+            "mount path {:?} is not a plain absolute path",
+            v.mount
+        )));
     }
     Ok(())
 }
@@ -344,6 +382,7 @@ pub fn lock_path(image: &Path) -> PathBuf {
 /// the size asked for (a smaller size is refused).
 pub fn claim(volume: &Volume, uid: u32, gid: u32) -> Result<Claim, VolumeError> {
     let name = volume.name.as_str();
+    check_volume(volume)?;
     check_size(name, volume.size_bytes)?;
     let lock_file = lock_path(&volume.image);
     if let Some(dir) = lock_file.parent().filter(|d| !d.as_os_str().is_empty()) {

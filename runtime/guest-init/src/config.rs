@@ -65,6 +65,20 @@ pub struct VolumeMount {
     pub path: String,
 }
 
+/// Whether `p` is a plain absolute path other than `/`: no empty, `.` or
+/// `..` component, no trailing `/`, at most 255 bytes, no control
+/// characters (what a volume may be mounted at).
+pub fn is_plain_abs_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && p.len() <= 255
+        && !p.ends_with('/')
+        && !p.chars().any(char::is_control)
+        && p.split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
 /// Whether `s` is a UUID in its usual text form (8-4-4-4-12 hex digits).
 pub fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
@@ -271,15 +285,7 @@ impl InitConfig {
         }
         let mut paths = std::collections::BTreeSet::new();
         for v in &c.volumes {
-            let plain = v.path.starts_with('/')
-                && v.path.len() > 1
-                && v.path.len() <= 255
-                && !v.path.ends_with('/')
-                && v.path
-                    .split('/')
-                    .skip(1)
-                    .all(|p| !p.is_empty() && p != "." && p != "..");
-            if !plain {
+            if !is_plain_abs_path(&v.path) {
                 return Err(ConfigError(format!(
                     "init.json: volume {} path {:?} is not a plain absolute path",
                     v.name, v.path

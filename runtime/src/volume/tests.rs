@@ -150,3 +150,29 @@ fn bad_sizes_foreign_images_and_copies_are_refused_with_reasons() {
     assert!(matches!(e, VolumeError::SameFilesystem { .. }), "{e}");
     assert!(e.to_string().contains("tune2fs -U random"), "{e}");
 }
+
+#[test]
+fn names_and_paths_that_would_reach_qemu_or_the_guest_are_checked_again() {
+    let d = tempfile::tempdir().unwrap();
+    for (name, mount) in [
+        ("x,file=/etc/shadow", "/data"),
+        ("Data", "/data"),
+        ("", "/data"),
+        ("data", "data"),
+        ("data", "/"),
+        ("data", "/a/../etc"),
+        ("data", "/a\nb"),
+    ] {
+        let v = Volume {
+            name: name.into(),
+            mount: mount.into(),
+            ..volume(d.path(), "ok", 32)
+        };
+        let e = claim(&v, 1000, 1000).unwrap_err();
+        assert!(
+            matches!(e, VolumeError::BadVolume { .. }),
+            "{name} {mount}: {e}"
+        );
+    }
+    assert!(!d.path().join("volumes/ok.ext4").exists(), "nothing made");
+}
