@@ -56,7 +56,7 @@ impl AppEgress {
     pub(crate) fn new(dir: PathBuf, router: SocketAddr, extra: &[Allow], events: Events) -> Self {
         let mut build_policy = Policy::internet_only();
         for a in extra {
-            build_policy = build_policy.allowing(a.clone());
+            build_policy = build_policy.allowing(*a);
         }
         let policy = build_policy.clone().allowing(Allow::Addr(SocketAddr::from((
             std::net::Ipv4Addr::LOCALHOST,
