@@ -95,7 +95,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "title" => "title \"TEXT\"",
         "tags" => "tags WORD...",
         "screenshot" => "screenshot /PATH [wait 2s]",
-        "description" => "description auto | description \"TEXT\"",
+        "description" => "description auto | description off | description \"TEXT\"",
         "publish" => "publish review | auto | off",
         "network" => "network on | off",
         "user" => "user app | user root",

@@ -281,6 +281,9 @@ pub enum Description {
     Auto,
     /// Written by the owner in the manifest.
     Text(String),
+    /// No write-up at all: the page has the title, screenshots and facts,
+    /// and nothing about the project is sent to a language model.
+    Off,
 }
 
 /// Publication policy of portfolio drafts.

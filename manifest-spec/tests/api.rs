@@ -213,3 +213,22 @@ fn manifests_stored_before_these_directives_still_deserialize() {
     assert!(m.volumes.is_empty() && m.release.is_none() && m.database.is_none());
     assert_eq!(m.web.unwrap().instances, 1);
 }
+
+#[test]
+fn description_off_auto_text_and_a_bad_word() {
+    let src = |d: &str| {
+        format!("app a\nfrom busybox\nweb {{\n  run true\n  port 8080\n}}\nportfolio {{\n  description {d}\n}}\n")
+    };
+    let desc = |d: &str| {
+        manifest_spec::parse(src(d).as_bytes(), "Byteport")
+            .map(|m| m.portfolio.unwrap().description)
+    };
+    assert_eq!(desc("off").unwrap(), Description::Off);
+    assert_eq!(desc("auto").unwrap(), Description::Auto);
+    assert_eq!(desc("\"mine\"").unwrap(), Description::Text("mine".into()));
+    let err = desc("maybe").unwrap_err().to_string();
+    assert!(
+        err.contains("Byteport:8:15") && err.contains("description off"),
+        "{err}"
+    );
+}
