@@ -40,13 +40,7 @@ fn now_micros() -> u64 {
         .as_micros() as u64
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testvm::free_port;
 
 // ---------------------------------------------------------------- child --
 

@@ -196,13 +196,7 @@ http {{\n access_log {d}/access.log combined buffer=16k flush=500ms;\n client_bo
     (child, dir)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testvm::free_port;
 
 struct Scenario {
     /// A short name for saved figures: `vm` or `host`.

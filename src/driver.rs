@@ -91,6 +91,11 @@ pub fn platform_settings(config: &crate::config::Config) -> platform::PlatformSe
         base_domain: "localhost".into(),
         portfolio: Some(portfolio_config(config)),
         portfolio_site_url: format!("http://{}/portfolio/", config.http_addr),
+        egress_allow: config
+            .egress_allow
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
         journal: platform::events::journal::JournalSettings {
             segment_bytes: config.log_segment_size,
             retention_bytes: config.log_retention,

@@ -42,6 +42,8 @@ fn busybox_app_boots_serves_logs_and_stops() {
     let records: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let sink_records = records.clone();
     let spec = AppSpec {
+        volumes: vec![],
+        one_off: false,
         app: "bootcheck".into(),
         deploy: 1,
         kernel: assets.kernel.image.clone(),

@@ -2,7 +2,8 @@
 //! and OpenSSH and real QEMU VMs: jobs of one app run one after another
 //! and each requester hears about its own; `kill -9` of the daemon in the
 //! middle of a deploy leaves no VM behind, marks the job interrupted and
-//! keeps the old version serving.
+//! keeps the old version serving; a cancelled or killed build leaves no
+//! build process behind.
 
 mod support;
 
@@ -317,4 +318,90 @@ fn kill_9_of_the_daemon_mid_deploy_leaves_no_vm_and_the_old_version_serves() {
             break;
         }
     }
+}
+
+/// Processes whose command line is `sleep <secs>` (a build step's marker).
+fn sleepers(secs: u32) -> Vec<u32> {
+    let want = format!("sleep\0{secs}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+                && alive(*pid)
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, secs: u64, d: &Daemon, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_cancelled_or_killed_build_leaves_no_build_process_and_the_old_version_serves() {
+    let (mut d, tmp, ssh, key) = setup("queue");
+    let work = tmp.path().join("work");
+    commit(&work, "version one", 0);
+    let out = git(&work, &["push", "-q", "byteport", "main"], Some(&ssh));
+    assert!(out.status.success(), "{}\n{}", text(&out), d.log());
+
+    // `deploys cancel` while a build step runs: the step's whole process
+    // tree is killed, the push is refused, nothing boots.
+    commit(&work, "version two", 3171);
+    let push = LivePush::start(&work, &ssh, "main");
+    push.wait_for_line(&d, "run sleep 3171", 240);
+    wait_until("the build step never started", 60, &d, || {
+        !sleepers(3171).is_empty()
+    });
+    let out = d.ssh(&key, "deploys cancel queue");
+    assert!(out.status.success(), "{}", text(&out));
+    let (pushed, out) = push.finish();
+    assert!(!pushed, "a cancelled deploy was accepted: {out}");
+    assert!(out.contains("cancel"), "{out}");
+    assert!(
+        sleepers(3171).is_empty(),
+        "the cancelled step's processes outlived its job: {:?}",
+        sleepers(3171)
+    );
+    assert!(d.get("queue").unwrap().contains("version one"));
+    assert_eq!(d.recorded_vm_pids().len(), 1, "only the live VM runs");
+    let deploys = text(&d.cli(&["deploys", "queue"]));
+    assert!(
+        deploys
+            .lines()
+            .any(|l| l.starts_with("#2 ") && l.contains("cancel")),
+        "{deploys}"
+    );
+
+    // kill -9 of `byteport up` while a build step runs: the step dies with
+    // it, and after a restart the job is interrupted, the old version
+    // serves.
+    commit(&work, "version three", 3172);
+    let push = LivePush::start(&work, &ssh, "main");
+    push.wait_for_line(&d, "run sleep 3172", 240);
+    wait_until("the build step never started", 60, &d, || {
+        !sleepers(3172).is_empty()
+    });
+    d.kill9();
+    let (pushed, _) = push.finish();
+    assert!(!pushed);
+    wait_until("a build step outlived the daemon", 20, &d, || {
+        sleepers(3172).is_empty()
+    });
+    d.start_again();
+    wait_until("the old version never came back", 240, &d, || {
+        d.get("queue").is_ok_and(|p| p.contains("version one"))
+    });
+    let deploys = text(&d.cli(&["deploys", "queue"]));
+    assert!(
+        deploys
+            .lines()
+            .any(|l| l.starts_with("#3 ") && l.contains("interrupted")),
+        "{deploys}"
+    );
 }

@@ -4,7 +4,7 @@
 //! every build input to the digest, so an identical input is not rebuilt.
 
 use crate::error::{IoContext, Result};
-use crate::plan::{BuildPlan, Health, Network};
+use crate::plan::{BuildPlan, Health, Network, RunAs};
 use crate::setup::KernelInfo;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 pub const FORMAT: u32 = 1;
 /// Version of how images are assembled (what ends up inside for the same
 /// inputs); part of every input key, so a change never serves an artifact
-/// built the old way. 2: package caches kept out of the image.
-pub const ASSEMBLY: u32 = 2;
+/// built the old way. 2: package caches kept out of the image. 3: the app's
+/// directory belongs to the user its processes run as.
+pub const ASSEMBLY: u32 = 3;
 /// Kernel command line of every artifact.
 pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw rootfstype=ext4";
 /// File name of the root filesystem inside an artifact directory.
@@ -55,6 +56,44 @@ pub struct ProcessSpec {
     pub kind: String,
     /// Command line.
     pub run: String,
+    /// How many VMs of the deploy run it (`instances N` of `web`; absent
+    /// means 1, so descriptors without it are what they were).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub instances: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// A persistent volume the app mounts: the platform keeps one image per
+/// app and name, the runtime attaches and mounts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSpec {
+    /// Name, unique in the app.
+    pub name: String,
+    /// Absolute mount path in the VM.
+    pub path: String,
+    /// Size in bytes (the image grows to it; it never shrinks).
+    pub size_bytes: u64,
+}
+
+/// The release phase: a command run once per deploy, before the switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    /// Command line (as for processes).
+    pub run: String,
+}
+
+/// A managed database the app asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseSpec {
+    /// `postgres`.
+    pub engine: String,
 }
 
 /// HTTP health check.
@@ -124,10 +163,20 @@ pub struct Descriptor {
     pub secrets: Vec<String>,
     /// Working directory of the processes.
     pub workdir: String,
-    /// User of the processes.
+    /// User of the processes (`app`, 1000:1000, who owns the working
+    /// directory; or `root`, 0:0, with `user root`).
     pub user: UserSpec,
     /// VM resources.
     pub vm: VmSpec,
+    /// Persistent volumes (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeSpec>,
+    /// The release command (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseSpec>,
+    /// The managed database (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
 }
 
 impl Descriptor {
@@ -139,6 +188,7 @@ impl Descriptor {
                 name: "web".into(),
                 kind: "web".into(),
                 run: w.run.clone(),
+                instances: plan.web_instances,
             });
         }
         for w in &plan.workers {
@@ -146,6 +196,7 @@ impl Descriptor {
                 name: w.name.clone(),
                 kind: "worker".into(),
                 run: w.run.clone(),
+                instances: 1,
             });
         }
         Descriptor {
@@ -177,17 +228,29 @@ impl Descriptor {
             env: plan.env.clone(),
             secrets: plan.runtime_secrets.clone(),
             workdir: plan.final_workdir(),
-            user: UserSpec {
-                name: "app".into(),
-                uid: 1000,
-                gid: 1000,
-            },
+            user: user_spec(plan.user),
             vm: VmSpec {
                 cpus: plan.cpus,
                 memory_bytes: plan.memory_bytes,
                 disk_bytes: plan.disk_bytes,
                 network: plan.run_network,
             },
+            volumes: plan
+                .volumes
+                .iter()
+                .map(|v| VolumeSpec {
+                    name: v.name.clone(),
+                    path: v.path.clone(),
+                    size_bytes: v.size_bytes,
+                })
+                .collect(),
+            release: plan
+                .release
+                .as_ref()
+                .map(|run| ReleaseSpec { run: run.clone() }),
+            database: plan.database.as_ref().map(|engine| DatabaseSpec {
+                engine: engine.clone(),
+            }),
         }
     }
 
@@ -201,6 +264,16 @@ impl Descriptor {
     /// The artifact digest: SHA-256 of the canonical JSON.
     pub fn digest(&self) -> String {
         hex::encode(Sha256::digest(self.to_json()))
+    }
+}
+
+/// The descriptor's user for `run_as`.
+fn user_spec(run_as: RunAs) -> UserSpec {
+    let (name, uid, gid) = run_as.ids();
+    UserSpec {
+        name: name.into(),
+        uid,
+        gid,
     }
 }
 

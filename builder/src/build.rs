@@ -335,6 +335,7 @@ fn run(
                 root: overlay.as_ref().map_or(StepRoot::Mapped, StepRoot::Overlay),
             };
             run_steps(req, tree, &plan, &root, &env)?;
+            hand_over_app_dir(&plan, &root, log)?;
             mark();
             let scrubbed = image::scrub_volatile(&root)?;
             if !scrubbed.is_empty() {
@@ -393,6 +394,35 @@ fn run(
         image_bytes,
         phases: phases.list,
     })
+}
+
+/// Gives the working directory to the user the processes run as (see
+/// [`crate::ownership`]) and says so in the build log.
+fn hand_over_app_dir(plan: &BuildPlan, root: &Path, log: &dyn LogSink) -> Result<()> {
+    let (name, uid, gid) = plan.user.ids();
+    if uid == 0 {
+        log.line("-----> Processes run as root (`user root`)");
+        return Ok(());
+    }
+    let workdir = plan.final_workdir();
+    match crate::ownership::give_app_dir(root, &workdir, uid, gid)? {
+        crate::ownership::Handover::Given {
+            entries,
+            hard_linked,
+        } => log.line(&format!(
+            "-----> {workdir} belongs to `{name}` (uid {uid}), who runs the processes: {entries} entries{}; what the app writes there is gone on the next deploy or restart (use a volume to keep it)",
+            if hard_linked > 0 {
+                format!(", {hard_linked} hard-linked files left to root")
+            } else {
+                String::new()
+            }
+        )),
+        crate::ownership::Handover::System => log.line(&format!(
+            "-----> {workdir} is a system directory: it stays root's; processes run as `{name}` (uid {uid})"
+        )),
+        crate::ownership::Handover::Missing => {}
+    }
+    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

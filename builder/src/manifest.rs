@@ -1,7 +1,7 @@
 //! From a parsed `Byteport` manifest (`manifest-spec`) to a [`BuildPlan`].
 
 use crate::error::{BuildError, Result};
-use crate::plan::{BaseSpec, BuildPlan, Health, Network, Process, Step};
+use crate::plan::{BaseSpec, BuildPlan, Health, Network, Process, RunAs, Step, Volume};
 use manifest_spec as spec;
 pub use spec::MANIFEST_FILE_NAME;
 
@@ -77,6 +77,22 @@ pub fn plan_from_manifest(m: &spec::Manifest) -> BuildPlan {
                 run: w.run.clone(),
             })
             .collect(),
+        web_instances: m.web.as_ref().map_or(1, |w| w.instances),
+        user: match m.user {
+            spec::User::App => RunAs::App,
+            spec::User::Root => RunAs::Root,
+        },
+        volumes: m
+            .volumes
+            .iter()
+            .map(|v| Volume {
+                name: v.name.clone(),
+                path: v.path.clone(),
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
+        release: m.release.as_ref().map(|r| r.run.clone()),
+        database: m.database.map(|d| d.to_string()),
     }
     .normalize()
 }

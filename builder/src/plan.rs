@@ -55,6 +55,47 @@ impl fmt::Display for Network {
     }
 }
 
+/// Who the app's processes run as (`user` in the manifest).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunAs {
+    /// The unprivileged `app` user (uid/gid [`APP_UID`]), who gets the
+    /// app's directory (the default).
+    #[default]
+    App,
+    /// Root of the VM (`user root`).
+    Root,
+}
+
+/// uid and gid of the `app` user in every image.
+pub const APP_UID: u32 = 1000;
+
+impl RunAs {
+    /// Whether it is [`RunAs::App`].
+    pub fn is_app(&self) -> bool {
+        *self == RunAs::App
+    }
+
+    /// (name, uid, gid).
+    pub fn ids(&self) -> (&'static str, u32, u32) {
+        match self {
+            RunAs::App => ("app", APP_UID, APP_UID),
+            RunAs::Root => ("root", 0, 0),
+        }
+    }
+}
+
+/// A persistent volume the app mounts (`volume NAME /PATH SIZE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Name, unique in the app.
+    pub name: String,
+    /// Absolute mount path in the VM.
+    pub path: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+}
+
 /// One step of the `build` block, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Step {
@@ -138,6 +179,27 @@ pub struct BuildPlan {
     pub health: Option<Health>,
     /// Worker processes.
     pub workers: Vec<Process>,
+    /// Instances of the web process (`instances N`). Left out of the
+    /// serialized plan when 1, like every setting below at its default, so
+    /// plans without them hash as they did before they existed.
+    #[serde(skip_serializing_if = "is_one")]
+    pub web_instances: u32,
+    /// Who the processes run as.
+    #[serde(skip_serializing_if = "RunAs::is_app")]
+    pub user: RunAs,
+    /// Persistent volumes, in manifest order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// The release command (`release { run ... }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The managed database the app asks for (`database postgres`: `postgres`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 impl BuildPlan {
@@ -160,6 +222,11 @@ impl BuildPlan {
             port: None,
             health: None,
             workers: Vec::new(),
+            web_instances: 1,
+            user: RunAs::App,
+            volumes: Vec::new(),
+            release: None,
+            database: None,
         }
     }
 

@@ -179,6 +179,20 @@ pub(crate) async fn resolve(ctx: &Ctx, parts: &Parts) -> Result<Option<Viewer>, 
     }))
 }
 
+/// Is `viewer` still who they were when their request was let in: the
+/// session not ended (sign-out, "sign out everywhere", expiry), the token
+/// not revoked. A store error keeps the stream (it is not a revocation).
+pub(crate) async fn still_signed_in(ctx: &Ctx, viewer: &Viewer) -> bool {
+    let store = &ctx.platform().store;
+    match &viewer.via {
+        Via::Session { token, .. } => !matches!(store.session(token).await, Ok(None)),
+        Via::Token { id, .. } => match store.list_tokens(Some(&viewer.user)).await {
+            Ok(tokens) => tokens.iter().any(|t| &t.id == id && t.revoked_at.is_none()),
+            Err(_) => true,
+        },
+    }
+}
+
 /// A page's viewer: signed out → the sign-in page (then back here).
 #[derive(Debug, Clone)]
 pub struct PageViewer(pub Viewer);

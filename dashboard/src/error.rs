@@ -35,6 +35,10 @@ pub enum Error {
         "this form has expired or did not come from this dashboard; reload the page and try again"
     )]
     Csrf,
+    /// A part of BytePort this request needs is not running on this host
+    /// (e.g. the portfolio without its image directory).
+    #[error("{0}")]
+    Unavailable(String),
     /// BytePort failed; the log has the cause.
     #[error("internal error; the daemon's log has the cause")]
     Internal,
@@ -51,6 +55,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::RateLimited(_) => "rate_limited",
             Error::Csrf => "csrf_failed",
+            Error::Unavailable(_) => "unavailable",
             Error::Internal => "internal",
         }
     }
@@ -64,6 +69,7 @@ impl Error {
             Error::BadRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,7 +124,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// `not_found`, `unauthorized`, `forbidden`, `bad_request`, `conflict`,
-    /// `rate_limited`, `csrf_failed`, `internal`, `no_route`.
+    /// `rate_limited`, `csrf_failed`, `unavailable`, `internal`, `no_route`.
     pub code: String,
     /// What went wrong and what to do.
     pub message: String,

@@ -6,7 +6,8 @@
 //! over one Server-Sent Events stream per page. Every page action has a
 //! JSON twin under `/api/v1` (token or session auth), described by an
 //! OpenAPI 3.1 document generated from the handlers ([`api`]); Prometheus
-//! text at `/metrics`.
+//! text at `/metrics`. The portfolio's drafts are reviewed here
+//! ([`review`]) and its public site is served at `/portfolio/`.
 //!
 //! It reads and changes apps only through [`platform::Platform`]: the
 //! store for rows, jobs for every change (restart, stop, start, rollback,
@@ -32,6 +33,7 @@ pub mod host;
 mod live;
 pub mod ops;
 mod pages;
+pub mod review;
 mod security;
 mod views;
 
@@ -119,21 +121,30 @@ impl Ctx {
     }
 }
 
-/// Every route: pages, static files, the API, `/metrics`, with the
-/// security headers and body limits applied.
+/// Every route: pages, static files, the API, `/metrics`, and the public
+/// portfolio site at `/portfolio/` (when the portfolio runs on this
+/// host), with the security headers and body limits applied.
 pub fn router(ctx: Ctx) -> axum::Router {
     let (api, _doc) = api::router();
-    axum::Router::new()
+    let site = ctx.platform().portfolio().map(|p| p.site.clone());
+    let mut router = axum::Router::new()
         .merge(pages::router())
         .merge(assets::router())
         .merge(api)
         .route("/metrics", axum::routing::get(api::metrics::metrics))
         .fallback(error::fallback)
+        .with_state(ctx);
+    if let Some(site) = site {
+        // Public and read-only: only approved versions are in it. It
+        // carries its own `/portfolio` prefix and its own (stricter)
+        // Content-Security-Policy, which the headers layer keeps.
+        router = router.merge(portfolio::site::router(site));
+    }
+    router
         .layer(axum::extract::DefaultBodyLimit::max(
             security::MAX_BODY_BYTES,
         ))
         .layer(axum::middleware::from_fn(security::headers))
-        .with_state(ctx)
 }
 
 /// Errors starting the dashboard.

@@ -214,8 +214,28 @@ async fn sleep_until(at: Option<Instant>) {
 pub(crate) type SseStream =
     Sse<axum::response::sse::KeepAliveStream<BoxStream<'static, Result<SseEvent, Infallible>>>>;
 
-fn sse(s: impl Stream<Item = SseEvent> + Send + 'static) -> SseStream {
-    Sse::new(s.map(Ok).boxed()).keep_alive(KeepAlive::default())
+/// How often an open stream checks that its viewer is still signed in
+/// (a session ended elsewhere, a revoked token).
+pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+
+/// `s` as an SSE response for `viewer`; it ends within [`RECHECK`] once
+/// the viewer's session or token is gone, and the browser's reconnect is
+/// then refused like any other request.
+pub(crate) fn sse(
+    ctx: &Ctx,
+    viewer: &Viewer,
+    s: impl Stream<Item = SseEvent> + Send + 'static,
+) -> SseStream {
+    let (ctx, viewer) = (ctx.clone(), viewer.clone());
+    let revoked = Box::pin(async move {
+        loop {
+            tokio::time::sleep(RECHECK).await;
+            if !crate::auth::still_signed_in(&ctx, &viewer).await {
+                return;
+            }
+        }
+    });
+    Sse::new(s.take_until(revoked).map(Ok).boxed()).keep_alive(KeepAlive::default())
 }
 
 /// The app page's stream, resuming after `after`.
@@ -229,9 +249,14 @@ pub(crate) fn app_page(ctx: Ctx, viewer: Viewer, app: String, after: Option<Even
         pending: VecDeque::new(),
         refresh_at: None,
     };
-    sse(stream::unfold(page, |mut p| async move {
-        p.next_message().await.map(|m| (m, p))
-    }))
+    let (check_ctx, check_viewer) = (page.ctx.clone(), page.viewer.clone());
+    sse(
+        &check_ctx,
+        &check_viewer,
+        stream::unfold(page, |mut p| async move {
+            p.next_message().await.map(|m| (m, p))
+        }),
+    )
 }
 
 /// The apps list's stream: a fresh row for each app whose jobs or VM
@@ -257,6 +282,7 @@ pub(crate) fn apps_page(ctx: Ctx, viewer: Viewer, apps: Vec<String>) -> SseStrea
         all_at: Instant,
         pending: VecDeque<SseEvent>,
     }
+    let (check_ctx, check_viewer) = (ctx.clone(), viewer.clone());
     let rows = Rows {
         ctx,
         viewer,
@@ -267,75 +293,88 @@ pub(crate) fn apps_page(ctx: Ctx, viewer: Viewer, apps: Vec<String>) -> SseStrea
         all_at: Instant::now() + ROWS_EVERY,
         pending: VecDeque::new(),
     };
-    sse(stream::unfold(rows, |mut r| async move {
-        loop {
-            if let Some(m) = r.pending.pop_front() {
-                return Some((m, r));
-            }
-            let refresh_at = r.refresh_at;
-            tokio::select! {
-                biased;
-                _ = r.ctx.stopping() => return None,
-                _ = tokio::time::sleep_until(r.all_at) => {
-                    r.dirty.extend(r.apps.iter().cloned());
-                    r.all_at = Instant::now() + ROWS_EVERY;
-                    r.refresh_at = Some(Instant::now());
+    sse(
+        &check_ctx,
+        &check_viewer,
+        stream::unfold(rows, |mut r| async move {
+            loop {
+                if let Some(m) = r.pending.pop_front() {
+                    return Some((m, r));
                 }
-                _ = sleep_until(refresh_at), if refresh_at.is_some() => {
-                    r.refresh_at = None;
-                    let running = crate::views::running(&r.ctx);
-                    let dirty = std::mem::take(&mut r.dirty);
-                    let mut cache = HashMap::new();
-                    for app in dirty {
-                        let Ok(Some(a)) = r.ctx.platform().store.app(&app).await else { continue };
-                        if let Ok(s) = crate::views::summary(&r.ctx, &a, &running).await {
-                            cache.insert(app.clone(), s);
+                let refresh_at = r.refresh_at;
+                tokio::select! {
+                    biased;
+                    _ = r.ctx.stopping() => return None,
+                    _ = tokio::time::sleep_until(r.all_at) => {
+                        r.dirty.extend(r.apps.iter().cloned());
+                        r.all_at = Instant::now() + ROWS_EVERY;
+                        r.refresh_at = Some(Instant::now());
+                    }
+                    _ = sleep_until(refresh_at), if refresh_at.is_some() => {
+                        r.refresh_at = None;
+                        let running = crate::views::running(&r.ctx);
+                        let dirty = std::mem::take(&mut r.dirty);
+                        let mut cache = HashMap::new();
+                        for app in dirty {
+                            let Ok(Some(a)) = r.ctx.platform().store.app(&app).await else { continue };
+                            if let Ok(s) = crate::views::summary(&r.ctx, &a, &running).await {
+                                cache.insert(app.clone(), s);
+                            }
+                        }
+                        for (app, s) in cache {
+                            if let Ok(html) = crate::pages::app_row_fragment(&s, &r.viewer) {
+                                r.pending.push_back(SseEvent::default().event(format!("app-{app}")).data(html));
+                            }
                         }
                     }
-                    for (app, s) in cache {
-                        if let Ok(html) = crate::pages::app_row_fragment(&s, &r.viewer) {
-                            r.pending.push_back(SseEvent::default().event(format!("app-{app}")).data(html));
+                    item = r.merged.next(), if !r.merged.is_empty() => {
+                        let (app, item) = item?;
+                        let relevant = match &item {
+                            Item::Event(e) => changes_history(&e.kind),
+                            Item::Skipped(_) => true,
+                        };
+                        if relevant {
+                            r.dirty.insert(app.to_string());
+                            r.refresh_at.get_or_insert(Instant::now() + SETTLE);
                         }
                     }
                 }
-                item = r.merged.next(), if !r.merged.is_empty() => {
-                    let (app, item) = item?;
-                    let relevant = match &item {
-                        Item::Event(e) => changes_history(&e.kind),
-                        Item::Skipped(_) => true,
-                    };
-                    if relevant {
-                        r.dirty.insert(app.to_string());
-                        r.refresh_at.get_or_insert(Instant::now() + SETTLE);
-                    }
-                }
             }
-        }
-    }))
+        }),
+    )
 }
 
 /// The API's event stream: each event as JSON, its type as the SSE event
 /// name (`app`, `request`, `job_progress`, …), `skipped` when the reader
 /// fell behind.
-pub(crate) fn api_events(ctx: Ctx, app: String, after: Option<EventId>) -> SseStream {
+pub(crate) fn api_events(
+    ctx: Ctx,
+    viewer: &Viewer,
+    app: String,
+    after: Option<EventId>,
+) -> SseStream {
     let follower = ctx.platform().events.follow(&app, after);
-    sse(stream::unfold((ctx, follower), |(ctx, mut f)| async move {
-        let item = tokio::select! {
-            biased;
-            _ = ctx.stopping() => return None,
-            item = f.next() => item?,
-        };
-        let m = match item {
-            Item::Event(e) => SseEvent::default()
-                .event(event_type(&e.kind))
-                .id(e.id.to_string())
-                .data(serde_json::to_string(&*e).unwrap_or_default()),
-            Item::Skipped(n) => SseEvent::default()
-                .event("skipped")
-                .data(format!("{{\"skipped\":{n}}}")),
-        };
-        Some((m, (ctx, f)))
-    }))
+    sse(
+        &ctx.clone(),
+        viewer,
+        stream::unfold((ctx, follower), |(ctx, mut f)| async move {
+            let item = tokio::select! {
+                biased;
+                _ = ctx.stopping() => return None,
+                item = f.next() => item?,
+            };
+            let m = match item {
+                Item::Event(e) => SseEvent::default()
+                    .event(event_type(&e.kind))
+                    .id(e.id.to_string())
+                    .data(serde_json::to_string(&*e).unwrap_or_default()),
+                Item::Skipped(n) => SseEvent::default()
+                    .event("skipped")
+                    .data(format!("{{\"skipped\":{n}}}")),
+            };
+            Some((m, (ctx, f)))
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Headers every response carries: a Content Security Policy that allows
-//! no inline script or style and no framing, `nosniff`, no referrer to
+//! no inline script or style and no framing (unless the response brings a
+//! policy of its own, as the portfolio site does), `nosniff`, no referrer to
 //! other sites, and `no-store` on everything but static files.
 
 use axum::extract::Request;
@@ -17,10 +18,14 @@ pub(crate) async fn headers(req: Request, next: Next) -> Response {
     let is_static = req.uri().path().starts_with("/static/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // The portfolio site sends a policy of its own (no script at all,
+    // its inline styles): a response that has one keeps it.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -155,3 +155,79 @@ async fn apps_list_stream_sends_a_fresh_row_when_a_job_changes() {
     let r = f.send(page("GET", "/live/apps", None, None)).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
+
+/// Reads until the stream ends; panics if it is still open after `secs`.
+async fn wait_for_end(r: &mut Response<Body>, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, r.body_mut().frame()).await {
+            Err(_) => panic!("the stream is still open {secs} s after its viewer was signed out"),
+            Ok(None) => return,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_session_or_token_is_revoked() {
+    let f = Fixture::new().await;
+    let start = f.platform.events.last_id("hello");
+    let mut page_stream = f
+        .send(page(
+            "GET",
+            &format!("/apps/hello/live?after={start}"),
+            Some(&f.alice),
+            None,
+        ))
+        .await;
+    let mut api_stream = f
+        .send(api(
+            "GET",
+            &format!("/api/v1/apps/hello/events?after={start}"),
+            Some(&f.alice.token),
+            None,
+        ))
+        .await;
+    app_line(&f, "before the revocation");
+    read_until(&mut page_stream, |s| s.contains("before the revocation")).await;
+    read_until(&mut api_stream, |s| s.contains("before the revocation")).await;
+
+    let store = &f.platform.store;
+    store.end_sessions_of("alice").await.unwrap();
+    let token = store.list_tokens(Some("alice")).await.unwrap();
+    store.revoke_token(&token[0].id).await.unwrap();
+    // Keep writing: a stream that stays open would keep delivering.
+    let writer = {
+        let events = f.platform.events.clone();
+        tokio::spawn(async move {
+            loop {
+                events.emit(
+                    "hello",
+                    Some(2),
+                    None,
+                    EventKind::App {
+                        process: "web".into(),
+                        stream: OutputStream::Out,
+                        text: "after the revocation".into(),
+                    },
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    // The dashboard rechecks every 10 s; room for a loaded machine.
+    let bound = 40;
+    wait_for_end(&mut page_stream, bound).await;
+    wait_for_end(&mut api_stream, bound).await;
+    writer.abort();
+    // And the reconnect is refused.
+    let r = f
+        .send(api(
+            "GET",
+            "/api/v1/apps/hello/events",
+            Some(&f.alice.token),
+            None,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

@@ -163,12 +163,20 @@ impl Dialer {
         let candidates: Vec<SocketAddr> = match &parsed {
             Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
             Host::Name(name) if name == "localhost" || name.ends_with(".localhost") => {
-                return Err(DialError::Refused(Refusal {
-                    host: parsed,
-                    port,
-                    denied: Vec::new(),
-                    loopback_name: true,
-                }));
+                // Such a name is this host whatever DNS says (RFC 6761): it
+                // reaches loopback only where the policy makes an exception
+                // for that port (an app VM's way to the router, which serves
+                // every app at `<app>.localhost`).
+                let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
+                if self.policy.check(loopback, &[]).is_err() {
+                    return Err(DialError::Refused(Refusal {
+                        host: parsed,
+                        port,
+                        denied: Vec::new(),
+                        loopback_name: true,
+                    }));
+                }
+                vec![loopback]
             }
             Host::Name(name) => self
                 .dns
@@ -287,6 +295,23 @@ mod tests {
             "{answers:?}"
         );
         assert_eq!(cache.names.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_localhost_name_reaches_loopback_only_at_an_excepted_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let d = Dialer::new(
+            Policy::internet_only().allowing(crate::Allow::Addr(addr)),
+            Duration::from_secs(2),
+        );
+        let (_s, reached) = d.connect("other-app.localhost", addr.port()).await.unwrap();
+        assert_eq!(reached, addr);
+        let e = d
+            .connect("other-app.localhost", addr.port() ^ 1)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("names this host"), "{e}");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub(crate) enum Context {
     Vm,
     Web,
     Worker,
+    Release,
     Portfolio,
 }
 
@@ -29,12 +30,17 @@ impl Context {
                 "worker",
                 "domains",
                 "portfolio",
+                "user",
+                "volume",
+                "database",
+                "release",
             ],
             Context::Build => &["copy", "workdir", "run", "network"],
             Context::Env => &[],
             Context::Vm => &["cpus", "memory", "disk", "network"],
-            Context::Web => &["run", "port", "health"],
+            Context::Web => &["run", "port", "health", "instances"],
             Context::Worker => &["run"],
+            Context::Release => &["run"],
             Context::Portfolio => &["title", "tags", "screenshot", "description", "publish"],
         }
     }
@@ -47,18 +53,20 @@ impl Context {
             Context::Vm => "in the `vm` block",
             Context::Web => "in the `web` block",
             Context::Worker => "in a `worker` block",
+            Context::Release => "in the `release` block",
             Context::Portfolio => "in the `portfolio` block",
         }
     }
 }
 
-const ALL: [Context; 7] = [
+const ALL: [Context; 8] = [
     Context::Top,
     Context::Build,
     Context::Env,
     Context::Vm,
     Context::Web,
     Context::Worker,
+    Context::Release,
     Context::Portfolio,
 ];
 
@@ -68,7 +76,7 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "app" => "app NAME",
         "from" => "from debian:SUITE | from busybox | from scratch",
         "packages" => "packages NAME...",
-        "build" | "env" | "vm" | "web" | "portfolio" => {
+        "build" | "env" | "vm" | "web" | "portfolio" | "release" => {
             "NAME {   (entries on the following lines, then `}` on a line of its own)"
         }
         "worker" => {
@@ -87,9 +95,13 @@ fn usage(keyword: &str) -> Option<&'static str> {
         "title" => "title \"TEXT\"",
         "tags" => "tags WORD...",
         "screenshot" => "screenshot /PATH [wait 2s]",
-        "description" => "description auto | description \"TEXT\"",
+        "description" => "description auto | description off | description \"TEXT\"",
         "publish" => "publish review | auto | off",
         "network" => "network on | off",
+        "user" => "user app | user root",
+        "volume" => "volume NAME /PATH SIZE   (e.g. volume data /app/data 1G)",
+        "database" => "database postgres",
+        "instances" => "instances N",
         _ => return None,
     })
 }
@@ -149,7 +161,7 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
     }
     let is_block = matches!(
         token,
-        "build" | "env" | "vm" | "web" | "portfolio" | "worker"
+        "build" | "env" | "vm" | "web" | "portfolio" | "worker" | "release"
     );
     if block_header && ctx != Context::Top {
         let message = if is_block {
@@ -191,6 +203,9 @@ pub(crate) fn explain(ctx: Context, text: &str, block_header: bool) -> Explained
                     | "port"
                     | "workdir"
                     | "publish"
+                    | "user"
+                    | "database"
+                    | "instances"
             )
         {
             hint = format!("`{token}` takes one value; quote text that contains spaces");

@@ -34,8 +34,8 @@ pub mod limits;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use model::{
-    format_size, Base, BuildStep, Description, HealthCheck, Manifest, Network, Portfolio, Publish,
-    Screenshot, Secret, VmResources, WebProcess, Worker,
+    format_size, Base, BuildStep, Database, Description, HealthCheck, Manifest, Network, Portfolio,
+    Publish, Release, Screenshot, Secret, User, VmResources, Volume, WebProcess, Worker,
 };
 pub use starter::starter_manifest;
 

@@ -28,3 +28,15 @@ pub const MAX_TAG_LEN: usize = 32;
 pub const MAX_TITLE_CHARS: usize = 100;
 /// Longest portfolio description, in characters.
 pub const MAX_DESCRIPTION_CHARS: usize = 2000;
+/// Most volumes of one app.
+pub const MAX_VOLUMES: usize = 8;
+/// Longest volume name, in characters.
+pub const MAX_VOLUME_NAME: usize = 32;
+/// Longest volume mount path, in bytes.
+pub const MAX_VOLUME_PATH: usize = 255;
+/// Smallest volume (16 MiB: an ext4 journal and some room).
+pub const MIN_VOLUME_BYTES: u64 = 16 << 20;
+/// Largest volume (1 TiB, as the largest `disk`).
+pub const MAX_VOLUME_BYTES: u64 = 1 << 40;
+/// Most instances of the web process.
+pub const MAX_INSTANCES: u32 = 16;

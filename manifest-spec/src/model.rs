@@ -28,10 +28,23 @@ pub struct Manifest {
     pub secrets: Vec<Secret>,
     /// VM resources, defaults filled in.
     pub vm: VmResources,
+    /// Who the processes run as (`user`; default [`User::App`]).
+    #[serde(default)]
+    pub user: User,
+    /// Persistent volumes (`volume NAME /PATH SIZE`), in source order.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     /// The process that serves HTTP, if any.
     pub web: Option<WebProcess>,
     /// Non-web processes, in order.
     pub workers: Vec<Worker>,
+    /// The release command (`release { run ... }`), run once per deploy
+    /// before the switch.
+    #[serde(default)]
+    pub release: Option<Release>,
+    /// A managed database for the app (`database postgres`).
+    #[serde(default)]
+    pub database: Option<Database>,
     /// Custom domains routed to the web process, lowercased.
     pub domains: Vec<String>,
     /// Portfolio page settings, when the app asks for one.
@@ -149,6 +162,69 @@ pub struct WebProcess {
     pub port: u16,
     /// HTTP health check, if declared.
     pub health: Option<HealthCheck>,
+    /// How many VMs of the deploy serve it (`instances N`, 1..=16; default 1).
+    #[serde(default = "one")]
+    pub instances: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Who the app's processes run as inside the VM.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum User {
+    /// The unprivileged user `app` (uid 1000, gid 1000), who owns the app's
+    /// directory and its volumes (default).
+    #[default]
+    App,
+    /// Root of the VM (`user root`): see SPEC.md for what that gives up.
+    Root,
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            User::App => "app",
+            User::Root => "root",
+        })
+    }
+}
+
+/// A persistent volume: an ext4 filesystem that outlives deploys, mounted
+/// into the VM before the processes start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Name, a DNS label of at most 32 characters, unique in the app.
+    pub name: String,
+    /// Absolute mount path in the VM (normalized: no trailing `/`).
+    pub path: String,
+    /// Size in bytes (a whole number of MiB, 16 MiB..=1 TiB).
+    pub size_bytes: u64,
+}
+
+/// The release phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Shell command run in a one-off VM of the new build.
+    pub run: String,
+}
+
+/// A database BytePort provisions and manages for the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Database {
+    /// PostgreSQL; the app gets `DATABASE_URL`.
+    Postgres,
+}
+
+impl fmt::Display for Database {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Database::Postgres => "postgres",
+        })
+    }
 }
 
 /// An HTTP health check against the web process.
@@ -205,6 +281,9 @@ pub enum Description {
     Auto,
     /// Written by the owner in the manifest.
     Text(String),
+    /// No write-up at all: the page has the title, screenshots and facts,
+    /// and nothing about the project is sent to a language model.
+    Off,
 }
 
 /// Publication policy of portfolio drafts.

@@ -103,10 +103,20 @@ impl<'a> Source<'a> {
         message: String,
         hint: Option<String>,
     ) -> Diagnostic {
+        // A range that is not on character boundaries (a bug in a caller's
+        // offsets) is widened to them rather than panicking.
+        let text = self.text;
+        let mut start = start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = end.clamp(start, text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
         let (line, col) = self.locate(start);
         let source_line = self.line_text(line);
         let line_chars = source_line.chars().count();
-        let end = end.clamp(start, self.text.len());
         let span_chars = self.text[start..end].chars().count();
         let span_len = span_chars.min(line_chars.saturating_sub(col - 1)).max(1);
         Diagnostic {

@@ -1,7 +1,7 @@
 //! The public API on whole manifests: the draft from the product page,
 //! defaults, the summary line and multi-error runs.
 
-use manifest_spec::{parse, Base, BuildStep, Description, Network, Publish};
+use manifest_spec::{parse, Base, BuildStep, Database, Description, Network, Publish, User};
 
 const DRAFT: &str = r#"# Byteport — at the repository root
 app hello-flask
@@ -167,4 +167,68 @@ fn network_is_on_by_default_and_off_is_a_setting_not_a_step() {
     )
     .unwrap();
     assert_eq!(m.build_network, Network::On);
+}
+
+#[test]
+fn what_an_app_keeps_parses_into_the_typed_model() {
+    let src = "app flaskr\nfrom debian:bookworm\nvolume data /app/instance 1G\nvolume media /srv/media 16M\nrelease {\n  run flask --app flaskr init-db\n}\ndatabase postgres\nweb {\n  run flask run\n  port 8080\n}\n";
+    let m = parse(src.as_bytes(), "Byteport").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.user, User::App, "app is the default user");
+    assert_eq!(m.volumes.len(), 2);
+    assert_eq!(
+        (
+            m.volumes[0].name.as_str(),
+            m.volumes[0].path.as_str(),
+            m.volumes[0].size_bytes
+        ),
+        ("data", "/app/instance", 1 << 30)
+    );
+    assert_eq!(m.volumes[1].size_bytes, 16 << 20);
+    assert_eq!(
+        m.release.as_ref().unwrap().run,
+        "flask --app flaskr init-db"
+    );
+    assert_eq!(m.database, Some(Database::Postgres));
+    assert_eq!(m.web.as_ref().unwrap().instances, 1);
+
+    let root = parse(
+        b"app r\nfrom busybox\nuser root\nweb {\n  run httpd -f -p 80\n  port 80\n  instances 3\n}\n",
+        "Byteport",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(root.user, User::Root);
+    assert_eq!(root.web.unwrap().instances, 3);
+    assert!(root.volumes.is_empty() && root.release.is_none() && root.database.is_none());
+}
+
+#[test]
+fn manifests_stored_before_these_directives_still_deserialize() {
+    // JSON of a manifest from before `user`, `volume`, `release`,
+    // `database` and `instances`: the defaults fill in.
+    let old = r#"{"app":"a","base":{"kind":"busybox"},"packages":[],"build":[],"env":{},
+        "secrets":[],"vm":{"cpus":1,"memory_bytes":268435456,"disk_bytes":1073741824},
+        "web":{"run":"x","port":80,"health":null},"workers":[],"domains":[],"portfolio":null}"#;
+    let m: manifest_spec::Manifest = serde_json::from_str(old).unwrap();
+    assert_eq!(m.user, User::App);
+    assert!(m.volumes.is_empty() && m.release.is_none() && m.database.is_none());
+    assert_eq!(m.web.unwrap().instances, 1);
+}
+
+#[test]
+fn description_off_auto_text_and_a_bad_word() {
+    let src = |d: &str| {
+        format!("app a\nfrom busybox\nweb {{\n  run true\n  port 8080\n}}\nportfolio {{\n  description {d}\n}}\n")
+    };
+    let desc = |d: &str| {
+        manifest_spec::parse(src(d).as_bytes(), "Byteport")
+            .map(|m| m.portfolio.unwrap().description)
+    };
+    assert_eq!(desc("off").unwrap(), Description::Off);
+    assert_eq!(desc("auto").unwrap(), Description::Auto);
+    assert_eq!(desc("\"mine\"").unwrap(), Description::Text("mine".into()));
+    let err = desc("maybe").unwrap_err().to_string();
+    assert!(
+        err.contains("Byteport:8:15") && err.contains("description off"),
+        "{err}"
+    );
 }

@@ -20,7 +20,13 @@ fn every_example_manifest_parses() {
         seen.push(m.app);
     }
     seen.sort();
-    for required in ["node-web", "python-flask", "static-site", "worker"] {
+    for required in [
+        "node-web",
+        "python-flask",
+        "static-site",
+        "worker",
+        "flask-tutorial",
+    ] {
         assert!(
             seen.iter().any(|a| a == required),
             "missing example {required}: {seen:?}"

@@ -114,6 +114,18 @@ fn token() -> impl Strategy<Value = &'static str> {
         "description",
         "publish",
         "network",
+        "user",
+        "volume",
+        "database",
+        "release",
+        "instances",
+        "root",
+        "postgres",
+        "data",
+        "/data",
+        "/proc",
+        "/app/instance",
+        "16M",
         "on",
         "off",
         "{",
@@ -215,6 +227,38 @@ proptest! {
                 prop_assert!(d.col >= 1 && d.col <= d.source_line.chars().count() + 1, "{:?}", d);
             }
             let _ = e.to_string();
+        }
+    }
+
+    #[test]
+    fn volume_lines_with_random_values_parse_or_are_explained_on_their_line(
+        name in "[a-zA-Z0-9_-]{0,40}",
+        path in prop::sample::select(vec![
+            "/data", "/app/instance", "/", "/proc", "/proc/1", "/sys", "/dev/x", "/tmp",
+            "/usr", "/etc/x", "data", "/a//b", "/a/..", "/x/", "/app", "/app/x",
+            "/var/lib/pg", "/\u{e9}", "/a b",
+        ]),
+        size in 0u64..5000,
+        unit in prop::sample::select(vec!["K", "M", "G", "", "T", "MB"]),
+        instances in 0u32..20,
+    ) {
+        let src = format!(
+            "app p\nfrom busybox\nvolume {name} \"{path}\" {size}{unit}\nweb {{\n  run ./s\n  port 80\n  instances {instances}\n}}\n"
+        );
+        match parse(src.as_bytes(), "Byteport") {
+            Ok(m) => {
+                prop_assert_eq!(m.volumes.len(), 1);
+                let v = &m.volumes[0];
+                prop_assert!(v.size_bytes >= 16 << 20 && v.size_bytes <= 1 << 40);
+                prop_assert!(v.path.starts_with('/') && v.path.len() > 1);
+                prop_assert!(!v.path.starts_with("/proc") && !v.path.starts_with("/app"));
+                prop_assert_eq!(m.web.unwrap().instances, 1);
+            }
+            Err(e) => {
+                for d in e.iter() {
+                    prop_assert!(d.line == 3 || d.line == 7, "{}", e);
+                }
+            }
         }
     }
 

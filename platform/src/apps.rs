@@ -48,6 +48,9 @@ pub struct PlatformSettings {
     pub portfolio: Option<::portfolio::PortfolioConfig>,
     /// Where the portfolio site is served (absolute, for its links).
     pub portfolio_site_url: String,
+    /// Destinations app VMs may reach besides the internet and the router
+    /// (an internal service on a private address), config `egress_allow`.
+    pub egress_allow: Vec<egress::Allow>,
 }
 
 impl PlatformSettings {
@@ -63,6 +66,7 @@ impl PlatformSettings {
             base_domain: "localhost".into(),
             portfolio: None,
             portfolio_site_url: "http://127.0.0.1:8080/portfolio/".into(),
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct Platform {
     pub(crate) base_domain: String,
     pub(crate) portfolio: Option<Arc<crate::portfolio::PortfolioService>>,
     portfolio_config: Option<(::portfolio::PortfolioConfig, String)>,
+    /// Each app's egress proxy.
+    pub(crate) egress: crate::egress::AppEgress,
 }
 
 /// This node's id: made once per data directory, kept in `node-id`.
@@ -147,7 +153,14 @@ impl Platform {
             dir: settings.home.join("logs"),
             journal: settings.journal,
         });
+        let egress = crate::egress::AppEgress::new(
+            settings.home.join("egress"),
+            std::net::SocketAddr::from(([127, 0, 0, 1], settings.router_port)),
+            &settings.egress_allow,
+            events.clone(),
+        );
         Platform {
+            egress,
             store,
             routes,
             events,

@@ -112,7 +112,41 @@ pub(crate) async fn stop_vm(mut vm: RunningApp, grace: Duration, events: &Events
     vm_event(events, &app, deploy, VmChange::Stopped, &name, None);
 }
 
+/// What the router says while an app with volumes switches VMs.
+pub const SWITCHING_VOLUMES: &str =
+    "it is switching to a new version (its volumes move from the old VM to the new one)";
+
 impl Platform {
+    /// Where `app`'s volume `name` lives: `$BYTEPORT_HOME/volumes/<app>/<name>.ext4`.
+    pub fn volume_image(&self, app: &str, name: &str) -> std::path::PathBuf {
+        self.home
+            .join("volumes")
+            .join(app)
+            .join(format!("{name}.ext4"))
+    }
+
+    /// An ext4 volume is mounted by one VM at a time: the serving VM is
+    /// drained and stopped before the new one boots (as Fly.io does for
+    /// apps with volumes). Should the job then fail, the dispatcher boots
+    /// the live deploy again.
+    async fn stop_for_volumes(&self, ctx: &JobCtx, spec: &AppSpec) {
+        let app = ctx.app.as_str();
+        let Some(old) = self.running().remove(app) else {
+            return;
+        };
+        ctx.mark_took_down_live();
+        let names: Vec<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
+        ctx.say(&format!(
+            "-----> Stopping deploy #{} first: its volumes ({}) can be mounted by one VM at a time",
+            old.vm.deploy,
+            names.join(", ")
+        ));
+        if let Some(upstream) = self.routes.mark_down(app, &old.domains, SWITCHING_VOLUMES) {
+            upstream.drain(DRAIN).await;
+        }
+        stop_vm(old.vm, STOP_GRACE, &self.events).await;
+    }
+
     /// Boots `digest` for (`app`, `deploy`) and waits until it is healthy.
     /// Cancelling the job stops the VM.
     pub async fn boot(&self, ctx: &JobCtx, deploy: i64, digest: &str) -> Result<Booted, JobError> {
@@ -163,8 +197,29 @@ impl Platform {
             uid: descriptor.user.uid,
             gid: descriptor.user.gid,
             workdir: descriptor.workdir.clone(),
-            egress: None,
+            volumes: descriptor
+                .volumes
+                .iter()
+                .map(|v| runtime::Volume {
+                    name: v.name.clone(),
+                    image: self.volume_image(app, &v.name),
+                    mount: v.path.clone(),
+                    size_bytes: v.size_bytes,
+                })
+                .collect(),
+            one_off: false,
+            egress: match descriptor.vm.network {
+                builder::Network::Off => None,
+                builder::Network::On => {
+                    Some(self.egress.endpoint(app).map_err(|e| JobError::Boot {
+                        message: format!("cannot start the egress proxy of {app}: {e}"),
+                    })?)
+                }
+            },
         };
+        if !spec.volumes.is_empty() {
+            self.stop_for_volumes(ctx, &spec).await;
+        }
         let started = Instant::now();
         let sink = self.events.app_sink(app, deploy);
         let mut boot = tokio::task::spawn_blocking(move || runtime::boot(&spec, &opts, sink));

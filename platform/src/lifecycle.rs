@@ -294,6 +294,7 @@ impl Platform {
         ctx.control.commit()?;
         let instance = self.running().remove(app);
         self.routes.forget(app);
+        self.egress.close(app);
         if let Some(instance) = instance {
             ctx.say(&format!("-----> Stopping {app}'s VM ..."));
             stop_vm(instance.vm, crate::apps::STOP_GRACE, &self.events).await;
@@ -316,11 +317,13 @@ impl Platform {
 /// Deletes what an app leaves on disk besides the store and its event
 /// journal: its repository (so a later app of the same name, perhaps
 /// another owner's, starts empty) and its build cache (package manager
-/// caches). Artifacts stay: they are shared by content.
+/// caches) and its volumes (the app's data: `destroy` asks for `--confirm
+/// APP`). Artifacts stay: they are shared by content.
 pub fn remove_app_files(home: &std::path::Path, app: &str) -> std::io::Result<()> {
     for dir in [
         home.join("repos").join(format!("{app}.git")),
         home.join("cache/build").join(app),
+        home.join("volumes").join(app),
     ] {
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

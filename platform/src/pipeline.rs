@@ -247,6 +247,7 @@ async fn build(
     let (repo, commit) = (req.repo.clone(), req.commit.clone());
     let ca_trust = platform.build_ca.clone();
     let app = req.app.clone();
+    let egress = platform.egress.build_policy();
     // The build runs on a blocking thread; cancel reaches its steps through
     // this flag (the step's whole process tree is killed).
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -263,6 +264,7 @@ async fn build(
         // The repository's app keys the cache and the steps' id range,
         // whatever the manifest claims.
         request.app = Some(app);
+        request.egress = egress;
         request.cancel = Some(cancel_build);
         builder::build(&request)
     });

@@ -41,10 +41,18 @@ pub struct PortfolioService {
     /// The profile until the operator sets one (`byteport portfolio
     /// profile`): named after the host, served by this daemon.
     default_profile: Profile,
+    /// The dashboard's base URL (the site's URL without `portfolio/`).
+    dashboard_url: String,
 }
 
 fn review_error(e: ReviewError) -> JobError {
     match e {
+        // Two reviewers at once: the second is told, not given a 500.
+        ReviewError::Store(::portfolio::review::StoreError::Conflict(what)) => JobError::Rejected {
+            message: format!(
+                "someone else changed this portfolio version first ({what}); reload it and try again"
+            ),
+        },
         ReviewError::Store(s) => JobError::Internal {
             message: s.to_string(),
         },
@@ -77,6 +85,10 @@ impl PortfolioService {
             generator,
             site: SiteHandle::new(empty),
             default_profile,
+            dashboard_url: site_url
+                .strip_suffix("portfolio/")
+                .unwrap_or(site_url)
+                .to_string(),
         };
         if let Err(e) = service.rebuild_site().await {
             tracing::warn!(error = %e, "the portfolio site cannot be built yet");
@@ -248,11 +260,14 @@ impl Platform {
                         "portfolio draft v{} ({state}) has no screenshots: {reason}",
                         v.number
                     ),
-                    _ => format!(
-                        "portfolio draft v{} is ready for review ({state})",
-                        v.number
+                    _ if v.state == ::portfolio::review::ReviewState::Draft => format!(
+                        "Portfolio draft v{} ready for review: {}apps/{}/portfolio",
+                        v.number, service.dashboard_url, ctx.app
                     ),
+                    _ => format!("portfolio v{} is {state}", v.number),
                 };
+                // The app's log (`logs`) shows notes, not progress lines;
+                // the requester follows progress lines.
                 self.events.emit(
                     &ctx.app,
                     deploy,

@@ -407,6 +407,25 @@ async fn a_manifest_description_is_used_as_is_and_nothing_is_sent() {
 }
 
 #[tokio::test]
+async fn description_off_drafts_nothing_and_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut facts = hostile_facts(dir.path());
+    let manifest = manifest_spec::parse(
+        b"app a\nfrom busybox\nweb {\n  run true\n  port 8080\n}\nportfolio {\n  description off\n}\n",
+        "Byteport",
+    )
+    .unwrap();
+    let from_manifest = portfolio::facts::ManifestFacts::from_manifest(&manifest);
+    facts.manifest.description = from_manifest.description;
+    let (stub, base) = start(vec![], Duration::ZERO).await;
+    let d = draft_for(&LlmDrafter::new(config(&base)), &facts).await;
+    assert_eq!(d.by, DraftedBy::Manifest);
+    assert_eq!((d.text.body.as_str(), d.text.summary.as_str()), ("", ""));
+    assert!(d.notes[0].contains("description off"), "{:?}", d.notes);
+    assert!(stub.requests.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn offline_drafts_are_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let facts = hostile_facts(dir.path());

@@ -8,7 +8,8 @@
 //! cgroup; QEMU's seccomp filter or the VMM's), cannot outlive its daemon
 //! ([`process`]: parent-death signal; [`leftovers`]: reaped at the next
 //! start), reaches nothing but its egress proxy ([`egress`]), and is read
-//! within budgets ([`guest_link`]).
+//! within budgets ([`guest_link`]). An app's persistent volumes
+//! ([`volume`]) are attached to one VM at a time.
 //!
 //! It must not parse manifests or know about git; it runs artifacts. It does
 //! not link the VMM: the daemon never runs KVM device code in its own process.
@@ -23,8 +24,11 @@ pub mod health;
 pub mod initramfs;
 pub mod jail;
 pub mod leftovers;
+pub mod one_off;
 pub mod process;
+pub mod volume;
 
 pub use boot::{boot, AppSpec, BootOptions, Driver, RunningApp};
 pub use egress::EgressEndpoint;
 pub use leftovers::{reap_leftovers, LeftoverReport};
+pub use volume::{Volume, VolumeError};

@@ -151,3 +151,100 @@ fn a_jailed_process_sees_only_its_own_world() {
     );
     assert!(out.contains("tmp-ok"), "{out}");
 }
+
+#[test]
+fn a_jailed_process_writes_its_own_volume_and_reaches_no_other() {
+    if !root_or_skip() {
+        return;
+    }
+    use runtime::volume::{claim, Volume, VolumeError};
+    use std::os::unix::fs::MetadataExt;
+    let home = tempfile::tempdir().unwrap();
+    let volumes = home.path().join("volumes");
+    let own = Volume {
+        name: "data".into(),
+        image: volumes.join("app/data.ext4"),
+        mount: "/data".into(),
+        size_bytes: 32 << 20,
+    };
+    // Another app's volume, in the same directory tree on the host.
+    let other = Volume {
+        name: "data".into(),
+        image: volumes.join("victim/data.ext4"),
+        mount: "/data".into(),
+        size_bytes: 32 << 20,
+    };
+    drop(claim(&other, 1000, 1000).unwrap());
+    let c = claim(&own, 1000, 1000).unwrap();
+    let vm_dir = home.path().join("run/vms/v-1.1");
+    std::fs::create_dir_all(&vm_dir).unwrap();
+    let jail = Jail::for_this_host().unwrap();
+    let mut plan = JailPlan::new(&jail, &vm_dir).unwrap();
+    let id = plan.id();
+    c.hand_to(id).unwrap();
+    let inside = plan.file_rw(&own.image, "vol-data").unwrap();
+    assert_eq!(std::fs::metadata(&own.image).unwrap().uid(), id);
+    let last = (32 << 20) - 1;
+    let script = format!(
+        "echo vm=$(ls /vm | tr '\\n' ' '); \
+         dd if={inside} bs=4096 count=1 of=/dev/null 2>/dev/null && echo READ-OK; \
+         printf x | dd of={inside} bs=1 seek={last} conv=notrunc 2>/dev/null && echo WRITE-OK; \
+         cat {} 2>&1 | head -c 200; echo; \
+         ls {} 2>&1 | head -1; \
+         echo INSPECT-NOW; exec sleep 30",
+        other.image.display(),
+        volumes.display(),
+        inside = inside.display()
+    );
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // The process holds a share of the volume's lock, as QEMU and the VMM do.
+    let mut child = spawn(Spawn {
+        cmd,
+        fds: vec![(c.lock_fd().unwrap(), 10)],
+        jail: Some(plan.prepare().unwrap()),
+    })
+    .unwrap();
+    let pid = child.id();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    while !out.contains("INSPECT-NOW") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            panic!("the jailed shell ended early: {out}");
+        }
+        out.push_str(&line);
+    }
+    let held = std::fs::read_link(format!("/proc/{pid}/fd/10")).unwrap();
+    // The daemon's handle goes; the process's share keeps the volume taken.
+    drop(c);
+    let second = claim(&own, 1000, 1000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert!(
+        out.lines().any(|l| l.trim_end() == "vm=vol-data"),
+        "exactly its own image: {out}"
+    );
+    assert!(out.contains("READ-OK") && out.contains("WRITE-OK"), "{out}");
+    assert!(
+        out.contains("No such file"),
+        "another app's volume is out of reach: {out}"
+    );
+    assert_eq!(held, runtime::volume::lock_path(&own.image));
+    assert!(
+        matches!(second, Err(VolumeError::InUse { .. })),
+        "the VM process's share of the lock keeps a second VM away"
+    );
+    assert_eq!(
+        std::fs::metadata(&own.image).unwrap().uid(),
+        0,
+        "given back to root when the claim ends"
+    );
+    // Gone with the process: the volume can be claimed again.
+    claim(&own, 1000, 1000).unwrap();
+}

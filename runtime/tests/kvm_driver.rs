@@ -12,6 +12,10 @@
 //! - the app has no network device, and its one way out is its egress proxy
 //!   (a stand-in in level 1 that tunnels one allowed target and refuses the
 //!   rest), reached through `127.0.0.1:3128` in the guest;
+//! - the app's volume (made on this host with a note in it) is an extra
+//!   read-write disk of the VMM, found by its filesystem UUID and mounted
+//!   by the guest init at `/data`, owned by the app: it reads the note and
+//!   writes beside it; the VMM process holds a share of the volume's lock;
 //! - a stop presses the ACPI power button and the guest powers off; the VM's
 //!   directory is gone once its handle is.
 
@@ -34,6 +38,8 @@ const APP_PORT: u16 = 8080;
 /// The allowed stand-in site and a forbidden port, both in level 1.
 const SITE_PORT: u16 = 7777;
 const FORBIDDEN_PORT: u16 = 7778;
+/// The app's volume.
+const VOLUME_BYTES: u64 = 32 << 20;
 
 const L1_INIT: &str = r#"#!/bin/sh
 /bin/busybox --install -s /bin
@@ -57,6 +63,8 @@ echo "FORGE $(byteport-vsock-probe dial 1100 '[bp 1 init evt] FORGED' 2>&1)"
 echo "EGRESS-ALLOWED $( (printf 'CONNECT 127.0.0.1:{SITE_PORT} HTTP/1.1\r\n\r\n'; sleep 1; echo ping; sleep 2) | nc -w 5 127.0.0.1 3128 | tr '\r\n' '  ')"
 echo "EGRESS-FORBIDDEN $(printf 'CONNECT 127.0.0.1:{FORBIDDEN_PORT} HTTP/1.1\r\n\r\n' | nc -w 5 127.0.0.1 3128 | head -1)"
 echo "PROXY-ENV $HTTPS_PROXY"
+echo "VOLUME-NOTE $(cat /data/note)"
+echo "VOLUME-WRITE $(echo from-l2 > /data/written && cat /data/written) $(stat -c %u /data)"
 echo PROBE-DONE
 exec sleep 100000"#
     )
@@ -84,6 +92,8 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         gid: 1000,
         workdir: "/".into(),
         egress,
+        volumes: vec![],
+        one_off: false,
     }
 }
 
@@ -128,8 +138,31 @@ fn kvm_driver_serves_an_app_in_nested_host() {
         "/l2/rootfs.ext4",
         Some(EgressEndpoint::Unix("/run/egress.sock".into())),
     );
-    let config = init_config(&spec, &driver, in_guest);
+    let mut config = init_config(&spec, &driver, in_guest);
     assert!(config.network.is_none() && config.vsock.is_some());
+    // The app's volume: made here (as `boot` makes it on first use), with a
+    // note from this host; the guest finds it (and the rootfs) by UUID.
+    let vol = l1.root.join("l2/vol.ext4");
+    let sb = runtime::volume::create("data", &vol, VOLUME_BYTES, 1000, 1000).unwrap();
+    let note = l1.scratch("note").join("note");
+    std::fs::write(&note, "written on level 0\n").unwrap();
+    let wrote = std::process::Command::new("debugfs")
+        .args(["-w", "-R", &format!("write {} note", note.display())])
+        .arg(&vol)
+        .output()
+        .unwrap();
+    assert!(wrote.status.success(), "{wrote:?}");
+    config.volumes = vec![guest_init::config::VolumeMount {
+        name: "data".into(),
+        uuid: sb.uuid,
+        path: "/data".into(),
+    }];
+    config.root.as_mut().unwrap().uuid = Some(
+        guest_init::ext4::read(&l1.root.join("l2/rootfs.ext4"))
+            .unwrap()
+            .unwrap()
+            .uuid,
+    );
     let cfg = work.join("config.cpio.gz");
     initramfs::write_config(&cfg, &serde_json::to_vec(&config).unwrap()).unwrap();
     let mut initrd = std::fs::read(&base).unwrap();
@@ -158,6 +191,10 @@ fn kvm_driver_serves_an_app_in_nested_host() {
     assert!(
         c.has("L1-EGRESS-ONLY"),
         "the app's way out is wrong:\n{all}"
+    );
+    assert!(
+        c.has("L1-VOLUME-OK"),
+        "the volume was not attached and mounted:\n{all}"
     );
     assert!(c.has("L1-STOPPED"), "graceful stop failed:\n{all}");
     assert!(c.has("L1-TEST-EXIT=0"), "the level-1 half failed:\n{all}");
@@ -238,6 +275,18 @@ fn level1_half() {
     let sink = logs.clone();
     let jail = runtime::jail::Jail::for_this_host().expect("level 1 runs this as root");
     let dir = std::path::PathBuf::from("/run/vm1");
+    let volume = runtime::volume::claim(
+        &runtime::volume::Volume {
+            name: "data".into(),
+            image: "/l2/vol.ext4".into(),
+            mount: "/data".into(),
+            size_bytes: VOLUME_BYTES,
+        },
+        1000,
+        1000,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let lock = runtime::volume::lock_path(&volume.volume.image);
     let spec = KvmSpec {
         name: "hello-1".into(),
         vmm: "/byteport-vmm".into(),
@@ -251,6 +300,7 @@ fn level1_half() {
         egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
         jail: Some(jail),
         checked_process: Some("web".into()),
+        volumes: vec![Arc::new(volume)],
     };
     let mut vm = KvmVm::start(
         &spec,
@@ -348,6 +398,18 @@ fn level1_half() {
         "{out:?}"
     );
     println!("L1-EGRESS-ONLY");
+    assert!(
+        out.iter().any(|l| l == "VOLUME-NOTE written on level 0"),
+        "{out:?}"
+    );
+    assert!(
+        out.iter().any(|l| l == "VOLUME-WRITE from-l2 1000"),
+        "{out:?}"
+    );
+    let held = (10..16)
+        .any(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).is_ok_and(|p| p == lock));
+    assert!(held, "the VMM holds no share of the volume's lock");
+    println!("L1-VOLUME-OK");
 
     let t = Instant::now();
     vm.stop(Duration::from_secs(60));

@@ -126,6 +126,7 @@ struct FileConfig {
     job_deadline_secs: Option<u64>,
     log_segment_size: Option<String>,
     log_retention: Option<String>,
+    egress_allow: Option<String>,
     chromium_path: Option<String>,
     portfolio_load_timeout_secs: Option<u64>,
     llm_base_url: Option<String>,
@@ -185,6 +186,10 @@ pub struct Config {
     /// An app's event journal keeps at most this much, in bytes (oldest
     /// files go first).
     pub log_retention: u64,
+    /// What app VMs and build steps may reach besides the internet (and
+    /// VMs the router): `ADDR:PORT` or `CIDR`, comma-separated — an
+    /// internal package mirror or database on a private address.
+    pub egress_allow: Vec<String>,
     /// Chromium for portfolio screenshots (empty: `$CHROME`, else PATH).
     pub chromium_path: Option<PathBuf>,
     /// Longest page load of a portfolio screenshot, seconds.
@@ -405,6 +410,12 @@ impl Config {
             file.log_retention,
             "64M",
         );
+        let egress_allow = pick(
+            "egress_allow",
+            Some("BYTEPORT_EGRESS_ALLOW"),
+            file.egress_allow,
+            "",
+        );
 
         let config = Config {
             chromium_path: (!chromium.0.is_empty()).then(|| PathBuf::from(&chromium.0)),
@@ -429,6 +440,13 @@ impl Config {
             job_deadline_secs: parse_count("job_deadline_secs", job_deadline)?.max(1),
             log_segment_size: parse_size("log_segment_size", segment)?.max(4096),
             log_retention: parse_size("log_retention", retention)?,
+            egress_allow: parse_allow_list(&egress_allow.0).map_err(|message| {
+                ConfigError::Value {
+                    key: "egress_allow",
+                    source_name: egress_allow.1.to_string(),
+                    message,
+                }
+            })?,
             ssh_max_connections: parse_count("ssh_max_connections", max_conns)? as usize,
             ssh_idle_timeout_secs: parse_count("ssh_idle_timeout_secs", idle)?,
             max_pack_size: parse_size("max_pack_size", max_pack)?,
@@ -544,6 +562,14 @@ impl Config {
             ("job_deadline_secs", self.job_deadline_secs.to_string()),
             ("log_segment_size", self.log_segment_size.to_string()),
             ("log_retention", self.log_retention.to_string()),
+            (
+                "egress_allow",
+                if self.egress_allow.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.egress_allow.join(",")
+                },
+            ),
             (
                 "chromium_path",
                 self.chromium_path
@@ -691,3 +717,16 @@ fn parse_size(key: &'static str, (value, source): (String, Source)) -> Result<u6
 
 #[cfg(test)]
 mod tests;
+
+/// `egress_allow`: comma-separated `ADDR:PORT` or `CIDR` entries, each
+/// checked here so a typo fails at start, not at the first connection.
+fn parse_allow_list(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        item.parse::<egress::Allow>().map_err(|e| {
+            format!("`{item}`: {e} (expected ADDR:PORT such as 10.1.2.3:5432, or a CIDR such as 10.8.0.0/16)")
+        })?;
+        out.push(item.to_string());
+    }
+    Ok(out)
+}

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod assets;
+pub mod browser;
 pub mod daemon;
 pub mod postgres;

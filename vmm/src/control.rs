@@ -242,7 +242,13 @@ pub fn request_with_timeout(
     };
     let mut s = UnixStream::connect(sock).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
-    writeln!(s, "{request}").map_err(io)?;
+    if let Err(e) = writeln!(s, "{request}") {
+        // A refused peer is answered and closed before its request is read;
+        // the answer is still there to read and says why.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return Err(io(e));
+        }
+    }
     let mut reply = String::new();
     BufReader::new(&s).read_line(&mut reply).map_err(io)?;
     let v: serde_json::Value =

@@ -409,7 +409,7 @@ pub async fn events(
 ) -> Result<Response, Error> {
     let found = views::visible_app(&ctx, &v, &app).await?;
     let after = live::resume_point(&headers, q.after);
-    Ok(live::api_events(ctx, found.name, after).into_response())
+    Ok(live::api_events(ctx, &v, found.name, after).into_response())
 }
 
 /// The app's config vars.

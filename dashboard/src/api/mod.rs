@@ -9,6 +9,7 @@ pub mod apps;
 pub mod host;
 pub mod keys;
 pub mod metrics;
+pub mod portfolio;
 
 use axum::extract::rejection::JsonRejection;
 use axum::routing::get;
@@ -24,7 +25,7 @@ use crate::{Ctx, Error};
 #[openapi(
     info(
         title = "BytePort API",
-        description = "Apps, deploys, jobs, logs and the host of a BytePort server. Authenticate with `Authorization: Bearer bpt_…` (`byteport tokens create USER`). Errors are `{\"error\": {\"code\", \"message\"}}` with stable codes.",
+        description = "Apps, deploys, jobs, logs, portfolio review and the host of a BytePort server. Authenticate with `Authorization: Bearer bpt_…` (`byteport tokens create USER`). Errors are `{\"error\": {\"code\", \"message\"}}` with stable codes.",
         version = "1"
     ),
     modifiers(&Security),
@@ -78,6 +79,15 @@ pub fn router() -> (axum::Router<Ctx>, utoipa::openapi::OpenApi) {
         .routes(routes!(keys::list_keys, keys::add_key, keys::remove_key))
         .routes(routes!(host::get_host))
         .routes(routes!(host::gc))
+        .routes(routes!(portfolio::list_reviews))
+        .routes(routes!(portfolio::get_profile, portfolio::set_profile))
+        .routes(routes!(portfolio::get_review))
+        .routes(routes!(portfolio::get_diff))
+        .routes(routes!(portfolio::edit))
+        .routes(routes!(portfolio::approve))
+        .routes(routes!(portfolio::reject))
+        .routes(routes!(portfolio::regenerate))
+        .routes(routes!(portfolio::image))
         .split_for_parts();
     let served = doc.clone();
     let router = router.route(

@@ -1,15 +1,17 @@
 //! The HTML pages: sign-in, apps, an app, a deploy's build log, SSH keys,
-//! the Host page. Every page works as plain HTML forms and links; htmx
+//! the Host page, the portfolio review. Every page works as plain HTML forms and links; htmx
 //! attributes and one SSE stream per page make them live when JavaScript
 //! runs. State changes are POST with the session's CSRF token.
 
 mod account;
 mod actions;
 mod app;
+mod review;
 mod signin;
 
 pub(crate) use account::require_operator;
 pub(crate) use app::{deploy_events, full_log};
+pub(crate) use review::review_fragments;
 
 use askama::Template;
 use axum::http::HeaderMap;
@@ -60,6 +62,14 @@ pub(crate) fn router() -> axum::Router<Ctx> {
             "/apps/{app}/collaborators/remove",
             post(actions::remove_collaborator),
         )
+        .route("/review", get(review::list))
+        .route(
+            "/review/profile",
+            get(review::profile).post(review::save_profile),
+        )
+        .route("/apps/{app}/portfolio", get(review::page))
+        .route("/apps/{app}/portfolio/live", get(review::live))
+        .route("/apps/{app}/portfolio/{action}", post(review::action))
         .route("/keys", get(account::keys).post(account::add_key))
         .route("/keys/remove", post(account::remove_key))
         .route("/host", get(account::host))
@@ -83,6 +93,7 @@ pub(crate) fn error_page(viewer: Option<&Viewer>, e: &Error) -> Response {
         Error::Forbidden(_) | Error::Csrf => "Not allowed",
         Error::RateLimited(_) => "Slow down",
         Error::Internal => "Something broke",
+        Error::Unavailable(_) => "Not available here",
         _ => "That did not work",
     };
     let page = ErrorPage {

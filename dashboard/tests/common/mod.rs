@@ -13,6 +13,8 @@ use platform::store::{Store, TokenScope};
 use platform::{Platform, PlatformSettings};
 use tower::ServiceExt;
 
+pub mod seed;
+
 pub struct FakeHost;
 
 impl HostInfo for FakeHost {
@@ -63,7 +65,17 @@ async fn who(store: &Store, user: &str) -> Who {
 }
 
 impl Fixture {
+    /// A fixture whose platform runs the portfolio (drafts, review, site).
     pub async fn new() -> Fixture {
+        Fixture::build(true).await
+    }
+
+    /// A host where the portfolio could not be set up.
+    pub async fn without_portfolio() -> Fixture {
+        Fixture::build(false).await
+    }
+
+    async fn build(portfolio: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let url = format!("sqlite://{}?mode=rwc", home.join("state.db").display());
@@ -112,8 +124,17 @@ impl Fixture {
             .await
             .unwrap();
         let routes = router::RouteTable::new("localhost");
-        let settings = PlatformSettings::new(&home, Err("no VMs in handler tests".into()));
-        let platform = Arc::new(Platform::new(settings, store.clone(), routes));
+        let mut settings = PlatformSettings::new(&home, Err("no VMs in handler tests".into()));
+        if portfolio {
+            settings.portfolio = Some(portfolio::PortfolioConfig::new(
+                home.join("portfolio/images"),
+            ));
+        }
+        let platform = Arc::new(
+            Platform::new(settings, store.clone(), routes)
+                .with_portfolio()
+                .await,
+        );
         platform.events.emit(
             "hello",
             Some(2),

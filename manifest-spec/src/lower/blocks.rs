@@ -5,7 +5,7 @@ use pest::iterators::Pair;
 use super::{Lowerer, Val};
 use crate::grammar::Rule;
 use crate::keywords::Context;
-use crate::limits::{MAX_BUILD_STEPS, MAX_ENV_VARS, MAX_WORKERS};
+use crate::limits::{MAX_BUILD_STEPS, MAX_ENV_VARS, MAX_INSTANCES, MAX_WORKERS};
 use crate::model::{BuildStep, HealthCheck, Network, WebProcess, Worker};
 use crate::values::{self, Problem};
 
@@ -220,12 +220,14 @@ impl Lowerer<'_> {
         // Outer `None`: not given; `Some(None)`: given but invalid (already
         // reported, so not reported again as missing).
         let (mut run, mut port, mut health) = (None, None, None);
+        let mut instances = 1;
         for p in self.entries(Context::Web, "web", pair) {
             let (s, e) = Self::kw_span(&p);
             let rule = p.as_rule();
             let key = match rule {
                 Rule::run => "run",
                 Rule::port => "port",
+                Rule::instances => "instances",
                 _ => "health",
             };
             if !self.once(
@@ -247,6 +249,14 @@ impl Lowerer<'_> {
                         let r = values::number_in("port", &v.text, 1, 65535);
                         self.check(&v, r).map(|n| n as u16)
                     }));
+                }
+                Rule::instances => {
+                    let Some(v) = self.first_val(p) else { continue };
+                    let r = values::number_in("instances", &v.text, 1, MAX_INSTANCES.into());
+                    if let Some(n) = self.check(&v, r) {
+                        instances = n as u32;
+                        self.draft.instances = Some((instances, v.start, v.end));
+                    }
                 }
                 _ => health = Some(self.health(p)),
             }
@@ -270,6 +280,7 @@ impl Lowerer<'_> {
                 run,
                 port,
                 health: health.flatten(),
+                instances,
             });
         }
     }
@@ -455,6 +466,7 @@ fn is_keyword(r: Rule) -> bool {
             | Rule::kw_web
             | Rule::kw_worker
             | Rule::kw_portfolio
+            | Rule::kw_release
     )
 }
 

@@ -153,6 +153,8 @@ impl Lowerer<'_> {
             }
         }
 
+        self.volume_checks(&d);
+
         let app = d.app?;
         let (base, _) = d.base?;
         if !self.diags.is_empty() {
@@ -197,8 +199,12 @@ impl Lowerer<'_> {
                 disk_bytes: d.disk.unwrap_or(DEFAULT_DISK),
                 network: d.vm_network.unwrap_or_default(),
             },
+            user: d.user.unwrap_or_default(),
+            volumes: d.volumes.into_iter().map(|v| v.volume).collect(),
             web: d.web,
             workers: d.workers,
+            release: d.release,
+            database: d.database,
             domains: d.domains,
             portfolio,
         })

@@ -6,6 +6,7 @@
 mod blocks;
 mod checks;
 mod portfolio;
+mod state;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -61,6 +62,16 @@ struct Draft {
     top_level_confused: bool,
     /// A `web` or `worker` block was written, valid or not.
     process_attempted: bool,
+    /// `user`.
+    user: Option<crate::model::User>,
+    /// `volume` lines, valid ones only.
+    volumes: Vec<state::VolumeAt>,
+    /// `release { run ... }`.
+    release: Option<crate::model::Release>,
+    /// `database`.
+    database: Option<crate::model::Database>,
+    /// `instances N` in the `web` block, with its value's span.
+    instances: Option<(u32, usize, usize)>,
 }
 
 /// Walks the tree and collects diagnostics.
@@ -250,6 +261,9 @@ impl<'s> Lowerer<'s> {
             Rule::vm => Some(("vm", "`vm` block")),
             Rule::web => Some(("web", "`web` block")),
             Rule::portfolio => Some(("portfolio", "`portfolio` block")),
+            Rule::user => Some(("user", "`user`")),
+            Rule::database => Some(("database", "`database`")),
+            Rule::release => Some(("release", "`release` block")),
             _ => None,
         };
         if let Some((key, what)) = once_key {
@@ -279,6 +293,10 @@ impl<'s> Lowerer<'s> {
             Rule::web => self.web(pair),
             Rule::worker => self.worker(pair),
             Rule::portfolio => self.portfolio(pair),
+            Rule::user => self.user(pair),
+            Rule::volume => self.volume(pair),
+            Rule::database => self.database(pair),
+            Rule::release => self.release(pair),
             Rule::unknown_block => {
                 self.draft.top_level_confused = true;
                 let header = pair.as_str().lines().next().unwrap_or("");

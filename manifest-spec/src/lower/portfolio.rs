@@ -107,11 +107,12 @@ impl Lowerer<'_> {
 
 fn description(v: &Val) -> Result<Description, Problem> {
     if !v.quoted {
-        return if v.text == "auto" {
-            Ok(Description::Auto)
-        } else {
-            Err(Problem::new(format!("`{}` is not a description", v.text))
-                .hint("write `description auto` or a quoted text: `description \"...\"`"))
+        return match v.text.as_str() {
+            "auto" => Ok(Description::Auto),
+            "off" => Ok(Description::Off),
+            _ => Err(Problem::new(format!("`{}` is not a description", v.text)).hint(
+                "write `description auto`, `description off` or a quoted text: `description \"...\"`",
+            )),
         };
     }
     let t = v.text.trim();

@@ -539,6 +539,22 @@ impl Platform {
             }
         }
         self.queue.running().remove(&job.id);
+        if result.is_err() && ctx.took_down_live() {
+            // It stopped the old VM (volumes: one VM at a time) and did not
+            // bring its own: the live deploy comes back.
+            if let Err(e) = self
+                .enqueue_at(
+                    &job.app,
+                    JobSpec::Recover { crashes: 0 },
+                    Some("byteport"),
+                    true,
+                    crate::store::now_ms(),
+                )
+                .await
+            {
+                tracing::error!(app = %job.app, error = %e, "cannot queue the live deploy's return after a failed job");
+            }
+        }
         match &result {
             Ok(()) => {
                 tracing::info!(job = job.id, app = %job.app, kind = job.spec.kind(), "job succeeded")

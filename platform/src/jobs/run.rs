@@ -21,6 +21,9 @@ pub struct JobCtx {
     /// Cancel handle and point of no return.
     pub control: Arc<JobControl>,
     deploy: Mutex<Option<i64>>,
+    /// The job stopped the app's serving VM before booting its own (an
+    /// app with volumes): if it fails, the live deploy is booted again.
+    took_down_live: std::sync::atomic::AtomicBool,
 }
 
 impl JobCtx {
@@ -32,7 +35,21 @@ impl JobCtx {
             requested_by: job.requested_by.clone(),
             control,
             deploy: Mutex::new(job.deploy_number),
+            took_down_live: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Notes that this job stopped the app's serving VM (see
+    /// [`JobCtx::took_down_live`]).
+    pub(crate) fn mark_took_down_live(&self) {
+        self.took_down_live
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Did this job stop the app's serving VM?
+    pub(crate) fn took_down_live(&self) -> bool {
+        self.took_down_live
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn emit(&self, kind: EventKind) {

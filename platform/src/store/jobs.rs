@@ -181,7 +181,6 @@ impl Store {
                 break;
             }
             let mut tx = self.begin_write().await.map_err(q("claiming jobs"))?;
-            // Taken inside the transaction: the job before it ended before this.
             let now = now_ms();
             let candidate: Option<i64> = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
                 .bind(now)
@@ -195,13 +194,18 @@ impl Store {
                 tx.commit().await.map_err(q("claiming jobs"))?;
                 break;
             };
+            // Read after the candidate query: that query saw the app's
+            // previous job ended (committed), so this start is never
+            // recorded before that end (PostgreSQL's READ COMMITTED takes
+            // a snapshot per statement, not at BEGIN).
+            let started = now_ms().max(now);
             let r = sqlx::query(
                 "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, started_at = $3, attempts = attempts + 1 \
                  WHERE id = $4 AND state = 'queued'",
             )
             .bind(node)
             .bind(lease_until)
-            .bind(now)
+            .bind(started)
             .bind(id)
             .execute(&mut *tx)
             .await;

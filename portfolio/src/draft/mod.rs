@@ -110,7 +110,11 @@ pub async fn draft_for(drafter: &dyn Drafter, facts: &Facts) -> Drafted {
         );
         draft.text.summary = offline::first_sentence(&draft.text.body, sanitize::MAX_SUMMARY);
         draft.by = DraftedBy::Manifest;
-        draft.notes = vec!["the manifest's description is used as is".into()];
+        draft.notes = vec![if text.is_empty() {
+            "the manifest says `description off`: no write-up".into()
+        } else {
+            "the manifest's description is used as is".into()
+        }];
         return draft;
     }
     drafter.draft(facts).await

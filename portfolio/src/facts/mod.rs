@@ -86,7 +86,8 @@ pub struct ManifestFacts {
     pub title: String,
     /// `portfolio { tags }`.
     pub tags: Vec<String>,
-    /// `description "TEXT"`: used as is, never drafted.
+    /// `description "TEXT"`: used as is, never drafted; empty for
+    /// `description off` (no write-up).
     pub description: Option<String>,
     /// `publish review | auto | off`.
     pub publish: PublishPolicy,
@@ -134,6 +135,7 @@ impl ManifestFacts {
                 description: match &p.description {
                     manifest_spec::Description::Auto => None,
                     manifest_spec::Description::Text(t) => Some(t.clone()),
+                    manifest_spec::Description::Off => Some(String::new()),
                 },
                 publish: match p.publish {
                     manifest_spec::Publish::Review => PublishPolicy::Review,

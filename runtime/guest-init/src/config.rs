@@ -41,6 +41,51 @@ pub struct InitConfig {
     /// (the `LISTENING` event; the host's health check waits for it).
     #[serde(default)]
     pub listen_check: Option<ListenCheck>,
+    /// Persistent volumes to mount before any process starts.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// One-off VM (a release command, `byteport run`): every process runs
+    /// once, is never restarted, and the VM powers off when the last one
+    /// has exited (its `EXITED ... status=N` event carries the result).
+    #[serde(default)]
+    pub once: bool,
+}
+
+/// A persistent volume: an ext4 disk found by its filesystem UUID (device
+/// names depend on the order the kernel probes disks in), mounted at
+/// `path` and handed to the app's user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The volume's name (for messages).
+    pub name: String,
+    /// Filesystem UUID, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (lowercase hex).
+    pub uuid: String,
+    /// Absolute mount path.
+    pub path: String,
+}
+
+/// Whether `p` is a plain absolute path other than `/`: no empty, `.` or
+/// `..` component, no trailing `/`, at most 255 bytes, no control
+/// characters (what a volume may be mounted at).
+pub fn is_plain_abs_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() > 1
+        && p.len() <= 255
+        && !p.ends_with('/')
+        && !p.chars().any(char::is_control)
+        && p.split('/')
+            .skip(1)
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Whether `s` is a UUID in its usual text form (8-4-4-4-12 hex digits).
+pub fn is_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl std::fmt::Debug for InitConfig {
@@ -57,6 +102,8 @@ impl std::fmt::Debug for InitConfig {
             .field("records", &self.records)
             .field("vsock", &self.vsock)
             .field("listen_check", &self.listen_check)
+            .field("volumes", &self.volumes)
+            .field("once", &self.once)
             .finish()
     }
 }
@@ -145,8 +192,12 @@ pub struct ListenCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RootFs {
-    /// Block device, e.g. `/dev/vda`.
+    /// Block device, e.g. `/dev/vda`; used when `uuid` is not given.
     pub device: String,
+    /// The filesystem's UUID: the disk that holds it is the root, whatever
+    /// its name (a VM with volumes has several disks).
+    #[serde(default)]
+    pub uuid: Option<String>,
     /// Filesystem type, e.g. `ext4`.
     pub fstype: String,
     /// Mount read-only.
@@ -157,7 +208,8 @@ pub struct RootFs {
 /// Numeric user and group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserIds {
-    /// User id (never 0 for apps).
+    /// User id: 1000 for apps, 0 only for apps whose manifest says
+    /// `user root`.
     pub uid: u32,
     /// Group id.
     pub gid: u32,
@@ -219,10 +271,35 @@ impl InitConfig {
         }
         let c: InitConfig =
             serde_json::from_slice(text).map_err(|e| ConfigError(format!("init.json: {e}")))?;
-        if c.user.uid == 0 {
+        if (c.user.uid == 0) != (c.user.gid == 0) {
             return Err(ConfigError(
-                "init.json: apps never run as root (uid 0)".into(),
+                "init.json: an app runs as root (uid 0, gid 0) or as neither".into(),
             ));
+        }
+        if let Some(u) = c.root.as_ref().and_then(|r| r.uuid.as_deref()) {
+            if !is_uuid(u) {
+                return Err(ConfigError(format!(
+                    "init.json: root uuid {u:?} is not a UUID"
+                )));
+            }
+        }
+        let mut paths = std::collections::BTreeSet::new();
+        for v in &c.volumes {
+            if !is_plain_abs_path(&v.path) {
+                return Err(ConfigError(format!(
+                    "init.json: volume {} path {:?} is not a plain absolute path",
+                    v.name, v.path
+                )));
+            }
+            if !is_uuid(&v.uuid) {
+                return Err(ConfigError(format!(
+                    "init.json: volume {} uuid {:?} is not a UUID",
+                    v.name, v.uuid
+                )));
+            }
+            if !paths.insert(v.path.as_str()) {
+                return Err(ConfigError(format!("init.json: two volumes at {}", v.path)));
+            }
         }
         if c.processes.is_empty() {
             return Err(ConfigError("init.json: no processes to run".into()));
@@ -305,6 +382,20 @@ mod tests {
     }
 
     #[test]
+    fn root_and_volumes_parse() {
+        let text = r#"{"hostname":"a","user":{"uid":0,"gid":0},"processes":[{"name":"w","command":"x"}],
+            "root":{"device":"/dev/vda","fstype":"ext4","uuid":"0123abcd-0000-4000-8000-00000000000a"},
+            "records":{"kind":"vsock","port":1100},
+            "volumes":[{"name":"data","uuid":"0123abcd-0000-4000-8000-00000000000b","path":"/app/instance"}]}"#;
+        let c = InitConfig::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.user.uid, 0);
+        assert_eq!(c.volumes[0].path, "/app/instance");
+        assert!(c.root.unwrap().uuid.is_some());
+        assert!(is_uuid("0123ABCD-0000-4000-8000-00000000000a"));
+        assert!(!is_uuid("0123abcd00004000800000000000000a"));
+    }
+
+    #[test]
     fn debug_output_never_shows_env_values() {
         let c = InitConfig::parse(GOOD.as_bytes()).unwrap();
         let shown = format!("{c:?}");
@@ -355,9 +446,27 @@ mod tests {
             ),
             (
                 format!(
-                    r#"{{"hostname":"a","user":{{"uid":0,"gid":0}},"processes":[{{"name":"w","command":"x"}}],{rec}}}"#
+                    r#"{{"hostname":"a","user":{{"uid":0,"gid":1000}},"processes":[{{"name":"w","command":"x"}}],{rec}}}"#
                 ),
                 "root",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a","processes":[{{"name":"w","command":"x"}}],{rec},"volumes":[{{"name":"d","uuid":"nope","path":"/d"}}]}}"#
+                ),
+                "not a UUID",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a","processes":[{{"name":"w","command":"x"}}],{rec},"volumes":[{{"name":"d","uuid":"0123abcd-0000-4000-8000-000000000000","path":"/a/../etc"}}]}}"#
+                ),
+                "plain absolute path",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a","processes":[{{"name":"w","command":"x"}}],{rec},"volumes":[{{"name":"d","uuid":"0123abcd-0000-4000-8000-000000000000","path":"/d"}},{{"name":"e","uuid":"0123abcd-0000-4000-8000-000000000001","path":"/d"}}]}}"#
+                ),
+                "two volumes",
             ),
             (
                 format!(r#"{{"hostname":"a","processes":[{{"name":"w","command":" "}}],{rec}}}"#),

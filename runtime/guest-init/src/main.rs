@@ -8,11 +8,13 @@
 //! user, reaps every child, restarts crashed processes with backoff, ships
 //! their output as records within a per-process budget, and reports
 //! `LISTENING` once the app accepts connections on its port inside the
-//! guest. Under the own VMM it also proxies host connections to the app and
+//! guest. The app's volumes are found by filesystem UUID and mounted
+//! before any process starts; one that cannot be mounted fails the boot. Under the own VMM it also proxies host connections to the app and
 //! the app's outbound connections to the host (vsock). A stop request
 //! (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `STOP` on the records port, or
 //! the ACPI power button) sends SIGTERM to the app, waits, syncs and powers
-//! off.
+//! off. A one-off VM (`once`: a release command) runs its processes once
+//! and powers off when they have exited.
 //!
 //! On the host, `byteport-init --relay SOCKET` copies stdin/stdout to a Unix
 //! socket: QEMU runs it for each guest connection to the egress address
@@ -21,6 +23,7 @@
 //! It must stay small and static: it runs before anything else exists.
 
 mod channel;
+mod disks;
 mod listen;
 mod power;
 mod relay;
@@ -130,6 +133,12 @@ fn run() -> ! {
     if let Err(e) = system::mount_runtime_dirs() {
         emit(&sink, "init", "evt", &format!("WARN {e}"));
     }
+    // Volumes before anything of the app runs: an app never starts on an
+    // empty directory where its data should be.
+    let say = |line: &str| emit(&sink, "init", "out", line);
+    if let Err(e) = disks::mount_volumes(&config.volumes, config.user, &say) {
+        fatal(&sink, &e);
+    }
     let _ = system::set_hostname(&config.hostname);
     if let Err(e) = system::link_up("lo") {
         emit(&sink, "init", "evt", &format!("WARN loopback: {e}"));
@@ -168,13 +177,19 @@ fn run() -> ! {
     if let Some(check) = listen_check {
         listen::spawn(check, sink.clone(), &STOP);
     }
-    while !STOP.load(Ordering::SeqCst) {
+    while !STOP.load(Ordering::SeqCst) && !sup.all_done() {
         std::thread::sleep(Duration::from_millis(100));
         sup.reap();
         sup.restart_due();
     }
+    if sup.all_done() {
+        // A one-off VM whose processes have all exited.
+        emit(&sink, "init", "evt", "DONE");
+    }
     emit(&sink, "init", "evt", "STOPPING");
+    let volumes = sup.config().volumes.clone();
     sup.stop_all(STOP_GRACE);
+    disks::unmount_volumes(&volumes);
     emit(&sink, "init", "evt", "POWEROFF");
     system::power_off()
 }

@@ -157,6 +157,11 @@ impl Supervisor {
         }
     }
 
+    /// The configuration it runs.
+    pub fn config(&self) -> &InitConfig {
+        &self.config
+    }
+
     /// Starts every process.
     pub fn start_all(&mut self) {
         for p in self.config.processes.clone() {
@@ -170,6 +175,9 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 emit(&self.sink, "init", "evt", &format!("FAILED {} {e}", p.name));
+                if self.config.once {
+                    self.exited_once(&p.name, "status=127");
+                }
                 return;
             }
         };
@@ -178,7 +186,14 @@ impl Supervisor {
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             )
-            .env("HOME", "/tmp")
+            .env(
+                "HOME",
+                if self.config.user.uid == 0 && Path::new("/root").is_dir() {
+                    "/root"
+                } else {
+                    "/tmp"
+                },
+            )
             .envs(&self.config.env)
             .current_dir(&self.config.workdir)
             .uid(self.config.user.uid)
@@ -231,7 +246,11 @@ impl Supervisor {
                     "evt",
                     &format!("FAILED {} cannot start: {e}", p.name),
                 );
-                self.schedule_restart(p, failures + 1);
+                if self.config.once {
+                    self.exited_once(&p.name, "status=127");
+                } else {
+                    self.schedule_restart(p, failures + 1);
+                }
             }
         }
     }
@@ -272,6 +291,9 @@ impl Supervisor {
                     "evt",
                     &format!("EXITED {} pid={pid} {how}", r.process.name),
                 );
+                if self.config.once {
+                    continue;
+                }
                 // A process that ran for a while starts its backoff afresh.
                 let failures = if r.started.elapsed() > Duration::from_secs(60) {
                     1
@@ -281,6 +303,22 @@ impl Supervisor {
                 self.schedule_restart(r.process, failures);
             }
         }
+    }
+
+    /// A one-off process that could not start counts as exited (127, as a
+    /// shell says for a command it cannot run).
+    fn exited_once(&self, name: &str, how: &str) {
+        emit(
+            &self.sink,
+            "init",
+            "evt",
+            &format!("EXITED {name} pid=0 {how}"),
+        );
+    }
+
+    /// In a one-off VM: whether every process has exited.
+    pub fn all_done(&self) -> bool {
+        self.config.once && self.running.is_empty() && self.pending.is_empty()
     }
 
     /// Starts processes whose backoff has passed.

@@ -108,9 +108,17 @@ pub fn wait_for(path: &str, tries: u32) -> io::Result<()> {
 
 /// Mounts the rootfs and makes it `/`, carrying /proc, /sys and /dev over.
 pub fn switch_root(root: &RootFs) -> io::Result<()> {
-    wait_for(&root.device, 200)?;
+    let device = match &root.uuid {
+        Some(uuid) => crate::disks::find(uuid, crate::disks::DISK_WAIT)?
+            .display()
+            .to_string(),
+        None => {
+            wait_for(&root.device, 200)?;
+            root.device.clone()
+        }
+    };
     let flags = if root.readonly { libc::MS_RDONLY } else { 0 };
-    mount(&root.device, "/newroot", &root.fstype, flags, "")?;
+    mount(&device, "/newroot", &root.fstype, flags, "")?;
     for dir in ["/proc", "/sys", "/dev"] {
         let target = format!("/newroot{dir}");
         std::fs::create_dir_all(&target)?;

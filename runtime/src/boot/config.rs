@@ -76,6 +76,7 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         modules,
         root: Some(RootFs {
             device: "/dev/vda".into(),
+            uuid: None,
             fstype: "ext4".into(),
             readonly: false,
         }),
@@ -96,10 +97,17 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         network,
         records,
         vsock,
-        listen_check: spec.port.filter(|_| has_web).map(|port| ListenCheck {
-            process: WEB.into(),
-            addr: SocketAddrV4::new(listen_ip, port),
-        }),
+        listen_check: spec
+            .port
+            .filter(|_| has_web && !spec.one_off)
+            .map(|port| ListenCheck {
+                process: WEB.into(),
+                addr: SocketAddrV4::new(listen_ip, port),
+            }),
+        // Filled in by the boot once the volumes are claimed (their
+        // filesystem UUIDs are known then).
+        volumes: Vec::new(),
+        once: spec.one_off,
     }
 }
 
@@ -127,6 +135,8 @@ mod tests {
             gid: 1000,
             workdir: "/app".into(),
             egress: None,
+            volumes: vec![],
+            one_off: false,
         }
     }
 

@@ -31,6 +31,9 @@ pub enum BootError {
     /// The driver (qemu or kvm) failed.
     #[error(transparent)]
     Driver(#[from] DriverError),
+    /// A volume could not be claimed (in use, cannot shrink, damaged, ...).
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
     /// Preparing the VM's directory failed.
     #[error("preparing {path}")]
     Io {
@@ -78,6 +81,16 @@ pub struct AppSpec {
     /// outbound traffic off). Its address is given to the app as
     /// `HTTP_PROXY`/`HTTPS_PROXY` (see [`proxy_url`]).
     pub egress: Option<EgressEndpoint>,
+    /// Persistent volumes: each is claimed for this VM (refused while
+    /// another VM has it), created or grown, attached as an extra
+    /// virtio-blk disk and mounted by the guest init before the processes
+    /// start, owned by `uid:gid` (see [`crate::volume`]).
+    pub volumes: Vec<crate::volume::Volume>,
+    /// A one-off VM (a release command, `byteport run`): the processes run
+    /// once, none is restarted, nothing is health-checked, and the VM
+    /// powers off when they have exited; [`crate::one_off::wait_exit`]
+    /// gives the first process's exit status.
+    pub one_off: bool,
 }
 
 impl std::fmt::Debug for AppSpec {
@@ -97,6 +110,8 @@ impl std::fmt::Debug for AppSpec {
             .field("gid", &self.gid)
             .field("workdir", &self.workdir)
             .field("egress", &self.egress)
+            .field("volumes", &self.volumes)
+            .field("one_off", &self.one_off)
             .finish()
     }
 }

@@ -1,12 +1,16 @@
-//! Booting one app VM: the cached base initramfs (guest init + the modules
-//! the driver needs), this VM's config appended to it, then the driver —
-//! QEMU's microvm or BytePort's own VMM — until the guest init says READY.
+//! Booting one app VM: its volumes claimed (refused while another VM has
+//! one; created or grown), the cached base initramfs (guest init + the
+//! modules the driver needs), this VM's config appended to it, then the
+//! driver — QEMU's microvm or BytePort's own VMM — until the guest init
+//! says READY.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use guest_init::config::VolumeMount;
 
 use sha2::{Digest, Sha256};
 
@@ -16,6 +20,7 @@ use crate::drivers::kvm::{KvmSpec, KvmVm};
 use crate::drivers::qemu::{QemuSpec, QemuVm};
 use crate::drivers::{AppLog, AppVm};
 use crate::initramfs::{self, POWER_BUTTON_MODULES, VIRTIO_MODULES};
+use crate::volume::Claim;
 
 /// Longest VM directory the drivers' Unix sockets allow (`sun_path`, with
 /// room for `sock/v_1100`, `sock/egress` and the VMM's socket names).
@@ -134,6 +139,29 @@ fn write_initrd(base: &Path, config_archive: &Path, initrd: &Path) -> Result<(),
 /// A failed boot leaves nothing behind (the VM's directory is removed).
 pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<RunningApp, BootError> {
     let (base, modules) = base_initramfs(spec, opts)?;
+    // Before anything else of this VM: a volume another VM has stops here.
+    let claims = crate::volume::claim_all(&spec.volumes, spec.uid, spec.gid)?;
+    for c in &claims {
+        let what = match c.growth {
+            None => "created".to_string(),
+            Some(crate::volume::Growth::Unchanged) => "attached".to_string(),
+            Some(crate::volume::Growth::Grown { from, to }) => {
+                format!("grown from {} MiB to {} MiB", from >> 20, to >> 20)
+            }
+        };
+        (app_log)(
+            "init",
+            "out",
+            &format!(
+                "volume {} {what} ({} MiB, {})",
+                c.volume.name,
+                c.bytes >> 20,
+                c.volume.image.display()
+            ),
+        );
+    }
+    let disks = guest_disks(spec, &claims)?;
+    let claims: Vec<Arc<Claim>> = claims.into_iter().map(Arc::new).collect();
     let (name, n) = vm_name(spec);
     let vms = opts.run_dir.join("vms");
     crate::fsutil::create_private_dir(&vms).map_err(io_err(&vms))?;
@@ -141,7 +169,15 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
     // A VM directory of an earlier `byteport up` with the same name.
     let _ = std::fs::remove_dir_all(&dir);
     crate::fsutil::create_private_dir(&dir).map_err(io_err(&dir))?;
-    let started = prepare_and_start(spec, opts, &name, &dir, &base, modules, app_log);
+    let started = prepare_and_start(
+        spec,
+        opts,
+        (&name, &dir),
+        &base,
+        modules,
+        (disks, claims),
+        app_log,
+    );
     if started.is_err() {
         // The driver's handle, if it got that far, removed it already.
         let _ = std::fs::remove_dir_all(&dir);
@@ -154,22 +190,71 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
     })
 }
 
+/// What the guest init needs to find its disks: the rootfs's UUID (with
+/// volumes there are several disks, and their names follow probe order)
+/// and each volume's.
+struct GuestDisks {
+    root_uuid: Option<String>,
+    volumes: Vec<VolumeMount>,
+}
+
+fn guest_disks(spec: &AppSpec, claims: &[Claim]) -> Result<GuestDisks, BootError> {
+    if claims.is_empty() {
+        return Ok(GuestDisks {
+            root_uuid: None,
+            volumes: Vec::new(),
+        });
+    }
+    let root = guest_init::ext4::read(&spec.rootfs)
+        .map_err(io_err(&spec.rootfs))?
+        .ok_or_else(|| BootError::Io {
+            path: spec.rootfs.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the rootfs holds no ext4 filesystem",
+            ),
+        })?;
+    if let Some(c) = claims.iter().find(|c| c.uuid == root.uuid) {
+        return Err(crate::volume::VolumeError::SameFilesystem {
+            a: "(the app's root filesystem)".into(),
+            b: c.volume.name.clone(),
+            uuid: root.uuid,
+        }
+        .into());
+    }
+    Ok(GuestDisks {
+        root_uuid: Some(root.uuid),
+        volumes: claims
+            .iter()
+            .map(|c| VolumeMount {
+                name: c.volume.name.clone(),
+                uuid: c.uuid.clone(),
+                path: c.volume.mount.clone(),
+            })
+            .collect(),
+    })
+}
+
 fn prepare_and_start(
     spec: &AppSpec,
     opts: &BootOptions,
-    name: &str,
-    dir: &Path,
+    (name, dir): (&str, &Path),
     base: &Path,
     modules: Vec<String>,
+    (disks, claims): (GuestDisks, Vec<Arc<Claim>>),
     app_log: AppLog,
 ) -> Result<Box<dyn AppVm>, BootError> {
-    let config = serde_json::to_vec_pretty(&init_config(spec, &opts.driver, modules))
-        .expect("init config serializes");
+    let mut config = init_config(spec, &opts.driver, modules);
+    config.volumes = disks.volumes;
+    if let Some(root) = config.root.as_mut() {
+        root.uuid = disks.root_uuid;
+    }
+    let config = serde_json::to_vec_pretty(&config).expect("init config serializes");
     let config_archive = dir.join("config.cpio.gz");
     initramfs::write_config(&config_archive, &config)?;
     let initrd = dir.join("initrd.cpio.gz");
     let started = write_initrd(base, &config_archive, &initrd)
-        .and_then(|()| start(spec, opts, name, dir, &initrd, app_log));
+        .and_then(|()| start(spec, opts, name, dir, &initrd, claims, app_log));
     // The config holds the app's secrets; the VM has read it by now (and a
     // failed boot does not need it either).
     let _ = std::fs::remove_file(&config_archive);
@@ -183,13 +268,18 @@ fn start(
     name: &str,
     dir: &Path,
     initrd: &Path,
+    volumes: Vec<Arc<Claim>>,
     app_log: AppLog,
 ) -> Result<Box<dyn AppVm>, BootError> {
-    let checked = spec
-        .processes
-        .iter()
-        .any(|(n, _)| n == WEB)
-        .then(|| WEB.to_string());
+    // A one-off VM's result is its first process's exit.
+    let checked = if spec.one_off {
+        spec.processes.first().map(|(n, _)| n.clone())
+    } else {
+        spec.processes
+            .iter()
+            .any(|(n, _)| n == WEB)
+            .then(|| WEB.to_string())
+    };
     match &opts.driver {
         Driver::Qemu { qemu, accel } => {
             let qspec = QemuSpec {
@@ -207,6 +297,7 @@ fn start(
                 relay: opts.init_binary.clone(),
                 jail: opts.jail.clone(),
                 checked_process: checked,
+                volumes,
             };
             let mut vm = QemuVm::start(&qspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;
@@ -226,6 +317,7 @@ fn start(
                 egress: spec.egress.clone(),
                 jail: opts.jail.clone(),
                 checked_process: checked,
+                volumes,
             };
             let mut vm = KvmVm::start(&kspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;

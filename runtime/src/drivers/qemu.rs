@@ -8,6 +8,9 @@
 //!   way out is the app's egress proxy, if it has one: the guest's
 //!   `10.0.2.100:3128` is a `guestfwd` that runs `byteport-init --relay`
 //!   per connection, into the VM's door ([`crate::egress`]).
+//! - Volumes: one extra virtio-blk disk per volume (`-drive ...,if=none`
+//!   and `virtio-blk-device`), read-write, its lock shared with QEMU
+//!   ([`crate::volume`]).
 //! - Records: a virtio-serial port (`org.byteport.records`) on a socket
 //!   pair, which only the guest's PID 1 holds; the host also sends `STOP`
 //!   on it. The serial console carries kernel messages only.
@@ -27,16 +30,18 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use guest_init::config::RECORDS_PORT_NAME;
 
 use super::guest::DriverError;
-use super::vm_process::{check_input, io_error, Start, VmProcess};
+use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess, VolumeDisk};
 use super::AppLog;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT, QEMU_GUEST_ADDR};
 use crate::guest_link::GuestLink;
 use crate::jail::{Jail, JailPlan, Limits};
+use crate::volume::Claim;
 
 /// The guest address QEMU's user-mode network gives the first interface.
 pub const GUEST_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
@@ -84,6 +89,10 @@ pub struct QemuSpec {
     pub jail: Option<Jail>,
     /// The process whose listening and exits the health check follows.
     pub checked_process: Option<String>,
+    /// The app's volumes, claimed for this VM: each an extra virtio-blk
+    /// disk, read-write (the only files the VM may write besides its
+    /// sockets and scratch); QEMU holds a share of each one's lock.
+    pub volumes: Vec<Arc<Claim>>,
 }
 
 /// The guest kernel command line. Under TCG the kernel's PIT calibration
@@ -146,9 +155,11 @@ const RECORDS_FD: i32 = 3;
 
 /// A running QEMU VM.
 pub struct QemuVm {
-    // Fields drop in this order: the door before the VM directory goes.
+    // Fields drop in this order: the door before the VM directory goes,
+    // the volume claims after the VM process is gone.
     _door: Option<Door>,
     vm: VmProcess,
+    _volumes: Vec<Arc<Claim>>,
     records: UnixStream,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
@@ -218,6 +229,7 @@ impl QemuVm {
             None => (None, None),
         };
 
+        let volumes = attach_volumes(vm, &spec.volumes, plan.as_mut())?;
         // Under /usr QEMU keeps its path (and finds its firmware beside it);
         // elsewhere it is shown to the jail at /vm/qemu.
         let program = match plan.as_mut() {
@@ -264,6 +276,15 @@ impl QemuVm {
                 ))
                 .args(["-device", "virtio-blk-device,drive=root"]);
         }
+        for VolumeDisk { name, path, .. } in &volumes {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "id=vol-{name},file={},format=raw,if=none",
+                    qemu_escape(path)
+                ))
+                .arg("-device")
+                .arg(format!("virtio-blk-device,drive=vol-{name}"));
+        }
         let mut host_addr = None;
         let mut netdev = "user,id=net0,restrict=on".to_string();
         if let Some(port) = spec.guest_port {
@@ -304,11 +325,13 @@ impl QemuVm {
             pids: MAX_TASKS,
             cpus: spec.cpus + 1,
         };
+        let mut fds = vec![(OwnedFd::from(theirs), RECORDS_FD)];
+        fds.extend(volumes.into_iter().map(|v| v.lock));
         let process = VmProcess::start(Start {
             name: vm,
             program: "qemu",
             cmd,
-            fds: vec![(OwnedFd::from(theirs), RECORDS_FD)],
+            fds,
             dir: &spec.dir,
             jail: plan.zip(spec.jail.as_ref()).map(|(p, j)| (p, j, limits)),
             hint: " (apt-get install qemu-system-x86)",
@@ -324,6 +347,7 @@ impl QemuVm {
             .map_err(io_error(vm, "reading the records channel"))?;
         Ok(QemuVm {
             vm: process,
+            _volumes: spec.volumes.clone(),
             records,
             _door: door,
             host_addr,

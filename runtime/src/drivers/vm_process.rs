@@ -15,6 +15,7 @@ use super::guest::{ConsoleTail, DriverError};
 use crate::guest_link::{read_console, GuestLink, GuestStatus};
 use crate::jail::{cgroup, Jail, JailPlan, Limits};
 use crate::process::{self, Spawn, VmRecord};
+use crate::volume::Claim;
 
 /// A running VM process and what is read from it.
 pub struct VmProcess {
@@ -81,6 +82,53 @@ pub fn io_error(vm: &str, context: &str) -> impl FnOnce(std::io::Error) -> Drive
         context,
         source,
     }
+}
+
+/// The first descriptor number of the volume locks a VM process holds.
+pub const VOLUME_LOCK_FDS: i32 = 10;
+
+/// A volume as the VM process sees it.
+pub struct VolumeDisk {
+    /// The volume's name.
+    pub name: String,
+    /// Its image: inside the jail (read-write, owned by the jail's uid), or
+    /// on the host when unjailed.
+    pub path: String,
+    /// A share of its lock, handed down at descriptor
+    /// [`VOLUME_LOCK_FDS`]` + i`.
+    pub lock: (std::os::fd::OwnedFd, std::os::fd::RawFd),
+}
+
+/// Each claimed volume made visible to the VM process (see [`VolumeDisk`]).
+pub fn attach_volumes(
+    vm: &str,
+    claims: &[std::sync::Arc<Claim>],
+    mut plan: Option<&mut JailPlan>,
+) -> Result<Vec<VolumeDisk>, DriverError> {
+    let mut out = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        let name = c.volume.name.clone();
+        let path = match plan.as_deref_mut() {
+            Some(p) => {
+                c.hand_to(p.id())
+                    .map_err(io_error(vm, "handing a volume image to the VM's user"))?;
+                p.file_rw(&c.volume.image, &format!("vol-{name}"))
+                    .map_err(io_error(vm, "preparing the jail"))?
+                    .display()
+                    .to_string()
+            }
+            None => c.volume.image.display().to_string(),
+        };
+        let lock = c
+            .lock_fd()
+            .map_err(io_error(vm, "sharing a volume's lock with the VM"))?;
+        out.push(VolumeDisk {
+            name,
+            path,
+            lock: (lock, VOLUME_LOCK_FDS + i as i32),
+        });
+    }
+    Ok(out)
 }
 
 impl VmProcess {
@@ -225,8 +273,12 @@ impl VmProcess {
                 return Ok(());
             }
             if let Some(how) = self.exit_status() {
-                // Let the readers catch the last words.
+                // Let the readers catch the last words (a one-off VM may
+                // have said READY and be done already).
                 std::thread::sleep(Duration::from_millis(100));
+                if self.link.status().ready {
+                    return Ok(());
+                }
                 return Err(DriverError::BootFailed {
                     vm: self.name.clone(),
                     reason: format!("{how}; console:\n{}", self.console_tail()),

@@ -7,7 +7,8 @@
 //!    QEMU's user-mode network must bind its port forward in the host's);
 //! 3. builds a root of its own on a tmpfs: `/usr` (and the `/lib`, `/bin`
 //!    links) read-only, `/etc/ld.so.cache`, `/dev/{null,zero,random,urandom}`,
-//!    the VM's inputs read-only under `/vm`, its socket directory at
+//!    the VM's inputs read-only under `/vm` (and its own volume images,
+//!    read-write), its socket directory at
 //!    `/run/vm` and a private `/tmp` (also `/var/tmp`) from the VM directory, device nodes it
 //!    needs (`/dev/kvm`) made for it and owned by it — and pivots into it,
 //!    detaching the host's root: `$BYTEPORT_HOME`, other apps' files and
@@ -227,6 +228,15 @@ impl JailPlan {
     pub fn file(&mut self, host: &Path, name: &str) -> io::Result<PathBuf> {
         let inside = format!("/vm/{name}");
         self.bind_file(host, &inside, true)?;
+        Ok(PathBuf::from(inside))
+    }
+
+    /// Makes host file `host` visible **read-write** at `/vm/<name>`;
+    /// returns that path. For the VM's own volume images only: the jail's
+    /// uid must own them (see [`crate::volume::Claim::hand_to`]).
+    pub fn file_rw(&mut self, host: &Path, name: &str) -> io::Result<PathBuf> {
+        let inside = format!("/vm/{name}");
+        self.bind_file(host, &inside, false)?;
         Ok(PathBuf::from(inside))
     }
 

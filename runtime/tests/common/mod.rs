@@ -71,6 +71,8 @@ pub fn spec(
         gid: 1000,
         workdir: "/".into(),
         egress,
+        volumes: vec![],
+        one_off: false,
     }
 }
 

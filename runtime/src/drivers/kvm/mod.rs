@@ -21,6 +21,8 @@
 //! - the app's egress proxy, if it has one: the guest init listens on
 //!   `127.0.0.1:3128` in the guest and connects to host port 3128, the VM's
 //!   door ([`crate::egress`]);
+//! - the app's volumes are extra read-write `--disk`s after the rootfs,
+//!   each one's lock shared with the VMM ([`crate::volume`]);
 //! - a stop presses the ACPI power button (`stop` on the VMM's control
 //!   socket), then kills after the grace period.
 
@@ -36,11 +38,12 @@ use std::time::Duration;
 use guest_init::config::{VsockEgress, VsockLink, VsockProxy, VSOCK_RECORDS_PORT};
 
 use super::guest::DriverError;
-use super::vm_process::{check_input, io_error, Start, VmProcess};
+use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess};
 use super::AppLog;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT};
 use crate::guest_link::GuestLink;
 use crate::jail::{Jail, JailPlan, Limits};
+use crate::volume::Claim;
 
 mod control;
 
@@ -89,6 +92,9 @@ pub struct KvmSpec {
     pub jail: Option<Jail>,
     /// The process whose listening and exits the health check follows.
     pub checked_process: Option<String>,
+    /// The app's volumes, claimed for this VM: each an extra read-write
+    /// `--disk`; the VMM holds a share of each one's lock.
+    pub volumes: Vec<Arc<Claim>>,
 }
 
 /// The init config's vsock link for a VM under this driver: the app's port
@@ -138,6 +144,7 @@ pub struct KvmVm {
     // Fields drop in this order: the door before the VM directory goes.
     _door: Option<Door>,
     vm: VmProcess,
+    _volumes: Vec<Arc<Claim>>,
     sock_dir: PathBuf,
     closing: Arc<AtomicBool>,
     records_socket: PathBuf,
@@ -208,6 +215,7 @@ impl KvmVm {
             ),
         };
 
+        let volumes = attach_volumes(vm, &spec.volumes, plan.as_mut())?;
         let (link, events) = GuestLink::new(app_log, spec.checked_process.clone());
         let closing = Arc::new(AtomicBool::new(false));
         let _ = std::fs::remove_file(&records_socket);
@@ -269,6 +277,10 @@ impl KvmVm {
             d.push(":snapshot");
             cmd.arg("--disk").arg(d);
         }
+        // Volumes after the rootfs, read-write (no suffix).
+        for v in &volumes {
+            cmd.arg("--disk").arg(&v.path);
+        }
         tracing::info!(
             vm,
             ?host_addr,
@@ -285,7 +297,7 @@ impl KvmVm {
             name: vm,
             program: "byteport-vmm",
             cmd,
-            fds: vec![],
+            fds: volumes.into_iter().map(|v| v.lock).collect(),
             dir: &spec.dir,
             jail: plan.zip(spec.jail.as_ref()).map(|(p, j)| (p, j, limits)),
             hint: " (cargo install --locked --path vmm --bin byteport-vmm)",
@@ -302,6 +314,7 @@ impl KvmVm {
         };
         Ok(KvmVm {
             vm: process,
+            _volumes: spec.volumes.clone(),
             sock_dir,
             closing,
             records_socket,

@@ -81,6 +81,7 @@ fn spec(dir: &Path) -> KvmSpec {
         egress: None,
         jail: None,
         checked_process: None,
+        volumes: vec![],
     }
 }
 

@@ -1,0 +1,132 @@
+//! An app's volume through `byteport up`, as a user with state lives it:
+//! data written by the app survives a redeploy (the old VM is stopped
+//! before the new one mounts the volume), a restart, a crash of its VM, a
+//! deploy that fails (the old version comes back, with its data) and a
+//! restart of `byteport up`; `apps destroy` deletes it.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::daemon::{git, Daemon};
+
+/// `?TEXT` appends a line to the volume; no query: prints what is there.
+const NOTES_CGI: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nif [ -n \"$QUERY_STRING\" ]; then echo \"$QUERY_STRING\" >> /data/notes.txt; fi\necho \"owner=$(stat -c %u /data)\"\ncat /data/notes.txt 2>/dev/null\n";
+
+fn manifest(health_path: &str) -> String {
+    format!(
+        "app vol\nfrom busybox\n\nbuild {{\n  copy public /srv\n}}\n\nweb {{\n  run busybox httpd -f -p 8080 -h /srv\n  port 8080\n  health GET {health_path} every 1s timeout 1s\n}}\n\nvolume data /data 32M\n"
+    )
+}
+
+fn push(d: &Daemon, work: &Path, ssh: &str, page: &str, health_path: &str) -> (bool, String) {
+    let cgi = work.join("public/cgi-bin");
+    std::fs::create_dir_all(&cgi).unwrap();
+    std::fs::write(work.join("Byteport"), manifest(health_path)).unwrap();
+    std::fs::write(work.join("public/index.html"), page).unwrap();
+    let p = cgi.join("notes");
+    std::fs::write(&p, NOTES_CGI).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    git(work, &["add", "-A"], None);
+    git(work, &["commit", "-qm", page], None);
+    let out = git(
+        work,
+        &["push", "-q", &d.remote("vol"), "HEAD:main"],
+        Some(ssh),
+    );
+    (out.status.success(), testvm::git::text(&out))
+}
+
+fn wait_for(d: &Daemon, what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn notes(d: &Daemon) -> String {
+    d.get_path("vol", "/cgi-bin/notes").unwrap_or_default()
+}
+
+#[test]
+fn a_volume_keeps_the_apps_data_through_redeploys_crashes_and_restarts() {
+    let mut d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = d.add_key(tmp.path(), "alice");
+    let ssh = d.ssh_command(&key);
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"], None);
+
+    let (ok, out) = push(&d, &work, &ssh, "version one", "/index.html");
+    assert!(ok, "{out}\n{}", d.log());
+    let first = d
+        .get_path("vol", "/cgi-bin/notes?written-by-version-one")
+        .unwrap();
+    assert!(
+        first.contains("owner=1000"),
+        "the volume belongs to the app's user: {first}"
+    );
+    assert!(first.contains("written-by-version-one"), "{first}");
+    let image = d.home.join("volumes/vol/data.ext4");
+    assert!(image.is_file(), "no volume image at {}", image.display());
+
+    // A redeploy: the old VM lets go of the volume, the new one mounts it.
+    let (ok, out) = push(&d, &work, &ssh, "version two", "/index.html");
+    assert!(ok, "{out}\n{}", d.log());
+    assert!(
+        out.contains("Stopping deploy #1 first: its volumes (data)"),
+        "{out}"
+    );
+    assert!(d.get("vol").unwrap().contains("version two"));
+    assert!(
+        notes(&d).contains("written-by-version-one"),
+        "{}",
+        notes(&d)
+    );
+    d.get_path("vol", "/cgi-bin/notes?written-by-version-two")
+        .unwrap();
+
+    // A deploy that fails its health check: the old version comes back
+    // with its data.
+    let (ok, out) = push(&d, &work, &ssh, "version three", "/missing.html");
+    assert!(!ok, "a failing deploy was accepted: {out}");
+    wait_for(&d, "version two never came back", 240, || {
+        d.get("vol").is_ok_and(|p| p.contains("version two"))
+    });
+    let n = notes(&d);
+    assert!(
+        n.contains("written-by-version-one") && n.contains("written-by-version-two"),
+        "{n}"
+    );
+
+    // A restart and a crash of the VM.
+    let out = d.ssh(&key, "restart vol");
+    assert!(out.status.success(), "{}", testvm::git::text(&out));
+    assert!(notes(&d).contains("written-by-version-two"));
+    let pids = d.recorded_vm_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    // SAFETY: kill(2) on the VM process this test's daemon started.
+    unsafe { libc::kill(pids[0] as libc::pid_t, libc::SIGKILL) };
+    wait_for(&d, "the VM never came back after its crash", 240, || {
+        d.recorded_vm_pids().first().is_some_and(|p| *p != pids[0])
+            && notes(&d).contains("written-by-version-two")
+    });
+
+    // A restart of `byteport up`.
+    d.restart();
+    wait_for(
+        &d,
+        "the app never came back after up restarted",
+        240,
+        || notes(&d).contains("written-by-version-two"),
+    );
+
+    // Destroy deletes the data with the app.
+    let out = d.cli(&["apps", "destroy", "vol", "--confirm", "vol"]);
+    assert!(out.status.success(), "{}", testvm::git::text(&out));
+    assert!(!image.exists(), "the volume outlived its app");
+}
