@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use platform::events::EventKind;
 use platform::store::Store;
 use platform::Platform;
-use router::{RequestLog, RouteTable, Router};
+use router::{RouteTable, Router};
 
 use crate::config::Config;
 use crate::git_glue::{AdminCommands, PipelineHook, StoreAuthority};
@@ -107,19 +107,20 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
         .await,
     );
     let request_platform = platform.clone();
-    // One line per routed request into the app's stream; no global lock
-    // (a read lock on the app table and the app's own lock).
-    let log: RequestLog = Arc::new(move |app: &str, line: &str| {
+    // One line per routed request into the app's stream and its metrics;
+    // no global lock (a read lock on the app table and the app's own
+    // lock). Unknown hosts never become an app's line or a metric label.
+    let on_request: router::OnRequest = Arc::new(move |r: &router::RequestRecord<'_>| {
+        let Some(app) = r.app else {
+            return;
+        };
+        let line = r.to_string();
         tracing::debug!(target: "byteport::router", app, "{line}");
+        platform::metrics::metrics().record_request(app, r.status);
         let deploy = request_platform.routes.deploy_of(app);
-        request_platform.events.emit(
-            app,
-            deploy,
-            None,
-            EventKind::Request {
-                line: line.to_string(),
-            },
-        );
+        request_platform
+            .events
+            .emit(app, deploy, None, EventKind::Request { line });
     });
     // The git server first: pushes are the front door.
     let mut git_config = gitd::GitdConfig::new(config.ssh_addr, &config.home);
@@ -140,7 +141,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Services> {
     )
     .await
     .with_context(|| format!("git server cannot start on {}", config.ssh_addr))?;
-    let router = Router::bind(config.router_addr, routes.clone(), log)
+    let router = Router::serve(config.router.clone(), routes.clone(), on_request)
         .await
         .with_context(|| format!("router cannot listen on {}", config.router_addr))?;
     crate::control::serve(&config.home, platform.clone()).await?;

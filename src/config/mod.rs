@@ -127,6 +127,14 @@ struct FileConfig {
     log_segment_size: Option<String>,
     log_retention: Option<String>,
     egress_allow: Option<String>,
+    router_header_timeout_secs: Option<u64>,
+    router_idle_timeout_secs: Option<u64>,
+    router_upstream_timeout_secs: Option<u64>,
+    router_max_connections: Option<u64>,
+    router_max_connections_per_client: Option<u64>,
+    router_max_header_size: Option<String>,
+    router_max_body_size: Option<String>,
+    router_trusted_proxies: Option<String>,
     chromium_path: Option<String>,
     portfolio_load_timeout_secs: Option<u64>,
     llm_base_url: Option<String>,
@@ -190,6 +198,10 @@ pub struct Config {
     /// VMs the router): `ADDR:PORT` or `CIDR`, comma-separated — an
     /// internal package mirror or database on a private address.
     pub egress_allow: Vec<String>,
+    /// The router's deadlines, caps, limits and trusted proxies
+    /// (`router_*` keys).
+    #[serde(skip)]
+    pub router: ::router::RouterConfig,
     /// Chromium for portfolio screenshots (empty: `$CHROME`, else PATH).
     pub chromium_path: Option<PathBuf>,
     /// Longest page load of a portfolio screenshot, seconds.
@@ -417,7 +429,20 @@ impl Config {
             "",
         );
 
+        let router_addr = parse_addr("router_addr", router.clone())?;
+        let router_file = router::RouterFile {
+            header_timeout_secs: file.router_header_timeout_secs,
+            idle_timeout_secs: file.router_idle_timeout_secs,
+            upstream_timeout_secs: file.router_upstream_timeout_secs,
+            max_connections: file.router_max_connections,
+            max_connections_per_client: file.router_max_connections_per_client,
+            max_header_size: file.router_max_header_size.clone(),
+            max_body_size: file.router_max_body_size.clone(),
+            trusted_proxies: file.router_trusted_proxies.clone(),
+        };
+        let router_config = router::load(&mut pick, router_file, router_addr)?;
         let config = Config {
+            router: router_config,
             chromium_path: (!chromium.0.is_empty()).then(|| PathBuf::from(&chromium.0)),
             portfolio_load_timeout_secs: parse_count("portfolio_load_timeout_secs", load_timeout)?
                 .max(1),
@@ -524,7 +549,7 @@ impl Config {
 
     /// Renders `config show`: one line per setting with its source.
     pub fn render(&self) -> String {
-        let rows: Vec<(&str, String)> = vec![
+        let mut rows: Vec<(&str, String)> = vec![
             ("home", self.home.display().to_string()),
             ("ssh_addr", self.ssh_addr.to_string()),
             ("http_addr", self.http_addr.to_string()),
@@ -591,6 +616,7 @@ impl Config {
             ("llm_timeout_secs", self.llm_timeout_secs.to_string()),
             ("llm_max_concurrent", self.llm_max_concurrent.to_string()),
         ];
+        rows.extend(router::rows(&self.router));
         let mut out = String::new();
         for (key, value) in rows {
             let src = self
@@ -715,6 +741,7 @@ fn parse_size(key: &'static str, (value, source): (String, Source)) -> Result<u6
         })
 }
 
+mod router;
 #[cfg(test)]
 mod tests;
 

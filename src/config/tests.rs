@@ -211,3 +211,52 @@ fn trusted_proxy_is_an_ip_or_none() {
     let e = Config::load(None, &env).unwrap_err().to_string();
     assert!(e.contains("http_trusted_proxy"), "{e}");
 }
+
+#[test]
+fn router_keys_set_the_routers_limits_and_bad_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().to_str().unwrap().to_string();
+    let h = home.clone();
+    let env = move |k: &str| (k == "BYTEPORT_HOME").then(|| h.clone());
+    let c = Config::load(None, &env).unwrap();
+    assert_eq!(c.router, ::router::RouterConfig::new(c.router_addr));
+    std::fs::write(
+        dir.path().join("byteport.toml"),
+        "router_max_body_size = \"5M\"\nrouter_header_timeout_secs = 3\nrouter_trusted_proxies = \"10.0.0.0/8, 192.0.2.7\"\n",
+    )
+    .unwrap();
+    let c = Config::load(None, &env).unwrap();
+    assert_eq!(c.router.max_body_bytes, 5 << 20);
+    assert_eq!(
+        c.router.header_read_timeout,
+        std::time::Duration::from_secs(3)
+    );
+    assert_eq!(c.router.trusted_proxies.len(), 2);
+    let shown = c.render();
+    assert!(
+        shown.contains("router_max_body_size") && shown.contains("10.0.0.0/8"),
+        "{shown}"
+    );
+    for (var, value, key) in [
+        (
+            "BYTEPORT_ROUTER_TRUSTED_PROXIES",
+            "lb.example",
+            "router_trusted_proxies",
+        ),
+        (
+            "BYTEPORT_ROUTER_IDLE_TIMEOUT_SECS",
+            "0",
+            "router_idle_timeout_secs",
+        ),
+        ("BYTEPORT_ROUTER_MAX_HEADER_SIZE", "12", "router_"),
+    ] {
+        let home = home.clone();
+        let env = move |k: &str| match k {
+            "BYTEPORT_HOME" => Some(home.clone()),
+            k if k == var => Some(value.to_string()),
+            _ => None,
+        };
+        let e = Config::load(None, &env).unwrap_err().to_string();
+        assert!(e.contains(key), "{var}={value}: {e}");
+    }
+}
