@@ -25,21 +25,6 @@ const APP_PAGES: &[(&str, &str, &str)] = &[
     ("POST", "/apps/{app}/collaborators", "user=carol"),
 ];
 
-fn with_app(path: &str, app: &str) -> String {
-    path.replace("{app}", app)
-}
-
-fn form(base: &str, csrf: Option<&str>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(c) = csrf {
-        parts.push(format!("_csrf={c}"));
-    }
-    if !base.is_empty() {
-        parts.push(base.to_string());
-    }
-    parts.join("&")
-}
-
 #[tokio::test]
 async fn app_pages_refuse_strangers_and_serve_owners() {
     for &(method, path, body) in APP_PAGES {

@@ -25,21 +25,6 @@ const REVIEW_PAGES: &[(&str, &str, &str)] = &[
     ("POST", "/apps/{app}/portfolio/regenerate", ""),
 ];
 
-fn with_app(path: &str, app: &str) -> String {
-    path.replace("{app}", app)
-}
-
-fn form(base: &str, csrf: Option<&str>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(c) = csrf {
-        parts.push(format!("_csrf={c}"));
-    }
-    if !base.is_empty() {
-        parts.push(base.to_string());
-    }
-    parts.join("&")
-}
-
 /// Everything a review action could change: versions, jobs.
 async fn snapshot(f: &Fixture) -> (Vec<(u32, &'static str)>, Vec<(u32, &'static str)>, usize) {
     (

@@ -215,3 +215,20 @@ pub fn api(method: &str, path: &str, token: Option<&str>, body: Option<&str>) ->
         None => b.body(Body::empty()).unwrap(),
     }
 }
+
+/// `path` with `{app}` filled in.
+pub fn with_app(path: &str, app: &str) -> String {
+    path.replace("{app}", app)
+}
+
+/// A form body: the CSRF token (if any) and then `base`.
+pub fn form(base: &str, csrf: Option<&str>) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(c) = csrf {
+        parts.push(format!("_csrf={c}"));
+    }
+    if !base.is_empty() {
+        parts.push(base.to_string());
+    }
+    parts.join("&")
+}
