@@ -81,7 +81,7 @@ fn deploy_error(e: JobError) -> DeployError {
         JobError::Rejected { message } | JobError::Boot { message } => {
             DeployError::Rejected { reason: message }
         }
-        e @ JobError::Build { .. } => DeployError::Rejected {
+        e @ (JobError::Build { .. } | JobError::Release { .. }) => DeployError::Rejected {
             reason: e.to_string(),
         },
         JobError::Cancelled { reason } => DeployError::Cancelled { by: reason },

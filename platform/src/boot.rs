@@ -129,7 +129,7 @@ impl Platform {
     /// drained and stopped before the new one boots (as Fly.io does for
     /// apps with volumes). Should the job then fail, the dispatcher boots
     /// the live deploy again.
-    async fn stop_for_volumes(&self, ctx: &JobCtx, spec: &AppSpec) {
+    pub(crate) async fn stop_for_volumes(&self, ctx: &JobCtx, spec: &AppSpec) {
         let app = ctx.app.as_str();
         let Some(old) = self.running().remove(app) else {
             return;
@@ -147,9 +147,15 @@ impl Platform {
         stop_vm(old.vm, STOP_GRACE, &self.events).await;
     }
 
-    /// Boots `digest` for (`app`, `deploy`) and waits until it is healthy.
-    /// Cancelling the job stops the VM.
-    pub async fn boot(&self, ctx: &JobCtx, deploy: i64, digest: &str) -> Result<Booted, JobError> {
+    /// What a VM of `digest` for (`app`, `deploy`) runs with: the
+    /// artifact's descriptor, and the spec (config vars, secrets, volumes,
+    /// egress) for the driver.
+    pub(crate) async fn app_spec(
+        &self,
+        ctx: &JobCtx,
+        deploy: i64,
+        digest: &str,
+    ) -> Result<(builder::Descriptor, AppSpec, runtime::BootOptions), JobError> {
         let app = ctx.app.as_str();
         let opts = self.boot.clone().ok_or_else(|| JobError::Boot {
             message: format!(
@@ -217,6 +223,14 @@ impl Platform {
                 }
             },
         };
+        Ok((descriptor, spec, opts))
+    }
+
+    /// Boots `digest` for (`app`, `deploy`) and waits until it is healthy.
+    /// Cancelling the job stops the VM.
+    pub async fn boot(&self, ctx: &JobCtx, deploy: i64, digest: &str) -> Result<Booted, JobError> {
+        let app = ctx.app.as_str();
+        let (descriptor, spec, opts) = self.app_spec(ctx, deploy, digest).await?;
         if !spec.volumes.is_empty() {
             self.stop_for_volumes(ctx, &spec).await;
         }

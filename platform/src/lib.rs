@@ -29,6 +29,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod pipeline;
 pub mod portfolio;
+pub mod release;
 pub mod repo_files;
 pub mod store;
 pub mod supervise;

@@ -1,5 +1,6 @@
 //! The deploy pipeline a push to a deploy branch runs as a job: record the
-//! deploy, read and check the manifest, build, boot, health-check, switch,
+//! deploy, read and check the manifest, build, run the release command,
+//! boot, health-check, switch,
 //! reporting each phase with its time. Until the switch the job can be
 //! cancelled and the old version keeps serving; the switch is its point
 //! of no return.
@@ -170,11 +171,33 @@ async fn pipeline(
     )
     .await?;
 
-    // 3. Boot + health.
+    // 3. Release phase, then boot + health.
     if let Some(problem) = platform.boot_problem() {
         return Err(JobError::Boot {
             message: format!("cannot boot here: {problem}"),
         });
+    }
+    let (descriptor, _) = platform.artifact(&outcome.digest)?;
+    if let Some(release) = &descriptor.release {
+        let ms = platform
+            .release(
+                ctx,
+                number,
+                &outcome.digest,
+                &release.run,
+                !descriptor.volumes.is_empty(),
+            )
+            .await?;
+        platform
+            .store
+            .set_deploy_status(
+                &req.app,
+                number,
+                DeployStatus::Booting,
+                Some(("release", ms)),
+            )
+            .await?;
+        ctx.phase("release", ms);
     }
     ctx.say("-----> Booting microVM ...");
     let booted = platform.boot(ctx, number, &outcome.digest).await?;

@@ -5,6 +5,7 @@
 //! result is the first process's exit status, reported by the guest init
 //! (`EXITED <name> pid=N status=S`) on the channel only it holds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::drivers::AppVm;
@@ -15,6 +16,9 @@ pub enum OneOffError {
     /// It ran longer than allowed; it was powered off.
     #[error("the command did not finish within {} s; its VM was stopped", .0.as_secs())]
     Timeout(Duration),
+    /// It was cancelled (the job asking went away); its VM was stopped.
+    #[error("cancelled; the VM was stopped")]
+    Cancelled,
     /// The command was ended by a signal.
     #[error("the command was killed by signal {0}")]
     Signal(i32),
@@ -42,8 +46,22 @@ pub fn parse_exit(event: &str) -> Option<Result<i32, i32>> {
 /// Waits up to `timeout` for a booted one-off VM to power off, and returns
 /// its first process's exit status. At the timeout the VM is stopped.
 pub fn wait_exit(vm: &mut dyn AppVm, timeout: Duration) -> Result<i32, OneOffError> {
+    wait_exit_unless(vm, timeout, &AtomicBool::new(false))
+}
+
+/// [`wait_exit`], and the VM is stopped as soon as `cancel` is set
+/// ([`OneOffError::Cancelled`]).
+pub fn wait_exit_unless(
+    vm: &mut dyn AppVm,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<i32, OneOffError> {
     let deadline = Instant::now() + timeout;
     loop {
+        if cancel.load(Ordering::SeqCst) && vm.exit_status().is_none() {
+            vm.stop(Duration::from_secs(5));
+            return Err(OneOffError::Cancelled);
+        }
         if let Some(how) = vm.exit_status() {
             // Let the records reader catch the last events.
             std::thread::sleep(Duration::from_millis(100));

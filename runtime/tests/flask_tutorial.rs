@@ -124,6 +124,20 @@ fn flaskr_keeps_its_posts_on_its_volume_across_vms() {
         .collect();
     let opts = common::qemu_opts(&g, &work.path().join("run"));
 
+    // The release phase, as the platform runs it: a one-off VM of the same
+    // image and volume makes the schema before the web process starts.
+    let release = d.release.as_ref().unwrap();
+    let mut one_off = spec.clone();
+    one_off.one_off = true;
+    one_off.processes = vec![("release".into(), release.run.clone())];
+    let logs = common::Logs::default();
+    let mut vm =
+        runtime::boot(&one_off, &opts, logs.sink()).unwrap_or_else(|e| panic!("release boot: {e}"));
+    let status = runtime::one_off::wait_exit(vm.vm.as_mut(), Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("release: {e}\n{}", logs.dump()));
+    assert_eq!(status, 0, "init-db failed:\n{}", logs.dump());
+    drop(vm);
+
     let logs = common::Logs::default();
     let first = boot_and_wait(&spec, &opts, &logs);
     let addr = first.vm.host_addr().unwrap();

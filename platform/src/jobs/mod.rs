@@ -160,6 +160,12 @@ pub enum JobError {
         /// What happened.
         message: String,
     },
+    /// The release command failed (non-zero exit, timeout, crash).
+    #[error("release failed: {message}")]
+    Release {
+        /// What happened, and which version serves.
+        message: String,
+    },
     /// Cancelled (by a user, or because the push that asked went away).
     #[error("cancelled: {reason}")]
     Cancelled {
@@ -201,6 +207,7 @@ impl JobError {
             JobError::Rejected { .. } => "rejected",
             JobError::Build { .. } => "build",
             JobError::Boot { .. } => "boot",
+            JobError::Release { .. } => "release",
             JobError::Cancelled { .. } => "cancelled",
             JobError::Deadline { .. } => "deadline",
             JobError::Interrupted { .. } => "interrupted",
@@ -218,6 +225,7 @@ impl JobError {
                     .to_string(),
             },
             "boot" | "health" => JobError::Boot { message },
+            "release" => JobError::Release { message },
             "cancelled" => JobError::Cancelled {
                 reason: message
                     .strip_prefix("cancelled: ")
@@ -246,6 +254,7 @@ impl JobError {
             JobError::Interrupted { message } => message.clone(),
             JobError::Rejected { message }
             | JobError::Boot { message }
+            | JobError::Release { message }
             | JobError::Internal { message } => message.clone(),
         }
     }
