@@ -207,6 +207,46 @@ impl Daemon {
         get_via(self.router_port, app, path)
     }
 
+    /// One HTTP/1.0 exchange with `app` through the router: (status,
+    /// headers, body). A form body is sent url-encoded with POST.
+    pub fn request(
+        &self,
+        app: &str,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: &str,
+    ) -> (u16, String, String) {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.router_port)) else {
+            return (0, String::new(), String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {app}.localhost\r\n");
+        if let Some(c) = cookie {
+            req.push_str(&format!("Cookie: {c}\r\n"));
+        }
+        if method == "POST" {
+            req.push_str(&format!(
+                "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+                form.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(form);
+        let mut raw = String::new();
+        if s.write_all(req.as_bytes()).is_err() || s.read_to_string(&mut raw).is_err() {
+            return (0, raw, String::new());
+        }
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, head.to_string(), body.to_string())
+    }
+
     /// Kills the daemon with SIGKILL (no cleanup of its own) and reaps it.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
