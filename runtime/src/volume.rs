@@ -483,5 +483,8 @@ impl Drop for Claim {
     }
 }
 
+mod backup;
+pub use backup::{backup, restore};
+
 #[cfg(test)]
 mod tests;

@@ -176,3 +176,61 @@ fn names_and_paths_that_would_reach_qemu_or_the_guest_are_checked_again() {
     }
     assert!(!d.path().join("volumes/ok.ext4").exists(), "nothing made");
 }
+
+#[test]
+fn a_backup_restores_byte_for_byte_and_a_bad_one_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let v = volume(d.path(), "data", 64);
+    create(&v.name, &v.image, v.size_bytes, 1000, 1000).unwrap();
+    let note = d.path().join("note");
+    std::fs::write(&note, "in the backup\n").unwrap();
+    debugfs(&v.image, &format!("write {} note", note.display()), true);
+    let saved = d.path().join("data.backup");
+    assert_eq!(backup(&v, &saved).unwrap(), 64 << 20);
+    let md = std::fs::metadata(&saved).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    assert!(md.blocks() * 512 < 8 << 20, "the backup is not sparse");
+    let backed_up = std::fs::read(&saved).unwrap();
+    assert_eq!(backed_up, std::fs::read(&v.image).unwrap());
+
+    // Later writes are undone by a restore, byte for byte.
+    debugfs(&v.image, "rm note", true);
+    restore(&v, &saved).unwrap();
+    assert_eq!(std::fs::read(&v.image).unwrap(), backed_up);
+    assert!(debugfs(&v.image, "cat note", false).contains("in the backup"));
+
+    // Garbage, a truncated backup, and one larger than the volume are
+    // refused with the volume untouched and no stray file.
+    let garbage = d.path().join("garbage");
+    std::fs::write(&garbage, vec![0x5a; 4 << 20]).unwrap();
+    let e = restore(&v, &garbage).unwrap_err();
+    assert!(matches!(e, VolumeError::NotExt4 { .. }), "{e}");
+    assert!(e.to_string().contains("garbage"), "{e}");
+    let truncated = d.path().join("truncated");
+    std::fs::write(&truncated, &backed_up[..(2 << 20)]).unwrap();
+    let e = restore(&v, &truncated).unwrap_err();
+    assert!(e.to_string().contains("e2fsck"), "{e}");
+    let big = volume(d.path(), "big", 128);
+    create(&big.name, &big.image, big.size_bytes, 1000, 1000).unwrap();
+    let big_backup = d.path().join("big.backup");
+    backup(&big, &big_backup).unwrap();
+    let e = restore(&v, &big_backup).unwrap_err();
+    assert!(matches!(e, VolumeError::Shrink { .. }), "{e}");
+    assert_eq!(std::fs::read(&v.image).unwrap(), backed_up);
+    let strays: Vec<_> = std::fs::read_dir(v.image.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
+    assert!(strays.is_empty(), "{strays:?}");
+
+    // Neither runs while a VM has the volume.
+    let claim = claim(&v, 1000, 1000).unwrap();
+    assert!(matches!(backup(&v, &saved), Err(VolumeError::InUse { .. })));
+    assert!(matches!(
+        restore(&v, &saved),
+        Err(VolumeError::InUse { .. })
+    ));
+    drop(claim);
+    backup(&v, &saved).unwrap();
+}
