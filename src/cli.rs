@@ -101,6 +101,16 @@ pub enum Command {
     },
     /// Deploy history of an app, or cancel its running job.
     Deploys(DeploysArgs),
+    /// An app's persistent volumes (asks `byteport up`): `volumes APP`,
+    /// `volumes backup APP NAME [FILE]`, `volumes restore APP NAME BACKUP|FILE`,
+    /// `volumes destroy APP NAME --confirm NAME`. Backup and restore stop the
+    /// app's VM for the copy and boot it again.
+    #[command(disable_help_flag = true)]
+    Volumes {
+        /// The subcommand (or the app) and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Review drafted portfolio pages and manage the site (asks `byteport up`):
     /// list, show APP [N], diff APP [N], edit APP --title/--summary/--body/--tags,
     /// approve APP [N], reject APP, regenerate APP, profile --name/--bio/--site-url/--link,

@@ -129,7 +129,7 @@ fn flaskr_keeps_its_users_and_posts_through_redeploys_restarts_and_crashes() {
     // SAFETY: kill(2) on the VM process this test's daemon started.
     unsafe { libc::kill(pids[0] as libc::pid_t, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !d.recorded_vm_pids().first().is_some_and(|p| *p != pids[0]) {
+    while d.recorded_vm_pids().first().is_none_or(|p| *p == pids[0]) {
         assert!(
             Instant::now() < deadline,
             "no VM after the crash\n{}",

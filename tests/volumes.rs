@@ -130,3 +130,121 @@ fn a_volume_keeps_the_apps_data_through_redeploys_crashes_and_restarts() {
     assert!(out.status.success(), "{}", testvm::git::text(&out));
     assert!(!image.exists(), "the volume outlived its app");
 }
+
+fn ok_text(out: &std::process::Output) -> String {
+    let text = testvm::git::text(out);
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn refused(out: &std::process::Output, why: &str) {
+    let text = testvm::git::text(out);
+    assert!(!out.status.success(), "accepted: {text}");
+    assert!(text.contains(why), "expected `{why}` in: {text}");
+}
+
+#[test]
+fn volumes_are_listed_backed_up_and_restored_by_their_owner_only() {
+    let d = Daemon::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = d.add_key(tmp.path(), "alice");
+    let bob = d.add_key(tmp.path(), "bob");
+    let mallory = d.add_key(tmp.path(), "mallory");
+    let ssh = d.ssh_command(&alice);
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"], None);
+    let (ok, out) = push(&d, &work, &ssh, "version one", "/index.html");
+    assert!(ok, "{out}\n{}", d.log());
+    ok_text(&d.cli(&["apps", "share", "vol", "bob"]));
+    d.get_path("vol", "/cgi-bin/notes?before-backup").unwrap();
+
+    let listed = ok_text(&d.ssh(&alice, "volumes vol"));
+    assert!(
+        listed.contains("data") && listed.contains("/data") && listed.contains("32 MiB"),
+        "{listed}"
+    );
+
+    // A backup over SSH stays on the host; the app is back afterwards.
+    let made = ok_text(&d.ssh(&bob, "volumes backup vol data"));
+    assert!(made.contains("Backed up volume `data`"), "{made}");
+    assert!(
+        notes(&d).contains("before-backup"),
+        "the app did not come back"
+    );
+    let listed = ok_text(&d.ssh(&alice, "volumes vol"));
+    let backup = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("backup "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no backup listed: {listed}"))
+        .to_string();
+    assert!(backup.starts_with("data-"), "{backup}");
+
+    d.get_path("vol", "/cgi-bin/notes?after-backup").unwrap();
+    let file = tmp.path().join("after.ext4");
+    let out = ok_text(&d.cli(&["volumes", "backup", "vol", "data", file.to_str().unwrap()]));
+    assert!(out.contains(file.to_str().unwrap()), "{out}");
+    assert!(file.is_file());
+
+    // Who may do what, and hostile names.
+    let restore = format!("volumes restore vol data {backup}");
+    refused(&d.ssh(&bob, &restore), "only vol's owner (alice)");
+    refused(&d.ssh(&mallory, &restore), "no access");
+    refused(&d.ssh(&mallory, "volumes backup vol data"), "no access");
+    refused(&d.ssh(&mallory, "volumes vol"), "no access");
+    refused(
+        &d.ssh(&alice, "volumes restore vol data ../../../etc/passwd"),
+        "not a path",
+    );
+    refused(
+        &d.ssh(
+            &alice,
+            &format!("volumes backup vol data {}", tmp.path().join("x").display()),
+        ),
+        "stays on the host",
+    );
+    refused(
+        &d.ssh(&alice, "volumes restore vol data no-such-backup"),
+        "no backup at",
+    );
+    refused(
+        &d.ssh(&alice, "volumes backup vol ../data"),
+        "not a volume name",
+    );
+    refused(&d.ssh(&alice, "volumes destroy vol data"), "--confirm data");
+    refused(
+        &d.ssh(&alice, "volumes destroy vol data --confirm data"),
+        "in vol's live manifest",
+    );
+    let garbage = tmp.path().join("garbage.ext4");
+    std::fs::write(&garbage, vec![7u8; 1 << 20]).unwrap();
+    refused(
+        &d.cli(&[
+            "volumes",
+            "restore",
+            "vol",
+            "data",
+            garbage.to_str().unwrap(),
+        ]),
+        "holds no ext4 filesystem",
+    );
+    wait_for(
+        &d,
+        "the app did not come back after a refused restore",
+        240,
+        || notes(&d).contains("after-backup"),
+    );
+
+    // The owner's restore brings the backed-up data back.
+    let out = ok_text(&d.ssh(&alice, &restore));
+    assert!(out.contains("Restored volume `data`"), "{out}");
+    let n = notes(&d);
+    assert!(
+        n.contains("before-backup") && !n.contains("after-backup"),
+        "{n}"
+    );
+    // And the operator's file holds the later state.
+    ok_text(&d.cli(&["volumes", "restore", "vol", "data", file.to_str().unwrap()]));
+    assert!(notes(&d).contains("after-backup"), "{}", notes(&d));
+}

@@ -34,6 +34,7 @@ pub mod repo_files;
 pub mod store;
 pub mod supervise;
 pub mod time;
+pub mod volumes;
 
 pub use apps::{Platform, PlatformSettings, VmStatus};
 pub use events::{Event, EventKind, Events};

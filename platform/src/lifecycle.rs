@@ -22,7 +22,7 @@ fn short(commit: &str) -> &str {
 }
 
 impl Platform {
-    async fn require_live(&self, app: &str) -> Result<Deploy, JobError> {
+    pub(crate) async fn require_live(&self, app: &str) -> Result<Deploy, JobError> {
         self.store.require_app(app).await?;
         self.store
             .live_deploy(app)

@@ -27,6 +27,17 @@ pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The process name a release command runs under (in `logs`).
 pub const RELEASE_PROCESS: &str = "release";
 
+/// A command for a one-off VM.
+#[derive(Debug, Clone)]
+pub struct OneOffCommand<'a> {
+    /// The process name it runs (and logs) under.
+    pub process: &'a str,
+    /// The command line.
+    pub command: &'a str,
+    /// How long it may run; then its VM is stopped.
+    pub timeout: Duration,
+}
+
 /// How a one-off command ended.
 #[derive(Debug)]
 pub struct OneOffOutcome {
@@ -37,19 +48,18 @@ pub struct OneOffOutcome {
 }
 
 impl Platform {
-    /// Runs `command` once in a one-off VM of `deploy`'s artifact `digest`
-    /// as process `process`, its output lines going to `on_line` (and the
-    /// app's log). Cancelling the job stops the VM.
+    /// Runs `run.command` once in a one-off VM of `deploy`'s artifact
+    /// `digest`, its output lines going to `on_line` (and the app's log).
+    /// Cancelling the job stops the VM.
     pub(crate) async fn run_one_off(
         &self,
         ctx: &JobCtx,
         deploy: i64,
         digest: &str,
-        process: &str,
-        command: &str,
-        timeout: Duration,
+        run: OneOffCommand<'_>,
         on_line: impl Fn(&str),
     ) -> Result<OneOffOutcome, JobError> {
+        let (process, command, timeout) = (run.process, run.command, run.timeout);
         let app = ctx.app.clone();
         let (_, mut spec, opts) = self.app_spec(ctx, deploy, digest).await?;
         spec.one_off = true;
@@ -149,9 +159,11 @@ impl Platform {
                 ctx,
                 deploy,
                 digest,
-                RELEASE_PROCESS,
-                command,
-                RELEASE_TIMEOUT,
+                OneOffCommand {
+                    process: RELEASE_PROCESS,
+                    command,
+                    timeout: RELEASE_TIMEOUT,
+                },
                 |line| ctx.say(&format!("       {line}")),
             )
             .await?;

@@ -6,6 +6,7 @@
 
 mod logs;
 mod portfolio;
+mod volumes;
 
 use gitd::{CommandOutput, Stream};
 use platform::jobs::dispatch::CancelReport;
@@ -49,6 +50,10 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
   destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
+  volumes APP                          APP's volumes and backups
+  volumes backup APP NAME              a consistent copy (the VM stops for it), kept on the host
+  volumes restore APP NAME BACKUP      replace the volume with a backup (owner only)
+  volumes destroy APP NAME --confirm NAME   delete a volume the manifest no longer names
   portfolio list|show APP|diff APP|edit APP --title T|approve APP|reject APP|regenerate APP
                                        review the drafted portfolio pages of your apps
 git:
@@ -348,6 +353,9 @@ async fn dispatch(
             run_job(platform, caller, app, JobSpec::Destroy, out).await
         }
         ["portfolio", rest @ ..] => portfolio::run(platform, caller, rest, out).await,
+        ["volumes", rest @ ..] if !rest.is_empty() => {
+            volumes::run(platform, caller, rest, out).await
+        }
         ["destroy", app, ..] => Ok(fail(
             out,
             &format!(

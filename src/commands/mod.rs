@@ -121,6 +121,23 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "portfolio", None, &extra).await
         }
         Command::Start { app } => daemon_command(config, "start", Some(&app), &[]).await,
+        Command::Volumes { mut args } => {
+            // A file named here is the caller's, relative to here.
+            let file_at = match args.first().map(String::as_str) {
+                Some("backup") => Some(3),
+                Some("restore") => args
+                    .get(3)
+                    .filter(|f| f.contains('/') || std::path::Path::new(f).exists())
+                    .map(|_| 3),
+                _ => None,
+            };
+            if let Some(file) = file_at.and_then(|i| args.get_mut(i)) {
+                let abs = std::path::absolute(&*file).context("resolving the backup file")?;
+                *file = abs.display().to_string();
+            }
+            let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+            daemon_command(config, "volumes", None, &extra).await
+        }
     }
 }
 

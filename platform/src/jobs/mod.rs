@@ -61,6 +61,11 @@ pub enum JobSpec {
         /// The deployed commit.
         commit: String,
     },
+    /// Back up, restore or destroy one of the app's volumes.
+    Volume {
+        /// What to do.
+        action: crate::volumes::VolumeAction,
+    },
 }
 
 impl JobSpec {
@@ -76,6 +81,7 @@ impl JobSpec {
             JobSpec::Recover { .. } => "recover",
             JobSpec::Restore => "restore",
             JobSpec::Portfolio { .. } => "portfolio",
+            JobSpec::Volume { .. } => "volume",
         }
     }
 

@@ -146,6 +146,7 @@ impl Platform {
             JobSpec::Portfolio { deploy, commit } => {
                 self.refresh_portfolio(ctx, *deploy, commit).await
             }
+            JobSpec::Volume { action } => self.volume_job(ctx, action).await,
         }
     }
 }
