@@ -71,7 +71,10 @@ use tokio::net::TcpListener;
 pub use config::{parse_trusted_proxies, BadProxyEntry, InvalidRouterConfig, IpNet, RouterConfig};
 pub use log::{OnRequest, Outcome, RequestLog, RequestRecord};
 pub use stats::RouterStats;
-pub use table::{normalize_host, InflightGuard, Route, RouteError, RouteTable, Upstream};
+pub use table::{
+    normalize_host, InflightGuard, Instances, Route, RouteError, RouteTable, Upstream,
+    FAILED_CONNECT_BACKOFF,
+};
 
 /// A running router.
 pub struct Router {

@@ -58,6 +58,19 @@ and its logs.</p>",
     )
 }
 
+/// 503: the app is between two deploys with nothing serving it.
+pub fn app_deploying(app: &str, retry_after_secs: u64) -> String {
+    page(
+        "App deploying",
+        &format!(
+            "<p>The app <code>{}</code> is being deployed and will be back in a moment.</p>\
+<p>This page is not cached; retry in {} s. To follow the deploy: <code>byteport deploys {0}</code>.</p>",
+            escape(app),
+            retry_after_secs
+        ),
+    )
+}
+
 /// 400: the request cannot be routed or forwarded as sent.
 pub fn bad_request(why: &str) -> String {
     page("Bad request", &format!("<p>{}</p>", escape(why)))
@@ -117,6 +130,7 @@ mod tests {
         for page in [
             super::unknown_host("x"),
             super::app_down("a", "it is starting"),
+            super::app_deploying("a", 5),
             super::bad_request("why"),
             super::body_too_large(1),
             super::app_too_slow("a", std::time::Duration::from_secs(1)),

@@ -3,23 +3,24 @@
 //! (plain or upgraded) and the router's own error pages.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::PathAndQuery;
-use hyper::{Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::body::{AppRef, Exchange, RequestBody, RequestBodyError, RouterBody};
-use crate::client::{UpstreamClient, UpstreamError};
+use crate::client::{PooledBody, UpstreamClient, UpstreamError};
 use crate::config::RouterConfig;
 use crate::conn::{ConnState, Phase};
 use crate::headers::{self, Peer, X_BYTEPORT_ROUTER};
 use crate::log::{OnRequest, Outcome};
 use crate::pages;
 use crate::stats::Counters;
-use crate::table::{InflightGuard, Route, RouteTable};
+use crate::table::{InflightGuard, Instances, Route, RouteTable, Upstream};
 use crate::watchdog;
 
 /// What every connection shares.
@@ -37,6 +38,7 @@ pub(crate) struct Proxy {
 mod reason {
     pub const UNKNOWN_HOST: &str = "unknown-host";
     pub const APP_DOWN: &str = "app-down";
+    pub const APP_DEPLOYING: &str = "app-deploying";
     pub const UPSTREAM_ERROR: &str = "upstream-error";
     pub const UPSTREAM_TIMEOUT: &str = "upstream-timeout";
     pub const BODY_TOO_LARGE: &str = "body-too-large";
@@ -141,19 +143,22 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resp
     // A clone of the connection's own Arc: no refcount shared across threads.
     let conn = exchange.conn.clone();
     let proxy = &conn.proxy;
-    let upstream = match proxy.table.lookup(host) {
-        Some(Route::Up(u)) => u,
+    let instances = match proxy.table.lookup(host) {
+        Some(Route::Up(set)) => set,
         Some(Route::Down { app, why }) => {
             let html = pages::app_down(&app, &why);
             exchange.app = AppRef::Named(app);
             return page(exchange, StatusCode::BAD_GATEWAY, reason::APP_DOWN, html);
+        }
+        Some(Route::Deploying { app, retry_after }) => {
+            return deploying(exchange, app, retry_after)
         }
         None => {
             let html = pages::unknown_host(host);
             return page(exchange, StatusCode::NOT_FOUND, reason::UNKNOWN_HOST, html);
         }
     };
-    exchange.app = AppRef::Serving(InflightGuard::new(upstream));
+    exchange.app = AppRef::Serving(InflightGuard::new(instances.pick().clone()));
     let limit = proxy.config.max_body_bytes;
     // A body announced larger than the limit never reaches the app.
     if req.body().size_hint().lower() > limit {
@@ -164,7 +169,29 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resp
             pages::body_too_large(limit),
         );
     }
-    forward(req, target, exchange, &conn).await
+    forward(req, target, exchange, &conn, &instances).await
+}
+
+/// 503 with `Retry-After` while the app is between two deploys.
+fn deploying(
+    mut exchange: Exchange,
+    app: String,
+    retry_after: std::time::Duration,
+) -> Response<RouterBody> {
+    // Whole seconds (RFC 9110 §10.2.3), rounded up, at least 1.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let html = pages::app_deploying(&app, secs);
+    exchange.app = AppRef::Named(app);
+    let mut r = page(
+        exchange,
+        StatusCode::SERVICE_UNAVAILABLE,
+        reason::APP_DEPLOYING,
+        html,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
 
 /// The app a request is being forwarded to.
@@ -180,6 +207,7 @@ async fn forward(
     target: Target,
     mut exchange: Exchange,
     conn: &Arc<ConnState>,
+    instances: &Instances,
 ) -> Response<RouterBody> {
     let proxy = &conn.proxy;
     let upgrade = headers::is_upgrade(req.headers());
@@ -209,9 +237,10 @@ async fn forward(
         proxy.config.is_trusted(ip)
     });
     let body = RequestBody::new(body, proxy.config.max_body_bytes, conn);
-    let addr = served_app(&exchange).addr;
+    let replay = Replay::of(&parts, &body, upgrade, instances);
     let timeout = proxy.config.upstream_response_timeout;
-    let sent = proxy.client.send(addr, Request::from_parts(parts, body));
+    let req = Request::from_parts(parts, body);
+    let sent = send_with_retries(req, replay, instances, &mut exchange.app, &proxy.client);
     let mut resp = match within_upstream_timeout(sent, conn).await {
         Some(Ok(resp)) => resp,
         Some(Err(e)) => return upstream_failed(exchange, &e),
@@ -249,6 +278,101 @@ async fn forward(
     // Only the router's own pages carry the marker.
     parts.headers.remove(&X_BYTEPORT_ROUTER);
     Response::from_parts(parts, RouterBody::upstream(body, exchange, status))
+}
+
+/// What it takes to send a request again once it has gone out: only for
+/// a bodiless safe request (GET, HEAD, OPTIONS) to an app with several
+/// instances — what nginx's `proxy_next_upstream error` retries.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(
+        parts: &hyper::http::request::Parts,
+        body: &RequestBody,
+        upgrade: bool,
+        instances: &Instances,
+    ) -> Option<Replay> {
+        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        (safe && !upgrade && body.is_end_stream() && instances.upstreams().len() > 1).then(|| {
+            Replay {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: parts.headers.clone(),
+            }
+        })
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Sends `req` to the instance `app` is counted against, moving on to
+/// another instance (and counting it there) when the connect fails — the
+/// failed one is passed over for a while — or, for a [`Replay`]able
+/// request, when the instance fails before answering. A kept-alive
+/// connection the app had closed unnoticed is replaced by a new one to
+/// the same instance when none of the request went out.
+async fn send_with_retries(
+    mut req: Request<RequestBody>,
+    replay: Option<Replay>,
+    instances: &Instances,
+    app: &mut AppRef,
+    client: &UpstreamClient,
+) -> Result<Response<PooledBody>, UpstreamError> {
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut fresh = false;
+    loop {
+        let upstream: Arc<Upstream> = match &*app {
+            AppRef::Serving(guard) => guard.upstream().clone(),
+            _ => unreachable!("send_with_retries is only called for a served app"),
+        };
+        let addr = upstream.addr;
+        let error = match client.checkout(addr, fresh).await {
+            Err(e) => {
+                upstream.connect_failed();
+                e
+            }
+            Ok(checkout) => {
+                let reused = checkout.reused;
+                match client.send_on(checkout, addr, req).await {
+                    Ok(resp) => {
+                        upstream.answered();
+                        return Ok(resp);
+                    }
+                    Err(failed) => {
+                        match (failed.unsent, &replay) {
+                            (Some(unsent), _) if reused => {
+                                // A stale pooled connection: a new one, same instance.
+                                req = unsent;
+                                fresh = true;
+                                continue;
+                            }
+                            (Some(unsent), _) => req = unsent,
+                            (None, Some(replay)) => req = replay.request(),
+                            (None, None) => return Err(failed.error),
+                        }
+                        failed.error
+                    }
+                }
+            }
+        };
+        tried.push(addr);
+        let Some(next) = instances.pick_except(&tried) else {
+            return Err(error);
+        };
+        tracing::debug!(%addr, next = %next.addr, %error, "router: instance failed; trying another");
+        *app = AppRef::Serving(InflightGuard::new(next.clone()));
+        fresh = false;
+    }
 }
 
 /// Waits for `sent` (the app's response head) until

@@ -8,7 +8,7 @@ fn addr(port: u16) -> SocketAddr {
 
 fn up_addr(t: &RouteTable, host: &str) -> Option<SocketAddr> {
     match t.lookup(host) {
-        Some(Route::Up(u)) => Some(u.addr),
+        Some(Route::Up(u)) => Some(u.upstreams()[0].addr),
         _ => None,
     }
 }
@@ -137,9 +137,10 @@ fn unmapping_one_app_never_removes_anothers_hosts() {
 async fn drain_waits_for_inflight_requests() {
     let t = RouteTable::new("localhost");
     t.try_switch("a", &[], addr(1), 1).unwrap();
-    let Some(Route::Up(up)) = t.lookup("a.localhost") else {
+    let Some(Route::Up(set)) = t.lookup("a.localhost") else {
         panic!("a is up")
     };
+    let up = set.upstreams()[0].clone();
     let guard = InflightGuard::new(up.clone());
     assert_eq!(up.drain(Duration::from_millis(20)).await, 1);
     let up2 = up.clone();
