@@ -71,6 +71,12 @@ pub fn app_deploying(app: &str, retry_after_secs: u64) -> String {
     )
 }
 
+/// `Retry-After` in whole seconds (RFC 9110 §10.2.3): rounded up, at
+/// least 1 (0 would invite a retry storm).
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 /// 400: the request cannot be routed or forwarded as sent.
 pub fn bad_request(why: &str) -> String {
     page("Bad request", &format!("<p>{}</p>", escape(why)))
@@ -137,6 +143,25 @@ mod tests {
         ] {
             let head = &page[..page.find("</head>").expect("a head")];
             assert!(head.contains(super::MARKER_META), "{page}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        for (d, secs) in [
+            (0, 1),
+            (1, 1),
+            (1000, 1),
+            (1001, 2),
+            (1500, 2),
+            (30_000, 30),
+        ] {
+            assert_eq!(
+                super::retry_after_secs(Duration::from_millis(d)),
+                secs,
+                "{d} ms"
+            );
         }
     }
 

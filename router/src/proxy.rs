@@ -178,9 +178,7 @@ fn deploying(
     app: String,
     retry_after: std::time::Duration,
 ) -> Response<RouterBody> {
-    // Whole seconds (RFC 9110 §10.2.3), rounded up, at least 1.
-    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-    let secs = secs.max(1);
+    let secs = pages::retry_after_secs(retry_after);
     let html = pages::app_deploying(&app, secs);
     exchange.app = AppRef::Named(app);
     let mut r = page(
