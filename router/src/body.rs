@@ -223,6 +223,10 @@ impl Drop for Exchange {
             client: self.client,
             outcome: self.outcome.unwrap_or(Outcome::ClientAbandoned),
             router_page: self.router_page,
+            upstream: match &self.app {
+                AppRef::Serving(guard) => Some(guard.upstream().addr),
+                _ => None,
+            },
         };
         (self.conn.proxy.on_request)(&record);
         // The response is over: the connection waits for the next request.

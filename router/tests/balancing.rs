@@ -42,6 +42,16 @@ async fn sequential_traffic_splits_evenly_across_two_instances() {
     assert_eq!(n1 + n2, 100, "{names:?}");
     assert!(n1 >= 40 && n2 >= 40, "a fair share each: {n1} / {n2}");
     assert_eq!((a1.seen.requests(), a2.seen.requests()), (n1, n2));
+    // Each record names the instance that answered.
+    wait_until("100 records", || r.records.all().len() == 100).await;
+    let on = |addr| {
+        r.records
+            .all()
+            .iter()
+            .filter(|l| l.upstream == Some(addr))
+            .count()
+    };
+    assert_eq!((on(a1.addr), on(a2.addr)), (n1, n2));
 }
 
 #[tokio::test]

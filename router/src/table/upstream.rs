@@ -69,9 +69,17 @@ impl Upstream {
 
     /// A connection to it failed: pass it over for a while.
     pub(crate) fn connect_failed(&self) {
-        let until = now_ms() + FAILED_CONNECT_BACKOFF.as_millis() as u64;
-        self.failed_until_ms.store(until, Ordering::Relaxed);
-        tracing::info!(app = %self.app, addr = %self.addr, "router: instance refused a connection; passed over for {FAILED_CONNECT_BACKOFF:?}");
+        let now = now_ms();
+        let until = now + FAILED_CONNECT_BACKOFF.as_millis() as u64;
+        let before = self.failed_until_ms.swap(until, Ordering::Relaxed);
+        // Once per outage, not once per request while every instance is down.
+        if before <= now {
+            tracing::info!(
+                app = %self.app,
+                addr = %self.addr,
+                "router: instance refused a connection; passed over for {FAILED_CONNECT_BACKOFF:?}"
+            );
+        }
     }
 
     /// It answered: forget an earlier failure.

@@ -252,6 +252,7 @@ pub struct Logged {
     pub router_page: Option<&'static str>,
     pub body_bytes: u64,
     pub client: std::net::IpAddr,
+    pub upstream: Option<SocketAddr>,
 }
 
 #[derive(Clone, Default)]
@@ -313,6 +314,7 @@ pub async fn start_router(tune: impl FnOnce(&mut RouterConfig)) -> Started {
                 router_page: r.router_page,
                 body_bytes: r.body_bytes,
                 client: r.client,
+                upstream: r.upstream,
             })
         }),
     )
