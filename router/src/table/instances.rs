@@ -9,6 +9,7 @@
 //! busy first: a health mark may be stale, and a refused connect costs
 //! little — so a single-instance app behaves as it always did.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -91,15 +92,14 @@ pub(super) fn check_addrs(app: &str, addrs: &[SocketAddr]) -> Result<(), RouteEr
     if addrs.is_empty() {
         return Err(RouteError::NoInstances { app: app.into() });
     }
-    for (i, a) in addrs.iter().enumerate() {
-        if addrs[..i].contains(a) {
-            return Err(RouteError::DuplicateInstance {
-                app: app.into(),
-                addr: *a,
-            });
-        }
+    let mut seen = HashSet::with_capacity(addrs.len());
+    match addrs.iter().find(|a| !seen.insert(**a)) {
+        Some(addr) => Err(RouteError::DuplicateInstance {
+            app: app.into(),
+            addr: *addr,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl RouteTable {
