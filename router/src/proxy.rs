@@ -336,7 +336,7 @@ async fn send_with_retries(
         let addr = upstream.addr;
         let error = match client.checkout(addr, fresh).await {
             Err(e) => {
-                upstream.connect_failed();
+                upstream.mark_failed();
                 e
             }
             Ok(checkout) => {
@@ -347,6 +347,11 @@ async fn send_with_retries(
                         return Ok(resp);
                     }
                     Err(failed) => {
+                        // A new connection closed unanswered: nothing serves
+                        // there (a port forward accepts for a dead app).
+                        if !reused && request_body_error(&failed.error).is_none() {
+                            upstream.mark_failed();
+                        }
                         match (failed.unsent, &replay) {
                             (Some(unsent), _) if reused => {
                                 // A stale pooled connection: a new one, same instance.

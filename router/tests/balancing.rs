@@ -317,3 +317,33 @@ async fn a_deploying_app_gets_503_with_retry_after_then_200() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_instance_that_accepts_and_hangs_up_is_passed_over() {
+    // What QEMU's port forward does while the app in the guest is dead:
+    // every connect succeeds, and the connection is closed unanswered.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = dead.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let r = start_router(|_| {}).await;
+    let alive = App::start("alive").await;
+    r.table
+        .try_switch_instances("a", &[], &[dead_addr, alive.addr], 1)
+        .unwrap();
+    let names = names_of(r.addr(), 30).await;
+    assert_eq!(count(&names, "alive"), 30, "{names:?}");
+    let dead_upstream = r.table.instances("a")[0].clone();
+    assert!(!dead_upstream.is_healthy(), "marked after hanging up");
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&n),
+        "passed over once it hung up, not tried by every request: {n}"
+    );
+}

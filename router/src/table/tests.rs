@@ -220,7 +220,7 @@ fn unhealthy_instances_get_no_requests_unless_all_are() {
         .unwrap();
     let set = instances_of(&t, "a.localhost");
     // Passive: a refused connect passes the instance over.
-    set.upstreams()[0].connect_failed();
+    set.upstreams()[0].mark_failed();
     assert!(!set.upstreams()[0].is_healthy());
     assert_eq!(picks(&set, 6), [2; 6]);
     set.upstreams()[0].answered();

@@ -20,14 +20,14 @@ pub struct Upstream {
     pub deploy: i64,
     inflight: AtomicUsize,
     idle: Notify,
-    /// Passive health: after a failed connect, not picked (while another
+    /// Passive health: after a failed connection, not picked (while another
     /// instance is healthy) until this many ms after [`epoch`]; 0 = healthy.
     failed_until_ms: AtomicU64,
     /// Active health, set by the platform's checks ([`crate::RouteTable::set_healthy`]).
     checked_down: AtomicBool,
 }
 
-/// How long an instance that refused a connection is passed over.
+/// How long an instance that failed a new connection is passed over.
 pub const FAILED_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A process-wide zero for the passive-health deadlines (an `Instant` does
@@ -67,8 +67,10 @@ impl Upstream {
         until == 0 || now_ms() >= until
     }
 
-    /// A connection to it failed: pass it over for a while.
-    pub(crate) fn connect_failed(&self) {
+    /// A connect to it failed, or a new connection closed before any
+    /// answer (what QEMU's port forward does while nothing in the guest
+    /// listens): pass it over for a while.
+    pub(crate) fn mark_failed(&self) {
         let now = now_ms();
         let until = now + FAILED_CONNECT_BACKOFF.as_millis() as u64;
         let before = self.failed_until_ms.swap(until, Ordering::Relaxed);
@@ -77,7 +79,7 @@ impl Upstream {
             tracing::info!(
                 app = %self.app,
                 addr = %self.addr,
-                "router: instance refused a connection; passed over for {FAILED_CONNECT_BACKOFF:?}"
+                "router: instance failed a new connection; passed over for {FAILED_CONNECT_BACKOFF:?}"
             );
         }
     }
