@@ -271,14 +271,19 @@ impl RouteTable {
     /// it holds; `domains` it may have are added, others left out. Returns
     /// the upstream that was serving, if any.
     /// With several instances only the first is returned; the others are
-    /// taken out of rotation all the same ([`RouteTable::instances`] lists
-    /// them beforehand).
+    /// taken out of rotation all the same — use
+    /// [`RouteTable::mark_down_all`] to drain them all.
     pub fn mark_down(&self, app: &str, domains: &[String], why: &str) -> Option<Arc<Upstream>> {
+        self.mark_down_all(app, domains, why).into_iter().next()
+    }
+
+    /// [`RouteTable::mark_down`], returning every instance that was serving.
+    pub fn mark_down_all(&self, app: &str, domains: &[String], why: &str) -> Vec<Arc<Upstream>> {
         let route = Route::Down {
             app: app.to_string(),
             why: why.into(),
         };
-        self.set_idle(app, domains, route).into_iter().next()
+        self.set_idle(app, domains, route)
     }
 
     /// Marks `app` as being deployed with nothing serving it (its old VM
@@ -314,9 +319,15 @@ impl RouteTable {
     }
 
     /// Forgets `app` entirely (destroyed): its hosts answer 404 and its
-    /// domains are free for others. Returns its (first) instance.
+    /// domains are free for others. Returns its (first) instance; see
+    /// [`RouteTable::forget_all`].
     pub fn forget(&self, app: &str) -> Option<Arc<Upstream>> {
-        self.write().unmap(app).into_iter().next()
+        self.forget_all(app).into_iter().next()
+    }
+
+    /// [`RouteTable::forget`], returning every instance that was serving.
+    pub fn forget_all(&self, app: &str) -> Vec<Arc<Upstream>> {
+        self.write().unmap(app)
     }
 
     /// What a Host header value routes to.

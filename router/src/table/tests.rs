@@ -310,4 +310,12 @@ fn deploying_keeps_the_hosts_and_hands_back_every_instance() {
     t.try_switch_instances("a", &["a.example".into()], &[addr(3)], 2)
         .unwrap();
     assert_eq!(up_addr(&t, "a.example"), Some(addr(3)));
+
+    // Down and forgotten hand back every instance too.
+    t.add_instance("a", addr(4), 2).unwrap();
+    assert_eq!(t.mark_down_all("a", &[], "it was stopped").len(), 2);
+    t.switch_instances("a", &[], &[addr(5), addr(6)], 3)
+        .unwrap();
+    assert_eq!(t.forget_all("a").len(), 2);
+    assert!(t.lookup("a.localhost").is_none());
 }
