@@ -62,6 +62,7 @@ mod limits;
 mod log;
 mod pages;
 mod proxy;
+mod retry;
 mod server;
 mod stats;
 mod table;

@@ -1,26 +1,27 @@
 //! One proxied request: which host it is for, route lookup, the limits
 //! checked before anything reaches the app, header rewriting, forwarding
-//! (plain or upgraded) and the router's own error pages.
+//! (plain or upgraded; which instance, and retries, in `retry`) and the
+//! router's own error pages.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::PathAndQuery;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::body::{AppRef, Exchange, RequestBody, RequestBodyError, RouterBody};
-use crate::client::{PooledBody, UpstreamClient, UpstreamError};
+use crate::client::{UpstreamClient, UpstreamError};
 use crate::config::RouterConfig;
 use crate::conn::{ConnState, Phase};
 use crate::headers::{self, Peer, X_BYTEPORT_ROUTER};
 use crate::log::{OnRequest, Outcome};
 use crate::pages;
+use crate::retry;
 use crate::stats::Counters;
-use crate::table::{InflightGuard, Instances, Route, RouteTable, Upstream};
+use crate::table::{InflightGuard, Instances, Route, RouteTable};
 use crate::watchdog;
 
 /// What every connection shares.
@@ -235,10 +236,10 @@ async fn forward(
         proxy.config.is_trusted(ip)
     });
     let body = RequestBody::new(body, proxy.config.max_body_bytes, conn);
-    let replay = Replay::of(&parts, &body, upgrade, instances);
+    let replay = retry::Replay::of(&parts, &body, upgrade, instances);
     let timeout = proxy.config.upstream_response_timeout;
     let req = Request::from_parts(parts, body);
-    let sent = send_with_retries(req, replay, instances, &mut exchange.app, &proxy.client);
+    let sent = retry::send(req, replay, instances, &mut exchange.app, &proxy.client);
     let mut resp = match within_upstream_timeout(sent, conn).await {
         Some(Ok(resp)) => resp,
         Some(Err(e)) => return upstream_failed(exchange, &e),
@@ -276,106 +277,6 @@ async fn forward(
     // Only the router's own pages carry the marker.
     parts.headers.remove(&X_BYTEPORT_ROUTER);
     Response::from_parts(parts, RouterBody::upstream(body, exchange, status))
-}
-
-/// What it takes to send a request again once it has gone out: only for
-/// a bodiless safe request (GET, HEAD, OPTIONS) to an app with several
-/// instances — what nginx's `proxy_next_upstream error` retries.
-struct Replay {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Replay {
-    fn of(
-        parts: &hyper::http::request::Parts,
-        body: &RequestBody,
-        upgrade: bool,
-        instances: &Instances,
-    ) -> Option<Replay> {
-        let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        (safe && !upgrade && body.is_end_stream() && instances.upstreams().len() > 1).then(|| {
-            Replay {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                headers: parts.headers.clone(),
-            }
-        })
-    }
-
-    fn request(&self) -> Request<RequestBody> {
-        let mut req = Request::new(RequestBody::empty());
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
-}
-
-/// Sends `req` to the instance `app` is counted against, moving on to
-/// another instance (and counting it there) when the connect fails — the
-/// failed one is passed over for a while — or, for a [`Replay`]able
-/// request, when the instance fails before answering. A kept-alive
-/// connection the app had closed unnoticed is replaced by a new one to
-/// the same instance when none of the request went out.
-async fn send_with_retries(
-    mut req: Request<RequestBody>,
-    replay: Option<Replay>,
-    instances: &Instances,
-    app: &mut AppRef,
-    client: &UpstreamClient,
-) -> Result<Response<PooledBody>, UpstreamError> {
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut fresh = false;
-    loop {
-        let upstream: Arc<Upstream> = match &*app {
-            AppRef::Serving(guard) => guard.upstream().clone(),
-            _ => unreachable!("send_with_retries is only called for a served app"),
-        };
-        let addr = upstream.addr;
-        let error = match client.checkout(addr, fresh).await {
-            Err(e) => {
-                upstream.mark_failed();
-                e
-            }
-            Ok(checkout) => {
-                let reused = checkout.reused;
-                match client.send_on(checkout, addr, req).await {
-                    Ok(resp) => {
-                        upstream.answered();
-                        return Ok(resp);
-                    }
-                    Err(failed) => {
-                        // A new connection closed unanswered: nothing serves
-                        // there (a port forward accepts for a dead app).
-                        if !reused && request_body_error(&failed.error).is_none() {
-                            upstream.mark_failed();
-                        }
-                        match (failed.unsent, &replay) {
-                            (Some(unsent), _) if reused => {
-                                // A stale pooled connection: a new one, same instance.
-                                req = unsent;
-                                fresh = true;
-                                continue;
-                            }
-                            (Some(unsent), _) => req = unsent,
-                            (None, Some(replay)) => req = replay.request(),
-                            (None, None) => return Err(failed.error),
-                        }
-                        failed.error
-                    }
-                }
-            }
-        };
-        tried.push(addr);
-        let Some(next) = instances.pick_except(&tried) else {
-            return Err(error);
-        };
-        tracing::debug!(%addr, next = %next.addr, %error, "router: instance failed; trying another");
-        *app = AppRef::Serving(InflightGuard::new(next.clone()));
-        fresh = false;
-    }
 }
 
 /// Waits for `sent` (the app's response head) until
@@ -431,7 +332,7 @@ fn upstream_failed(mut exchange: Exchange, e: &UpstreamError) -> Response<Router
 }
 
 /// The client body's error, if that is what made sending fail.
-fn request_body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
+pub(crate) fn request_body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(body) = s.downcast_ref::<RequestBodyError>() {
