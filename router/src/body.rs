@@ -59,7 +59,8 @@ impl RequestBodyError {
 
 /// The client's request body, counted against the limit as it streams.
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    /// `None` for a request sent again without a body (a retried GET).
+    inner: Option<Incoming>,
     left: u64,
     limit: u64,
     /// The connection, told when the body is over; `None` once it is (or
@@ -74,10 +75,20 @@ impl RequestBody {
             conn.clone()
         });
         RequestBody {
-            inner,
+            inner: Some(inner),
             left: limit,
             limit,
             conn,
+        }
+    }
+
+    /// No body: for a bodiless request sent to another instance.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            left: 0,
+            limit: 0,
+            conn: None,
         }
     }
 
@@ -102,7 +113,10 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
-        let frame = match std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
             None => {
                 self.over();
                 return Poll::Ready(None);
@@ -122,18 +136,21 @@ impl Body for RequestBody {
             }
             self.left -= len;
         }
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.over();
         }
         Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(inner) => inner.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -206,6 +223,10 @@ impl Drop for Exchange {
             client: self.client,
             outcome: self.outcome.unwrap_or(Outcome::ClientAbandoned),
             router_page: self.router_page,
+            upstream: match &self.app {
+                AppRef::Serving(guard) => Some(guard.upstream().addr),
+                _ => None,
+            },
         };
         (self.conn.proxy.on_request)(&record);
         // The response is over: the connection waits for the next request.

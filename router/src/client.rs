@@ -103,26 +103,47 @@ impl UpstreamClient {
         Ok(sender)
     }
 
-    /// Sends `req` to `addr` over an idle keep-alive connection, or a new
-    /// one. The response body gives the connection back when it ends.
-    pub async fn send(
-        &self,
-        addr: SocketAddr,
-        req: Request<RequestBody>,
-    ) -> Result<Response<PooledBody>, UpstreamError> {
+    /// A connection to `addr` ready for one request: an idle keep-alive
+    /// one (unless `fresh`), or a new one. Nothing of a request is sent
+    /// yet, so a failure here can be retried elsewhere with the request.
+    pub async fn checkout(&self, addr: SocketAddr, fresh: bool) -> Result<Checkout, UpstreamError> {
         // A pooled connection read its last response to the end; its
         // connection task may need a moment to notice, hence `ready()`.
-        let mut sender = match self.take_idle(addr) {
-            Some(mut s) => match s.ready().await {
-                Ok(()) => s,
-                Err(_) => self.connect(addr).await?,
-            },
-            None => self.connect(addr).await?,
+        if let Some(mut sender) = self.take_idle(addr).filter(|_| !fresh) {
+            if sender.ready().await.is_ok() {
+                return Ok(Checkout {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        Ok(Checkout {
+            sender: self.connect(addr).await?,
+            reused: false,
+        })
+    }
+
+    /// Sends `req` to `addr` over `conn`. The response body gives the
+    /// connection back when it ends. On failure, the request comes back
+    /// if none of it was written.
+    pub async fn send_on(
+        &self,
+        conn: Checkout,
+        addr: SocketAddr,
+        req: Request<RequestBody>,
+    ) -> Result<Response<PooledBody>, SendFailed> {
+        let mut sender = conn.sender;
+        let resp = match sender.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => {
+                let unsent = e.take_message();
+                let source = e.into_error();
+                return Err(SendFailed {
+                    error: UpstreamError::Http { addr, source },
+                    unsent,
+                });
+            }
         };
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|source| UpstreamError::Http { addr, source })?;
         let (parts, body) = resp.into_parts();
         let done = body.is_end_stream();
         // A protocol switch takes the connection over for good.
@@ -136,6 +157,22 @@ impl UpstreamClient {
         }
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A connection handed out for one request.
+pub struct Checkout {
+    sender: SendRequest<RequestBody>,
+    /// Whether it carried an earlier request (it may have been closed by
+    /// the app since, unnoticed).
+    pub reused: bool,
+}
+
+/// Why [`UpstreamClient::send_on`] failed.
+pub struct SendFailed {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, when none of it reached the connection.
+    pub unsent: Option<Request<RequestBody>>,
 }
 
 /// A response body that returns its connection to the pool once read to

@@ -1,5 +1,7 @@
 //! The edge router: an HTTP/1.1 reverse proxy on `router_addr` that sends
-//! `<app>.localhost` (and each app's `domains`) to the app's current VM.
+//! `<app>.localhost` (and each app's `domains`) to the app's current VM
+//! or VMs ([`RouteTable::switch_instances`]), or answers 503 while it is
+//! being deployed ([`RouteTable::mark_deploying`]).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -35,8 +37,10 @@
 //! 5. **Headers**: hop-by-hop ones removed; `X-Forwarded-For/-Proto/-Host`
 //!    and `X-Real-IP` set by the router — a client's own are dropped unless
 //!    it is one of [`RouterConfig::trusted_proxies`].
-//! 6. **Forwarding** over a keep-alive upstream pool; WebSocket upgrades
-//!    are tunnelled. No response head within
+//! 6. **Forwarding** to one of the app's [`Instances`] (least outstanding
+//!    requests, round-robin ties, unhealthy ones passed over, a failed
+//!    connect retried on another) over a keep-alive upstream pool;
+//!    WebSocket upgrades are tunnelled. No response head within
 //!    [`RouterConfig::upstream_response_timeout`]: 504.
 //! 7. **Record**: when the response's last byte has gone (or the client
 //!    left: 499), an [`OnRequest`] callback gets a [`RequestRecord`].
@@ -58,6 +62,7 @@ mod limits;
 mod log;
 mod pages;
 mod proxy;
+mod retry;
 mod server;
 mod stats;
 mod table;
@@ -71,7 +76,10 @@ use tokio::net::TcpListener;
 pub use config::{parse_trusted_proxies, BadProxyEntry, InvalidRouterConfig, IpNet, RouterConfig};
 pub use log::{OnRequest, Outcome, RequestLog, RequestRecord};
 pub use stats::RouterStats;
-pub use table::{normalize_host, InflightGuard, Route, RouteError, RouteTable, Upstream};
+pub use table::{
+    normalize_host, InflightGuard, Instances, Route, RouteError, RouteTable, Upstream,
+    FAILED_CONNECT_BACKOFF,
+};
 
 /// A running router.
 pub struct Router {

@@ -70,10 +70,15 @@ pub struct RequestRecord<'a> {
     /// How it ended.
     pub outcome: Outcome,
     /// When the router answered itself (the client got a page marked
-    /// `x-byteport-router: error`), why: `unknown-host`, `app-down`,
+    /// `x-byteport-router: error`), why: `unknown-host`, `app-down`, `app-deploying`,
     /// `upstream-error`, `upstream-timeout`, `body-too-large` or
     /// `bad-request`.
     pub router_page: Option<&'static str>,
+    /// The instance (VM address) picked for the request — the last one
+    /// tried, if another failed first. `None` when no instance was picked
+    /// (unknown host, app down or deploying, refused early) and for a
+    /// WebSocket upgrade (the tunnel holds the instance).
+    pub upstream: Option<SocketAddr>,
 }
 
 /// The request line of the app log: `GET /x 200 3ms from 127.0.0.1:5000`,
@@ -120,6 +125,7 @@ mod tests {
             client: "127.0.0.1".parse().unwrap(),
             outcome,
             router_page,
+            upstream: None,
         }
     }
 

@@ -58,6 +58,25 @@ and its logs.</p>",
     )
 }
 
+/// 503: the app is between two deploys with nothing serving it.
+pub fn app_deploying(app: &str, retry_after_secs: u64) -> String {
+    page(
+        "App deploying",
+        &format!(
+            "<p>The app <code>{}</code> is being deployed and will be back in a moment.</p>\
+<p>This page is not cached; retry in {} s. To follow the deploy: <code>byteport deploys {0}</code>.</p>",
+            escape(app),
+            retry_after_secs
+        ),
+    )
+}
+
+/// `Retry-After` in whole seconds (RFC 9110 §10.2.3): rounded up, at
+/// least 1 (0 would invite a retry storm).
+pub fn retry_after_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
 /// 400: the request cannot be routed or forwarded as sent.
 pub fn bad_request(why: &str) -> String {
     page("Bad request", &format!("<p>{}</p>", escape(why)))
@@ -117,12 +136,32 @@ mod tests {
         for page in [
             super::unknown_host("x"),
             super::app_down("a", "it is starting"),
+            super::app_deploying("a", 5),
             super::bad_request("why"),
             super::body_too_large(1),
             super::app_too_slow("a", std::time::Duration::from_secs(1)),
         ] {
             let head = &page[..page.find("</head>").expect("a head")];
             assert!(head.contains(super::MARKER_META), "{page}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        use std::time::Duration;
+        for (d, secs) in [
+            (0, 1),
+            (1, 1),
+            (1000, 1),
+            (1001, 2),
+            (1500, 2),
+            (30_000, 30),
+        ] {
+            assert_eq!(
+                super::retry_after_secs(Duration::from_millis(d)),
+                secs,
+                "{d} ms"
+            );
         }
     }
 

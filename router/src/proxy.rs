@@ -1,6 +1,7 @@
 //! One proxied request: which host it is for, route lookup, the limits
 //! checked before anything reaches the app, header rewriting, forwarding
-//! (plain or upgraded) and the router's own error pages.
+//! (plain or upgraded; which instance, and retries, in `retry`) and the
+//! router's own error pages.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use crate::conn::{ConnState, Phase};
 use crate::headers::{self, Peer, X_BYTEPORT_ROUTER};
 use crate::log::{OnRequest, Outcome};
 use crate::pages;
+use crate::retry;
 use crate::stats::Counters;
-use crate::table::{InflightGuard, Route, RouteTable};
+use crate::table::{InflightGuard, Instances, Route, RouteTable};
 use crate::watchdog;
 
 /// What every connection shares.
@@ -37,6 +39,7 @@ pub(crate) struct Proxy {
 mod reason {
     pub const UNKNOWN_HOST: &str = "unknown-host";
     pub const APP_DOWN: &str = "app-down";
+    pub const APP_DEPLOYING: &str = "app-deploying";
     pub const UPSTREAM_ERROR: &str = "upstream-error";
     pub const UPSTREAM_TIMEOUT: &str = "upstream-timeout";
     pub const BODY_TOO_LARGE: &str = "body-too-large";
@@ -141,19 +144,22 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resp
     // A clone of the connection's own Arc: no refcount shared across threads.
     let conn = exchange.conn.clone();
     let proxy = &conn.proxy;
-    let upstream = match proxy.table.lookup(host) {
-        Some(Route::Up(u)) => u,
+    let instances = match proxy.table.lookup(host) {
+        Some(Route::Up(set)) => set,
         Some(Route::Down { app, why }) => {
             let html = pages::app_down(&app, &why);
             exchange.app = AppRef::Named(app);
             return page(exchange, StatusCode::BAD_GATEWAY, reason::APP_DOWN, html);
+        }
+        Some(Route::Deploying { app, retry_after }) => {
+            return deploying(exchange, app, retry_after)
         }
         None => {
             let html = pages::unknown_host(host);
             return page(exchange, StatusCode::NOT_FOUND, reason::UNKNOWN_HOST, html);
         }
     };
-    exchange.app = AppRef::Serving(InflightGuard::new(upstream));
+    exchange.app = AppRef::Serving(InflightGuard::new(instances.pick().clone()));
     let limit = proxy.config.max_body_bytes;
     // A body announced larger than the limit never reaches the app.
     if req.body().size_hint().lower() > limit {
@@ -164,7 +170,27 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<ConnState>) -> Resp
             pages::body_too_large(limit),
         );
     }
-    forward(req, target, exchange, &conn).await
+    forward(req, target, exchange, &conn, &instances).await
+}
+
+/// 503 with `Retry-After` while the app is between two deploys.
+fn deploying(
+    mut exchange: Exchange,
+    app: String,
+    retry_after: std::time::Duration,
+) -> Response<RouterBody> {
+    let secs = pages::retry_after_secs(retry_after);
+    let html = pages::app_deploying(&app, secs);
+    exchange.app = AppRef::Named(app);
+    let mut r = page(
+        exchange,
+        StatusCode::SERVICE_UNAVAILABLE,
+        reason::APP_DEPLOYING,
+        html,
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
 
 /// The app a request is being forwarded to.
@@ -180,6 +206,7 @@ async fn forward(
     target: Target,
     mut exchange: Exchange,
     conn: &Arc<ConnState>,
+    instances: &Instances,
 ) -> Response<RouterBody> {
     let proxy = &conn.proxy;
     let upgrade = headers::is_upgrade(req.headers());
@@ -209,9 +236,10 @@ async fn forward(
         proxy.config.is_trusted(ip)
     });
     let body = RequestBody::new(body, proxy.config.max_body_bytes, conn);
-    let addr = served_app(&exchange).addr;
+    let replay = retry::Replay::of(&parts, &body, upgrade, instances);
     let timeout = proxy.config.upstream_response_timeout;
-    let sent = proxy.client.send(addr, Request::from_parts(parts, body));
+    let req = Request::from_parts(parts, body);
+    let sent = retry::send(req, replay, instances, &mut exchange.app, &proxy.client);
     let mut resp = match within_upstream_timeout(sent, conn).await {
         Some(Ok(resp)) => resp,
         Some(Err(e)) => return upstream_failed(exchange, &e),
@@ -304,7 +332,7 @@ fn upstream_failed(mut exchange: Exchange, e: &UpstreamError) -> Response<Router
 }
 
 /// The client body's error, if that is what made sending fail.
-fn request_body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
+pub(crate) fn request_body_error(e: &UpstreamError) -> Option<&RequestBodyError> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(body) = s.downcast_ref::<RequestBodyError>() {

@@ -142,7 +142,7 @@ async fn switch_drains_the_old_upstream_without_failing_requests() {
         resp.starts_with("HTTP/1.1 200") && resp.contains("old path=/slow"),
         "{resp}"
     );
-    assert!(matches!(r.table.lookup("app.localhost"), Some(Route::Up(u)) if u.deploy == 2));
+    assert!(matches!(r.table.lookup("app.localhost"), Some(Route::Up(u)) if u.deploy() == 2));
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The routing table: host name → the app's current upstream.
+//! The routing table: host name → the app's current instances.
 //!
 //! Every host is claimed by one app. An app always holds `<app>.<base>`;
 //! its extra `domains` are first come, first served: the app that maps a
@@ -8,22 +8,25 @@
 //! in-memory last line of defence; the durable claims (across restarts,
 //! refusing the push) live in the platform's store.
 
+mod instances;
 mod names;
 mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+pub use instances::Instances;
 pub(crate) use names::normalized;
 pub use names::{normalize_host, RouteError};
-pub use upstream::{InflightGuard, Upstream};
+pub use upstream::{InflightGuard, Upstream, FAILED_CONNECT_BACKOFF};
 
 /// What a host resolves to.
 #[derive(Debug, Clone)]
 pub enum Route {
-    /// The app is serving here.
-    Up(Arc<Upstream>),
+    /// The app is serving here, on one or more instances.
+    Up(Arc<Instances>),
     /// The app exists but nothing serves it right now (booting, crashed, stopped).
     Down {
         /// The app.
@@ -31,14 +34,23 @@ pub enum Route {
         /// Why, for the 502 page ("it is starting", "it was stopped by its owner").
         why: Arc<str>,
     },
+    /// The app is between two deploys with nothing serving (its old VM is
+    /// stopped before the new one boots, e.g. to hand over a volume): 503
+    /// with `Retry-After`.
+    Deploying {
+        /// The app.
+        app: String,
+        /// What `Retry-After` tells clients.
+        retry_after: Duration,
+    },
 }
 
 impl Route {
     /// The app that holds the host.
     pub fn app(&self) -> &str {
         match self {
-            Route::Up(u) => &u.app,
-            Route::Down { app, .. } => app,
+            Route::Up(set) => set.app(),
+            Route::Down { app, .. } | Route::Deploying { app, .. } => app,
         }
     }
 }
@@ -63,19 +75,35 @@ impl Inner {
         self.by_host.get(host).map(Route::app)
     }
 
-    /// Removes `app`'s hosts (only those it holds) and returns the upstream
-    /// that was serving them.
-    fn unmap(&mut self, app: &str) -> Option<Arc<Upstream>> {
-        let mut previous = None;
+    /// `app`'s route (the one on its default host).
+    fn route_of(&self, app: &str) -> Option<&Route> {
+        let host = self.hosts_of_app.get(app)?.first()?;
+        self.by_host.get(host).filter(|r| r.app() == app)
+    }
+
+    /// Removes `app`'s hosts (only those it holds) and returns the
+    /// instances that were serving them.
+    fn unmap(&mut self, app: &str) -> Vec<Arc<Upstream>> {
+        let mut previous = Vec::new();
         for h in self.hosts_of_app.remove(app).unwrap_or_default() {
             if self.owner(&h) != Some(app) {
                 continue;
             }
-            if let Some(Route::Up(u)) = self.by_host.remove(&h) {
-                previous = Some(u);
+            if let Some(Route::Up(set)) = self.by_host.remove(&h) {
+                previous = set.upstreams().to_vec();
             }
         }
         previous
+    }
+
+    /// Points every host `app` holds at `route`.
+    fn replace_route(&mut self, app: &str, route: Route) {
+        let hosts = self.hosts_of_app.get(app).cloned().unwrap_or_default();
+        for h in hosts {
+            if self.owner(&h) == Some(app) {
+                self.by_host.insert(h, route.clone());
+            }
+        }
     }
 
     /// Maps `hosts` (each free or `app`'s already, as [`Inner::hosts`]
@@ -145,9 +173,10 @@ impl RouteTable {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Points `app` (and its extra `domains`) at `addr`. Returns the
-    /// previous upstream, which the caller drains and stops. Domains the
-    /// app held before and no longer lists are let go.
+    /// Points `app` (and its extra `domains`) at `addr`, its one instance.
+    /// Returns the previous upstream (the first, if it had several; see
+    /// [`RouteTable::try_switch_instances`]), which the caller drains and
+    /// stops. Domains the app held before and no longer lists are let go.
     ///
     /// Refused, with nothing changed, when a domain is held by another app,
     /// is another app's `<app>.<base>` (or under it), is the base name, or
@@ -159,7 +188,8 @@ impl RouteTable {
         addr: SocketAddr,
         deploy: i64,
     ) -> Result<Option<Arc<Upstream>>, RouteError> {
-        self.switch_with(app, domains, addr, deploy, Refused::Fail)
+        self.switch_with(app, domains, &[addr], deploy, Refused::Fail)
+            .map(|old| old.into_iter().next())
     }
 
     /// [`RouteTable::try_switch`] for callers that cannot handle a refusal
@@ -172,23 +202,59 @@ impl RouteTable {
         addr: SocketAddr,
         deploy: i64,
     ) -> Option<Arc<Upstream>> {
-        self.switch_with(app, domains, addr, deploy, Refused::Skip)
+        self.switch_with(app, domains, &[addr], deploy, Refused::Skip)
             .unwrap_or_else(|_| unreachable!("skipping never refuses"))
+            .into_iter()
+            .next()
+    }
+
+    /// Points `app` (and its extra `domains`) at the instances `addrs`, all
+    /// of `deploy`; requests are balanced across them. Returns every
+    /// instance that served before, for the caller to drain and stop.
+    ///
+    /// Refused, with nothing changed, for an empty list, an address listed
+    /// twice, or a domain [`RouteTable::try_switch`] refuses.
+    pub fn try_switch_instances(
+        &self,
+        app: &str,
+        domains: &[String],
+        addrs: &[SocketAddr],
+        deploy: i64,
+    ) -> Result<Vec<Arc<Upstream>>, RouteError> {
+        self.switch_with(app, domains, addrs, deploy, Refused::Fail)
+    }
+
+    /// [`RouteTable::try_switch_instances`] that leaves out (with a warning)
+    /// a domain that may not be mapped, like [`RouteTable::switch`]; still
+    /// refuses an empty or repeating list of addresses.
+    pub fn switch_instances(
+        &self,
+        app: &str,
+        domains: &[String],
+        addrs: &[SocketAddr],
+        deploy: i64,
+    ) -> Result<Vec<Arc<Upstream>>, RouteError> {
+        self.switch_with(app, domains, addrs, deploy, Refused::Skip)
     }
 
     fn switch_with(
         &self,
         app: &str,
         domains: &[String],
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         deploy: i64,
         refused: Refused,
-    ) -> Result<Option<Arc<Upstream>>, RouteError> {
-        let upstream = Arc::new(Upstream::new(app, addr, deploy));
+    ) -> Result<Vec<Arc<Upstream>>, RouteError> {
+        instances::check_addrs(app, addrs)?;
+        let upstreams = addrs
+            .iter()
+            .map(|a| Arc::new(Upstream::new(app, *a, deploy)))
+            .collect();
+        let set = Arc::new(Instances::new(app, upstreams));
         let mut inner = self.write();
         let hosts = inner.hosts(app, domains, &self.suffix, refused)?;
         let old = inner.unmap(app);
-        inner.map(app, hosts, Route::Up(upstream));
+        inner.map(app, hosts, Route::Up(set));
         Ok(old)
     }
 
@@ -204,7 +270,43 @@ impl RouteTable {
     /// starting"), until it is switched up again. The app keeps the hosts
     /// it holds; `domains` it may have are added, others left out. Returns
     /// the upstream that was serving, if any.
+    /// With several instances only the first is returned; the others are
+    /// taken out of rotation all the same — use
+    /// [`RouteTable::mark_down_all`] to drain them all.
     pub fn mark_down(&self, app: &str, domains: &[String], why: &str) -> Option<Arc<Upstream>> {
+        self.mark_down_all(app, domains, why).into_iter().next()
+    }
+
+    /// [`RouteTable::mark_down`], returning every instance that was serving.
+    pub fn mark_down_all(&self, app: &str, domains: &[String], why: &str) -> Vec<Arc<Upstream>> {
+        let route = Route::Down {
+            app: app.to_string(),
+            why: why.into(),
+        };
+        self.set_idle(app, domains, route)
+    }
+
+    /// Marks `app` as being deployed with nothing serving it (its old VM
+    /// stops before the new one boots): its hosts answer 503 with
+    /// `Retry-After: <retry_after in whole seconds, at least 1>` until it
+    /// is switched up again. Hosts as for [`RouteTable::mark_down`].
+    /// Returns every instance that was serving, to drain and stop.
+    pub fn mark_deploying(
+        &self,
+        app: &str,
+        domains: &[String],
+        retry_after: Duration,
+    ) -> Vec<Arc<Upstream>> {
+        let route = Route::Deploying {
+            app: app.to_string(),
+            retry_after,
+        };
+        self.set_idle(app, domains, route)
+    }
+
+    /// Points `app`'s hosts (and the `domains` it may have) at a route
+    /// with no instance.
+    fn set_idle(&self, app: &str, domains: &[String], route: Route) -> Vec<Arc<Upstream>> {
         let mut inner = self.write();
         let mut wanted = inner.hosts_of_app.get(app).cloned().unwrap_or_default();
         wanted.extend(domains.iter().cloned());
@@ -212,20 +314,19 @@ impl RouteTable {
             .hosts(app, &wanted, &self.suffix, Refused::Skip)
             .unwrap_or_default();
         let old = inner.unmap(app);
-        inner.map(
-            app,
-            hosts,
-            Route::Down {
-                app: app.to_string(),
-                why: why.into(),
-            },
-        );
+        inner.map(app, hosts, route);
         old
     }
 
     /// Forgets `app` entirely (destroyed): its hosts answer 404 and its
-    /// domains are free for others.
+    /// domains are free for others. Returns its (first) instance; see
+    /// [`RouteTable::forget_all`].
     pub fn forget(&self, app: &str) -> Option<Arc<Upstream>> {
+        self.forget_all(app).into_iter().next()
+    }
+
+    /// [`RouteTable::forget`], returning every instance that was serving.
+    pub fn forget_all(&self, app: &str) -> Vec<Arc<Upstream>> {
         self.write().unmap(app)
     }
 
@@ -241,13 +342,12 @@ impl RouteTable {
         self.read().owner(host.as_ref()).map(String::from)
     }
 
-    /// The deploy currently serving `app`, if it is up.
+    /// The deploy currently serving `app`, if it is up (the newest, while
+    /// a rolling redeploy has instances of two).
     pub fn deploy_of(&self, app: &str) -> Option<i64> {
-        let inner = self.read();
-        let host = inner.hosts_of_app.get(app)?.first()?;
-        match inner.by_host.get(host)? {
-            Route::Up(u) => Some(u.deploy),
-            Route::Down { .. } => None,
+        match self.read().route_of(app)? {
+            Route::Up(set) => Some(set.deploy()),
+            Route::Down { .. } | Route::Deploying { .. } => None,
         }
     }
 

@@ -3,9 +3,23 @@
 
 use std::borrow::Cow;
 
-/// Why an app may not have a domain.
+/// Why a route change was refused (nothing was changed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    /// A switch to no instance at all (use `mark_down` to stop serving).
+    #[error("the app {app} cannot be switched to an empty list of instances")]
+    NoInstances {
+        /// The app.
+        app: String,
+    },
+    /// The same instance address twice (the balancer would weigh it double).
+    #[error("the app {app} already has an instance at {addr}")]
+    DuplicateInstance {
+        /// The app.
+        app: String,
+        /// The repeated address.
+        addr: std::net::SocketAddr,
+    },
     /// Another app serves this name already; it keeps it until it lets go.
     #[error(
         "the domain {domain} is already served by the app {owner}; \

@@ -128,7 +128,7 @@ async fn a_request_the_client_abandons_is_logged_as_499() {
     assert!(logged.line.ends_with("(client left)"), "{logged:?}");
     // Gone from the in-flight count too (a drain does not wait for it).
     let up = match r.table.lookup("a.localhost") {
-        Some(router::Route::Up(u)) => u,
+        Some(router::Route::Up(set)) => set.upstreams()[0].clone(),
         other => panic!("{other:?}"),
     };
     assert_eq!(up.drain(Duration::from_secs(5)).await, 0);

@@ -94,9 +94,11 @@ impl tokio::io::AsyncWrite for Counted {
 /// `/slower` 1.2 s,
 /// `/hang` never answers, `/big` sends 4 MiB, `/spoof` sends the router's
 /// marker header. With `close`, every response says `Connection: close`.
+/// [`App::kill`] stops it the way a VM dies: listener and connections gone.
 pub struct App {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
+    killed: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -109,9 +111,14 @@ impl App {
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Seen::default());
         let counts = seen.clone();
+        let (killed, alive) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             loop {
-                let (s, _) = l.accept().await.unwrap();
+                let mut kill = alive.clone();
+                let (s, _) = tokio::select! {
+                    accepted = l.accept() => accepted.unwrap(),
+                    _ = kill.wait_for(|k| *k) => return,
+                };
                 counts.connections.fetch_add(1, Ordering::SeqCst);
                 let counts = counts.clone();
                 let s = Counted {
@@ -128,15 +135,24 @@ impl App {
                             )
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let served = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(s), svc)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = served => {}
+                        _ = kill.wait_for(|k| *k) => {}
+                    }
                     ended.ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        App { addr, seen }
+        App { addr, seen, killed }
+    }
+
+    /// Closes the listener (connects are refused from now on) and every
+    /// connection, answered or not, like a VM being killed.
+    pub fn kill(&self) {
+        self.killed.send_replace(true);
     }
 }
 
@@ -236,6 +252,7 @@ pub struct Logged {
     pub router_page: Option<&'static str>,
     pub body_bytes: u64,
     pub client: std::net::IpAddr,
+    pub upstream: Option<SocketAddr>,
 }
 
 #[derive(Clone, Default)]
@@ -297,6 +314,7 @@ pub async fn start_router(tune: impl FnOnce(&mut RouterConfig)) -> Started {
                 router_page: r.router_page,
                 body_bytes: r.body_bytes,
                 client: r.client,
+                upstream: r.upstream,
             })
         }),
     )
