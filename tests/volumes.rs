@@ -74,8 +74,49 @@ fn a_volume_keeps_the_apps_data_through_redeploys_crashes_and_restarts() {
     let image = d.home.join("volumes/vol/data.ext4");
     assert!(image.is_file(), "no volume image at {}", image.display());
 
-    // A redeploy: the old VM lets go of the volume, the new one mounts it.
+    // A redeploy: the old VM lets go of the volume, the new one mounts it;
+    // meanwhile clients are told to come back (503 + Retry-After), never
+    // that the app is down.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, port) = (watching.clone(), d.router_port);
+        std::thread::spawn(move || {
+            let mut seen: Vec<String> = Vec::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                let answer = match support::daemon::get_via(port, "vol", "/") {
+                    Ok(page) => page,
+                    Err(page) => page,
+                };
+                let head = answer
+                    .split("\r\n\r\n")
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let status = head.split_whitespace().nth(1).unwrap_or("?").to_string();
+                let tagged = if head.contains("retry-after: ") {
+                    format!("{status}+retry-after")
+                } else {
+                    status
+                };
+                if seen.last() != Some(&tagged) {
+                    seen.push(tagged);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
+    };
     let (ok, out) = push(&d, &work, &ssh, "version two", "/index.html");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.iter().any(|s| s == "503+retry-after"),
+        "no 503 with Retry-After during the switch: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|s| s == "200" || s == "503+retry-after"),
+        "clients saw something else than the app or 'deploying': {seen:?}"
+    );
     assert!(ok, "{out}\n{}", d.log());
     assert!(
         out.contains("Stopping deploy #1 first: its volumes (data)"),

@@ -112,9 +112,9 @@ pub(crate) async fn stop_vm(mut vm: RunningApp, grace: Duration, events: &Events
     vm_event(events, &app, deploy, VmChange::Stopped, &name, None);
 }
 
-/// What the router says while an app with volumes switches VMs.
-pub const SWITCHING_VOLUMES: &str =
-    "it is switching to a new version (its volumes move from the old VM to the new one)";
+/// What clients are told to wait while an app with volumes has no VM
+/// (`503` + `Retry-After`): about one boot.
+pub const DEPLOYING_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 impl Platform {
     /// Where `app`'s volume `name` lives: `$BYTEPORT_HOME/volumes/<app>/<name>.ext4`.
@@ -141,7 +141,10 @@ impl Platform {
             old.vm.deploy,
             names.join(", ")
         ));
-        if let Some(upstream) = self.routes.mark_down(app, &old.domains, SWITCHING_VOLUMES) {
+        for upstream in self
+            .routes
+            .mark_deploying(app, &old.domains, DEPLOYING_RETRY_AFTER)
+        {
             upstream.drain(DRAIN).await;
         }
         stop_vm(old.vm, STOP_GRACE, &self.events).await;

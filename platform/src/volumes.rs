@@ -230,10 +230,11 @@ impl Platform {
                     "-----> Stopping {app} (deploy #{}): volume `{name}` is copied while no VM has it",
                     old.vm.deploy
                 ));
-                if let Some(u) =
-                    self.routes
-                        .mark_down(app, &old.domains, crate::boot::SWITCHING_VOLUMES)
-                {
+                for u in self.routes.mark_deploying(
+                    app,
+                    &old.domains,
+                    crate::boot::DEPLOYING_RETRY_AFTER,
+                ) {
                     u.drain(crate::apps::DRAIN).await;
                 }
                 stop_vm(old.vm, crate::apps::STOP_GRACE, &self.events).await;
