@@ -89,6 +89,15 @@ pub enum Command {
         /// The deploy to go back to (3, #3 or v3; default: the previous live one).
         deploy: Option<String>,
     },
+    /// Run N web VMs of the live deploy, balanced by the router (`scale APP web=2`);
+    /// kept across deploys and restarts.
+    Scale {
+        /// The app.
+        app: String,
+        /// PROCESS=N pairs (only `web` scales).
+        #[arg(required = true, value_name = "web=N")]
+        formation: Vec<String>,
+    },
     /// Stop serving an app; it stays stopped across restarts until `start`.
     Stop {
         /// The app.

@@ -71,15 +71,24 @@ impl PlatformSettings {
     }
 }
 
-/// One app's serving VM and what the platform knows about it.
+/// One app's serving VMs (its `web` instances, one for most apps; all of
+/// one deploy) and what the platform knows about them.
 pub(crate) struct Instance {
-    pub(crate) vm: RunningApp,
+    /// Never empty while the app is in the running map.
+    pub(crate) vms: Vec<RunningApp>,
     /// The manifest's extra host names (the router maps them too).
     pub(crate) domains: Vec<String>,
     /// When it went live (crash backoff starts afresh after a long run).
     pub(crate) since: Instant,
     /// Crashes in a row before this VM (for the backoff).
     pub(crate) crashes: u32,
+}
+
+impl Instance {
+    /// The deploy the VMs run.
+    pub(crate) fn deploy(&self) -> i64 {
+        self.vms.first().map(|v| v.deploy).unwrap_or_default()
+    }
 }
 
 /// A snapshot of one app's VM, for `ps` and the dashboard.
@@ -280,10 +289,10 @@ impl Platform {
 
     /// Stops every VM (daemon shutdown).
     pub async fn stop_all(&self) {
-        let vms: Vec<Instance> = self.running().drain().map(|(_, v)| v).collect();
+        let vms: Vec<RunningApp> = self.running().drain().flat_map(|(_, i)| i.vms).collect();
         let _ = tokio::task::spawn_blocking(move || {
             for mut v in vms {
-                v.vm.vm.stop(Duration::from_secs(15));
+                v.vm.stop(Duration::from_secs(15));
             }
         })
         .await;
@@ -295,22 +304,24 @@ impl Platform {
         self.running().contains_key(app)
     }
 
-    /// The VMs running now, by app name.
+    /// The VMs running now, by app name (one line per instance).
     pub fn status(&self) -> Vec<VmStatus> {
         let mut out: Vec<VmStatus> = self
             .running()
             .iter()
-            .map(|(app, i)| VmStatus {
-                app: app.clone(),
-                deploy: i.vm.deploy,
-                vm: i.vm.vm.name().to_string(),
-                pid: i.vm.vm.pid(),
-                upstream: i.vm.vm.host_addr().map(|a| a.to_string()),
-                uptime_secs: i.since.elapsed().as_secs(),
-                crashes: i.crashes,
+            .flat_map(|(app, i)| {
+                i.vms.iter().map(move |vm| VmStatus {
+                    app: app.clone(),
+                    deploy: vm.deploy,
+                    vm: vm.vm.name().to_string(),
+                    pid: vm.vm.pid(),
+                    upstream: vm.vm.host_addr().map(|a| a.to_string()),
+                    uptime_secs: i.since.elapsed().as_secs(),
+                    crashes: i.crashes,
+                })
             })
             .collect();
-        out.sort_by(|a, b| a.app.cmp(&b.app));
+        out.sort_by(|a, b| a.app.cmp(&b.app).then_with(|| a.vm.cmp(&b.vm)));
         out
     }
 

@@ -112,6 +112,20 @@ pub(crate) async fn stop_vm(mut vm: RunningApp, grace: Duration, events: &Events
     vm_event(events, &app, deploy, VmChange::Stopped, &name, None);
 }
 
+/// Stops several VMs at once (an app's instances).
+pub(crate) async fn stop_vms(vms: Vec<RunningApp>, grace: Duration, events: &Events) {
+    let stops: Vec<_> = vms
+        .into_iter()
+        .map(|vm| {
+            let events = events.clone();
+            tokio::spawn(async move { stop_vm(vm, grace, &events).await })
+        })
+        .collect();
+    for s in stops {
+        let _ = s.await;
+    }
+}
+
 /// What clients are told to wait while an app with volumes has no VM
 /// (`503` + `Retry-After`): about one boot.
 pub const DEPLOYING_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -138,7 +152,7 @@ impl Platform {
         let names: Vec<&str> = spec.volumes.iter().map(|v| v.name.as_str()).collect();
         ctx.say(&format!(
             "-----> Stopping deploy #{} first: its volumes ({}) can be mounted by one VM at a time",
-            old.vm.deploy,
+            old.deploy(),
             names.join(", ")
         ));
         for upstream in self
@@ -147,7 +161,7 @@ impl Platform {
         {
             upstream.drain(DRAIN).await;
         }
-        stop_vm(old.vm, STOP_GRACE, &self.events).await;
+        stop_vms(old.vms, STOP_GRACE, &self.events).await;
     }
 
     /// What a VM of `digest` for (`app`, `deploy`) runs with: the
@@ -334,44 +348,53 @@ impl Platform {
         })
     }
 
-    /// Routes the app to a healthy VM, drains and stops the one it
-    /// replaces. The caller has passed the job's point of no return.
-    /// Returns the switch time in milliseconds.
+    /// Routes the app to its healthy new VMs at once (requests are
+    /// balanced across them), then drains and stops the ones they replace.
+    /// The caller has passed the job's point of no return. Returns the
+    /// switch time in milliseconds.
     pub(crate) fn switch_in(
         &self,
         app: &str,
         domains: &[String],
-        booted: Booted,
+        booted: Vec<Booted>,
         crashes: u32,
     ) -> i64 {
         let started = Instant::now();
-        let deploy = booted.app.deploy;
-        let vm_name = booted.app.vm.name().to_string();
-        let previous_upstream = if booted.addr.port() != 0 {
-            self.routes.switch(app, domains, booted.addr, deploy)
-        } else {
-            self.routes.forget(app)
+        let Some(deploy) = booted.first().map(|b| b.app.deploy) else {
+            return 0;
         };
+        let addrs: Vec<std::net::SocketAddr> = booted
+            .iter()
+            .map(|b| b.addr)
+            .filter(|a| a.port() != 0)
+            .collect();
+        let previous_upstreams = if addrs.is_empty() {
+            self.routes.forget_all(app)
+        } else {
+            // Distinct host ports of fresh VMs: never refused.
+            self.routes
+                .switch_instances(app, domains, &addrs, deploy)
+                .unwrap_or_else(|e| {
+                    tracing::error!(app, error = %e, "switching instances");
+                    Vec::new()
+                })
+        };
+        let names: Vec<String> = booted.iter().map(|b| b.app.vm.name().to_string()).collect();
         let previous = self.running().insert(
             app.to_string(),
             Instance {
-                vm: booted.app,
+                vms: booted.into_iter().map(Booted::into_running).collect(),
                 domains: domains.to_vec(),
                 since: Instant::now(),
                 crashes,
             },
         );
         let switch_ms = started.elapsed().as_millis() as i64;
-        vm_event(
-            &self.events,
-            app,
-            deploy,
-            VmChange::Switched,
-            &vm_name,
-            None,
-        );
+        for name in names {
+            vm_event(&self.events, app, deploy, VmChange::Switched, &name, None);
+        }
         if let Some(old) = previous {
-            retire(old, previous_upstream, self.events.clone());
+            retire(old.vms, previous_upstreams, self.events.clone());
         }
         switch_ms
     }
@@ -426,10 +449,11 @@ impl Platform {
                 ),
             })?;
         let domains = self.domains_at(&ctx.app, &deploy.commit).await;
-        let booted = self.boot(ctx, deploy.number, digest).await?;
-        let mut timings = booted.timings.clone();
+        let count = self.instances_wanted(&ctx.app, digest).await?;
+        let booted = self.boot_fleet(ctx, deploy.number, digest, count).await?;
+        let mut timings = crate::scale::fleet_timings(&booted);
         if let Err(why) = ctx.control.commit() {
-            stop_vm(booted.app, Duration::from_secs(5), &self.events).await;
+            crate::scale::discard_all(booted, self).await;
             return Err(why);
         }
         timings.push((
@@ -440,16 +464,16 @@ impl Platform {
     }
 }
 
-/// Drains the upstream an old VM served (in-flight requests finish), then
-/// stops the VM, in the background.
-pub(crate) fn retire(old: Instance, upstream: Option<Arc<router::Upstream>>, events: Events) {
+/// Drains the upstreams old VMs served (in-flight requests finish), then
+/// stops the VMs, in the background.
+pub(crate) fn retire(old: Vec<RunningApp>, upstreams: Vec<Arc<router::Upstream>>, events: Events) {
     tokio::spawn(async move {
-        if let Some(u) = upstream {
+        for u in upstreams {
             let left = u.drain(DRAIN).await;
             if left > 0 {
-                tracing::warn!(app = %old.vm.app, left, "drain timed out; stopping anyway");
+                tracing::warn!(app = %u.app, left, "drain timed out; stopping anyway");
             }
         }
-        stop_vm(old.vm, STOP_GRACE, &events).await;
+        stop_vms(old, STOP_GRACE, &events).await;
     });
 }

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use crate::apps::Platform;
-use crate::boot::stop_vm;
+use crate::boot::stop_vms;
 use crate::jobs::run::JobCtx;
 use crate::jobs::JobError;
 use crate::store::{Deploy, DeployStatus};
@@ -188,20 +188,20 @@ impl Platform {
             .as_ref()
             .map(|i| i.domains.clone())
             .unwrap_or_default();
-        let upstream = self.routes.mark_down(app, &domains, STOPPED);
+        let upstreams = self.routes.mark_down_all(app, &domains, STOPPED);
         let Some(instance) = instance else {
             ctx.say(&format!("-----> {app} was not running; it stays stopped"));
             return Ok(());
         };
-        ctx.set_deploy(instance.vm.deploy).await;
+        ctx.set_deploy(instance.deploy()).await;
         ctx.say(&format!(
             "-----> Stopping {app} (deploy #{}): draining requests, powering off ...",
-            instance.vm.deploy
+            instance.deploy()
         ));
-        if let Some(u) = upstream {
+        for u in upstreams {
             u.drain(crate::apps::DRAIN).await;
         }
-        stop_vm(instance.vm, crate::apps::STOP_GRACE, &self.events).await;
+        stop_vms(instance.vms, crate::apps::STOP_GRACE, &self.events).await;
         ctx.note("stopped by its owner");
         ctx.say(&format!("-----> {app} stopped"));
         Ok(())
@@ -293,11 +293,11 @@ impl Platform {
         self.store.require_app(app).await?;
         ctx.control.commit()?;
         let instance = self.running().remove(app);
-        self.routes.forget(app);
+        self.routes.forget_all(app);
         self.egress.close(app);
         if let Some(instance) = instance {
             ctx.say(&format!("-----> Stopping {app}'s VM ..."));
-            stop_vm(instance.vm, crate::apps::STOP_GRACE, &self.events).await;
+            stop_vms(instance.vms, crate::apps::STOP_GRACE, &self.events).await;
         }
         for job in self.store.active_jobs(app).await? {
             if job.id != ctx.id {
@@ -305,6 +305,7 @@ impl Platform {
             }
         }
         self.store.delete_app(app).await?;
+        self.forget_scale(app).await?;
         ctx.say(&format!("-----> Destroyed {app}"));
         // The event journal goes once the job's end is told (the
         // dispatcher removes it after the last event).

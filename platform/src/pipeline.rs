@@ -199,16 +199,24 @@ async fn pipeline(
             .await?;
         ctx.phase("release", ms);
     }
-    ctx.say("-----> Booting microVM ...");
-    let booted = platform.boot(ctx, number, &outcome.digest).await?;
-    for (phase, ms) in &booted.timings {
+    let count = platform.instances_wanted(&req.app, &outcome.digest).await?;
+    ctx.say(&if count > 1 {
+        format!("-----> Booting {count} microVMs ...")
+    } else {
+        "-----> Booting microVM ...".to_string()
+    });
+    let booted = platform
+        .boot_fleet(ctx, number, &outcome.digest, count)
+        .await?;
+    let timings = crate::scale::fleet_timings(&booted);
+    for (phase, ms) in &timings {
         platform
             .store
             .set_deploy_status(&req.app, number, DeployStatus::Booting, Some((phase, *ms)))
             .await?;
         ctx.phase(phase, *ms);
     }
-    let boot_ms = booted.timings.iter().map(|(_, ms)| ms).sum::<i64>();
+    let boot_ms = timings.iter().map(|(_, ms)| ms).sum::<i64>();
     ctx.say(&format!(
         "-----> Healthy in {:.1}s",
         boot_ms as f64 / 1000.0
@@ -217,7 +225,7 @@ async fn pipeline(
     // 4. Switch: the point of no return.
     let previous = platform.store.live_deploy(&req.app).await?;
     if let Err(why) = ctx.control.commit() {
-        booted.discard(platform).await;
+        crate::scale::discard_all(booted, platform).await;
         return Err(why);
     }
     let switch_ms = platform.switch_in(&req.app, &manifest.domains, booted, 0);

@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::apps::{Instance, Platform};
+use runtime::RunningApp;
+
+use crate::apps::Platform;
 use crate::events::{EventKind, VmChange};
 use crate::jobs::run::JobCtx;
 use crate::jobs::{JobError, JobSpec};
@@ -22,6 +24,18 @@ const TICK: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A VM that ran this long resets the crash count.
 const STABLE: Duration = Duration::from_secs(300);
+
+/// A VM that ended without being asked to.
+struct Crash {
+    app: String,
+    /// Crashes in a row, this one included.
+    crashes: u32,
+    /// The app's VMs still serving.
+    left: usize,
+    domains: Vec<String>,
+    vm: RunningApp,
+    how: String,
+}
 
 /// The wait before restart attempt `crashes` (1 = the first crash).
 pub fn backoff(crashes: u32) -> Duration {
@@ -58,63 +72,90 @@ impl Platform {
     }
 
     /// One pass: ship guest events to the app streams, take crashed VMs
-    /// out of service and queue their recovery.
+    /// out of service and queue their recovery. An app with several VMs
+    /// keeps serving on the others meanwhile.
     async fn check_vms(&self) {
-        let mut crashed: Vec<(String, Instance, String)> = Vec::new();
+        let mut crashed: Vec<Crash> = Vec::new();
         {
             let mut running = self.running();
-            let mut gone = Vec::new();
+            let mut emptied = Vec::new();
             for (app, instance) in running.iter_mut() {
-                for event in instance.vm.vm.drain_events() {
-                    if let Some(line) = describe_event(&event) {
-                        self.note(app, Some(instance.vm.deploy), &line);
+                let mut k = 0;
+                while k < instance.vms.len() {
+                    let vm = &mut instance.vms[k];
+                    for event in vm.vm.drain_events() {
+                        if let Some(line) = describe_event(&event) {
+                            self.note(app, Some(vm.deploy), &line);
+                        }
                     }
+                    let Some(how) = vm.vm.exit_status() else {
+                        k += 1;
+                        continue;
+                    };
+                    let vm = instance.vms.remove(k);
+                    if let Some(addr) = vm.vm.host_addr() {
+                        self.routes.remove_instance(app, addr);
+                    }
+                    crashed.push(Crash {
+                        app: app.clone(),
+                        crashes: if instance.since.elapsed() >= STABLE {
+                            1
+                        } else {
+                            instance.crashes + 1
+                        },
+                        left: instance.vms.len(),
+                        domains: instance.domains.clone(),
+                        vm,
+                        how,
+                    });
                 }
-                if let Some(how) = instance.vm.vm.exit_status() {
-                    gone.push((app.clone(), how));
+                if instance.vms.is_empty() {
+                    emptied.push(app.clone());
                 }
             }
-            for (app, how) in gone {
-                if let Some(instance) = running.remove(&app) {
-                    crashed.push((app, instance, how));
-                }
+            for app in emptied {
+                running.remove(&app);
             }
         }
-        for (app, instance, how) in crashed {
-            let crashes = if instance.since.elapsed() >= STABLE {
-                1
-            } else {
-                instance.crashes + 1
-            };
-            let deploy = instance.vm.deploy;
+        for c in crashed {
+            let (app, crashes) = (c.app.as_str(), c.crashes);
+            let deploy = c.vm.deploy;
             let delay = backoff(crashes);
-            let tail = instance.vm.vm.console_tail();
-            tracing::warn!(%app, deploy, %how, crashes, "VM ended unexpectedly; restarting in {delay:?}");
-            crate::metrics::metrics().crash(&app);
+            let tail = c.vm.vm.console_tail();
+            tracing::warn!(%app, deploy, how = %c.how, crashes, "VM ended unexpectedly; restarting in {delay:?}");
+            crate::metrics::metrics().crash(app);
             let last_line = tail
                 .lines()
                 .last()
                 .map(|l| format!("; last console line: {l}"));
+            let others = match c.left {
+                0 => String::new(),
+                1 => "; 1 other VM serves meanwhile".to_string(),
+                n => format!("; {n} other VMs serve meanwhile"),
+            };
             self.events.emit(
-                &app,
+                app,
                 Some(deploy),
                 None,
                 EventKind::Vm {
                     change: VmChange::Crashed,
-                    vm: instance.vm.vm.name().to_string(),
+                    vm: c.vm.vm.name().to_string(),
                     detail: Some(format!(
-                        "{how}; restarting in {}s, crash {crashes} in a row{}",
+                        "{}; restarting in {}s, crash {crashes} in a row{others}{}",
+                        c.how,
                         delay.as_secs(),
                         last_line.unwrap_or_default()
                     )),
                 },
             );
-            self.routes
-                .mark_down(&app, &instance.domains, "it is restarting after a crash");
+            if c.left == 0 {
+                self.routes
+                    .mark_down(app, &c.domains, "it is restarting after a crash");
+            }
             let run_after = now_ms() + delay.as_millis() as i64;
             if let Err(e) = self
                 .enqueue_at(
-                    &app,
+                    app,
                     JobSpec::Recover { crashes },
                     Some("byteport"),
                     true,
@@ -133,7 +174,17 @@ impl Platform {
     pub(crate) async fn recover(&self, ctx: &JobCtx, crashes: u32) -> Result<(), JobError> {
         let app = ctx.app.as_str();
         if self.is_running(app) {
-            return Ok(()); // a deploy, restart or start got there first
+            // Other instances serve: boot the missing ones (a deploy,
+            // restart or start may have got there first).
+            let Some(digest) = self.live_digest(app).await? else {
+                return Ok(());
+            };
+            let wanted = self.instances_wanted(app, &digest).await?;
+            return match self.converge(ctx, wanted).await {
+                Ok(_) => Ok(()),
+                Err(e @ (JobError::Cancelled { .. } | JobError::Interrupted { .. })) => Err(e),
+                Err(e) => self.recover_later(ctx, crashes, e).await,
+            };
         }
         let live = match (
             self.store.app(app).await?,
@@ -145,7 +196,11 @@ impl Platform {
         ctx.set_deploy(live.number).await;
         match self.boot_and_switch(ctx, &live, crashes).await {
             Ok(_) => {
-                if let Some(vm) = self.running().get(app).map(|i| i.vm.vm.name().to_string()) {
+                let first = self
+                    .running()
+                    .get(app)
+                    .and_then(|i| i.vms.first().map(|v| v.vm.name().to_string()));
+                if let Some(vm) = first {
                     self.events.emit(
                         app,
                         Some(live.number),
@@ -160,26 +215,34 @@ impl Platform {
                 Ok(())
             }
             Err(e @ (JobError::Cancelled { .. } | JobError::Interrupted { .. })) => Err(e),
-            Err(e) => {
-                let next = crashes + 1;
-                let delay = backoff(next);
-                ctx.note(&format!(
-                    "restart after a crash failed: {}; next try in {}s",
-                    e.to_string().lines().next().unwrap_or_default(),
-                    delay.as_secs()
-                ));
-                let run_after = now_ms() + delay.as_millis() as i64;
-                self.enqueue_at(
-                    app,
-                    JobSpec::Recover { crashes: next },
-                    Some("byteport"),
-                    true,
-                    run_after,
-                )
-                .await?;
-                Err(e)
-            }
+            Err(e) => self.recover_later(ctx, crashes, e).await,
         }
+    }
+
+    /// After a failed recovery: another try, with a longer wait.
+    async fn recover_later(&self, ctx: &JobCtx, crashes: u32, e: JobError) -> Result<(), JobError> {
+        let next = crashes + 1;
+        let delay = backoff(next);
+        ctx.note(&format!(
+            "restart after a crash failed: {}; next try in {}s",
+            e.to_string().lines().next().unwrap_or_default(),
+            delay.as_secs()
+        ));
+        let run_after = now_ms() + delay.as_millis() as i64;
+        self.enqueue_at(
+            &ctx.app,
+            JobSpec::Recover { crashes: next },
+            Some("byteport"),
+            true,
+            run_after,
+        )
+        .await?;
+        Err(e)
+    }
+
+    /// The artifact of `app`'s live deploy, if it has one.
+    async fn live_digest(&self, app: &str) -> Result<Option<String>, JobError> {
+        Ok(self.store.live_deploy(app).await?.and_then(|d| d.artifact))
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::apps::Platform;
-use crate::boot::stop_vm;
+use crate::boot::stop_vms;
 use crate::jobs::run::JobCtx;
 use crate::jobs::JobError;
 
@@ -228,7 +228,7 @@ impl Platform {
                 ctx.mark_took_down_live();
                 ctx.say(&format!(
                     "-----> Stopping {app} (deploy #{}): volume `{name}` is copied while no VM has it",
-                    old.vm.deploy
+                    old.deploy()
                 ));
                 for u in self.routes.mark_deploying(
                     app,
@@ -237,7 +237,7 @@ impl Platform {
                 ) {
                     u.drain(crate::apps::DRAIN).await;
                 }
-                stop_vm(old.vm, crate::apps::STOP_GRACE, &self.events).await;
+                stop_vms(old.vms, crate::apps::STOP_GRACE, &self.events).await;
                 true
             }
             Some(other) => {

@@ -47,6 +47,7 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
   restart APP                          fresh VM of the live deploy, no downtime
   rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
+  scale APP web=N                      run N web VMs, balanced by the router (1..16; not with a volume)
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
   destroy APP --confirm APP            delete APP: VM, deploys, config, repository (owner only)
@@ -330,6 +331,11 @@ async fn dispatch(
             let target = words.get(2).map(|w| parse_deploy_number(w)).transpose()?;
             run_job(platform, caller, app, JobSpec::Rollback { target }, out).await
         }
+        ["scale", app, formation @ ..] if !formation.is_empty() => {
+            require_access(platform, caller, app).await?;
+            let web = parse_formation(formation)?;
+            run_job(platform, caller, app, JobSpec::Scale { web }, out).await
+        }
         ["stop", app] => {
             require_access(platform, caller, app).await?;
             run_job(platform, caller, app, JobSpec::Stop, out).await
@@ -372,6 +378,38 @@ async fn dispatch(
         )
         .await),
     }
+}
+
+/// `web=N` (Heroku's `ps:scale` formation; `web` is the only process
+/// that scales today).
+fn parse_formation(words: &[&str]) -> Result<u32, AdminError> {
+    let mut web = None;
+    for w in words {
+        match w.split_once('=') {
+            Some(("web", n)) => {
+                web = Some(n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    AdminError::Usage(format!(
+                        "`{}`: web=N needs a whole number from 1 to {}",
+                        w.escape_default(),
+                        platform::scale::MAX_INSTANCES
+                    ))
+                })?)
+            }
+            Some((process, _)) => {
+                return Err(AdminError::Usage(format!(
+                    "`{}`: only the web process runs in several VMs; workers run in each of them",
+                    process.escape_default()
+                )))
+            }
+            None => {
+                return Err(AdminError::Usage(format!(
+                    "`{}` is not PROCESS=N (e.g. web=2)",
+                    w.escape_default()
+                )))
+            }
+        }
+    }
+    web.ok_or_else(|| AdminError::Usage("scale APP web=N".into()))
 }
 
 /// `--no-restart` anywhere among `args`, and the other words.

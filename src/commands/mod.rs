@@ -108,6 +108,10 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "rollback", Some(&app), &extra).await
         }
         Command::Stop { app } => daemon_command(config, "stop", Some(&app), &[]).await,
+        Command::Scale { app, formation } => {
+            let extra: Vec<&str> = formation.iter().map(String::as_str).collect();
+            daemon_command(config, "scale", Some(&app), &extra).await
+        }
         Command::Portfolio { mut args } => {
             // A directory for `export` is the caller's, relative to here.
             if args.first().map(String::as_str) == Some("export") {

@@ -61,6 +61,11 @@ pub enum JobSpec {
         /// The deployed commit.
         commit: String,
     },
+    /// Run N web VMs (`byteport scale APP web=N`).
+    Scale {
+        /// How many.
+        web: u32,
+    },
     /// Back up, restore or destroy one of the app's volumes.
     Volume {
         /// What to do.
@@ -82,6 +87,7 @@ impl JobSpec {
             JobSpec::Restore => "restore",
             JobSpec::Portfolio { .. } => "portfolio",
             JobSpec::Volume { .. } => "volume",
+            JobSpec::Scale { .. } => "scale",
         }
     }
 

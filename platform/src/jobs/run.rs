@@ -147,6 +147,7 @@ impl Platform {
                 self.refresh_portfolio(ctx, *deploy, commit).await
             }
             JobSpec::Volume { action } => self.volume_job(ctx, action).await,
+            JobSpec::Scale { web } => self.scale(ctx, *web).await,
         }
     }
 }

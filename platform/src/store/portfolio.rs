@@ -125,6 +125,16 @@ impl Store {
         .transpose()
     }
 
+    /// Deletes a settings document (nothing if there is none).
+    pub async fn delete_setting(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM settings WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(q("deleting a setting"))?;
+        Ok(())
+    }
+
     /// Writes a settings document.
     pub async fn set_setting<T: serde::Serialize>(
         &self,
