@@ -89,6 +89,20 @@ pub enum Command {
         /// The deploy to go back to (3, #3 or v3; default: the previous live one).
         deploy: Option<String>,
     },
+    /// Run a command in a one-off VM of an app's live deploy (its config,
+    /// secrets and egress), e.g. `byteport run blog -- ls -l`; exits with
+    /// the command's status. `--stop-app` stops the app for the command
+    /// (needed when it has a volume) and boots it again after.
+    Run {
+        /// The app.
+        app: String,
+        /// Stop the app for the command (its volumes are then attached).
+        #[arg(long)]
+        stop_app: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run N web VMs of the live deploy, balanced by the router (`scale APP web=2`);
     /// kept across deploys and restarts.
     Scale {

@@ -73,10 +73,10 @@ impl Booted {
     }
 }
 
-fn memory_mib(bytes: u64, ctx: &JobCtx) -> u64 {
+fn memory_mib(bytes: u64, say: &dyn Fn(&str)) -> u64 {
     let mib = bytes >> 20;
     if mib < MIN_MEMORY_MIB {
-        ctx.say(&format!(
+        say(&format!(
             "       note: memory {mib}M is below the {MIN_MEMORY_MIB}M a Linux guest needs to boot; using {MIN_MEMORY_MIB}M"
         ));
         MIN_MEMORY_MIB
@@ -169,11 +169,11 @@ impl Platform {
     /// egress) for the driver.
     pub(crate) async fn app_spec(
         &self,
-        ctx: &JobCtx,
+        app: &str,
         deploy: i64,
         digest: &str,
+        say: &(dyn Fn(&str) + Sync),
     ) -> Result<(builder::Descriptor, AppSpec, runtime::BootOptions), JobError> {
-        let app = ctx.app.as_str();
         let opts = self.boot.clone().ok_or_else(|| JobError::Boot {
             message: format!(
                 "cannot boot here: {}",
@@ -197,7 +197,7 @@ impl Platform {
                 Some(v) => {
                     env.insert(name.clone(), v.clone());
                 }
-                None => ctx.say(&format!(
+                None => say(&format!(
                     "       warning: secret {name} is not set (byteport secrets set {app} {name})"
                 )),
             }
@@ -209,7 +209,7 @@ impl Platform {
             modules_dir: kernel.modules_dir.clone(),
             rootfs,
             cpus: descriptor.vm.cpus,
-            memory_mib: memory_mib(descriptor.vm.memory_bytes, ctx),
+            memory_mib: memory_mib(descriptor.vm.memory_bytes, say),
             processes: descriptor
                 .processes
                 .iter()
@@ -247,7 +247,7 @@ impl Platform {
     /// Cancelling the job stops the VM.
     pub async fn boot(&self, ctx: &JobCtx, deploy: i64, digest: &str) -> Result<Booted, JobError> {
         let app = ctx.app.as_str();
-        let (descriptor, spec, opts) = self.app_spec(ctx, deploy, digest).await?;
+        let (descriptor, spec, opts) = self.app_spec(app, deploy, digest, &ctx.progress()).await?;
         if !spec.volumes.is_empty() {
             self.stop_for_volumes(ctx, &spec).await;
         }

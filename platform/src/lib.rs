@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod portfolio;
 pub mod release;
 pub mod repo_files;
+pub mod run_command;
 pub mod scale;
 pub mod store;
 pub mod supervise;

@@ -34,7 +34,7 @@ impl Platform {
             })
     }
 
-    fn check_can_boot(&self) -> Result<(), JobError> {
+    pub(crate) fn check_can_boot(&self) -> Result<(), JobError> {
         match self.boot_problem() {
             Some(p) => Err(JobError::Boot {
                 message: format!("cannot boot here: {p}"),

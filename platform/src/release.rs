@@ -38,6 +38,15 @@ pub struct OneOffCommand<'a> {
     pub timeout: Duration,
 }
 
+/// A line a one-off command printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    /// Written to its stderr (else stdout).
+    pub stderr: bool,
+    /// The line, without its newline.
+    pub text: String,
+}
+
 /// How a one-off command ended.
 #[derive(Debug)]
 pub struct OneOffOutcome {
@@ -47,36 +56,52 @@ pub struct OneOffOutcome {
     pub took: Duration,
 }
 
+/// Sets the flag when dropped: a one-off whose caller went away (an SSH
+/// client that disconnected) has its VM stopped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 impl Platform {
-    /// Runs `run.command` once in a one-off VM of `deploy`'s artifact
-    /// `digest`, its output lines going to `on_line` (and the app's log).
-    /// Cancelling the job stops the VM.
-    pub(crate) async fn run_one_off(
+    /// Runs `run.command` once in a one-off VM of `app`'s deploy `deploy`
+    /// (artifact `digest`), its output lines going to `on_line` (and the
+    /// app's log), progress notes to `say`. The VM is stopped when
+    /// `stopped` resolves (the job was cancelled) or this future is dropped.
+    pub(crate) async fn one_off(
         &self,
-        ctx: &JobCtx,
+        app: &str,
         deploy: i64,
         digest: &str,
         run: OneOffCommand<'_>,
-        on_line: impl Fn(&str),
+        say: &(dyn Fn(&str) + Sync),
+        mut on_line: impl FnMut(OutputLine),
+        stopped: impl std::future::Future<Output = JobError>,
     ) -> Result<OneOffOutcome, JobError> {
         let (process, command, timeout) = (run.process, run.command, run.timeout);
-        let app = ctx.app.clone();
-        let (_, mut spec, opts) = self.app_spec(ctx, deploy, digest).await?;
+        let app = app.to_string();
+        let (_, mut spec, opts) = self.app_spec(&app, deploy, digest, say).await?;
         spec.one_off = true;
         spec.processes = vec![(process.to_string(), command.to_string())];
         let cancel = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutputLine>();
         let log = self.events.app_sink(&app, deploy);
         let sink: runtime::drivers::AppLog =
             Arc::new(move |proc: &str, stream: &str, text: &str| {
                 log(proc, stream, text);
-                let _ = tx.send(text.to_string());
+                let _ = tx.send(OutputLine {
+                    stderr: stream == "err",
+                    text: text.to_string(),
+                });
             });
         let started = Instant::now();
         let events = self.events.clone();
         let task = {
             let cancel = cancel.clone();
-            let app = app.clone();
             tokio::task::spawn_blocking(move || {
                 let mut vm = runtime::boot(&spec, &opts, sink).map_err(|e| JobError::Boot {
                     message: format!(
@@ -85,44 +110,39 @@ impl Platform {
                     ),
                 })?;
                 let name = vm.vm.name().to_string();
-                events.emit(
-                    &app,
-                    Some(deploy),
-                    None,
-                    EventKind::Vm {
-                        change: VmChange::Booted,
-                        vm: name.clone(),
-                        detail: Some("one-off".into()),
-                    },
-                );
+                let vm_event = |change| {
+                    events.emit(
+                        &app,
+                        Some(deploy),
+                        None,
+                        EventKind::Vm {
+                            change,
+                            vm: name.clone(),
+                            detail: Some("one-off".into()),
+                        },
+                    )
+                };
+                vm_event(VmChange::Booted);
                 let result = wait_exit_unless(vm.vm.as_mut(), timeout, &cancel);
                 vm.vm.stop(Duration::from_secs(5));
-                events.emit(
-                    &app,
-                    Some(deploy),
-                    None,
-                    EventKind::Vm {
-                        change: VmChange::Stopped,
-                        vm: name,
-                        detail: Some("one-off".into()),
-                    },
-                );
+                vm_event(VmChange::Stopped);
                 Ok::<_, JobError>(result)
             })
         };
         let mut task = std::pin::pin!(task);
+        let mut stopped = std::pin::pin!(stopped);
         let result = loop {
             tokio::select! {
-                Some(line) = rx.recv() => on_line(&line),
+                Some(line) = rx.recv() => on_line(line),
                 done = &mut task => {
                     while let Ok(line) = rx.try_recv() {
-                        on_line(&line);
+                        on_line(line);
                     }
                     break done.map_err(|e| JobError::Internal {
                         message: format!("one-off task failed: {e}"),
                     })??;
                 }
-                why = ctx.control.stopped() => {
+                why = &mut stopped => {
                     cancel.store(true, Ordering::SeqCst);
                     // The VM is stopped before the job ends.
                     let _ = (&mut task).await;
@@ -134,6 +154,28 @@ impl Platform {
             result,
             took: started.elapsed(),
         })
+    }
+
+    /// [`Platform::one_off`] for a job: progress to its requester, and the
+    /// job's cancel stops the VM.
+    pub(crate) async fn run_one_off(
+        &self,
+        ctx: &JobCtx,
+        deploy: i64,
+        digest: &str,
+        run: OneOffCommand<'_>,
+        on_line: impl Fn(&str),
+    ) -> Result<OneOffOutcome, JobError> {
+        self.one_off(
+            &ctx.app,
+            deploy,
+            digest,
+            run,
+            &ctx.progress(),
+            |line| on_line(&line.text),
+            ctx.control.stopped(),
+        )
+        .await
     }
 
     /// The release phase of deploy `deploy`: runs `command` in a one-off
@@ -150,7 +192,9 @@ impl Platform {
         has_volumes: bool,
     ) -> Result<i64, JobError> {
         if has_volumes {
-            let (_, spec, _) = self.app_spec(ctx, deploy, digest).await?;
+            let (_, spec, _) = self
+                .app_spec(&ctx.app, deploy, digest, &ctx.progress())
+                .await?;
             self.stop_for_volumes(ctx, &spec).await;
         }
         ctx.say(&format!("-----> Running release command: {command}"));

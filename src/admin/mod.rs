@@ -6,6 +6,7 @@
 
 mod logs;
 mod portfolio;
+mod run;
 mod volumes;
 
 use gitd::{CommandOutput, Stream};
@@ -47,6 +48,7 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
   restart APP                          fresh VM of the live deploy, no downtime
   rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
+  run APP [--stop-app] -- CMD...       run CMD in a one-off VM of the live deploy (--stop-app: with its volumes)
   scale APP web=N                      run N web VMs, balanced by the router (1..16; not with a volume)
   stop APP                             stop serving APP (stays stopped)
   start APP                            start a stopped APP
@@ -331,6 +333,7 @@ async fn dispatch(
             let target = words.get(2).map(|w| parse_deploy_number(w)).transpose()?;
             run_job(platform, caller, app, JobSpec::Rollback { target }, out).await
         }
+        ["run", rest @ ..] => run::run(platform, caller, rest, out).await,
         ["scale", app, formation @ ..] if !formation.is_empty() => {
             require_access(platform, caller, app).await?;
             let web = parse_formation(formation)?;

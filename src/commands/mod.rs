@@ -108,6 +108,19 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "rollback", Some(&app), &extra).await
         }
         Command::Stop { app } => daemon_command(config, "stop", Some(&app), &[]).await,
+        Command::Run {
+            app,
+            stop_app,
+            command,
+        } => {
+            let mut extra: Vec<&str> = Vec::new();
+            if stop_app {
+                extra.push("--stop-app");
+            }
+            extra.push("--");
+            extra.extend(command.iter().map(String::as_str));
+            daemon_command(config, "run", Some(&app), &extra).await
+        }
         Command::Scale { app, formation } => {
             let extra: Vec<&str> = formation.iter().map(String::as_str).collect();
             daemon_command(config, "scale", Some(&app), &extra).await

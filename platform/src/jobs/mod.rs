@@ -66,6 +66,12 @@ pub enum JobSpec {
         /// How many.
         web: u32,
     },
+    /// `run --stop-app`: stop the app, run a command in a one-off VM with
+    /// its volumes, boot it again.
+    Run {
+        /// The command line.
+        command: String,
+    },
     /// Back up, restore or destroy one of the app's volumes.
     Volume {
         /// What to do.
@@ -88,6 +94,7 @@ impl JobSpec {
             JobSpec::Portfolio { .. } => "portfolio",
             JobSpec::Volume { .. } => "volume",
             JobSpec::Scale { .. } => "scale",
+            JobSpec::Run { .. } => "run",
         }
     }
 

@@ -148,6 +148,7 @@ impl Platform {
             }
             JobSpec::Volume { action } => self.volume_job(ctx, action).await,
             JobSpec::Scale { web } => self.scale(ctx, *web).await,
+            JobSpec::Run { command } => self.run_stopping_app(ctx, command).await,
         }
     }
 }
