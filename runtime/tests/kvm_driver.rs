@@ -92,6 +92,7 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         gid: 1000,
         workdir: "/".into(),
         egress,
+        database: None,
         volumes: vec![],
         one_off: false,
     }
@@ -298,6 +299,7 @@ fn level1_half() {
         guest_port: Some(APP_PORT),
         dir: dir.clone(),
         egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
+        database: None,
         jail: Some(jail),
         checked_process: Some("web".into()),
         volumes: vec![Arc::new(volume)],
