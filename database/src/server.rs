@@ -233,6 +233,12 @@ pub fn prepare(home: &Path, layout: &Layout, bin: &Path, run_as: &RunAs) -> Resu
         .env("PATH", "/usr/bin:/bin")
         .current_dir(home)
         .stdin(Stdio::null());
+    if run_as.ids.is_none() {
+        // The superuser logs in by password when not root (module docs).
+        let mut pwfile = std::ffi::OsString::from("--pwfile=");
+        pwfile.push(&layout.password_file);
+        cmd.arg(pwfile);
+    }
     run_as.apply(&mut cmd);
     tracing::info!(data = %layout.data.display(), "database: initdb");
     let out = cmd.output().map_err(DbError::io("running initdb"))?;

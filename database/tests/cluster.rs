@@ -280,7 +280,9 @@ fn backups_round_trip_and_bad_archives_change_nothing() {
 #[test]
 fn the_cluster_recovers_from_a_killed_server_and_a_killed_daemon() {
     let (_d, home) = home();
+    let t = std::time::Instant::now();
     let c = open(&home);
+    eprintln!("FIGURE first open (initdb + start): {:?}", t.elapsed());
     let a = c.provision("durable", None).unwrap();
     app_sql(
         &c,
@@ -300,7 +302,12 @@ fn the_cluster_recovers_from_a_killed_server_and_a_killed_daemon() {
         home.join("data/postmaster.pid").exists(),
         "no stale pid file to recover from"
     );
+    let t = std::time::Instant::now();
     let c = open(&home);
+    eprintln!(
+        "FIGURE open after kill -9 (crash recovery): {:?}",
+        t.elapsed()
+    );
     assert_eq!(app_sql(&c, &a, "SELECT v FROM d").unwrap(), "committed");
 
     // The daemon dies (the value is leaked: no stop); the server runs on.
@@ -310,7 +317,12 @@ fn the_cluster_recovers_from_a_killed_server_and_a_killed_daemon() {
     // The lock is a flock on a leaked descriptor: drop it by hand, as the
     // kernel does when a process dies.
     release_lock(&home);
+    let t = std::time::Instant::now();
     let c = open(&home);
+    eprintln!(
+        "FIGURE open over an orphaned server (take-over): {:?}",
+        t.elapsed()
+    );
     assert_ne!(c.pid().unwrap(), orphan);
     // Still our child in this test, so it lingers as a zombie: alive means
     // any state but Z.
@@ -355,4 +367,72 @@ fn dropping_removes_the_database_and_the_role() {
     let fresh = c.provision("gone", None).unwrap();
     let e = app_sql(&c, &fresh, "SELECT * FROM x").unwrap_err();
     assert!(e.contains("does not exist"), "{e}");
+}
+
+/// Not root (a developer's machine): server, daemon and door share one
+/// uid, so the superuser logs in with the password in
+/// `home/superuser.password` instead of by peer — and the apps still
+/// cannot. As root, this test runs its helper as `nobody` to get there.
+#[test]
+fn as_an_ordinary_user_the_superuser_needs_its_password() {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        ordinary_user_checks();
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "helper_as_nobody", "--nocapture"])
+        .env("TMPDIR", "/tmp")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the helper failed:\n{text}\n{err}");
+    assert!(
+        text.contains("ORDINARY-USER-CHECKS-PASSED"),
+        "{text}\n{err}"
+    );
+}
+
+#[test]
+#[ignore = "run as nobody by as_an_ordinary_user_the_superuser_needs_its_password"]
+fn helper_as_nobody() {
+    ordinary_user_checks();
+}
+
+fn ordinary_user_checks() {
+    let (_d, home) = home();
+    let c = open(&home);
+    let pw = home.join("superuser.password");
+    assert_eq!(
+        std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let superuser_password = std::fs::read_to_string(&pw).unwrap();
+    let a = c.provision("dev-app", None).unwrap();
+    app_sql(&c, &a, "CREATE TABLE t (v int); INSERT INTO t VALUES (7)").unwrap();
+    // Same uid as the server, yet no peer login for the superuser...
+    let e = client(&c, "byteport", &a.password, "postgres", "SELECT 1").unwrap_err();
+    assert!(e.contains("password authentication failed"), "{e}");
+    // ...only with its own password.
+    assert_eq!(
+        client(
+            &c,
+            "byteport",
+            superuser_password.trim(),
+            "postgres",
+            "SELECT current_user"
+        )
+        .unwrap(),
+        "byteport"
+    );
+    let file = home.join("dev.dump");
+    c.backup("dev-app", &file).unwrap();
+    app_sql(&c, &a, "DELETE FROM t").unwrap();
+    c.restore("dev-app", &file).unwrap();
+    assert_eq!(app_sql(&c, &a, "SELECT v FROM t").unwrap(), "7");
+    println!("ORDINARY-USER-CHECKS-PASSED");
 }
