@@ -131,6 +131,26 @@ impl Cluster {
         self.server.lock().ok()?.as_ref().map(Child::id)
     }
 
+    /// Restarts the server if it died (or was stopped) since it was
+    /// started — crash recovery included; `true` if it had to. A
+    /// supervisor calls this periodically or when a connection fails.
+    pub fn ensure_running(&self) -> Result<bool, DbError> {
+        let mut server = self
+            .server
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(child) = server.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                return Ok(false);
+            }
+        }
+        tracing::warn!("database: the server is not running; restarting it");
+        *server = None;
+        server::take_over(&self.layout)?;
+        *server = Some(server::start(&self.bin, &self.layout, &self.run_as)?);
+        Ok(true)
+    }
+
     /// Fast shutdown; SIGKILL after 30 s. Also done on drop.
     pub fn stop(&self) {
         if let Ok(mut s) = self.server.lock() {

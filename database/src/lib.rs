@@ -7,7 +7,8 @@
 //!
 //! - [`Cluster::open`] initialises the cluster on first use, takes over
 //!   from a crashed predecessor, starts the server and waits until it is
-//!   ready; [`Cluster::stop`] (or dropping it) shuts it down fast.
+//!   ready; [`Cluster::ensure_running`] restarts it if it died;
+//!   [`Cluster::stop`] (or dropping it) shuts it down fast.
 //! - [`Cluster::provision`], [`Cluster::exists`], [`Cluster::drop_database`]:
 //!   an app's database and role.
 //! - [`Cluster::backup`] / [`Cluster::restore`]: `pg_dump` custom-format

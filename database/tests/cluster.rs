@@ -310,6 +310,20 @@ fn the_cluster_recovers_from_a_killed_server_and_a_killed_daemon() {
     );
     assert_eq!(app_sql(&c, &a, "SELECT v FROM d").unwrap(), "committed");
 
+    // A crash while the daemon runs: its supervisor restarts the server.
+    assert!(!c.ensure_running().unwrap(), "restarted a running server");
+    // SAFETY: as above.
+    let pid = c.pid().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    while !dead(pid) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        c.ensure_running().unwrap(),
+        "did not notice the dead server"
+    );
+    assert_eq!(app_sql(&c, &a, "SELECT v FROM d").unwrap(), "committed");
+
     // The daemon dies (the value is leaked: no stop); the server runs on.
     let orphan = c.pid().unwrap();
     // Release the lock as a dying process would, keeping the server alive.
@@ -324,17 +338,18 @@ fn the_cluster_recovers_from_a_killed_server_and_a_killed_daemon() {
         t.elapsed()
     );
     assert_ne!(c.pid().unwrap(), orphan);
-    // Still our child in this test, so it lingers as a zombie: alive means
-    // any state but Z.
-    let state = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
-    let state = state.rsplit(')').next().unwrap_or("").trim_start();
-    assert!(
-        state.is_empty() || state.starts_with('Z'),
-        "the orphaned server still runs: {state}"
-    );
+    assert!(dead(orphan), "the orphaned server still runs");
     assert_eq!(app_sql(&c, &a, "SELECT v FROM d").unwrap(), "committed");
     c.stop();
     assert!(c.pid().is_none());
+}
+
+/// Whether `pid` is gone or a zombie (our children linger as zombies until
+/// reaped).
+fn dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    state.is_empty() || state.starts_with('Z')
 }
 
 /// Closes every descriptor of this process that points at `home/cluster.lock`.
