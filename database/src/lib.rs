@@ -18,7 +18,7 @@
 //! Isolation: an app's role may connect to its own database only (the
 //! `sameuser` rule of `pg_hba.conf`, SCRAM passwords, `CONNECT` revoked
 //! from `PUBLIC`); the superuser is reachable only by the server's own OS
-//! user (see [`server`](crate::server) for who runs what). VMs reach the
+//! user (see [`server`] for who runs what). VMs reach the
 //! socket through the runtime's database door, never directly.
 //!
 //! The API is blocking (std processes and files): call it from
