@@ -31,7 +31,7 @@ mod cluster;
 pub mod names;
 pub mod server;
 
-pub use cluster::{random_password, Cluster, Credentials};
+pub use cluster::{random_password, Cluster, Credentials, CONNECTION_LIMIT};
 
 use std::path::PathBuf;
 
