@@ -43,6 +43,7 @@ fn busybox_app_boots_serves_logs_and_stops() {
     let sink_records = records.clone();
     let spec = AppSpec {
         volumes: vec![],
+        database: None,
         one_off: false,
         app: "bootcheck".into(),
         deploy: 1,

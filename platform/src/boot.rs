@@ -231,6 +231,8 @@ impl Platform {
                 })
                 .collect(),
             one_off: false,
+            // The managed database is not wired in yet (issue 14).
+            database: None,
             egress: match descriptor.vm.network {
                 builder::Network::Off => None,
                 builder::Network::On => {

@@ -7,7 +7,8 @@
 //! Every VM process is confined ([`jail`]: own uid, mount namespace,
 //! cgroup; QEMU's seccomp filter or the VMM's), cannot outlive its daemon
 //! ([`process`]: parent-death signal; [`leftovers`]: reaped at the next
-//! start), reaches nothing but its egress proxy ([`egress`]), and is read
+//! start), reaches nothing but its egress proxy ([`egress`]) and its
+//! managed database ([`database`]), and is read
 //! within budgets ([`guest_link`]). An app's persistent volumes
 //! ([`volume`]) are attached to one VM at a time.
 //!
@@ -16,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod boot;
+pub mod database;
 pub mod drivers;
 pub mod egress;
 mod fsutil;
@@ -29,6 +31,7 @@ pub mod process;
 pub mod volume;
 
 pub use boot::{boot, AppSpec, BootOptions, Driver, RunningApp};
+pub use database::{database_addr, DATABASE_PORT};
 pub use egress::EgressEndpoint;
 pub use leftovers::{reap_leftovers, LeftoverReport};
 pub use volume::{Volume, VolumeError};

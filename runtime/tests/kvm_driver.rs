@@ -12,6 +12,10 @@
 //! - the app has no network device, and its one way out is its egress proxy
 //!   (a stand-in in level 1 that tunnels one allowed target and refuses the
 //!   rest), reached through `127.0.0.1:3128` in the guest;
+//! - the app's database door: `127.0.0.1:5432` in the guest reaches the
+//!   database endpoint (a stand-in in level 1 answering PostgreSQL's
+//!   SSLRequest — the PostgreSQL server cannot run in level 1's initramfs;
+//!   the QEMU test `qemu_database` uses the real one);
 //! - the app's volume (made on this host with a note in it) is an extra
 //!   read-write disk of the VMM, found by its filesystem UUID and mounted
 //!   by the guest init at `/data`, owned by the app: it reads the note and
@@ -38,6 +42,8 @@ const APP_PORT: u16 = 8080;
 /// The allowed stand-in site and a forbidden port, both in level 1.
 const SITE_PORT: u16 = 7777;
 const FORBIDDEN_PORT: u16 = 7778;
+/// The stand-in database's socket in level 1.
+const DB_SOCKET: &str = "/run/db.sock";
 /// The app's volume.
 const VOLUME_BYTES: u64 = 32 << 20;
 
@@ -63,6 +69,7 @@ echo "FORGE $(byteport-vsock-probe dial 1100 '[bp 1 init evt] FORGED' 2>&1)"
 echo "EGRESS-ALLOWED $( (printf 'CONNECT 127.0.0.1:{SITE_PORT} HTTP/1.1\r\n\r\n'; sleep 1; echo ping; sleep 2) | nc -w 5 127.0.0.1 3128 | tr '\r\n' '  ')"
 echo "EGRESS-FORBIDDEN $(printf 'CONNECT 127.0.0.1:{FORBIDDEN_PORT} HTTP/1.1\r\n\r\n' | nc -w 5 127.0.0.1 3128 | head -1)"
 echo "PROXY-ENV $HTTPS_PROXY"
+echo "DATABASE [$( (printf '\000\000\000\010\004\322\026\057'; sleep 2) | nc -w 4 127.0.0.1 5432 | tr -c 'A-Za-z' '.')]"
 echo "VOLUME-NOTE $(cat /data/note)"
 echo "VOLUME-WRITE $(echo from-l2 > /data/written && cat /data/written) $(stat -c %u /data)"
 echo PROBE-DONE
@@ -92,6 +99,7 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         gid: 1000,
         workdir: "/".into(),
         egress,
+        database: Some(EgressEndpoint::Unix(DB_SOCKET.into())),
         volumes: vec![],
         one_off: false,
     }
@@ -193,6 +201,10 @@ fn kvm_driver_serves_an_app_in_nested_host() {
         "the app's way out is wrong:\n{all}"
     );
     assert!(
+        c.has("L1-DATABASE-DOOR"),
+        "the database door does not work:\n{all}"
+    );
+    assert!(
         c.has("L1-VOLUME-OK"),
         "the volume was not attached and mounted:\n{all}"
     );
@@ -221,6 +233,18 @@ fn stand_ins() {
                     let _ = c.write_all(&buf[..n].to_ascii_uppercase());
                 }
             });
+        }
+    });
+    // The database: answers PostgreSQL's SSLRequest with 'N' (no TLS), as
+    // the real server does.
+    let _ = std::fs::remove_file(DB_SOCKET);
+    let db = UnixListener::bind(DB_SOCKET).unwrap();
+    std::thread::spawn(move || {
+        for mut c in db.incoming().flatten() {
+            let mut req = [0u8; 8];
+            if c.read_exact(&mut req).is_ok() && req == [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f] {
+                let _ = c.write_all(b"N");
+            }
         }
     });
     let forbidden = TcpListener::bind(("127.0.0.1", FORBIDDEN_PORT)).unwrap();
@@ -298,6 +322,7 @@ fn level1_half() {
         guest_port: Some(APP_PORT),
         dir: dir.clone(),
         egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
+        database: Some(EgressEndpoint::Unix(DB_SOCKET.into())),
         jail: Some(jail),
         checked_process: Some("web".into()),
         volumes: vec![Arc::new(volume)],
@@ -398,6 +423,8 @@ fn level1_half() {
         "{out:?}"
     );
     println!("L1-EGRESS-ONLY");
+    assert!(out.iter().any(|l| l == "DATABASE [N]"), "{out:?}");
+    println!("L1-DATABASE-DOOR");
     assert!(
         out.iter().any(|l| l == "VOLUME-NOTE written on level 0"),
         "{out:?}"

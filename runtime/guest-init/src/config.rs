@@ -156,6 +156,11 @@ pub struct VsockLink {
     /// connections go to a host vsock port.
     #[serde(default)]
     pub egress: Option<VsockEgress>,
+    /// The app's managed database: a TCP listener in the guest (e.g.
+    /// `127.0.0.1:5432`) whose connections go to a host vsock port, the
+    /// runtime's database door.
+    #[serde(default)]
+    pub database: Option<VsockEgress>,
 }
 
 /// A vsock port proxied to a TCP port on the guest's loopback.
@@ -328,8 +333,10 @@ impl InitConfig {
         if let Some(v) = &c.vsock {
             if v.proxy
                 .is_some_and(|p| p.vsock_port == u32::MAX || p.tcp_port == 0)
-                || v.egress
-                    .is_some_and(|e| e.host_port == u32::MAX || e.listen.port() == 0)
+                || [v.egress, v.database]
+                    .iter()
+                    .flatten()
+                    .any(|e| e.host_port == u32::MAX || e.listen.port() == 0)
             {
                 return Err(ConfigError(
                     "init.json: vsock ports must be below 4294967295 and TCP ports above 0".into(),
@@ -422,12 +429,40 @@ mod tests {
                 egress: Some(VsockEgress {
                     listen: "127.0.0.1:3128".parse().unwrap(),
                     host_port: 3128
-                })
+                }),
+                database: None,
             })
         );
         let bad = r#"{"hostname":"a","processes":[{"name":"web","command":"x"}],
             "records":{"kind":"vsock","port":1100},
             "vsock":{"proxy":{"vsock_port":8080,"tcp_port":0}}}"#;
+        assert!(InitConfig::parse(bad.as_bytes())
+            .unwrap_err()
+            .0
+            .contains("vsock"));
+    }
+
+    #[test]
+    fn parses_a_database_relay_and_refuses_port_zero() {
+        let with = |db: &str| {
+            format!(
+                r#"{{"hostname":"a","processes":[{{"name":"web","command":"x"}}],
+                "records":{{"kind":"vsock","port":1100}},"vsock":{{"proxy":null,"database":{db}}}}}"#
+            )
+        };
+        let c =
+            InitConfig::parse(with(r#"{"listen":"127.0.0.1:5432","host_port":5432}"#).as_bytes())
+                .unwrap();
+        let link = c.vsock.unwrap();
+        assert_eq!(link.egress, None);
+        assert_eq!(
+            link.database,
+            Some(VsockEgress {
+                listen: "127.0.0.1:5432".parse().unwrap(),
+                host_port: 5432
+            })
+        );
+        let bad = with(r#"{"listen":"127.0.0.1:0","host_port":5432}"#);
         assert!(InitConfig::parse(bad.as_bytes())
             .unwrap_err()
             .0

@@ -159,6 +159,12 @@ fn run() -> ! {
                 fatal(&sink, &format!("egress proxy on {}: {err}", e.listen));
             }
         }
+        // The database relay works as the egress one: another host port.
+        if let Some(d) = link.database {
+            if let Err(err) = vsock::spawn_egress(d) {
+                fatal(&sink, &format!("database relay on {}: {err}", d.listen));
+            }
+        }
     }
     install_stop_handlers();
     if power::watch(request_stop).is_none() && config.vsock.is_some() {

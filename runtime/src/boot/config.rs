@@ -52,6 +52,7 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
             Some(crate::drivers::kvm::init_link(
                 spec.port,
                 spec.egress.is_some(),
+                spec.database.is_some(),
             )),
             Ipv4Addr::LOCALHOST,
         ),
@@ -135,6 +136,7 @@ mod tests {
             gid: 1000,
             workdir: "/app".into(),
             egress: None,
+            database: None,
             volumes: vec![],
             one_off: false,
         }

@@ -81,6 +81,12 @@ pub struct AppSpec {
     /// outbound traffic off). Its address is given to the app as
     /// `HTTP_PROXY`/`HTTPS_PROXY` (see [`proxy_url`]).
     pub egress: Option<EgressEndpoint>,
+    /// The app's managed database: the cluster's socket (normally
+    /// `<home>/socket/.s.PGSQL.5432` of the `database` crate's cluster),
+    /// reached in the guest at [`crate::database_addr`] through the VM's
+    /// database door; `None`: no door, the guest reaches no database. The
+    /// caller puts the matching `DATABASE_URL` in `env`.
+    pub database: Option<EgressEndpoint>,
     /// Persistent volumes: each is claimed for this VM (refused while
     /// another VM has it), created or grown, attached as an extra
     /// virtio-blk disk and mounted by the guest init before the processes
@@ -110,6 +116,7 @@ impl std::fmt::Debug for AppSpec {
             .field("gid", &self.gid)
             .field("workdir", &self.workdir)
             .field("egress", &self.egress)
+            .field("database", &self.database)
             .field("volumes", &self.volumes)
             .field("one_off", &self.one_off)
             .finish()

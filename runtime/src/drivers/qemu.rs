@@ -7,7 +7,10 @@
 //!   reaches the app through a loopback port forward (`hostfwd`). The one
 //!   way out is the app's egress proxy, if it has one: the guest's
 //!   `10.0.2.100:3128` is a `guestfwd` that runs `byteport-init --relay`
-//!   per connection, into the VM's door ([`crate::egress`]).
+//!   per connection, into the VM's door ([`crate::egress`]). The app's
+//!   managed database, if it has one, is a second `guestfwd` the same way:
+//!   the guest's `10.0.2.101:5432` into the VM's database door
+//!   ([`crate::database`]).
 //! - Volumes: one extra virtio-blk disk per volume (`-drive ...,if=none`
 //!   and `virtio-blk-device`), read-write, its lock shared with QEMU
 //!   ([`crate::volume`]).
@@ -38,6 +41,7 @@ use guest_init::config::RECORDS_PORT_NAME;
 use super::guest::DriverError;
 use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess, VolumeDisk};
 use super::AppLog;
+use crate::database::{DATABASE_PORT, QEMU_DATABASE_ADDR};
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT, QEMU_GUEST_ADDR};
 use crate::guest_link::GuestLink;
 use crate::jail::{Jail, JailPlan, Limits};
@@ -83,7 +87,9 @@ pub struct QemuSpec {
     pub accel: String,
     /// The app's egress proxy, if it may go out at all.
     pub egress: Option<EgressEndpoint>,
-    /// `byteport-init`, run on the host as the egress relay.
+    /// The app's managed database (the cluster's socket), if it has one.
+    pub database: Option<EgressEndpoint>,
+    /// `byteport-init`, run on the host as the egress and database relay.
     pub relay: PathBuf,
     /// The jail, if the daemon can make one (root).
     pub jail: Option<Jail>,
@@ -130,9 +136,9 @@ pub fn host_tsc_khz(cpuinfo: &str) -> Option<u64> {
 }
 
 /// QEMU's `-sandbox` setting: every group of system calls QEMU can deny,
-/// except what the egress relay needs when there is one.
-pub fn sandbox(egress: bool) -> &'static str {
-    if egress {
+/// except what the relays (egress, database) need when there is one.
+pub fn sandbox(relays: bool) -> &'static str {
+    if relays {
         "on,obsolete=deny,elevateprivileges=allow,spawn=allow,resourcecontrol=deny"
     } else {
         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -155,9 +161,10 @@ const RECORDS_FD: i32 = 3;
 
 /// A running QEMU VM.
 pub struct QemuVm {
-    // Fields drop in this order: the door before the VM directory goes,
+    // Fields drop in this order: the doors before the VM directory goes,
     // the volume claims after the VM process is gone.
     _door: Option<Door>,
+    _database_door: Option<Door>,
     vm: VmProcess,
     _volumes: Vec<Arc<Claim>>,
     records: UnixStream,
@@ -214,20 +221,28 @@ impl QemuVm {
                 .map_err(io_error(vm, "creating the socket directory"))?;
             d
         };
-        let (door, relay) = match &spec.egress {
-            Some(endpoint) => {
-                let door = Door::open(&socket_dir.join("egress"), endpoint.clone(), owner)
-                    .map_err(io_error(vm, "opening the egress door"))?;
-                let relay = see(&spec.relay, "relay")?;
-                let door_inside = if jailed {
-                    "/run/vm/egress".to_string()
-                } else {
-                    socket_dir.join("egress").display().to_string()
-                };
-                (Some(door), Some(format!("{relay} --relay {door_inside}")))
-            }
-            None => (None, None),
+        // Each door: a Unix socket in the socket directory, and the relay
+        // command QEMU runs per guest connection to reach it.
+        let relay = if spec.egress.is_some() || spec.database.is_some() {
+            Some(see(&spec.relay, "relay")?)
+        } else {
+            None
         };
+        let open_door = |endpoint: &Option<EgressEndpoint>, name: &str| match (endpoint, &relay) {
+            (Some(endpoint), Some(relay)) => {
+                let door = Door::open(&socket_dir.join(name), endpoint.clone(), owner)
+                    .map_err(io_error(vm, "opening a door (egress or database)"))?;
+                let door_inside = if jailed {
+                    format!("/run/vm/{name}")
+                } else {
+                    socket_dir.join(name).display().to_string()
+                };
+                Ok::<_, DriverError>((Some(door), Some(format!("{relay} --relay {door_inside}"))))
+            }
+            _ => Ok((None, None)),
+        };
+        let (door, egress_relay) = open_door(&spec.egress, "egress")?;
+        let (database_door, database_relay) = open_door(&spec.database, "database")?;
 
         let volumes = attach_volumes(vm, &spec.volumes, plan.as_mut())?;
         // Under /usr QEMU keeps its path (and finds its firmware beside it);
@@ -267,7 +282,10 @@ impl QemuVm {
             .args(["-kernel", &kernel, "-initrd", &initrd])
             .args(["-append", &cmdline(&spec.accel)])
             .args(["-device", "virtio-rng-device"])
-            .args(["-sandbox", sandbox(spec.egress.is_some())]);
+            .args([
+                "-sandbox",
+                sandbox(spec.egress.is_some() || spec.database.is_some()),
+            ]);
         if let Some(r) = &rootfs {
             cmd.arg("-drive")
                 .arg(format!(
@@ -294,9 +312,15 @@ impl QemuVm {
             ));
             host_addr = Some(SocketAddr::from(([127, 0, 0, 1], host_port)));
         }
-        if let Some(relay) = &relay {
+        if let Some(relay) = &egress_relay {
             netdev.push_str(&format!(
                 ",guestfwd=tcp:{QEMU_GUEST_ADDR}:{PROXY_PORT}-cmd:{}",
+                qemu_escape(relay)
+            ));
+        }
+        if let Some(relay) = &database_relay {
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{QEMU_DATABASE_ADDR}:{DATABASE_PORT}-cmd:{}",
                 qemu_escape(relay)
             ));
         }
@@ -317,6 +341,7 @@ impl QemuVm {
             ?host_addr,
             jailed,
             egress = spec.egress.is_some(),
+            database = spec.database.is_some(),
             "qemu: starting"
         );
         let (link, events) = GuestLink::new(app_log, spec.checked_process.clone());
@@ -350,6 +375,7 @@ impl QemuVm {
             _volumes: spec.volumes.clone(),
             records,
             _door: door,
+            _database_door: database_door,
             host_addr,
         })
     }

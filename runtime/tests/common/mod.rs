@@ -71,6 +71,7 @@ pub fn spec(
         gid: 1000,
         workdir: "/".into(),
         egress,
+        database: None,
         volumes: vec![],
         one_off: false,
     }

@@ -21,6 +21,9 @@
 //! - the app's egress proxy, if it has one: the guest init listens on
 //!   `127.0.0.1:3128` in the guest and connects to host port 3128, the VM's
 //!   door ([`crate::egress`]);
+//! - the app's managed database, if it has one: the guest init listens on
+//!   `127.0.0.1:5432` and connects to host port 5432, the VM's database
+//!   door ([`crate::database`]);
 //! - the app's volumes are extra read-write `--disk`s after the rootfs,
 //!   each one's lock shared with the VMM ([`crate::volume`]);
 //! - a stop presses the ACPI power button (`stop` on the VMM's control
@@ -40,6 +43,7 @@ use guest_init::config::{VsockEgress, VsockLink, VsockProxy, VSOCK_RECORDS_PORT}
 use super::guest::DriverError;
 use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess};
 use super::AppLog;
+use crate::database::DATABASE_PORT;
 use crate::egress::{Door, EgressEndpoint, PROXY_PORT};
 use crate::guest_link::GuestLink;
 use crate::jail::{Jail, JailPlan, Limits};
@@ -88,6 +92,8 @@ pub struct KvmSpec {
     pub dir: PathBuf,
     /// The app's egress proxy, if it may go out at all.
     pub egress: Option<EgressEndpoint>,
+    /// The app's managed database (the cluster's socket), if it has one.
+    pub database: Option<EgressEndpoint>,
     /// The jail, if the daemon can make one (root).
     pub jail: Option<Jail>,
     /// The process whose listening and exits the health check follows.
@@ -98,9 +104,10 @@ pub struct KvmSpec {
 }
 
 /// The init config's vsock link for a VM under this driver: the app's port
-/// proxied from the vsock port of the same number, and the egress proxy on
-/// the guest's `127.0.0.1:3128` if the app has one.
-pub fn init_link(guest_port: Option<u16>, egress: bool) -> VsockLink {
+/// proxied from the vsock port of the same number, the egress proxy on
+/// the guest's `127.0.0.1:3128` and the database on `127.0.0.1:5432` if
+/// the app has them.
+pub fn init_link(guest_port: Option<u16>, egress: bool, database: bool) -> VsockLink {
     VsockLink {
         proxy: guest_port.map(|p| VsockProxy {
             vsock_port: u32::from(p),
@@ -109,6 +116,10 @@ pub fn init_link(guest_port: Option<u16>, egress: bool) -> VsockLink {
         egress: egress.then(|| VsockEgress {
             listen: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, PROXY_PORT),
             host_port: u32::from(PROXY_PORT),
+        }),
+        database: database.then(|| VsockEgress {
+            listen: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, DATABASE_PORT),
+            host_port: u32::from(DATABASE_PORT),
         }),
     }
 }
@@ -141,8 +152,9 @@ pub fn run_vmm_cli(
 
 /// A running VM under our VMM.
 pub struct KvmVm {
-    // Fields drop in this order: the door before the VM directory goes.
+    // Fields drop in this order: the doors before the VM directory goes.
     _door: Option<Door>,
+    _database_door: Option<Door>,
     vm: VmProcess,
     _volumes: Vec<Arc<Claim>>,
     sock_dir: PathBuf,
@@ -237,6 +249,13 @@ impl KvmVm {
             ),
             None => None,
         };
+        let database_door = match &spec.database {
+            Some(endpoint) => Some(
+                Door::open(&database_door_path(&sock_dir), endpoint.clone(), owner)
+                    .map_err(io_error(vm, "opening the database door"))?,
+            ),
+            None => None,
+        };
         let uds = sock_dir.join("v");
         let mut host_addr = None;
         if let Some(port) = spec.guest_port {
@@ -286,6 +305,7 @@ impl KvmVm {
             ?host_addr,
             jailed,
             egress = spec.egress.is_some(),
+            database = spec.database.is_some(),
             "kvm: starting byteport-vmm"
         );
         let limits = Limits {
@@ -319,6 +339,7 @@ impl KvmVm {
             closing,
             records_socket,
             _door: door,
+            _database_door: database_door,
             host_addr,
         })
     }
@@ -341,6 +362,13 @@ impl KvmVm {
         }
         self.vm.kill();
     }
+}
+
+/// The database door in the VM's socket directory: where the VMM connects
+/// a guest's connection to vsock host port [`DATABASE_PORT`]
+/// (`<vsock uds>_<port>`, Firecracker's convention).
+pub fn database_door_path(sock_dir: &Path) -> PathBuf {
+    sock_dir.join(format!("v_{DATABASE_PORT}"))
 }
 
 /// Serves guest connections to the records port (the VMM lets only guest

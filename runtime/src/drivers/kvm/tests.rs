@@ -79,6 +79,7 @@ fn spec(dir: &Path) -> KvmSpec {
         guest_port: None,
         dir: dir.join("vm"),
         egress: None,
+        database: None,
         jail: None,
         checked_process: None,
         volumes: vec![],
@@ -105,8 +106,8 @@ fn start_reports_missing_inputs_long_paths_and_a_missing_vmm() {
 }
 
 #[test]
-fn init_link_proxies_the_app_port_and_the_way_out() {
-    let l = init_link(Some(8080), true);
+fn init_link_proxies_the_app_port_and_the_ways_out() {
+    let l = init_link(Some(8080), true, true);
     assert_eq!(
         l.proxy,
         Some(VsockProxy {
@@ -117,11 +118,68 @@ fn init_link_proxies_the_app_port_and_the_way_out() {
     let e = l.egress.unwrap();
     assert_eq!(e.listen.to_string(), "127.0.0.1:3128");
     assert_eq!(e.host_port, 3128);
+    let db = l.database.unwrap();
     assert_eq!(
-        init_link(None, false),
+        std::net::SocketAddr::V4(db.listen),
+        "127.0.0.1:5432".parse().unwrap()
+    );
+    assert_eq!(
+        db.listen,
+        crate::database_addr(&crate::Driver::Kvm { vmm: "/v".into() })
+    );
+    assert_eq!(db.host_port, 5432);
+    assert_eq!(
+        init_link(None, false, false),
         VsockLink {
             proxy: None,
-            egress: None
+            egress: None,
+            database: None,
         }
     );
+}
+
+/// The host side of the kvm driver's database door, with a stand-in VMM
+/// (a process that only waits): the door is where the VMM connects a
+/// guest's connection to vsock host port 5432, and its bytes reach the
+/// database endpoint; a VM without a database has no such socket.
+#[test]
+fn the_database_door_is_at_the_vsock_host_port_and_relays() {
+    let d = tempfile::tempdir().unwrap();
+    let db_sock = d.path().join("db.sock");
+    let db = UnixListener::bind(&db_sock).unwrap();
+    std::thread::spawn(move || {
+        for mut c in db.incoming().flatten() {
+            let mut req = [0u8; 8];
+            if c.read_exact(&mut req).is_ok() && req == [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f] {
+                let _ = c.write_all(b"N");
+            }
+        }
+    });
+    let vmm = d.path().join("fake-vmm");
+    std::fs::write(&vmm, "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(&vmm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log: AppLog = Arc::new(|_: &str, _: &str, _: &str| {});
+
+    let mut s = spec(d.path());
+    s.vmm = vmm.clone();
+    s.dir = d.path().join("with");
+    s.database = Some(EgressEndpoint::Unix(db_sock));
+    let vm = KvmVm::start(&s, log.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let door = database_door_path(&s.dir.join("sock"));
+    assert!(door.ends_with("sock/v_5432"), "{}", door.display());
+    let mut c = UnixStream::connect(&door).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]).unwrap();
+    let mut answer = [0u8; 1];
+    c.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"N");
+    drop(vm);
+    assert!(!door.exists(), "the door outlived its VM");
+
+    let mut s = spec(d.path());
+    s.vmm = vmm;
+    s.dir = d.path().join("without");
+    let vm = KvmVm::start(&s, log).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!database_door_path(&s.dir.join("sock")).exists());
+    drop(vm);
 }
