@@ -124,6 +124,15 @@ pub enum Command {
     },
     /// Deploy history of an app, or cancel its running job.
     Deploys(DeploysArgs),
+    /// An app's managed PostgreSQL database: `db APP`, `db backup APP [FILE]`
+    /// (pg_dump custom format), `db restore APP BACKUP|FILE`, `db psql APP`
+    /// (interactive, on this host).
+    #[command(disable_help_flag = true)]
+    Db {
+        /// The subcommand (or the app) and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// An app's persistent volumes (asks `byteport up`): `volumes APP`,
     /// `volumes backup APP NAME [FILE]`, `volumes restore APP NAME BACKUP|FILE`,
     /// `volumes destroy APP NAME --confirm NAME`. Backup and restore stop the

@@ -82,7 +82,8 @@ pub struct Cluster {
     layout: Layout,
     run_as: RunAs,
     server: Mutex<Option<Child>>,
-    _lock: File,
+    /// `None` for a handle [`Cluster::attach`]ed to another process's server.
+    _lock: Option<File>,
 }
 
 impl Cluster {
@@ -109,7 +110,7 @@ impl Cluster {
             layout,
             run_as,
             server: Mutex::new(Some(child)),
-            _lock: lock,
+            _lock: Some(lock),
         };
         // Nobody but the superuser connects to the maintenance databases.
         cluster.sql(
@@ -118,6 +119,30 @@ impl Cluster {
              REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC;\n",
         )?;
         Ok(cluster)
+    }
+
+    /// A handle on the cluster that another process (`byteport up`) runs
+    /// in `home`, for the tools that connect to it
+    /// ([`Cluster::psql_command`] from the CLI); it neither starts nor
+    /// stops the server (never call [`Cluster::ensure_running`] on it).
+    pub fn attach(home: &Path) -> Result<Cluster, DbError> {
+        let bin = server::find_bin_dir(Path::new(DEBIAN_ROOT))?;
+        let run_as = RunAs::for_this_process()?;
+        let layout = Layout::new(home);
+        if !layout.socket().exists() {
+            return Err(DbError::Start(format!(
+                "no server runs in {} (is `byteport up` running, and does an app use `database postgres`?)",
+                home.display()
+            )));
+        }
+        Ok(Cluster {
+            home: home.to_path_buf(),
+            bin,
+            layout,
+            run_as,
+            server: Mutex::new(None),
+            _lock: None,
+        })
     }
 
     /// The server's Unix socket (`home/socket/.s.PGSQL.5432`): what the

@@ -131,6 +131,8 @@ pub struct Platform {
     portfolio_config: Option<(::portfolio::PortfolioConfig, String)>,
     /// Each app's egress proxy.
     pub(crate) egress: crate::egress::AppEgress,
+    /// The managed PostgreSQL cluster, started on first use.
+    pub(crate) databases: tokio::sync::Mutex<Option<Arc<::database::Cluster>>>,
 }
 
 /// This node's id: made once per data directory, kept in `node-id`.
@@ -179,6 +181,7 @@ impl Platform {
             boot,
             boot_problem,
             running: Mutex::new(HashMap::new()),
+            databases: tokio::sync::Mutex::new(None),
             build_ca: settings.build_ca,
             base_domain: settings.base_domain,
             portfolio: None,
@@ -296,6 +299,10 @@ impl Platform {
             }
         })
         .await;
+        let cluster = self.databases.lock().await.take();
+        if let Some(cluster) = cluster {
+            let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+        }
         self.events.flush();
     }
 

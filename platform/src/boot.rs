@@ -202,7 +202,7 @@ impl Platform {
                 )),
             }
         }
-        let spec = AppSpec {
+        let mut spec = AppSpec {
             app: app.to_string(),
             deploy,
             kernel: kernel.image.clone(),
@@ -231,7 +231,6 @@ impl Platform {
                 })
                 .collect(),
             one_off: false,
-            // The managed database is not wired in yet (issue 14).
             database: None,
             egress: match descriptor.vm.network {
                 builder::Network::Off => None,
@@ -242,6 +241,12 @@ impl Platform {
                 }
             },
         };
+        if descriptor.database.is_some() {
+            let door = self
+                .attach_database(app, &mut spec.env, &opts.driver)
+                .await?;
+            spec.database = Some(door);
+        }
         Ok((descriptor, spec, opts))
     }
 

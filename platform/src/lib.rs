@@ -22,6 +22,7 @@
 
 pub mod apps;
 pub mod boot;
+pub mod database;
 pub mod egress;
 pub mod events;
 pub mod jobs;

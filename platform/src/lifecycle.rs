@@ -304,6 +304,12 @@ impl Platform {
                 let _ = self.store.request_cancel(job.id).await;
             }
         }
+        if let Some(backup) = self.retire_database(app).await? {
+            ctx.say(&format!(
+                "-----> Dropped {app}'s database; its last backup is {}",
+                backup.display()
+            ));
+        }
         self.store.delete_app(app).await?;
         self.forget_scale(app).await?;
         ctx.say(&format!("-----> Destroyed {app}"));

@@ -67,15 +67,13 @@ impl Drop for CancelOnDrop {
 }
 
 impl Platform {
-    /// Runs `run.command` once in a one-off VM of `app`'s deploy `deploy`
-    /// (artifact `digest`), its output lines going to `on_line` (and the
+    /// Runs `run.command` once in a one-off VM of (`app`, `deploy`,
+    /// artifact `digest`), its output lines going to `on_line` (and the
     /// app's log), progress notes to `say`. The VM is stopped when
     /// `stopped` resolves (the job was cancelled) or this future is dropped.
     pub(crate) async fn one_off(
         &self,
-        app: &str,
-        deploy: i64,
-        digest: &str,
+        (app, deploy, digest): (&str, i64, &str),
         run: OneOffCommand<'_>,
         say: &(dyn Fn(&str) + Sync),
         mut on_line: impl FnMut(OutputLine),
@@ -167,9 +165,7 @@ impl Platform {
         on_line: impl Fn(&str),
     ) -> Result<OneOffOutcome, JobError> {
         self.one_off(
-            &ctx.app,
-            deploy,
-            digest,
+            (&ctx.app, deploy, digest),
             run,
             &ctx.progress(),
             |line| on_line(&line.text),

@@ -72,9 +72,7 @@ impl Platform {
         self.note(app, Some(live.number), &format!("run by {by}: {command}"));
         let outcome = self
             .one_off(
-                app,
-                live.number,
-                &digest,
+                (app, live.number, &digest),
                 OneOffCommand {
                     process: RUN_PROCESS,
                     command,

@@ -69,13 +69,29 @@ pub struct BackupInfo {
     pub on_disk: u64,
 }
 
-fn is_plain_name(name: &str) -> bool {
+/// A file name with no path in it (what SSH users may name).
+pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         && !name.starts_with('.')
+}
+
+/// Now as `20261202-140000` (UTC), for backup names.
+pub(crate) fn stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    // 2026-12-02 14:00:00 → 20261202-140000
+    crate::time::fmt_time(now)
+        .replace(' ', "-")
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == '-')
+        .collect::<String>()
+        .replacen('-', "", 2)
 }
 
 fn on_disk(path: &Path) -> u64 {
@@ -299,17 +315,7 @@ impl Platform {
                         std::fs::create_dir_all(&dir).map_err(|e| JobError::Internal {
                             message: format!("cannot create {}: {e}", dir.display()),
                         })?;
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis() as i64)
-                            .unwrap_or(0);
-                        // 2026-12-02 14:00:00 → 20261202-140000
-                        let stamp: String = crate::time::fmt_time(now)
-                            .replace(' ', "-")
-                            .chars()
-                            .filter(|c| c.is_ascii_digit() || *c == '-')
-                            .collect::<String>()
-                            .replacen('-', "", 2);
+                        let stamp = stamp();
                         dir.join(format!("{name}-{stamp}.ext4"))
                     }
                 };

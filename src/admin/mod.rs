@@ -4,6 +4,7 @@
 //! touch every app). Output is written as it happens, so `logs -f`,
 //! `restart` and `rollback` show progress live.
 
+mod db;
 mod logs;
 mod portfolio;
 mod run;
@@ -48,6 +49,7 @@ BytePort commands (ssh -p PORT git@HOST COMMAND):
   logs APP [-n LINES] [-f]             app logs (-f: follow until Ctrl-C)
   restart APP                          fresh VM of the live deploy, no downtime
   rollback APP [DEPLOY]                run an earlier deploy again (default: the previous)
+  db APP | db backup APP | db restore APP BACKUP   APP's managed PostgreSQL database
   run APP [--stop-app] -- CMD...       run CMD in a one-off VM of the live deploy (--stop-app: with its volumes)
   scale APP web=N                      run N web VMs, balanced by the router (1..16; not with a volume)
   stop APP                             stop serving APP (stays stopped)
@@ -334,6 +336,7 @@ async fn dispatch(
             run_job(platform, caller, app, JobSpec::Rollback { target }, out).await
         }
         ["run", rest @ ..] => run::run(platform, caller, rest, out).await,
+        ["db", rest @ ..] => db::run(platform, caller, rest, out).await,
         ["scale", app, formation @ ..] if !formation.is_empty() => {
             require_access(platform, caller, app).await?;
             let web = parse_formation(formation)?;

@@ -138,6 +138,34 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
             daemon_command(config, "portfolio", None, &extra).await
         }
         Command::Start { app } => daemon_command(config, "start", Some(&app), &[]).await,
+        Command::Db { mut args } => {
+            if let ["psql", app] = args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+                // Interactive: psql runs here, on the caller's terminal.
+                let home = platform::Platform::database_home(&config.home);
+                let mut psql = database::Cluster::attach(&home)
+                    .and_then(|c| c.psql_command(app))
+                    .with_context(|| format!("opening a psql session on {app}'s database"))?;
+                let status = psql.status().context("running psql")?;
+                return Ok(ExitCode::from(
+                    status.code().unwrap_or(1).clamp(0, 255) as u8
+                ));
+            }
+            // A file named here is the caller's, relative to here.
+            let file_at = match args.first().map(String::as_str) {
+                Some("backup") => Some(2),
+                Some("restore") => args
+                    .get(2)
+                    .filter(|f| f.contains('/') || std::path::Path::new(f).exists())
+                    .map(|_| 2),
+                _ => None,
+            };
+            if let Some(file) = file_at.and_then(|i| args.get_mut(i)) {
+                let abs = std::path::absolute(&*file).context("resolving the backup file")?;
+                *file = abs.display().to_string();
+            }
+            let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+            daemon_command(config, "db", None, &extra).await
+        }
         Command::Volumes { mut args } => {
             // A file named here is the caller's, relative to here.
             let file_at = match args.first().map(String::as_str) {
