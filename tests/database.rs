@@ -159,6 +159,30 @@ fn an_app_keeps_rows_in_its_own_database_and_reaches_no_other() {
     assert!(!out.status.success(), "{}", testvm::git::text(&out));
     assert!(entries(&d, "guestbook").contains("written before a redeploy"));
 
+    // `db psql` on the host, as the app's role (stdin here, not a terminal).
+    let mut psql = std::process::Command::new(env!("CARGO_BIN_EXE_byteport"))
+        .args(["db", "psql", "guestbook"])
+        .env("BYTEPORT_HOME", &d.home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = psql.stdin.take().unwrap();
+        stdin
+            .write_all(b"SELECT current_user;\nSELECT text FROM entries ORDER BY id;\n")
+            .unwrap();
+    }
+    let out = psql.wait_with_output().unwrap();
+    let text = testvm::git::text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("app_guestbook") && text.contains("written before a redeploy"),
+        "{text}"
+    );
+
     // Destroy keeps a last backup, then drops the database.
     let out = d.cli(&["apps", "destroy", "other", "--confirm", "other"]);
     let text = testvm::git::text(&out);
