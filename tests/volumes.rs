@@ -82,6 +82,7 @@ fn a_volume_keeps_the_apps_data_through_redeploys_crashes_and_restarts() {
         let (watching, port) = (watching.clone(), d.router_port);
         std::thread::spawn(move || {
             let mut seen: Vec<String> = Vec::new();
+            let mut gap: Option<(Instant, Option<Duration>)> = None;
             while watching.load(std::sync::atomic::Ordering::Relaxed) {
                 let answer = match support::daemon::get_via(port, "vol", "/") {
                     Ok(page) => page,
@@ -99,9 +100,20 @@ fn a_volume_keeps_the_apps_data_through_redeploys_crashes_and_restarts() {
                     status
                 };
                 if seen.last() != Some(&tagged) {
+                    match (tagged.as_str(), gap) {
+                        ("503+retry-after", None) => gap = Some((Instant::now(), None)),
+                        ("200", Some((since, None))) => gap = Some((since, Some(since.elapsed()))),
+                        _ => {}
+                    }
                     seen.push(tagged);
                 }
                 std::thread::sleep(Duration::from_millis(50));
+            }
+            if let Some((_, Some(took))) = gap {
+                println!(
+                    "the switch served 503 + Retry-After for {:.1} s",
+                    took.as_secs_f64()
+                );
             }
             seen
         })

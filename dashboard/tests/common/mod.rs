@@ -232,3 +232,10 @@ pub fn form(base: &str, csrf: Option<&str>) -> String {
     }
     parts.join("&")
 }
+
+/// Marks a request as htmx's (the dashboard answers with a fragment).
+pub fn htmx(mut req: Request<Body>) -> Request<Body> {
+    req.headers_mut()
+        .insert("hx-request", "true".parse().unwrap());
+    req
+}
