@@ -183,6 +183,37 @@ fn an_app_keeps_rows_in_its_own_database_and_reaches_no_other() {
         "{text}"
     );
 
+    // Removing `database` from the manifest detaches it: no door, no URL,
+    // and the data is there when the line comes back.
+    let manifest = std::fs::read_to_string(book.join("Byteport")).unwrap();
+    let detached = manifest
+        .replace("database postgres\n", "")
+        .replace("  run python3 migrate.py", "  run true")
+        .replace("  run python3 app.py", "  run python3 -m http.server 8080")
+        .replace("health GET /health", "health GET /");
+    std::fs::write(book.join("Byteport"), &detached).unwrap();
+    deploy(&d, &ssh, &book, "guestbook");
+    let out = d.cli(&[
+        "run",
+        "guestbook",
+        "--",
+        "sh",
+        "-c",
+        "echo url=${DATABASE_URL:-none}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "url=none",
+        "{}",
+        testvm::git::text(&out)
+    );
+    std::fs::write(book.join("Byteport"), &manifest).unwrap();
+    deploy(&d, &ssh, &book, "guestbook");
+    assert!(
+        entries(&d, "guestbook").contains("written before a redeploy"),
+        "detaching lost the data"
+    );
+
     // Destroy keeps a last backup, then drops the database.
     let out = d.cli(&["apps", "destroy", "other", "--confirm", "other"]);
     let text = testvm::git::text(&out);
