@@ -547,92 +547,6 @@ impl Config {
         Config::load(explicit_file, &|k| std::env::var(k).ok())
     }
 
-    /// Renders `config show`: one line per setting with its source.
-    pub fn render(&self) -> String {
-        let mut rows: Vec<(&str, String)> = vec![
-            ("home", self.home.display().to_string()),
-            ("ssh_addr", self.ssh_addr.to_string()),
-            ("http_addr", self.http_addr.to_string()),
-            ("router_addr", self.router_addr.to_string()),
-            (
-                "http_trusted_proxy",
-                self.http_trusted_proxy
-                    .map_or_else(|| "none".to_string(), |ip| ip.to_string()),
-            ),
-            ("driver", self.driver.to_string()),
-            ("database_url", redact_url(&self.database_url)),
-            ("deploy_branches", self.deploy_branches.join(",")),
-            ("ssh_max_connections", self.ssh_max_connections.to_string()),
-            (
-                "ssh_idle_timeout_secs",
-                self.ssh_idle_timeout_secs.to_string(),
-            ),
-            ("max_pack_size", self.max_pack_size.to_string()),
-            ("build_ca", ca_text(&self.build_ca)),
-            ("ssh_max_startups", self.ssh_max_startups.to_string()),
-            (
-                "ssh_max_startups_per_source",
-                self.ssh_max_startups_per_source.to_string(),
-            ),
-            (
-                "ssh_handshake_timeout_secs",
-                self.ssh_handshake_timeout_secs.to_string(),
-            ),
-            (
-                "ssh_login_timeout_secs",
-                self.ssh_login_timeout_secs.to_string(),
-            ),
-            ("max_parallel_jobs", self.max_parallel_jobs.to_string()),
-            ("build_deadline_secs", self.build_deadline_secs.to_string()),
-            ("job_deadline_secs", self.job_deadline_secs.to_string()),
-            ("log_segment_size", self.log_segment_size.to_string()),
-            ("log_retention", self.log_retention.to_string()),
-            (
-                "egress_allow",
-                if self.egress_allow.is_empty() {
-                    "none".to_string()
-                } else {
-                    self.egress_allow.join(",")
-                },
-            ),
-            (
-                "chromium_path",
-                self.chromium_path
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "($CHROME or PATH)".into()),
-            ),
-            (
-                "portfolio_load_timeout_secs",
-                self.portfolio_load_timeout_secs.to_string(),
-            ),
-            (
-                "llm_base_url",
-                self.llm_base_url
-                    .clone()
-                    .unwrap_or_else(|| "(offline drafts)".into()),
-            ),
-            ("llm_model", self.llm_model.clone()),
-            ("llm_timeout_secs", self.llm_timeout_secs.to_string()),
-            ("llm_max_concurrent", self.llm_max_concurrent.to_string()),
-        ];
-        rows.extend(router::rows(&self.router));
-        let mut out = String::new();
-        for (key, value) in rows {
-            let src = self
-                .sources
-                .get(key)
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "default".into());
-            out.push_str(&format!("{key:<27} = {value:<40} ({src})\n"));
-        }
-        match &self.file {
-            Some(p) => out.push_str(&format!("config file                 : {}\n", p.display())),
-            None => out.push_str("config file                 : none (all keys optional)\n"),
-        }
-        out
-    }
-
     /// Where bare git repositories live.
     pub fn repos_dir(&self) -> PathBuf {
         self.home.join("repos")
@@ -689,71 +603,10 @@ fn read_file(
     Ok((parsed, Some(path)))
 }
 
-fn parse_addr(
-    key: &'static str,
-    (value, source): (String, Source),
-) -> Result<SocketAddr, ConfigError> {
-    value.parse().map_err(|e| ConfigError::Value {
-        key,
-        source_name: source.to_string(),
-        message: format!("`{value}` is not an address like 127.0.0.1:8080 ({e})"),
-    })
-}
-
-/// A positive whole number.
-fn parse_count(key: &'static str, (value, source): (String, Source)) -> Result<u64, ConfigError> {
-    value
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| ConfigError::Value {
-            key,
-            source_name: source.to_string(),
-            message: format!("`{value}` is not a positive whole number"),
-        })
-}
-
-/// A size in bytes, with an optional K, M or G suffix (powers of 1024).
-fn parse_size(key: &'static str, (value, source): (String, Source)) -> Result<u64, ConfigError> {
-    let v = value.trim();
-    let (digits, unit) = match v.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&v[..i], c.to_ascii_uppercase()),
-        _ => (v, 'B'),
-    };
-    let shift = match unit {
-        'B' => 0,
-        'K' => 10,
-        'M' => 20,
-        'G' => 30,
-        _ => 64,
-    };
-    digits
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|n| *n > 0 && shift < 64)
-        .and_then(|n| n.checked_mul(1u64 << shift.min(63)))
-        .ok_or_else(|| ConfigError::Value {
-            key,
-            source_name: source.to_string(),
-            message: format!("`{value}` is not a size like 1G, 512M or 1048576"),
-        })
-}
-
 mod router;
+mod show;
+mod values;
+
+use values::{parse_addr, parse_allow_list, parse_count, parse_size};
 #[cfg(test)]
 mod tests;
-
-/// `egress_allow`: comma-separated `ADDR:PORT` or `CIDR` entries, each
-/// checked here so a typo fails at start, not at the first connection.
-fn parse_allow_list(text: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        item.parse::<egress::Allow>().map_err(|e| {
-            format!("`{item}`: {e} (expected ADDR:PORT such as 10.1.2.3:5432, or a CIDR such as 10.8.0.0/16)")
-        })?;
-        out.push(item.to_string());
-    }
-    Ok(out)
-}
