@@ -55,6 +55,18 @@ impl Platform {
             return Ok(cluster);
         }
         let home = Platform::database_home(&self.home);
+        if let Some(parent) = home.parent().filter(|_| !home.starts_with(&self.home)) {
+            // /var/lib/byteport: the server's user must pass through it,
+            // whatever this process's umask.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::create_dir_all(parent)
+                .and_then(|()| {
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+                })
+                .map_err(|e| JobError::Boot {
+                    message: format!("cannot create {}: {e}", parent.display()),
+                })?;
+        }
         let cluster =
             blocking(move || Cluster::open(&home))
                 .await?
@@ -184,5 +196,49 @@ impl Platform {
         }
         let hash = sha2::Sha256::digest(home.as_os_str().as_encoded_bytes());
         PathBuf::from("/var/lib/byteport").join(format!("postgres-{}", &hex::encode(hash)[..12]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::Platform;
+
+    #[test]
+    fn the_cluster_stays_in_the_data_directory_when_the_server_can_reach_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        for d in [dir.path(), home.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+        }
+        assert_eq!(Platform::database_home(&home), home.join("postgres"));
+
+        // A private data directory (what `up` makes): as root, the cluster
+        // moves under /var/lib, one per data directory.
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let moved = Platform::database_home(&home);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                moved
+                    .to_string_lossy()
+                    .starts_with("/var/lib/byteport/postgres-"),
+                "{}",
+                moved.display()
+            );
+            let other = dir.path().join("other");
+            std::fs::create_dir(&other).unwrap();
+            assert_ne!(Platform::database_home(&other), moved);
+            assert_eq!(
+                Platform::database_home(&home),
+                moved,
+                "stable for one data directory"
+            );
+        } else {
+            // Not root: the server runs as this user, who can reach it.
+            assert_eq!(moved, home.join("postgres"));
+        }
     }
 }
