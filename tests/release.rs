@@ -9,9 +9,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use support::daemon::{git, Daemon};
+use support::daemon::{git, wait_for, Daemon};
 
 /// Prints the volume's schema log (what every release appended).
 const SCHEMA_CGI: &str =
@@ -62,14 +61,6 @@ fn push(
         Some(ssh),
     );
     (out.status.success(), testvm::git::text(&out))
-}
-
-fn wait_for(d: &Daemon, what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The body of a 200 answer to GET `path` on `app`.

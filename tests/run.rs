@@ -9,9 +9,8 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use support::daemon::{git, Daemon};
+use support::daemon::{git, wait_for, Daemon};
 
 fn push(d: &Daemon, ssh: &str, root: &std::path::Path, app: &str, volume: bool) {
     let work = root.join(app);
@@ -43,14 +42,6 @@ fn push(d: &Daemon, ssh: &str, root: &std::path::Path, app: &str, volume: bool) 
     );
 }
 
-fn wait_for(d: &Daemon, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status() {
     let d = Daemon::start();
@@ -61,7 +52,7 @@ fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status
     push(&d, &ssh, tmp.path(), "tool", false);
     let set = d.cli(&["config", "set", "tool", "GREETING=hello"]);
     assert!(set.status.success(), "{}", testvm::git::text(&set));
-    wait_for(&d, "the restart after config set", || {
+    wait_for(&d, "the restart after config set", 120, || {
         d.recorded_vm_pids().len() == 1
     });
     let serving = d.recorded_vm_pids();
@@ -115,12 +106,12 @@ fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for(&d, "the one-off VM never booted", || {
+    wait_for(&d, "the one-off VM never booted", 120, || {
         d.recorded_vm_pids().len() == 2
     });
     client.kill().unwrap();
     client.wait().unwrap();
-    wait_for(&d, "the one-off VM outlived its client", || {
+    wait_for(&d, "the one-off VM outlived its client", 120, || {
         d.recorded_vm_pids() == serving
     });
 
@@ -159,5 +150,7 @@ fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status
         !out.status.success() && text.contains("exited with status 1"),
         "{text}"
     );
-    wait_for(&d, "keeper did not come back", || d.get("keeper").is_ok());
+    wait_for(&d, "keeper did not come back", 120, || {
+        d.get("keeper").is_ok()
+    });
 }

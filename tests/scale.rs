@@ -11,9 +11,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::daemon::{get_via, git, Daemon};
+use support::daemon::{get_via, git, wait_for, Daemon};
 
 /// Answers with this VM's boot id (one per VM) and the version.
 const WHO_CGI: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\necho \"$(cat /proc/sys/kernel/random/boot_id) $(cat /srv/version)\"\n";
@@ -111,14 +111,6 @@ impl Load {
     }
 }
 
-fn wait_for(d: &Daemon, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn two_instances_share_traffic_survive_a_killed_vm_scale_and_redeploy_without_errors() {
     let d = Daemon::start();
@@ -146,17 +138,19 @@ fn two_instances_share_traffic_survive_a_killed_vm_scale_and_redeploy_without_er
 
     // One VM killed under load: the other serves every request, and a
     // replacement is booted beside it.
-    wait_for(&d, "two VMs recorded", || d.recorded_vm_pids().len() == 2);
+    wait_for(&d, "two VMs recorded", 240, || {
+        d.recorded_vm_pids().len() == 2
+    });
     let pids = d.recorded_vm_pids();
     let load = Load::start(port);
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on a VM process this test's daemon started.
     unsafe { libc::kill(pids[0] as libc::pid_t, libc::SIGKILL) };
-    wait_for(&d, "no replacement VM", || {
+    wait_for(&d, "no replacement VM", 240, || {
         let now = d.recorded_vm_pids();
         now.len() == 2 && !now.contains(&pids[0])
     });
-    wait_for(&d, "the replacement takes no requests", || {
+    wait_for(&d, "the replacement takes no requests", 240, || {
         split(port, 20).len() == 2
     });
     load.finish("while one of two VMs was killed");
@@ -167,7 +161,7 @@ fn two_instances_share_traffic_survive_a_killed_vm_scale_and_redeploy_without_er
     let load = Load::start(port);
     let out = d.ssh(&key, "scale duo web=1");
     assert!(out.status.success(), "{}", testvm::git::text(&out));
-    wait_for(&d, "scale down left VMs", || {
+    wait_for(&d, "scale down left VMs", 240, || {
         d.recorded_vm_pids().len() == 1
     });
     assert_eq!(split(port, 20).len(), 1);
@@ -194,7 +188,7 @@ fn two_instances_share_traffic_survive_a_killed_vm_scale_and_redeploy_without_er
     }
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert_eq!(versions.into_iter().collect::<Vec<_>>(), ["v2"]);
-    wait_for(&d, "the old VMs were not retired", || {
+    wait_for(&d, "the old VMs were not retired", 240, || {
         d.recorded_vm_pids().len() == 3
     });
 

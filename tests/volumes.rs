@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::daemon::{git, Daemon};
+use support::daemon::{git, wait_for, Daemon};
 
 /// `?TEXT` appends a line to the volume; no query: prints what is there.
 const NOTES_CGI: &str = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\nif [ -n \"$QUERY_STRING\" ]; then echo \"$QUERY_STRING\" >> /data/notes.txt; fi\necho \"owner=$(stat -c %u /data)\"\ncat /data/notes.txt 2>/dev/null\n";
@@ -37,14 +37,6 @@ fn push(d: &Daemon, work: &Path, ssh: &str, page: &str, health_path: &str) -> (b
         Some(ssh),
     );
     (out.status.success(), testvm::git::text(&out))
-}
-
-fn wait_for(d: &Daemon, what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 fn notes(d: &Daemon) -> String {

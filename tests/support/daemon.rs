@@ -298,6 +298,16 @@ impl Daemon {
     }
 }
 
+/// Waits up to `secs` for `ok`, polling every 250 ms; fails the test with
+/// `what` and the daemon's log when time runs out.
+pub fn wait_for(d: &Daemon, what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// GET `path` from the router on `router_port` with `Host: <app>.localhost`;
 /// `Ok` for a 200, `Err` with the whole response (or the error) otherwise.
 pub fn get_via(router_port: u16, app: &str, path: &str) -> Result<String, String> {
