@@ -48,7 +48,7 @@ pub fn open(c: &RecordChannel) -> io::Result<Channel> {
 
 /// `/dev/<vportNpM>` of the virtio-serial port called `name`, polling sysfs
 /// `tries` times 50 ms apart (the driver probes asynchronously).
-fn find_port(name: &str, tries: u32) -> io::Result<PathBuf> {
+pub fn find_port(name: &str, tries: u32) -> io::Result<PathBuf> {
     for _ in 0..tries {
         if let Ok(dir) = std::fs::read_dir("/sys/class/virtio-ports") {
             for e in dir.flatten() {

@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use guest_init::config::{
-    InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs, UserIds, RECORDS_PORT_NAME,
-    VSOCK_RECORDS_PORT,
+    Console, InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs, UserIds,
+    CONSOLE_PORT_NAME, RECORDS_PORT_NAME, VSOCK_RECORDS_PORT,
 };
 
 use super::{AppSpec, Driver};
@@ -109,6 +109,13 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         // filesystem UUIDs are known then).
         volumes: Vec::new(),
         once: spec.one_off,
+        // Under QEMU only ([`super::start::check_console`] refuses the rest).
+        console: spec.console.as_ref().map(|t| Console {
+            port: CONSOLE_PORT_NAME.into(),
+            term: t.term.clone(),
+            cols: t.cols,
+            rows: t.rows,
+        }),
     }
 }
 
@@ -139,6 +146,7 @@ mod tests {
             database: None,
             volumes: vec![],
             one_off: false,
+            console: None,
         }
     }
 
