@@ -604,19 +604,31 @@ mod tests {
         assert_eq!(c.console.as_ref().map(|t| (t.cols, t.rows)), Some((80, 24)));
         for (text, why) in [
             (
-                format!(r#"{{"hostname":"a",{one},{rec},{}}}"#, console("xterm", "c")),
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},{}}}"#,
+                    console("xterm", "c")
+                ),
                 "one-off",
             ),
             (
-                format!(r#"{{"hostname":"a",{two},{rec},"once":true,{}}}"#, console("xterm", "c")),
+                format!(
+                    r#"{{"hostname":"a",{two},{rec},"once":true,{}}}"#,
+                    console("xterm", "c")
+                ),
                 "one process",
             ),
             (
-                format!(r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#, console("x\\u001b[2J", "c")),
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#,
+                    console("x\\u001b[2J", "c")
+                ),
                 "terminal name",
             ),
             (
-                format!(r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#, console("xterm", "../c")),
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#,
+                    console("xterm", "../c")
+                ),
                 "port name",
             ),
         ] {

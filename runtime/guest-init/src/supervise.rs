@@ -364,12 +364,8 @@ impl Supervisor {
         let (Some(t), Some(port)) = (self.config.console.as_ref(), self.console_port.take()) else {
             return Ok(None);
         };
-        let pty = crate::console::open_pty(
-            t.cols,
-            t.rows,
-            self.config.user.uid,
-            self.config.user.gid,
-        )?;
+        let pty =
+            crate::console::open_pty(t.cols, t.rows, self.config.user.uid, self.config.user.gid)?;
         cmd.env("TERM", &t.term)
             .stdin(pty.slave.try_clone()?)
             .stdout(pty.slave.try_clone()?)
