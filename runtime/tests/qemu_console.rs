@@ -203,3 +203,41 @@ fn a_console_is_refused_where_it_cannot_work() {
         .expect("a bad TERM is refused");
     assert!(e.to_string().contains("not a terminal name"), "{e}");
 }
+
+/// The attack: the command (the app's user) opens the virtio-serial ports
+/// itself, to read what is typed or to forge records. Both device nodes are
+/// root's and already held by PID 1: refused.
+#[test]
+fn the_command_cannot_open_the_console_or_records_port_itself() {
+    let g = common::guest();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = common::image(work.path());
+    let opts = common::qemu_opts(&g, &work.path().join("run"));
+    let spec = console_spec(
+        &g,
+        &rootfs,
+        "id -u; for d in /dev/vport*; do \
+           (echo x > $d) 2>/dev/null && echo OPENED-W $d || echo REFUSED-W $d; \
+           (head -c 1 < $d) 2>/dev/null && echo OPENED-R $d || echo REFUSED-R $d; \
+         done; echo END; exit 0",
+        tty(80, 24),
+    );
+    let logs = common::Logs::default();
+    let mut vm = runtime::boot(&spec, &opts, logs.sink()).unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut console = vm.vm.take_console().expect("a console stream");
+    let out = read_until(&mut console, WAIT, |s| lines(s).iter().any(|l| l == "END"));
+    let got = lines(&out);
+    assert!(got.iter().any(|l| l == "1000"), "runs as the app's user: {out:?}");
+    for how in ["REFUSED-W", "REFUSED-R"] {
+        let refused = got.iter().filter(|l| l.starts_with(how)).count();
+        assert!(
+            refused >= 2,
+            "both ports (records, console) were tried and refused ({how}): {out:?}"
+        );
+    }
+    assert!(
+        !got.iter().any(|l| l.starts_with("OPENED")),
+        "the app opened a port: {out:?}"
+    );
+    assert_eq!(wait_exit(vm.vm.as_mut(), WAIT).unwrap(), 0);
+}
