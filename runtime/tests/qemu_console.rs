@@ -227,7 +227,10 @@ fn the_command_cannot_open_the_console_or_records_port_itself() {
     let mut console = vm.vm.take_console().expect("a console stream");
     let out = read_until(&mut console, WAIT, |s| lines(s).iter().any(|l| l == "END"));
     let got = lines(&out);
-    assert!(got.iter().any(|l| l == "1000"), "runs as the app's user: {out:?}");
+    assert!(
+        got.iter().any(|l| l == "1000"),
+        "runs as the app's user: {out:?}"
+    );
     for how in ["REFUSED-W", "REFUSED-R"] {
         let refused = got.iter().filter(|l| l.starts_with(how)).count();
         assert!(

@@ -209,4 +209,64 @@ mod tests {
         let c = init_config(&s, &Driver::Kvm { vmm: "/v".into() }, vec![]);
         assert!(!format!("{c:?}").contains("hunter2"));
     }
+    #[test]
+    fn a_console_reaches_the_guest_config_as_its_port_and_window() {
+        let mut s = spec();
+        s.one_off = true;
+        s.console = Some(crate::Tty {
+            term: "xterm-256color".into(),
+            cols: 120,
+            rows: 40,
+        });
+        let qemu = Driver::Qemu {
+            qemu: "/q".into(),
+            accel: "tcg".into(),
+        };
+        let c = init_config(&s, &qemu, vec![]);
+        assert_eq!(
+            c.console,
+            Some(Console {
+                port: CONSOLE_PORT_NAME.into(),
+                term: "xterm-256color".into(),
+                cols: 120,
+                rows: 40,
+            })
+        );
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(InitConfig::parse(&json).unwrap(), c);
+        assert!(init_config(&spec(), &qemu, vec![]).console.is_none());
+    }
+    #[test]
+    fn a_console_is_refused_without_a_one_off_vm_under_kvm_or_with_a_bad_term() {
+        use crate::boot::start::check_console;
+        let qemu = Driver::Qemu {
+            qemu: "/q".into(),
+            accel: "tcg".into(),
+        };
+        let mut s = spec();
+        assert!(
+            check_console(&s, &qemu).is_ok(),
+            "no console, nothing to check"
+        );
+        s.console = Some(crate::Tty {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+        });
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("one-off"), "{e}");
+        s.one_off = true;
+        assert!(check_console(&s, &qemu).is_ok());
+        let e = check_console(&s, &Driver::Kvm { vmm: "/v".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kvm driver has no console"), "{e}");
+        s.processes.push(("worker".into(), "sleep 1".into()));
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("one command"), "{e}");
+        s.processes.pop();
+        s.console.as_mut().unwrap().term = "xterm\n".into();
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("not a terminal name"), "{e}");
+    }
 }
