@@ -94,6 +94,10 @@ fn a_one_off_shell_with_a_console_is_a_terminal_both_ways() {
     let status = wait_exit(vm.vm.as_mut(), WAIT).unwrap_or_else(|e| panic!("{e}\n{}", logs.dump()));
     assert_eq!(status, 3, "{}", logs.dump());
     assert!(
+        !vm.vm.resize_console(90, 20),
+        "a VM that is gone cannot be resized"
+    );
+    assert!(
         logs.of("run").is_empty(),
         "a terminal's output goes to the console, not the log: {:?}",
         logs.of("run")
@@ -241,6 +245,40 @@ fn the_command_cannot_open_the_console_or_records_port_itself() {
     assert!(
         !got.iter().any(|l| l.starts_with("OPENED")),
         "the app opened a port: {out:?}"
+    );
+    assert_eq!(wait_exit(vm.vm.as_mut(), WAIT).unwrap(), 0);
+}
+
+/// A window change (SSH `window-change`) reaches the terminal apart from
+/// the typed bytes; typing the request's text resizes nothing.
+#[test]
+fn a_window_change_resizes_the_terminal_and_typing_cannot() {
+    let g = common::guest();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = common::image(work.path());
+    let opts = common::qemu_opts(&g, &work.path().join("run"));
+    let spec = console_spec(&g, &rootfs, "sh", tty(80, 24));
+    let logs = common::Logs::default();
+    let mut vm = runtime::boot(&spec, &opts, logs.sink()).unwrap_or_else(|e| panic!("boot: {e}"));
+    let mut console = vm.vm.take_console().expect("a console stream");
+    console
+        .write_all(b"echo WINCH 10 5; stty size; echo FIRST-DONE\n")
+        .unwrap();
+    let out = read_until(&mut console, WAIT, |s| {
+        lines(s).iter().any(|l| l == "FIRST-DONE")
+    });
+    assert!(lines(&out).iter().any(|l| l == "24 80"), "{out:?}");
+    assert!(vm.vm.resize_console(132, 43), "the request was sent");
+    // The request and the typing travel apart: give the request a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    console.write_all(b"stty size; exit 0\n").unwrap();
+    let out = read_until(&mut console, WAIT, |s| {
+        lines(s).iter().any(|l| l == "43 132")
+    });
+    assert!(
+        lines(&out).iter().any(|l| l == "43 132"),
+        "{out:?}\n{}",
+        logs.dump()
     );
     assert_eq!(wait_exit(vm.vm.as_mut(), WAIT).unwrap(), 0);
 }

@@ -4,8 +4,9 @@
 //! master is relayed, raw, to and from the console's virtio-serial port.
 //!
 //! Every byte from the host is input for the terminal: there is no in-band
-//! escape (anything typed could forge it), so window changes after the start
-//! would need a path of their own and are not done. When the host hangs up
+//! escape (anything typed could forge it). Window changes come on the
+//! records channel instead (`WINCH <cols> <rows>`, a host request like
+//! `STOP`, which only the host can send; [`resize`]). When the host hangs up
 //! (it closes its end of the port), the session gets SIGHUP, as a terminal
 //! that goes away sends; output nobody can take any more is dropped, so the
 //! process never blocks on it.
@@ -19,6 +20,44 @@ use std::time::Duration;
 
 /// Bytes moved per read.
 const CHUNK: usize = 16 * 1024;
+
+/// The running console's master (a descriptor of its own), for resizes.
+static MASTER: std::sync::Mutex<Option<File>> = std::sync::Mutex::new(None);
+
+fn set_window(fd: RawFd, cols: u16, rows: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
+    check(
+        unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) },
+        "setting the window size",
+    )?;
+    Ok(())
+}
+
+/// A host request `WINCH <cols> <rows>`: resizes the running console's
+/// window (the kernel sends SIGWINCH to its foreground process group).
+/// Anything else, or no console, is ignored.
+pub fn resize(request: &str) {
+    let mut words = request.split_ascii_whitespace();
+    if words.next() != Some("WINCH") {
+        return;
+    }
+    let (Some(Ok(cols)), Some(Ok(rows)), None) = (
+        words.next().map(str::parse::<u16>),
+        words.next().map(str::parse::<u16>),
+        words.next(),
+    ) else {
+        return;
+    };
+    if let Some(m) = MASTER.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let _ = set_window(m.as_raw_fd(), cols, rows);
+    }
+}
 
 /// A pseudo-terminal pair.
 pub struct Pty {
@@ -71,17 +110,7 @@ pub fn open_pty(cols: u16, rows: u16, uid: u32, gid: u32) -> io::Result<Pty> {
         .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     std::os::unix::fs::fchown(&slave, Some(uid), Some(gid))
         .map_err(|e| io::Error::new(e.kind(), format!("chown {path}: {e}")))?;
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer.
-    check(
-        unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &size) },
-        "setting the window size",
-    )?;
+    set_window(m, cols, rows)?;
     Ok(Pty { master, slave })
 }
 
@@ -134,6 +163,7 @@ pub fn relay(port: File, master: File, session: i32) -> io::Result<Receiver<()>>
     let (done, finished) = mpsc::channel();
     let port_in = port.try_clone()?;
     let master_in = master.try_clone()?;
+    *MASTER.lock().unwrap_or_else(|p| p.into_inner()) = Some(master.try_clone()?);
     std::thread::Builder::new()
         .name("console-in".into())
         .spawn(move || relay_input(port_in, master_in, session))?;
@@ -224,5 +254,36 @@ mod tests {
         let rc = unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
         assert_eq!(rc, 0);
         assert_eq!((size.ws_col, size.ws_row), (132, 43));
+    }
+    #[test]
+    fn winch_requests_resize_the_running_console_and_nothing_else_does() {
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let pty = open_pty(80, 24, uid, gid).expect("a pseudo-terminal");
+        *MASTER.lock().unwrap() = Some(pty.master.try_clone().unwrap());
+        let window = || {
+            let mut size = libc::winsize {
+                ws_row: 0,
+                ws_col: 0,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCGWINSZ writes a winsize to a valid pointer.
+            unsafe { libc::ioctl(pty.slave.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+            (size.ws_col, size.ws_row)
+        };
+        for ignored in [
+            "STOP",
+            "WINCH 1",
+            "WINCH 1 2 3",
+            "WINCH x 2",
+            "WINCH 70000 2",
+        ] {
+            resize(ignored);
+            assert_eq!(window(), (80, 24), "{ignored}");
+        }
+        resize("WINCH 90 33\n");
+        assert_eq!(window(), (90, 33));
+        *MASTER.lock().unwrap() = None;
     }
 }

@@ -47,4 +47,12 @@ pub trait AppVm: Send {
     fn take_console(&mut self) -> Option<std::os::unix::net::UnixStream> {
         None
     }
+    /// Resizes the console's window (an SSH `window-change`): the guest
+    /// init sets it on the terminal, whose foreground processes get
+    /// SIGWINCH. It travels apart from the typed bytes, so nothing typed
+    /// can resize. `false` when the VM has no console or the request could
+    /// not be sent.
+    fn resize_console(&mut self, _cols: u16, _rows: u16) -> bool {
+        false
+    }
 }

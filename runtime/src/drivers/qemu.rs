@@ -19,7 +19,9 @@
 //!   on it. The serial console carries kernel messages only.
 //! - Console (a one-off VM with a TTY): a second virtio-serial port
 //!   (`org.byteport.console`) on a socket pair, its host end given out by
-//!   [`QemuVm::take_console`]; raw terminal bytes both ways.
+//!   [`AppVm::take_console`](super::AppVm::take_console); raw terminal
+//!   bytes both ways. Window changes go as `WINCH <cols> <rows>` on the
+//!   records port, apart from what is typed.
 //! - Confinement: the jail ([`crate::jail`], own uid, mount namespace,
 //!   cgroup; QEMU keeps the host's network namespace, where its port
 //!   forward must listen) and QEMU's own seccomp filter, `-sandbox on`, with
@@ -177,6 +179,7 @@ pub struct QemuVm {
     _volumes: Vec<Arc<Claim>>,
     records: UnixStream,
     console: Option<UnixStream>,
+    has_console: bool,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
 }
@@ -403,6 +406,7 @@ impl QemuVm {
             vm: process,
             _volumes: spec.volumes.clone(),
             records,
+            has_console: console.is_some(),
             console,
             _door: door,
             _database_door: database_door,
@@ -454,6 +458,19 @@ impl super::AppVm for QemuVm {
     }
     fn take_console(&mut self) -> Option<UnixStream> {
         self.console.take()
+    }
+    fn resize_console(&mut self, cols: u16, rows: u16) -> bool {
+        // A host request on the records port, like `STOP`: only PID 1
+        // reads it, and no typed byte can become one.
+        self.has_console
+            && self
+                .records
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .and_then(|()| {
+                    self.records
+                        .write_all(format!("WINCH {cols} {rows}\n").as_bytes())
+                })
+                .is_ok()
     }
 }
 
