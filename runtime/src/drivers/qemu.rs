@@ -105,7 +105,7 @@ pub struct QemuSpec {
     /// sockets and scratch); QEMU holds a share of each one's lock.
     pub volumes: Vec<Arc<Claim>>,
     /// A console port (`org.byteport.console`) for a one-off process's
-    /// terminal ([`QemuVm::take_console`]).
+    /// terminal ([`AppVm::take_console`](super::AppVm::take_console)).
     pub console: bool,
 }
 
