@@ -104,7 +104,7 @@ pub struct AppSpec {
     /// A terminal for a one-off VM's one process (`byteport run` with a
     /// TTY): its stdin, stdout and stderr are a pseudo-terminal in the
     /// guest, whose bytes the caller reads and writes raw through
-    /// [`AppVm::take_console`](crate::drivers::AppVm::take_console).
+    /// [`AppVm::take_console`].
     /// Refused without [`AppSpec::one_off`], with more than one process,
     /// and (for now) under the `kvm` driver.
     pub console: Option<Tty>,
