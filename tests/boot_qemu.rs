@@ -45,6 +45,7 @@ fn busybox_app_boots_serves_logs_and_stops() {
         volumes: vec![],
         database: None,
         one_off: false,
+        console: None,
         app: "bootcheck".into(),
         deploy: 1,
         kernel: assets.kernel.image.clone(),

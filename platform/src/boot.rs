@@ -231,6 +231,7 @@ impl Platform {
                 })
                 .collect(),
             one_off: false,
+            console: None,
             database: None,
             egress: match descriptor.vm.network {
                 builder::Network::Off => None,

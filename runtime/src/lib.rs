@@ -30,7 +30,7 @@ pub mod one_off;
 pub mod process;
 pub mod volume;
 
-pub use boot::{boot, AppSpec, BootOptions, Driver, RunningApp};
+pub use boot::{boot, AppSpec, BootOptions, Driver, RunningApp, Tty};
 pub use database::{database_addr, DATABASE_PORT};
 pub use egress::EgressEndpoint;
 pub use leftovers::{reap_leftovers, LeftoverReport};

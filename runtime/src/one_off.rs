@@ -4,6 +4,13 @@
 //! processes once, restarts none, and powers off when they have exited. Its
 //! result is the first process's exit status, reported by the guest init
 //! (`EXITED <name> pid=N status=S`) on the channel only it holds.
+//!
+//! With [`AppSpec::console`](crate::AppSpec::console) (`byteport run` with a
+//! TTY, QEMU driver) the one command runs on a pseudo-terminal in the
+//! guest: the caller relays [`AppVm::take_console`] to the user and
+//! forwards window changes with [`AppVm::resize_console`]; the result is
+//! still [`wait_exit`]'s. Without a console the command's stdin is
+//! `/dev/null` and its output arrives line by line as app log records.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

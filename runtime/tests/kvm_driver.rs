@@ -102,6 +102,7 @@ fn app_spec(rootfs: &str, egress: Option<EgressEndpoint>) -> AppSpec {
         database: Some(EgressEndpoint::Unix(DB_SOCKET.into())),
         volumes: vec![],
         one_off: false,
+        console: None,
     }
 }
 

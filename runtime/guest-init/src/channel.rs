@@ -48,7 +48,7 @@ pub fn open(c: &RecordChannel) -> io::Result<Channel> {
 
 /// `/dev/<vportNpM>` of the virtio-serial port called `name`, polling sysfs
 /// `tries` times 50 ms apart (the driver probes asynchronously).
-fn find_port(name: &str, tries: u32) -> io::Result<PathBuf> {
+pub fn find_port(name: &str, tries: u32) -> io::Result<PathBuf> {
     for _ in 0..tries {
         if let Ok(dir) = std::fs::read_dir("/sys/class/virtio-ports") {
             for e in dir.flatten() {
@@ -66,7 +66,8 @@ fn find_port(name: &str, tries: u32) -> io::Result<PathBuf> {
     ))
 }
 
-/// Calls `on_stop` (from a thread of its own) when the host writes `STOP`.
+/// Calls `on_stop` (from a thread of its own) when the host writes `STOP`;
+/// `WINCH <cols> <rows>` resizes the console ([`crate::console::resize`]).
 /// Lines are short; longer ones are skipped.
 pub fn watch_requests(requests: File, on_stop: fn()) {
     std::thread::spawn(move || {
@@ -77,6 +78,9 @@ pub fn watch_requests(requests: File, on_stop: fn()) {
             match r.by_ref().take(64).read_until(b'\n', &mut line) {
                 Ok(0) => std::thread::sleep(Duration::from_millis(200)),
                 Ok(_) if line.trim_ascii() == b"STOP" => on_stop(),
+                Ok(_) if line.starts_with(b"WINCH ") => {
+                    crate::console::resize(&String::from_utf8_lossy(&line))
+                }
                 Ok(_) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }

@@ -49,6 +49,42 @@ pub struct InitConfig {
     /// has exited (its `EXITED ... status=N` event carries the result).
     #[serde(default)]
     pub once: bool,
+    /// A terminal for the one process of a one-off VM (`byteport run` with
+    /// a TTY): its stdin, stdout and stderr are a pseudo-terminal whose
+    /// bytes travel over this console's port, raw, both ways; `None`: stdin
+    /// is `/dev/null` and output goes line by line into the records.
+    #[serde(default)]
+    pub console: Option<Console>,
+}
+
+/// Name of the virtio-serial port carrying a one-off process's terminal
+/// under QEMU.
+pub const CONSOLE_PORT_NAME: &str = "org.byteport.console";
+
+/// Longest `TERM` value accepted.
+pub const MAX_TERM: usize = 64;
+
+/// A terminal for a one-off process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// The virtio-serial port carrying the terminal's bytes.
+    pub port: String,
+    /// The process's `TERM` (e.g. `xterm-256color`).
+    pub term: String,
+    /// Columns of the window (0: unknown).
+    pub cols: u16,
+    /// Rows of the window (0: unknown).
+    pub rows: u16,
+}
+
+/// Whether `t` can be a `TERM` value: 1 to [`MAX_TERM`] bytes of ASCII
+/// letters, digits and `.+-_`.
+pub fn is_term_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TERM
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+-_".contains(&b))
 }
 
 /// A persistent volume: an ext4 disk found by its filesystem UUID (device
@@ -104,6 +140,7 @@ impl std::fmt::Debug for InitConfig {
             .field("listen_check", &self.listen_check)
             .field("volumes", &self.volumes)
             .field("once", &self.once)
+            .field("console", &self.console)
             .finish()
     }
 }
@@ -343,6 +380,25 @@ impl InitConfig {
                 ));
             }
         }
+        if let Some(t) = &c.console {
+            if !c.once || c.processes.len() != 1 {
+                return Err(ConfigError(
+                    "init.json: a console is for the one process of a one-off VM".into(),
+                ));
+            }
+            if t.port.is_empty() || t.port.contains('/') {
+                return Err(ConfigError(format!(
+                    "init.json: console port name {:?} is not a port name",
+                    t.port
+                )));
+            }
+            if !is_term_name(&t.term) {
+                return Err(ConfigError(format!(
+                    "init.json: console TERM {:?} is not a terminal name",
+                    t.term
+                )));
+            }
+        }
         for p in &c.processes {
             if p.command.trim().is_empty() || p.name.is_empty() {
                 return Err(ConfigError(format!(
@@ -531,5 +587,55 @@ mod tests {
             .unwrap_err()
             .0
             .contains("limit"));
+    }
+    #[test]
+    fn a_console_is_only_for_the_one_process_of_a_one_off_vm() {
+        let rec = r#""records":{"kind":"virtio_port","name":"r"}"#;
+        let console = |term: &str, port: &str| {
+            format!(r#""console":{{"port":"{port}","term":"{term}","cols":80,"rows":24}}"#)
+        };
+        let one = r#""processes":[{"name":"run","command":"sh"}]"#;
+        let two = r#""processes":[{"name":"a","command":"sh"},{"name":"b","command":"sh"}]"#;
+        let ok = format!(
+            r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#,
+            console("xterm-256color", CONSOLE_PORT_NAME)
+        );
+        let c = InitConfig::parse(ok.as_bytes()).unwrap();
+        assert_eq!(c.console.as_ref().map(|t| (t.cols, t.rows)), Some((80, 24)));
+        for (text, why) in [
+            (
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},{}}}"#,
+                    console("xterm", "c")
+                ),
+                "one-off",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a",{two},{rec},"once":true,{}}}"#,
+                    console("xterm", "c")
+                ),
+                "one process",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#,
+                    console("x\\u001b[2J", "c")
+                ),
+                "terminal name",
+            ),
+            (
+                format!(
+                    r#"{{"hostname":"a",{one},{rec},"once":true,{}}}"#,
+                    console("xterm", "../c")
+                ),
+                "port name",
+            ),
+        ] {
+            let e = InitConfig::parse(text.as_bytes()).unwrap_err().0;
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        assert!(!is_term_name(&"x".repeat(MAX_TERM + 1)));
+        assert!(is_term_name("screen.xterm-256color"));
     }
 }

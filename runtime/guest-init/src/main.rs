@@ -14,7 +14,8 @@
 //! (SIGTERM/SIGINT to PID 1, Ctrl-Alt-Del, `STOP` on the records port, or
 //! the ACPI power button) sends SIGTERM to the app, waits, syncs and powers
 //! off. A one-off VM (`once`: a release command) runs its processes once
-//! and powers off when they have exited.
+//! and powers off when they have exited; with a console, its one process
+//! gets a pseudo-terminal relayed over the console's port (`console`).
 //!
 //! On the host, `byteport-init --relay SOCKET` copies stdin/stdout to a Unix
 //! socket: QEMU runs it for each guest connection to the egress address
@@ -23,6 +24,7 @@
 //! It must stay small and static: it runs before anything else exists.
 
 mod channel;
+mod console;
 mod disks;
 mod listen;
 mod power;
@@ -125,6 +127,12 @@ fn run() -> ! {
         Err(e) => fatal(&sink, &format!("records channel {:?}: {e}", config.records)),
     }
     emit(&sink, "init", "evt", "BOOT byteport-init");
+    // The one-off process's terminal (opened while /dev is the initramfs's).
+    let console_port = config.console.as_ref().map(|t| {
+        channel::find_port(&t.port, 100)
+            .and_then(|dev| console::open_port(&dev))
+            .unwrap_or_else(|e| fatal(&sink, &format!("console port {}: {e}", t.port)))
+    });
     if let Some(root) = &config.root {
         if let Err(e) = system::switch_root(root) {
             fatal(&sink, &format!("rootfs {}: {e}", root.device));
@@ -178,6 +186,9 @@ fn run() -> ! {
 
     let listen_check = config.listen_check.clone();
     let mut sup = Supervisor::new(config, sink.clone());
+    if let Some(port) = console_port {
+        sup.attach_console(port);
+    }
     sup.start_all();
     emit(&sink, "init", "evt", "READY");
     if let Some(check) = listen_check {

@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -144,7 +145,16 @@ pub struct Supervisor {
     sink: Sink,
     running: HashMap<i32, Running>,
     pending: Vec<(Instant, Process, u32)>,
+    /// The console's port, until the process it is for starts.
+    console_port: Option<std::fs::File>,
+    /// The console's process and the end of its output relay.
+    console_relay: Option<(i32, Receiver<()>)>,
 }
+
+/// How long an exited console process's last output may take to reach the
+/// host before its exit is reported anyway (a background child may hold
+/// the terminal open).
+pub const CONSOLE_DRAIN: Duration = Duration::from_secs(3);
 
 impl Supervisor {
     /// A supervisor for `config`, logging to `sink`.
@@ -154,7 +164,15 @@ impl Supervisor {
             sink,
             running: HashMap::new(),
             pending: Vec::new(),
+            console_port: None,
+            console_relay: None,
         }
+    }
+
+    /// The console's opened port (see [`crate::console`]); the configured
+    /// process gets the terminal when it starts.
+    pub fn attach_console(&mut self, port: std::fs::File) {
+        self.console_port = Some(port);
     }
 
     /// The configuration it runs.
@@ -197,14 +215,44 @@ impl Supervisor {
             .envs(&self.config.env)
             .current_dir(&self.config.workdir)
             .uid(self.config.user.uid)
-            .gid(self.config.user.gid)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        match cmd.spawn() {
+            .gid(self.config.user.gid);
+        let console = match self.console_with_terminal(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                emit(
+                    &self.sink,
+                    "init",
+                    "evt",
+                    &format!("FAILED {} console: {e}", p.name),
+                );
+                self.exited_once(&p.name, "status=127");
+                return;
+            }
+        };
+        if console.is_none() {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+        }
+        let spawned = cmd.spawn();
+        // The init's copies of the terminal's slave go now: the relay ends
+        // when the last holder closes it.
+        drop(cmd);
+        match spawned {
             Ok(mut child) => {
                 let pid = child.id() as i32;
+                if let Some((port, master)) = console {
+                    match crate::console::relay(port, master, pid) {
+                        Ok(done) => self.console_relay = Some((pid, done)),
+                        Err(e) => emit(
+                            &self.sink,
+                            "init",
+                            "evt",
+                            &format!("WARN console relay: {e}"),
+                        ),
+                    }
+                }
                 let budget = Arc::new(Mutex::new(Budget::new(
                     LINES_PER_SEC,
                     BYTES_PER_SEC,
@@ -280,6 +328,7 @@ impl Supervisor {
                 break;
             }
             if let Some(r) = self.running.remove(&pid) {
+                self.drain_console(pid);
                 let how = if libc::WIFEXITED(status) {
                     format!("status={}", libc::WEXITSTATUS(status))
                 } else {
@@ -301,6 +350,39 @@ impl Supervisor {
                     r.failures + 1
                 };
                 self.schedule_restart(r.process, failures);
+            }
+        }
+    }
+
+    /// With a console configured and its port not yet used: a terminal for
+    /// `cmd` (stdin, stdout and stderr, a session of its own with `TERM`
+    /// set); the port and the master to relay once it runs.
+    fn console_with_terminal(
+        &mut self,
+        cmd: &mut Command,
+    ) -> std::io::Result<Option<(std::fs::File, std::fs::File)>> {
+        let (Some(t), Some(port)) = (self.config.console.as_ref(), self.console_port.take()) else {
+            return Ok(None);
+        };
+        let pty =
+            crate::console::open_pty(t.cols, t.rows, self.config.user.uid, self.config.user.gid)?;
+        cmd.env("TERM", &t.term)
+            .stdin(pty.slave.try_clone()?)
+            .stdout(pty.slave.try_clone()?)
+            .stderr(pty.slave);
+        // SAFETY: the closure calls only async-signal-safe functions.
+        unsafe {
+            cmd.pre_exec(crate::console::become_session_leader);
+        }
+        Ok(Some((port, pty.master)))
+    }
+
+    /// Before the console's process is reported exited: its last output
+    /// reaches the host first (within [`CONSOLE_DRAIN`]).
+    fn drain_console(&mut self, pid: i32) {
+        if self.console_relay.as_ref().is_some_and(|(p, _)| *p == pid) {
+            if let Some((_, done)) = self.console_relay.take() {
+                let _ = done.recv_timeout(CONSOLE_DRAIN);
             }
         }
     }

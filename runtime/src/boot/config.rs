@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use guest_init::config::{
-    InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs, UserIds, RECORDS_PORT_NAME,
-    VSOCK_RECORDS_PORT,
+    Console, InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs, UserIds,
+    CONSOLE_PORT_NAME, RECORDS_PORT_NAME, VSOCK_RECORDS_PORT,
 };
 
 use super::{AppSpec, Driver};
@@ -109,6 +109,13 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         // filesystem UUIDs are known then).
         volumes: Vec::new(),
         once: spec.one_off,
+        // Under QEMU only ([`super::start::check_console`] refuses the rest).
+        console: spec.console.as_ref().map(|t| Console {
+            port: CONSOLE_PORT_NAME.into(),
+            term: t.term.clone(),
+            cols: t.cols,
+            rows: t.rows,
+        }),
     }
 }
 
@@ -139,6 +146,7 @@ mod tests {
             database: None,
             volumes: vec![],
             one_off: false,
+            console: None,
         }
     }
 
@@ -200,5 +208,65 @@ mod tests {
         );
         let c = init_config(&s, &Driver::Kvm { vmm: "/v".into() }, vec![]);
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+    #[test]
+    fn a_console_reaches_the_guest_config_as_its_port_and_window() {
+        let mut s = spec();
+        s.one_off = true;
+        s.console = Some(crate::Tty {
+            term: "xterm-256color".into(),
+            cols: 120,
+            rows: 40,
+        });
+        let qemu = Driver::Qemu {
+            qemu: "/q".into(),
+            accel: "tcg".into(),
+        };
+        let c = init_config(&s, &qemu, vec![]);
+        assert_eq!(
+            c.console,
+            Some(Console {
+                port: CONSOLE_PORT_NAME.into(),
+                term: "xterm-256color".into(),
+                cols: 120,
+                rows: 40,
+            })
+        );
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(InitConfig::parse(&json).unwrap(), c);
+        assert!(init_config(&spec(), &qemu, vec![]).console.is_none());
+    }
+    #[test]
+    fn a_console_is_refused_without_a_one_off_vm_under_kvm_or_with_a_bad_term() {
+        use crate::boot::start::check_console;
+        let qemu = Driver::Qemu {
+            qemu: "/q".into(),
+            accel: "tcg".into(),
+        };
+        let mut s = spec();
+        assert!(
+            check_console(&s, &qemu).is_ok(),
+            "no console, nothing to check"
+        );
+        s.console = Some(crate::Tty {
+            term: "xterm".into(),
+            cols: 80,
+            rows: 24,
+        });
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("one-off"), "{e}");
+        s.one_off = true;
+        assert!(check_console(&s, &qemu).is_ok());
+        let e = check_console(&s, &Driver::Kvm { vmm: "/v".into() })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kvm driver has no console"), "{e}");
+        s.processes.push(("worker".into(), "sleep 1".into()));
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("one command"), "{e}");
+        s.processes.pop();
+        s.console.as_mut().unwrap().term = "xterm\n".into();
+        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        assert!(e.contains("not a terminal name"), "{e}");
     }
 }

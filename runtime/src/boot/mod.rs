@@ -34,6 +34,10 @@ pub enum BootError {
     /// A volume could not be claimed (in use, cannot shrink, damaged, ...).
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),
+    /// The spec asks for something the runtime cannot do (a console
+    /// without a one-off VM, ...).
+    #[error("{0}")]
+    Unsupported(String),
     /// Preparing the VM's directory failed.
     #[error("preparing {path}")]
     Io {
@@ -97,6 +101,24 @@ pub struct AppSpec {
     /// powers off when they have exited; [`crate::one_off::wait_exit`]
     /// gives the first process's exit status.
     pub one_off: bool,
+    /// A terminal for a one-off VM's one process (`byteport run` with a
+    /// TTY): its stdin, stdout and stderr are a pseudo-terminal in the
+    /// guest, whose bytes the caller reads and writes raw through
+    /// [`AppVm::take_console`].
+    /// Refused without [`AppSpec::one_off`], with more than one process,
+    /// and (for now) under the `kvm` driver.
+    pub console: Option<Tty>,
+}
+
+/// A terminal's settings, as an SSH client asks for them (`pty-req`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tty {
+    /// `TERM`, e.g. `xterm-256color`.
+    pub term: String,
+    /// Columns (0: unknown).
+    pub cols: u16,
+    /// Rows (0: unknown).
+    pub rows: u16,
 }
 
 impl std::fmt::Debug for AppSpec {
@@ -119,6 +141,7 @@ impl std::fmt::Debug for AppSpec {
             .field("database", &self.database)
             .field("volumes", &self.volumes)
             .field("one_off", &self.one_off)
+            .field("console", &self.console)
             .finish()
     }
 }

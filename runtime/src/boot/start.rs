@@ -138,6 +138,7 @@ fn write_initrd(base: &Path, config_archive: &Path, initrd: &Path) -> Result<(),
 /// Boots `spec` with the configured driver and waits for the guest's READY.
 /// A failed boot leaves nothing behind (the VM's directory is removed).
 pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<RunningApp, BootError> {
+    check_console(spec, &opts.driver)?;
     let (base, modules) = base_initramfs(spec, opts)?;
     // Before anything else of this VM: a volume another VM has stops here.
     let claims = crate::volume::claim_all(&spec.volumes, spec.uid, spec.gid)?;
@@ -188,6 +189,34 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
         vm: started?,
         dir,
     })
+}
+
+/// A console is for the one process of a one-off VM, under QEMU (the
+/// `kvm` driver has no console port yet), with a `TERM` the guest accepts.
+pub(crate) fn check_console(spec: &AppSpec, driver: &Driver) -> Result<(), BootError> {
+    let Some(tty) = &spec.console else {
+        return Ok(());
+    };
+    let refuse = |why: String| Err(BootError::Unsupported(format!("{}: {why}", spec.app)));
+    if !spec.one_off || spec.processes.len() != 1 {
+        return refuse(
+            "a console (TTY) is only for a one-off VM running one command (`byteport run`)".into(),
+        );
+    }
+    if matches!(driver, Driver::Kvm { .. }) {
+        return refuse(
+            "the kvm driver has no console (TTY) yet; run without a TTY or use the qemu driver"
+                .into(),
+        );
+    }
+    if !guest_init::config::is_term_name(&tty.term) {
+        return refuse(format!(
+            "TERM {:?} is not a terminal name (letters, digits, `.+-_`, at most {} bytes)",
+            tty.term,
+            guest_init::config::MAX_TERM
+        ));
+    }
+    Ok(())
 }
 
 /// What the guest init needs to find its disks: the rootfs's UUID (with
@@ -299,6 +328,7 @@ fn start(
                 jail: opts.jail.clone(),
                 checked_process: checked,
                 volumes,
+                console: spec.console.is_some(),
             };
             let mut vm = QemuVm::start(&qspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;

@@ -37,4 +37,22 @@ pub trait AppVm: Send {
     fn stop(&mut self, grace: Duration);
     /// The host process behind the VM (for `byteport ps` and tests).
     fn pid(&self) -> Option<u32>;
+    /// The terminal of a VM booted with [`AppSpec::console`](crate::AppSpec::console):
+    /// a connected stream carrying its bytes raw both ways (what is written
+    /// is typed; what is read is the terminal's output). Given once; `None`
+    /// afterwards and for VMs without a console. Closing it hangs up the
+    /// terminal (the process gets SIGHUP). Until it is taken, the process's
+    /// output waits in the stream's buffer (about 200 KiB; beyond that the
+    /// process blocks on its writes).
+    fn take_console(&mut self) -> Option<std::os::unix::net::UnixStream> {
+        None
+    }
+    /// Resizes the console's window (an SSH `window-change`): the guest
+    /// init sets it on the terminal, whose foreground processes get
+    /// SIGWINCH. It travels apart from the typed bytes, so nothing typed
+    /// can resize. `false` when the VM has no console or the request could
+    /// not be sent.
+    fn resize_console(&mut self, _cols: u16, _rows: u16) -> bool {
+        false
+    }
 }

@@ -17,6 +17,11 @@
 //! - Records: a virtio-serial port (`org.byteport.records`) on a socket
 //!   pair, which only the guest's PID 1 holds; the host also sends `STOP`
 //!   on it. The serial console carries kernel messages only.
+//! - Console (a one-off VM with a TTY): a second virtio-serial port
+//!   (`org.byteport.console`) on a socket pair, its host end given out by
+//!   [`AppVm::take_console`](super::AppVm::take_console); raw terminal
+//!   bytes both ways. Window changes go as `WINCH <cols> <rows>` on the
+//!   records port, apart from what is typed.
 //! - Confinement: the jail ([`crate::jail`], own uid, mount namespace,
 //!   cgroup; QEMU keeps the host's network namespace, where its port
 //!   forward must listen) and QEMU's own seccomp filter, `-sandbox on`, with
@@ -36,7 +41,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guest_init::config::RECORDS_PORT_NAME;
+use guest_init::config::{CONSOLE_PORT_NAME, RECORDS_PORT_NAME};
 
 use super::guest::DriverError;
 use super::vm_process::{attach_volumes, check_input, io_error, Start, VmProcess, VolumeDisk};
@@ -99,6 +104,9 @@ pub struct QemuSpec {
     /// disk, read-write (the only files the VM may write besides its
     /// sockets and scratch); QEMU holds a share of each one's lock.
     pub volumes: Vec<Arc<Claim>>,
+    /// A console port (`org.byteport.console`) for a one-off process's
+    /// terminal ([`AppVm::take_console`](super::AppVm::take_console)).
+    pub console: bool,
 }
 
 /// The guest kernel command line. Under TCG the kernel's PIT calibration
@@ -158,6 +166,8 @@ fn free_port() -> std::io::Result<u16> {
 
 /// The records channel's descriptor number in QEMU.
 const RECORDS_FD: i32 = 3;
+/// The console's descriptor number in QEMU.
+const CONSOLE_FD: i32 = 4;
 
 /// A running QEMU VM.
 pub struct QemuVm {
@@ -168,6 +178,8 @@ pub struct QemuVm {
     vm: VmProcess,
     _volumes: Vec<Arc<Claim>>,
     records: UnixStream,
+    console: Option<UnixStream>,
+    has_console: bool,
     /// Loopback address forwarded to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
 }
@@ -335,6 +347,22 @@ impl QemuVm {
             .arg(format!(
                 "virtserialport,chardev=records,name={RECORDS_PORT_NAME}"
             ));
+        // The console, like the records, is a socket pair handed to QEMU as
+        // a descriptor: no path any other process (or VM) could connect to,
+        // inside the jail or out.
+        let console = if spec.console {
+            let (ours, theirs) =
+                UnixStream::pair().map_err(io_error(vm, "creating the console channel"))?;
+            cmd.arg("-chardev")
+                .arg(format!("socket,id=console,fd={CONSOLE_FD}"))
+                .arg("-device")
+                .arg(format!(
+                    "virtserialport,chardev=console,name={CONSOLE_PORT_NAME}"
+                ));
+            Some((ours, theirs))
+        } else {
+            None
+        };
 
         tracing::info!(
             vm,
@@ -351,6 +379,10 @@ impl QemuVm {
             cpus: spec.cpus + 1,
         };
         let mut fds = vec![(OwnedFd::from(theirs), RECORDS_FD)];
+        let console = console.map(|(ours, theirs)| {
+            fds.push((OwnedFd::from(theirs), CONSOLE_FD));
+            ours
+        });
         fds.extend(volumes.into_iter().map(|v| v.lock));
         let process = VmProcess::start(Start {
             name: vm,
@@ -374,6 +406,8 @@ impl QemuVm {
             vm: process,
             _volumes: spec.volumes.clone(),
             records,
+            has_console: console.is_some(),
+            console,
             _door: door,
             _database_door: database_door,
             host_addr,
@@ -421,6 +455,22 @@ impl super::AppVm for QemuVm {
     }
     fn pid(&self) -> Option<u32> {
         Some(self.vm.pid())
+    }
+    fn take_console(&mut self) -> Option<UnixStream> {
+        self.console.take()
+    }
+    fn resize_console(&mut self, cols: u16, rows: u16) -> bool {
+        // A host request on the records port, like `STOP`: only PID 1
+        // reads it, and no typed byte can become one.
+        self.has_console
+            && self
+                .records
+                .set_write_timeout(Some(Duration::from_secs(1)))
+                .and_then(|()| {
+                    self.records
+                        .write_all(format!("WINCH {cols} {rows}\n").as_bytes())
+                })
+                .is_ok()
     }
 }
 

@@ -74,6 +74,7 @@ pub fn spec(
         database: None,
         volumes: vec![],
         one_off: false,
+        console: None,
     }
 }
 
