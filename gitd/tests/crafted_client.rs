@@ -113,7 +113,9 @@ fn huge_sizes_are_clamped_and_a_late_pty_request_is_refused() {
         read_until(&mut rd, &mut r, has("size 10000x5\r\n")).await;
         // A terminal for a command that already runs: refused, and the
         // command goes on with the one it has.
-        wr.request_pty(true, "vt100", 80, 24, 0, 0, &[]).await.unwrap();
+        wr.request_pty(true, "vt100", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
         read_until(&mut rd, &mut r, |r| r.failures == 1).await;
         wr.window_change(81, 25, 0, 0).await.unwrap();
         read_until(&mut rd, &mut r, has("size 81x25\r\n")).await;
