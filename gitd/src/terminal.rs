@@ -95,7 +95,10 @@ pub struct Interactive {
     /// is the client's EOF (`ssh -n`, the end of a piped file); data the
     /// client sends after its EOF is dropped. Bounded by
     /// [`QUEUED_INPUT_PACKETS`]: a command that does not read holds the
-    /// client back. Dropping it discards the rest of the input.
+    /// client back (and, until the queue has room, keeps gitd from seeing
+    /// the client leave); after the idle timeout with a full queue the
+    /// input ends as at EOF and the rest is discarded. Drop it when you
+    /// will not read it: the rest is then discarded as it arrives.
     pub input: mpsc::Receiver<Bytes>,
     /// The window size, updated on each `window-change` (starts at the
     /// `tty`'s size, or 0×0 without one).

@@ -109,19 +109,30 @@ impl crate::CommandOutput for ChannelOutput {
 /// queue fills and the connection stops reading its socket. (russh grants
 /// SSH window space as data arrives, not as it is consumed, so that is the
 /// only backpressure there is; it also holds the connection's output
-/// while it waits.)
+/// while it waits.) A command that leaves a full queue unread for `stall`
+/// (the idle timeout) gets no more input: it sees EOF, and the rest is
+/// drained, so a client that left behind its flood is still noticed.
 async fn forward_input(
     channel: &mut Channel<Msg>,
     input: mpsc::Sender<Bytes>,
     window: watch::Sender<WindowSize>,
+    stall: std::time::Duration,
 ) {
     let mut input = Some(input);
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
                 if let Some(tx) = &input {
-                    if tx.send(data).await.is_err() {
-                        input = None; // the command wants no more
+                    match tokio::time::timeout(stall, tx.send(data)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => input = None, // the command wants no more
+                        Err(_) => {
+                            tracing::info!(
+                                ?stall,
+                                "gitd: an admin command left its stdin unread; the rest is dropped"
+                            );
+                            input = None;
+                        }
                     }
                 }
             }
@@ -194,7 +205,7 @@ impl Exec<'_> {
                     .run_interactive(self.user, &cmd, session, &out);
                 let code = tokio::select! {
                     code = command => code,
-                    () = forward_input(&mut channel, input_tx, window_tx) => {
+                    () = forward_input(&mut channel, input_tx, window_tx, self.shared.config.idle_timeout) => {
                         tracing::debug!(user = %self.user, "gitd: client left during an admin command");
                         130
                     }
