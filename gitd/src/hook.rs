@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::terminal::Interactive;
+
 /// A boxed, sendable future (object-safe async trait methods).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -202,6 +204,17 @@ pub enum Stream {
 pub trait CommandOutput: Send + Sync {
     /// Writes `text` as is (add the newline yourself).
     fn write<'a>(&'a self, stream: Stream, text: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Writes raw bytes as is: what a terminal program in the VM sends
+    /// (escape sequences, `\r\n` from its pty, text cut mid-character).
+    /// gitd's own output sends them untranslated; the default, for
+    /// outputs that only take text, writes them as lossy UTF-8.
+    fn write_bytes<'a>(&'a self, stream: Stream, bytes: &'a [u8]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let text = String::from_utf8_lossy(bytes);
+            self.write(stream, &text).await
+        })
+    }
 }
 
 /// Non-git commands (`ssh git@host apps`).
@@ -215,4 +228,21 @@ pub trait Commands: Send + Sync + 'static {
         line: &'a str,
         out: &'a dyn CommandOutput,
     ) -> BoxFuture<'a, u32>;
+
+    /// Runs `line` for `user` with the client's terminal, stdin and window
+    /// size in `session` (see [`Interactive`]); otherwise as [`Commands::run`],
+    /// including the drop when the client goes away. gitd calls this for
+    /// every admin command. The default ignores `session` (its input is
+    /// discarded as it arrives) and calls [`Commands::run`], so commands
+    /// that need no input need not implement it.
+    fn run_interactive<'a>(
+        &'a self,
+        user: &'a str,
+        line: &'a str,
+        session: Interactive,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32> {
+        drop(session);
+        self.run(user, line, out)
+    }
 }

@@ -16,7 +16,8 @@
 //! which app) → [`receive`] (commands → pack ingest → deploy hook → ref
 //! transaction → report) or [`upload`] (refs → negotiation → shallow →
 //! pack) → [`hook`] (deploy before the ref moves, progress as side-band
-//! `remote:` lines).
+//! `remote:` lines). Admin commands go to [`Commands`] with the client's
+//! terminal request, stdin and window changes ([`terminal`]).
 //!
 //! ## What gix provides and what is written here
 //!
@@ -52,6 +53,7 @@ pub mod receive;
 pub mod repo;
 pub mod severable;
 pub mod ssh;
+pub mod terminal;
 pub mod upload;
 pub mod wording;
 
@@ -65,6 +67,7 @@ pub use hook::{
     Access, AuthError, Authority, BoxFuture, CommandOutput, Commands, DeployError, DeployHook,
     DeployRequest, Stream,
 };
+pub use terminal::{Interactive, Tty, WindowSize};
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]

@@ -149,6 +149,17 @@ pub fn unsupported_subsystem(name: &str) -> String {
     )
 }
 
+/// `ssh -t` with a `TERM` that is no terminfo name: the terminal is
+/// granted as `dumb` (OpenSSH gives up on a refused `-t`, with a message
+/// that does not say why).
+pub fn bad_term(term: &str, e: &crate::terminal::TtyError) -> String {
+    format!(
+        "byteport: TERM `{}` cannot be used ({e}); the terminal is `{}`",
+        term.escape_default(),
+        crate::terminal::FALLBACK_TERM
+    )
+}
+
 /// An exec line that cannot be run.
 pub fn bad_command(e: &ExecError) -> String {
     format!("byteport: {e}")

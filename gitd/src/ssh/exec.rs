@@ -1,20 +1,24 @@
 //! One exec request: parse it, check access, then run the git service on
 //! a blocking thread over the channel's streams, or the admin command
-//! with its live output; the exit status follows.
+//! with its live output, the client's stdin and window changes; the exit
+//! status follows.
 
 use std::io::{BufReader, BufWriter};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelId};
+use russh::{Channel, ChannelId, ChannelMsg};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
 use tokio_util::io::SyncIoBridge;
 
 use super::channel_io::ChannelIo;
 use crate::limits::IdleIo;
 use crate::names::{parse_exec, Request, Service};
+use crate::terminal::{Interactive, Tty, WindowSize, QUEUED_INPUT_PACKETS};
 use crate::{wording, Shared};
 
 /// Buffer sizes for the git streams: a few SSH packets per syscall-ish
@@ -67,20 +71,83 @@ impl crate::CommandOutput for ChannelOutput {
                 crate::Stream::Stdout => self.stdout.lock().await,
                 crate::Stream::Stderr => self.stderr.lock().await,
             };
-            // A client that went away is noticed by `client_gone`.
+            // A client that went away is noticed by `forward_input`.
             if w.write_all(text.as_bytes()).await.is_ok() {
+                let _ = w.flush().await;
+            }
+        })
+    }
+
+    fn write_bytes<'a>(
+        &'a self,
+        stream: crate::Stream,
+        bytes: &'a [u8],
+    ) -> crate::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut w = match stream {
+                crate::Stream::Stdout => self.stdout.lock().await,
+                crate::Stream::Stderr => self.stderr.lock().await,
+            };
+            // Untranslated: with a terminal, `\r\n` is the remote pty's
+            // business, as the client expects.
+            if w.write_all(bytes).await.is_ok() {
                 let _ = w.flush().await;
             }
         })
     }
 }
 
-/// Resolves when the client closes the channel or the connection drops.
-/// An EOF on the client's stdin (`ssh -n`, `< /dev/null`) is not leaving.
-async fn client_gone(channel: &mut Channel<Msg>) {
+/// Passes the client's channel messages to a running admin command: stdin
+/// data to `input` until the client's EOF (later data is dropped, as is
+/// all of it once the command drops its receiver), window changes to
+/// `window`. Resolves when the client closes the channel or the
+/// connection drops; an EOF on the client's stdin (`ssh -n`,
+/// `< /dev/null`) is not leaving.
+///
+/// Sending waits while the command's queue is full, so a flood is held
+/// back: this stops taking the channel's messages, russh's per-channel
+/// queue fills and the connection stops reading its socket. (russh grants
+/// SSH window space as data arrives, not as it is consumed, so that is the
+/// only backpressure there is; it also holds the connection's output
+/// while it waits.) A command that leaves a full queue unread for `stall`
+/// (the idle timeout) gets no more input: it sees EOF, and the rest is
+/// drained, so a client that left behind its flood is still noticed.
+async fn forward_input(
+    channel: &mut Channel<Msg>,
+    input: mpsc::Sender<Bytes>,
+    window: watch::Sender<WindowSize>,
+    stall: std::time::Duration,
+) {
+    let mut input = Some(input);
     while let Some(msg) = channel.wait().await {
-        if matches!(msg, russh::ChannelMsg::Close) {
-            return;
+        match msg {
+            ChannelMsg::Data { data } => {
+                if let Some(tx) = &input {
+                    match tokio::time::timeout(stall, tx.send(data)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => input = None, // the command wants no more
+                        Err(_) => {
+                            tracing::info!(
+                                ?stall,
+                                "gitd: an admin command left its stdin unread; the rest is dropped"
+                            );
+                            input = None;
+                        }
+                    }
+                }
+            }
+            ChannelMsg::Eof => input = None,
+            ChannelMsg::WindowChange {
+                col_width,
+                row_height,
+                ..
+            } => {
+                window.send_replace(WindowSize::clamped(col_width, row_height));
+            }
+            ChannelMsg::Close => return,
+            // The pty request itself (kept by the handler), stderr data
+            // from the client (meaningless), anything else.
+            _ => {}
         }
     }
 }
@@ -93,6 +160,12 @@ pub struct Exec<'a> {
     pub user: &'a str,
     /// The channel's `GIT_PROTOCOL` env value.
     pub git_protocol: &'a str,
+    /// The terminal the client asked for (admin commands only: a git
+    /// service's streams are bytes either way).
+    pub tty: Option<Tty>,
+    /// Told to the client before an admin command runs (a `TERM` that was
+    /// replaced).
+    pub tty_note: Option<String>,
     /// The session.
     pub handle: &'a Handle,
     /// The channel.
@@ -114,10 +187,25 @@ impl Exec<'_> {
         let (service, app) = match request {
             Request::Command(cmd) => {
                 let mut channel = channel;
+                if let Some(note) = &self.tty_note {
+                    stderr(self.handle, self.id, note).await;
+                }
                 let out = ChannelOutput::new(&channel);
+                let (input_tx, input) = mpsc::channel(QUEUED_INPUT_PACKETS);
+                let size = self.tty.as_ref().map(|t| t.size).unwrap_or_default();
+                let (window_tx, window) = watch::channel(size);
+                let session = Interactive {
+                    tty: self.tty.clone(),
+                    input,
+                    window,
+                };
+                let command = self
+                    .shared
+                    .commands
+                    .run_interactive(self.user, &cmd, session, &out);
                 let code = tokio::select! {
-                    code = self.shared.commands.run(self.user, &cmd, &out) => code,
-                    () = client_gone(&mut channel) => {
+                    code = command => code,
+                    () = forward_input(&mut channel, input_tx, window_tx, self.shared.config.idle_timeout) => {
                         tracing::debug!(user = %self.user, "gitd: client left during an admin command");
                         130
                     }

@@ -9,7 +9,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `subsystem` (`ssh -s sftp`) | a stderr line saying what this server does, exit status 1, channel closed (the request itself gets a success reply: OpenSSH exits on a failure reply before printing the message) |
-//! | `pty-req` (`ssh -t`) | success: no terminal is allocated, commands write their output as without one (so `ssh -t git@host logs -f APP` works) |
+//! | `pty-req` (`ssh -t`) | success, and the terminal's name and size are kept for the channel (`window-change` updates them): an admin command gets them, with the client's stdin, through [`Commands::run_interactive`](crate::Commands::run_interactive), and runs as without a terminal if it does not implement it (so `ssh -t git@host logs -f APP` works); a git service ignores them. A `TERM` that is no terminfo name becomes `dumb`, and the command's stderr says so first (OpenSSH gives up on a failed `-t` with a message that does not say why). Failure on a channel already running a command |
 //! | `x11-req` (`ssh -X`), `auth-agent-req` (`ssh -A`) | failure (OpenSSH prints "X11 forwarding request failed"; agent requests want no reply), the command still runs |
 //! | `tcpip-forward` (`-R`), `streamlocal-forward`, channel opens `direct-tcpip` (`-L`, `-D`), `direct-streamlocal`, `x11`, `forwarded-tcpip` | refused; on a connection that has run no command, disconnected with the reason |
 
@@ -26,6 +26,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure};
 
 use crate::admission::Ticket;
 use crate::limits::{ConnState, HARD_EXTRA};
+use crate::terminal::{Tty, WindowSize};
 use crate::{wording, Shared};
 
 /// Most session channels one connection may open.
@@ -38,6 +39,9 @@ pub struct Connection {
     user: Option<String>,
     channels: HashMap<ChannelId, Channel<Msg>>,
     git_protocol: HashMap<ChannelId, String>,
+    /// Terminals asked for, with a note for the client when its request
+    /// was changed.
+    ttys: HashMap<ChannelId, (Tty, Option<String>)>,
     over_limit: bool,
     state: Arc<ConnState>,
     ticket: Ticket,
@@ -58,6 +62,7 @@ impl Connection {
             user: None,
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
+            ttys: HashMap::new(),
             over_limit: false,
             state,
             ticket,
@@ -238,15 +243,50 @@ impl russh::server::Handler for Connection {
     async fn pty_request(
         &mut self,
         channel: ChannelId,
-        _term: &str,
-        _col_width: u32,
-        _row_height: u32,
+        term: &str,
+        col_width: u32,
+        row_height: u32,
         _pix_width: u32,
         _pix_height: u32,
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // Only a channel that has not started its command can get one
+        // (`self.channels` holds exactly those).
+        if !self.channels.contains_key(&channel) {
+            session.channel_failure(channel)?;
+            return Ok(());
+        }
+        let granted = match Tty::from_request(term, col_width, row_height) {
+            Ok(tty) => (tty, None),
+            Err(e) => {
+                tracing::info!(peer = ?self.peer, term = %term.escape_default(), error = %e, "gitd: pty request with a bad TERM");
+                let tty = Tty {
+                    term: crate::terminal::FALLBACK_TERM.into(),
+                    size: WindowSize::clamped(col_width, row_height),
+                };
+                (tty, Some(wording::bad_term(term, &e)))
+            }
+        };
+        self.ttys.insert(channel, granted);
         session.channel_success(channel)?;
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        col_width: u32,
+        row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Before the command starts; after, the channel's own messages
+        // carry the change to the command (`exec::forward_input`).
+        if let Some((tty, _)) = self.ttys.get_mut(&channel) {
+            tty.size = WindowSize::clamped(col_width, row_height);
+        }
         Ok(())
     }
 
@@ -289,6 +329,7 @@ impl russh::server::Handler for Connection {
         session.eof(id)?;
         session.close(id)?;
         self.channels.remove(&id);
+        self.ttys.remove(&id);
         Ok(())
     }
 
@@ -344,6 +385,7 @@ impl Connection {
         let handle = session.handle();
         let shared = self.shared.clone();
         let protocol = self.git_protocol.remove(&id).unwrap_or_default();
+        let (tty, tty_note) = self.ttys.remove(&id).unzip();
         let running = self.state.running();
         let over_limit = self.over_limit;
         tokio::spawn(async move {
@@ -356,6 +398,8 @@ impl Connection {
                     shared: &shared,
                     user: &user,
                     git_protocol: &protocol,
+                    tty,
+                    tty_note: tty_note.flatten(),
                     handle: &handle,
                     id,
                 };

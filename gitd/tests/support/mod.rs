@@ -2,6 +2,8 @@
 //! driven by the real `git` and OpenSSH clients.
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -173,6 +175,15 @@ pub fn fingerprint(key: &Path) -> String {
 impl Server {
     /// Starts gitd with defaults changed by `tune`.
     pub fn start(tune: impl FnOnce(&mut gitd::GitdConfig)) -> Server {
+        Server::start_with(tune, Arc::new(NoCommands))
+    }
+
+    /// Starts gitd with defaults changed by `tune` and these admin
+    /// commands.
+    pub fn start_with(
+        tune: impl FnOnce(&mut gitd::GitdConfig),
+        commands: Arc<dyn Commands>,
+    ) -> Server {
         // RUST_LOG=gitd=debug shows the server's side when a test fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -195,12 +206,7 @@ impl Server {
         tune(&mut config);
         let hook = Arc::new(Record::default());
         let gitd = runtime
-            .block_on(gitd::serve(
-                config,
-                keys,
-                hook.clone(),
-                Arc::new(NoCommands),
-            ))
+            .block_on(gitd::serve(config, keys, hook.clone(), commands))
             .unwrap();
         let port = gitd.local_addr().port();
         Server {
