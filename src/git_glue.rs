@@ -192,4 +192,20 @@ impl Commands for AdminCommands {
             out,
         ))
     }
+
+    fn run_interactive<'a>(
+        &'a self,
+        user: &'a str,
+        line: &'a str,
+        session: gitd::Interactive,
+        out: &'a dyn CommandOutput,
+    ) -> BoxFuture<'a, u32> {
+        Box::pin(crate::admin::run_interactive(
+            &self.0,
+            crate::admin::Caller::User(user),
+            line,
+            session,
+            out,
+        ))
+    }
 }

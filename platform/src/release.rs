@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runtime::one_off::{wait_exit_unless, OneOffError};
+use runtime::drivers::AppVm;
+use runtime::one_off::{wait_exit_tending, OneOffError};
 
 use crate::apps::Platform;
 use crate::events::{EventKind, VmChange};
@@ -56,6 +57,18 @@ pub struct OneOffOutcome {
     pub took: Duration,
 }
 
+/// What a one-off VM with a terminal (`run` over `ssh -t`) needs from its
+/// caller: the terminal, its window changes, and where the console's host
+/// end goes once the VM is up.
+pub(crate) struct ConsoleHooks {
+    /// `TERM` and the window at start.
+    pub tty: runtime::Tty,
+    /// Window changes, passed to the guest while the command runs.
+    pub window: tokio::sync::watch::Receiver<gitd::WindowSize>,
+    /// Gets the console's host end (raw bytes both ways).
+    pub handoff: tokio::sync::oneshot::Sender<std::os::unix::net::UnixStream>,
+}
+
 /// Sets the flag when dropped: a one-off whose caller went away (an SSH
 /// client that disconnected) has its VM stopped.
 struct CancelOnDrop(Arc<AtomicBool>);
@@ -71,6 +84,8 @@ impl Platform {
     /// artifact `digest`), its output lines going to `on_line` (and the
     /// app's log), progress notes to `say`. The VM is stopped when
     /// `stopped` resolves (the job was cancelled) or this future is dropped.
+    /// With `console` the command runs on a terminal instead, and its
+    /// bytes go through the console, not `on_line`.
     pub(crate) async fn one_off(
         &self,
         (app, deploy, digest): (&str, i64, &str),
@@ -78,12 +93,14 @@ impl Platform {
         say: &(dyn Fn(&str) + Sync),
         mut on_line: impl FnMut(OutputLine),
         stopped: impl std::future::Future<Output = JobError>,
+        console: Option<ConsoleHooks>,
     ) -> Result<OneOffOutcome, JobError> {
         let (process, command, timeout) = (run.process, run.command, run.timeout);
         let app = app.to_string();
         let (_, mut spec, opts) = self.app_spec(&app, deploy, digest, say).await?;
         spec.one_off = true;
         spec.processes = vec![(process.to_string(), command.to_string())];
+        spec.console = console.as_ref().map(|c| c.tty.clone());
         let cancel = Arc::new(AtomicBool::new(false));
         let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<OutputLine>();
@@ -121,7 +138,24 @@ impl Platform {
                     )
                 };
                 vm_event(VmChange::Booted);
-                let result = wait_exit_unless(vm.vm.as_mut(), timeout, &cancel);
+                let mut window = None;
+                if let Some(hooks) = console {
+                    if let Some(stream) = vm.vm.take_console() {
+                        let _ = hooks.handoff.send(stream);
+                    }
+                    window = Some(hooks.window);
+                }
+                // Window changes reach the guest from this thread, which
+                // owns the VM; typed bytes never become one.
+                let mut tend = |vm: &mut dyn AppVm| {
+                    if let Some(w) = window.as_mut() {
+                        if w.has_changed().unwrap_or(false) {
+                            let size = *w.borrow_and_update();
+                            vm.resize_console(size.cols, size.rows);
+                        }
+                    }
+                };
+                let result = wait_exit_tending(vm.vm.as_mut(), timeout, &cancel, &mut tend);
                 vm.vm.stop(Duration::from_secs(5));
                 vm_event(VmChange::Stopped);
                 Ok::<_, JobError>(result)
@@ -170,6 +204,7 @@ impl Platform {
             &ctx.progress(),
             |line| on_line(&line.text),
             ctx.control.stopped(),
+            None,
         )
         .await
     }

@@ -63,8 +63,21 @@ pub fn wait_exit_unless(
     timeout: Duration,
     cancel: &AtomicBool,
 ) -> Result<i32, OneOffError> {
+    wait_exit_tending(vm, timeout, cancel, &mut |_| {})
+}
+
+/// [`wait_exit_unless`], calling `tend` with the VM at every poll (every
+/// 100 ms) while it runs: where a console's window changes are passed on
+/// ([`AppVm::resize_console`]), from the thread that owns the VM.
+pub fn wait_exit_tending(
+    vm: &mut dyn AppVm,
+    timeout: Duration,
+    cancel: &AtomicBool,
+    tend: &mut dyn FnMut(&mut dyn AppVm),
+) -> Result<i32, OneOffError> {
     let deadline = Instant::now() + timeout;
     loop {
+        tend(vm);
         if cancel.load(Ordering::SeqCst) && vm.exit_status().is_none() {
             vm.stop(Duration::from_secs(5));
             return Err(OneOffError::Cancelled);

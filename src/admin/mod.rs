@@ -111,6 +111,28 @@ pub async fn run(
     }
 }
 
+/// [`run`] with the client's connection: `run APP -- CMD` on a terminal
+/// when the client asked for one (`ssh -t`); every other command ignores
+/// the terminal and stdin.
+pub async fn run_interactive(
+    platform: &Platform,
+    caller: Caller<'_>,
+    line: &str,
+    session: gitd::Interactive,
+    out: &dyn CommandOutput,
+) -> u32 {
+    let on_terminal = session.tty.is_some()
+        && line.len() <= MAX_LINE
+        && shlex::split(line).is_some_and(|w| w.first().is_some_and(|w| w == "run"));
+    if !on_terminal {
+        drop(session);
+        return run(platform, caller, line, out).await;
+    }
+    let words = shlex::split(line).unwrap_or_default();
+    let words: Vec<&str> = words.iter().skip(1).map(String::as_str).collect();
+    run::run_on_terminal(platform, caller, &words, session, out).await
+}
+
 /// Why a command failed before doing anything.
 #[derive(Debug, thiserror::Error)]
 enum AdminError {
