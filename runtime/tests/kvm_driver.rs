@@ -147,7 +147,7 @@ fn kvm_driver_serves_an_app_in_nested_host() {
         "/l2/rootfs.ext4",
         Some(EgressEndpoint::Unix("/run/egress.sock".into())),
     );
-    let mut config = init_config(&spec, &driver, in_guest);
+    let mut config = init_config(&spec, &driver, in_guest.clone());
     assert!(config.network.is_none() && config.vsock.is_some());
     // The app's volume: made here (as `boot` makes it on first use), with a
     // note from this host; the guest finds it (and the rootfs) by UUID.
@@ -177,6 +177,26 @@ fn kvm_driver_serves_an_app_in_nested_host() {
     let mut initrd = std::fs::read(&base).unwrap();
     initrd.extend(std::fs::read(&cfg).unwrap());
     std::fs::write(l1.root.join("l2/initrd"), initrd).unwrap();
+
+    // A one-off VM whose shell runs on a terminal (`byteport run` with a
+    // TTY): the same rootfs, a config as `boot` makes it for a console.
+    let mut one_off = app_spec("/l2/rootfs.ext4", None);
+    one_off.one_off = true;
+    one_off.port = None;
+    one_off.database = None;
+    one_off.processes = vec![("run".into(), "sh".into())];
+    one_off.console = Some(runtime::Tty {
+        term: "xterm-256color".into(),
+        cols: 100,
+        rows: 30,
+    });
+    let mut console_config = init_config(&one_off, &driver, in_guest);
+    console_config.root = config.root.clone();
+    let cfg = work.join("console-config.cpio.gz");
+    initramfs::write_config(&cfg, &serde_json::to_vec(&console_config).unwrap()).unwrap();
+    let mut initrd = std::fs::read(&base).unwrap();
+    initrd.extend(std::fs::read(&cfg).unwrap());
+    std::fs::write(l1.root.join("l2/initrd-console"), initrd).unwrap();
 
     let c = l1.boot(1024, 2, Duration::from_secs(600), "L1-TEST-EXIT");
     let all = c.text();
@@ -210,6 +230,10 @@ fn kvm_driver_serves_an_app_in_nested_host() {
         "the volume was not attached and mounted:\n{all}"
     );
     assert!(c.has("L1-STOPPED"), "graceful stop failed:\n{all}");
+    assert!(
+        c.has("L1-CONSOLE-OK"),
+        "the one-off VM's terminal did not work:\n{all}"
+    );
     assert!(c.has("L1-TEST-EXIT=0"), "the level-1 half failed:\n{all}");
 }
 
@@ -324,9 +348,10 @@ fn level1_half() {
         dir: dir.clone(),
         egress: Some(EgressEndpoint::Unix("/run/egress.sock".into())),
         database: Some(EgressEndpoint::Unix(DB_SOCKET.into())),
-        jail: Some(jail),
+        jail: Some(jail.clone()),
         checked_process: Some("web".into()),
         volumes: vec![Arc::new(volume)],
+        console: false,
     };
     let mut vm = KvmVm::start(
         &spec,
@@ -450,6 +475,115 @@ fn level1_half() {
     println!(
         "L1-STOPPED in {:.1}s ({status}); events {events:?}",
         t.elapsed().as_secs_f64()
+    );
+    drop(vm);
+    assert!(!dir.exists(), "the VM directory stayed");
+    console_half(jail);
+}
+
+/// A one-off VM with a terminal: its shell's bytes come and go raw over
+/// the console connection, the window is the one given and then the one
+/// resized to, the exit status is the shell's, and the command (the app's
+/// uid) cannot reach the console's ports itself.
+fn console_half(jail: runtime::jail::Jail) {
+    let dir = std::path::PathBuf::from("/run/vm2");
+    let spec = KvmSpec {
+        name: "hello-run".into(),
+        vmm: "/byteport-vmm".into(),
+        kernel: "/l2/vmlinuz".into(),
+        initrd: "/l2/initrd-console".into(),
+        rootfs: Some("/l2/rootfs.ext4".into()),
+        cpus: 1,
+        memory_mib: 256,
+        guest_port: None,
+        dir: dir.clone(),
+        egress: None,
+        database: None,
+        jail: Some(jail),
+        // As `boot` sets it for a one-off VM: its exit is the result.
+        checked_process: Some("run".into()),
+        volumes: vec![],
+        console: true,
+    };
+    let mut vm = KvmVm::start(&spec, Arc::new(|_: &str, _: &str, _: &str| {}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_ready(Duration::from_secs(400))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut console = vm.take_console().expect("a console");
+    assert!(
+        vm.take_console().is_none(),
+        "the console was given out twice"
+    );
+    let shown = Arc::new(Mutex::new(Vec::new()));
+    std::thread::spawn({
+        let (mut console, shown) = (console.try_clone().unwrap(), shown.clone());
+        move || {
+            let mut b = [0u8; 4096];
+            while let Ok(n) = console.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                shown.lock().unwrap().extend_from_slice(&b[..n]);
+            }
+        }
+    });
+    let wait_shown = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !String::from_utf8_lossy(&shown.lock().unwrap()).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "never saw {needle:?}: {:?}",
+                String::from_utf8_lossy(&shown.lock().unwrap())
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    console
+        .write_all(b"echo $((6*7)); tty; echo $TERM; stty size\n")
+        .unwrap();
+    wait_shown("\r\n30 100\r\n");
+    wait_shown("\r\n42\r\n");
+    wait_shown("/dev/pts/");
+    wait_shown("\r\nxterm-256color\r\n");
+    assert!(vm.resize_console(132, 43));
+    std::thread::sleep(Duration::from_millis(500));
+    console.write_all(b"stty size\n").unwrap();
+    wait_shown("\r\n43 132\r\n");
+    // The attack: the command (uid 1000) dials the console's host ports to
+    // forge window changes or bytes; both were taken by PID 1, and the
+    // VMM admits only privileged source ports there.
+    console
+        .write_all(b"for p in 1101 1102; do byteport-vsock-probe dial $p 'WINCH 7 7' 2>&1 | sed \"s/^/DIAL-$p /\"; done; stty size\n")
+        .unwrap();
+    wait_shown("DIAL-1102 ");
+    std::thread::sleep(Duration::from_secs(1));
+    let text = String::from_utf8_lossy(&shown.lock().unwrap()).into_owned();
+    assert!(
+        !text.contains("\r\n7 7\r\n"),
+        "a forged window change landed: {text:?}"
+    );
+    for port in ["1101", "1102"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("DIAL-{port} ")))
+            .unwrap_or_default();
+        assert!(
+            line.contains("vsock connect"),
+            "the app reached port {port}: {text:?}"
+        );
+    }
+    console.write_all(b"exit 3\n").unwrap();
+    let status = runtime::one_off::wait_exit(&mut vm, Duration::from_secs(120));
+    assert!(
+        matches!(status, Ok(3)),
+        "{status:?} {:?} {text:?}",
+        vm.drain_events()
+    );
+    println!(
+        "L1-CONSOLE-OK {:?}",
+        text.lines()
+            .filter(|l| l.starts_with("DIAL-"))
+            .collect::<Vec<_>>()
     );
     drop(vm);
     assert!(!dir.exists(), "the VM directory stayed");

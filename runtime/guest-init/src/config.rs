@@ -68,8 +68,8 @@ pub const MAX_TERM: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Console {
-    /// The virtio-serial port carrying the terminal's bytes.
-    pub port: String,
+    /// Where the terminal's bytes travel.
+    pub channel: ConsoleChannel,
     /// The process's `TERM` (e.g. `xterm-256color`).
     pub term: String,
     /// Columns of the window (0: unknown).
@@ -77,6 +77,33 @@ pub struct Console {
     /// Rows of the window (0: unknown).
     pub rows: u16,
 }
+
+/// Where a console's bytes travel, and its window changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ConsoleChannel {
+    /// A virtio-serial port with this name (QEMU); window changes come on
+    /// the records port, as `STOP` does.
+    VirtioPort {
+        /// The port's name (`/sys/class/virtio-ports/*/name`).
+        name: String,
+    },
+    /// Two vsock connections to the host (own VMM), both from privileged
+    /// ports, so only PID 1 can make them: the bytes on `data`, the
+    /// host's `WINCH <cols> <rows>` lines on `control`.
+    Vsock {
+        /// Host port of the terminal's bytes.
+        data: u32,
+        /// Host port of the window changes.
+        control: u32,
+    },
+}
+
+/// Host port of a console's bytes under the own VMM.
+pub const VSOCK_CONSOLE_PORT: u32 = 1101;
+
+/// Host port of a console's window changes under the own VMM.
+pub const VSOCK_CONSOLE_CONTROL_PORT: u32 = 1102;
 
 /// Whether `t` can be a `TERM` value: 1 to [`MAX_TERM`] bytes of ASCII
 /// letters, digits and `.+-_`.
@@ -386,11 +413,20 @@ impl InitConfig {
                     "init.json: a console is for the one process of a one-off VM".into(),
                 ));
             }
-            if t.port.is_empty() || t.port.contains('/') {
-                return Err(ConfigError(format!(
-                    "init.json: console port name {:?} is not a port name",
-                    t.port
-                )));
+            match &t.channel {
+                ConsoleChannel::VirtioPort { name } if name.is_empty() || name.contains('/') => {
+                    return Err(ConfigError(format!(
+                        "init.json: console port name {name:?} is not a port name"
+                    )));
+                }
+                ConsoleChannel::Vsock { data, control }
+                    if data == control || [*data, *control].contains(&u32::MAX) =>
+                {
+                    return Err(ConfigError(format!(
+                        "init.json: console vsock ports {data} and {control} must differ and be below 4294967295"
+                    )));
+                }
+                _ => {}
             }
             if !is_term_name(&t.term) {
                 return Err(ConfigError(format!(
@@ -592,7 +628,9 @@ mod tests {
     fn a_console_is_only_for_the_one_process_of_a_one_off_vm() {
         let rec = r#""records":{"kind":"virtio_port","name":"r"}"#;
         let console = |term: &str, port: &str| {
-            format!(r#""console":{{"port":"{port}","term":"{term}","cols":80,"rows":24}}"#)
+            format!(
+                r#""console":{{"channel":{{"kind":"virtio_port","name":"{port}"}},"term":"{term}","cols":80,"rows":24}}"#
+            )
         };
         let one = r#""processes":[{"name":"run","command":"sh"}]"#;
         let two = r#""processes":[{"name":"a","command":"sh"},{"name":"b","command":"sh"}]"#;
@@ -634,6 +672,23 @@ mod tests {
         ] {
             let e = InitConfig::parse(text.as_bytes()).unwrap_err().0;
             assert!(e.contains(why), "{text}: {e}");
+        }
+        let vsock = |data: u32, control: u32| {
+            format!(
+                r#"{{"hostname":"a",{one},{rec},"once":true,"console":{{"channel":{{"kind":"vsock","data":{data},"control":{control}}},"term":"xterm","cols":0,"rows":0}}}}"#
+            )
+        };
+        let c = InitConfig::parse(vsock(1101, 1102).as_bytes()).unwrap();
+        assert_eq!(
+            c.console.map(|t| t.channel),
+            Some(ConsoleChannel::Vsock {
+                data: 1101,
+                control: 1102
+            })
+        );
+        for bad in [vsock(1101, 1101), vsock(u32::MAX, 1102)] {
+            let e = InitConfig::parse(bad.as_bytes()).unwrap_err().0;
+            assert!(e.contains("console vsock ports"), "{bad}: {e}");
         }
         assert!(!is_term_name(&"x".repeat(MAX_TERM + 1)));
         assert!(is_term_name("screen.xterm-256color"));

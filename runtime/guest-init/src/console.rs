@@ -13,10 +13,12 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
+
+use guest_init::config::ConsoleChannel;
 
 /// Bytes moved per read.
 const CHUNK: usize = 16 * 1024;
@@ -138,6 +140,45 @@ pub fn open_port(dev: &std::path::Path) -> io::Result<File> {
         .custom_flags(libc::O_NONBLOCK)
         .open(dev)
         .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dev.display())))
+}
+
+/// Opens the console's channel: the virtio-serial port (QEMU), or the
+/// vsock connections to the host (own VMM), whose control connection then
+/// carries the window changes (`WINCH` lines, [`resize`]). Non-blocking:
+/// a host that went away must not stall the relay.
+pub fn open_channel(channel: &ConsoleChannel) -> io::Result<File> {
+    match channel {
+        ConsoleChannel::VirtioPort { name } => open_port(&crate::channel::find_port(name, 100)?),
+        ConsoleChannel::Vsock { data, control } => {
+            let data = File::from(OwnedFd::from(
+                crate::vsock::VsockStream::connect_host_privileged(*data)?,
+            ));
+            let control = File::from(OwnedFd::from(
+                crate::vsock::VsockStream::connect_host_privileged(*control)?,
+            ));
+            crate::channel::watch_requests(control, ignore_stop);
+            set_nonblocking(&data)?;
+            Ok(data)
+        }
+    }
+}
+
+/// A `STOP` on the console's control connection: the own VMM stops a VM
+/// with the ACPI power button, never with this.
+fn ignore_stop() {}
+
+fn set_nonblocking(f: &File) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor.
+    let flags = check(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) },
+        "reading the console's flags",
+    )?;
+    // SAFETY: as above.
+    check(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) },
+        "making the console non-blocking",
+    )?;
+    Ok(())
 }
 
 /// Waits until `fd` has one of `events` (or a hang-up); the returned events.

@@ -129,9 +129,8 @@ fn run() -> ! {
     emit(&sink, "init", "evt", "BOOT byteport-init");
     // The one-off process's terminal (opened while /dev is the initramfs's).
     let console_port = config.console.as_ref().map(|t| {
-        channel::find_port(&t.port, 100)
-            .and_then(|dev| console::open_port(&dev))
-            .unwrap_or_else(|e| fatal(&sink, &format!("console port {}: {e}", t.port)))
+        console::open_channel(&t.channel)
+            .unwrap_or_else(|e| fatal(&sink, &format!("console {:?}: {e}", t.channel)))
     });
     if let Some(root) = &config.root {
         if let Err(e) = system::switch_root(root) {

@@ -118,6 +118,12 @@ impl VsockStream {
     }
 }
 
+impl From<VsockStream> for OwnedFd {
+    fn from(s: VsockStream) -> OwnedFd {
+        s.0
+    }
+}
+
 impl Read for VsockStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for `buf.len()` bytes of writes.

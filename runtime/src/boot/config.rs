@@ -8,8 +8,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use guest_init::config::{
-    Console, InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs, UserIds,
-    CONSOLE_PORT_NAME, RECORDS_PORT_NAME, VSOCK_RECORDS_PORT,
+    Console, ConsoleChannel, InitConfig, ListenCheck, Network, Process, RecordChannel, RootFs,
+    UserIds, CONSOLE_PORT_NAME, RECORDS_PORT_NAME, VSOCK_CONSOLE_CONTROL_PORT, VSOCK_CONSOLE_PORT,
+    VSOCK_RECORDS_PORT,
 };
 
 use super::{AppSpec, Driver};
@@ -109,9 +110,16 @@ pub fn init_config(spec: &AppSpec, driver: &Driver, modules: Vec<String>) -> Ini
         // filesystem UUIDs are known then).
         volumes: Vec::new(),
         once: spec.one_off,
-        // Under QEMU only ([`super::start::check_console`] refuses the rest).
         console: spec.console.as_ref().map(|t| Console {
-            port: CONSOLE_PORT_NAME.into(),
+            channel: match driver {
+                Driver::Qemu { .. } => ConsoleChannel::VirtioPort {
+                    name: CONSOLE_PORT_NAME.into(),
+                },
+                Driver::Kvm { .. } => ConsoleChannel::Vsock {
+                    data: VSOCK_CONSOLE_PORT,
+                    control: VSOCK_CONSOLE_CONTROL_PORT,
+                },
+            },
             term: t.term.clone(),
             cols: t.cols,
             rows: t.rows,
@@ -226,7 +234,9 @@ mod tests {
         assert_eq!(
             c.console,
             Some(Console {
-                port: CONSOLE_PORT_NAME.into(),
+                channel: ConsoleChannel::VirtioPort {
+                    name: CONSOLE_PORT_NAME.into()
+                },
                 term: "xterm-256color".into(),
                 cols: 120,
                 rows: 40,
@@ -235,38 +245,35 @@ mod tests {
         let json = serde_json::to_vec(&c).unwrap();
         assert_eq!(InitConfig::parse(&json).unwrap(), c);
         assert!(init_config(&spec(), &qemu, vec![]).console.is_none());
+        let kvm = init_config(&s, &Driver::Kvm { vmm: "/v".into() }, vec![]);
+        assert_eq!(
+            kvm.console.map(|t| t.channel),
+            Some(ConsoleChannel::Vsock {
+                data: VSOCK_CONSOLE_PORT,
+                control: VSOCK_CONSOLE_CONTROL_PORT
+            })
+        );
     }
     #[test]
-    fn a_console_is_refused_without_a_one_off_vm_under_kvm_or_with_a_bad_term() {
+    fn a_console_is_refused_without_a_one_off_vm_or_with_a_bad_term() {
         use crate::boot::start::check_console;
-        let qemu = Driver::Qemu {
-            qemu: "/q".into(),
-            accel: "tcg".into(),
-        };
         let mut s = spec();
-        assert!(
-            check_console(&s, &qemu).is_ok(),
-            "no console, nothing to check"
-        );
+        assert!(check_console(&s).is_ok(), "no console, nothing to check");
         s.console = Some(crate::Tty {
             term: "xterm".into(),
             cols: 80,
             rows: 24,
         });
-        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        let e = check_console(&s).unwrap_err().to_string();
         assert!(e.contains("one-off"), "{e}");
         s.one_off = true;
-        assert!(check_console(&s, &qemu).is_ok());
-        let e = check_console(&s, &Driver::Kvm { vmm: "/v".into() })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("kvm driver has no console"), "{e}");
+        assert!(check_console(&s).is_ok());
         s.processes.push(("worker".into(), "sleep 1".into()));
-        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        let e = check_console(&s).unwrap_err().to_string();
         assert!(e.contains("one command"), "{e}");
         s.processes.pop();
         s.console.as_mut().unwrap().term = "xterm\n".into();
-        let e = check_console(&s, &qemu).unwrap_err().to_string();
+        let e = check_console(&s).unwrap_err().to_string();
         assert!(e.contains("not a terminal name"), "{e}");
     }
 }

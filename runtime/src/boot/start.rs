@@ -138,7 +138,7 @@ fn write_initrd(base: &Path, config_archive: &Path, initrd: &Path) -> Result<(),
 /// Boots `spec` with the configured driver and waits for the guest's READY.
 /// A failed boot leaves nothing behind (the VM's directory is removed).
 pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<RunningApp, BootError> {
-    check_console(spec, &opts.driver)?;
+    check_console(spec)?;
     let (base, modules) = base_initramfs(spec, opts)?;
     // Before anything else of this VM: a volume another VM has stops here.
     let claims = crate::volume::claim_all(&spec.volumes, spec.uid, spec.gid)?;
@@ -191,9 +191,9 @@ pub fn boot(spec: &AppSpec, opts: &BootOptions, app_log: AppLog) -> Result<Runni
     })
 }
 
-/// A console is for the one process of a one-off VM, under QEMU (the
-/// `kvm` driver has no console port yet), with a `TERM` the guest accepts.
-pub(crate) fn check_console(spec: &AppSpec, driver: &Driver) -> Result<(), BootError> {
+/// A console is for the one process of a one-off VM, with a `TERM` the
+/// guest accepts.
+pub(crate) fn check_console(spec: &AppSpec) -> Result<(), BootError> {
     let Some(tty) = &spec.console else {
         return Ok(());
     };
@@ -201,12 +201,6 @@ pub(crate) fn check_console(spec: &AppSpec, driver: &Driver) -> Result<(), BootE
     if !spec.one_off || spec.processes.len() != 1 {
         return refuse(
             "a console (TTY) is only for a one-off VM running one command (`byteport run`)".into(),
-        );
-    }
-    if matches!(driver, Driver::Kvm { .. }) {
-        return refuse(
-            "the kvm driver has no console (TTY) yet; run without a TTY or use the qemu driver"
-                .into(),
         );
     }
     if !guest_init::config::is_term_name(&tty.term) {
@@ -350,6 +344,7 @@ fn start(
                 jail: opts.jail.clone(),
                 checked_process: checked,
                 volumes,
+                console: spec.console.is_some(),
             };
             let mut vm = KvmVm::start(&kspec, app_log)?;
             vm.wait_ready(opts.ready_timeout)?;

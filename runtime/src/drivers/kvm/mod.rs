@@ -101,6 +101,8 @@ pub struct KvmSpec {
     /// The app's volumes, claimed for this VM: each an extra read-write
     /// `--disk`; the VMM holds a share of each one's lock.
     pub volumes: Vec<Arc<Claim>>,
+    /// A terminal for a one-off VM's one process ([`console`]).
+    pub console: bool,
 }
 
 /// The init config's vsock link for a VM under this driver: the app's port
@@ -162,6 +164,7 @@ pub struct KvmVm {
     records_socket: PathBuf,
     /// Loopback address proxied to the app's port, if any.
     pub host_addr: Option<SocketAddr>,
+    console: Option<console::Console>,
 }
 
 impl KvmVm {
@@ -238,6 +241,13 @@ impl KvmVm {
                 .map_err(io_error(vm, "handing the records socket to the VM's user"))?;
         }
         serve_records(records, link.clone(), closing.clone());
+        let console = match spec.console {
+            true => Some(
+                console::Console::open(&sock_dir, owner)
+                    .map_err(io_error(vm, "opening the console's sockets"))?,
+            ),
+            false => None,
+        };
         let door = match &spec.egress {
             Some(endpoint) => Some(
                 Door::open(
@@ -291,6 +301,11 @@ impl KvmVm {
             .arg(run_dir.join("v"))
             .args(["--vsock-root-port", &VSOCK_RECORDS_PORT.to_string()])
             .args(["--cmdline", CMDLINE]);
+        if console.is_some() {
+            for port in console::Console::ports() {
+                cmd.args(["--vsock-root-port", &port.to_string()]);
+            }
+        }
         if let Some(r) = &rootfs {
             let mut d = r.as_os_str().to_owned();
             d.push(":snapshot");
@@ -341,6 +356,7 @@ impl KvmVm {
             _door: door,
             _database_door: database_door,
             host_addr,
+            console,
         })
     }
 
@@ -453,6 +469,14 @@ impl super::AppVm for KvmVm {
     fn pid(&self) -> Option<u32> {
         Some(self.vm.pid())
     }
+    fn take_console(&mut self) -> Option<UnixStream> {
+        // The guest init connects before its READY; the accept thread may
+        // still be handing the connection over.
+        self.console.as_mut()?.take(Duration::from_secs(10))
+    }
+    fn resize_console(&mut self, cols: u16, rows: u16) -> bool {
+        self.console.as_mut().is_some_and(|c| c.resize(cols, rows))
+    }
 }
 
 impl Drop for KvmVm {
@@ -474,5 +498,6 @@ fn end_listeners(closing: &AtomicBool, records_socket: &Path, host_addr: Option<
     let _ = std::fs::remove_file(records_socket);
 }
 
+pub mod console;
 #[cfg(test)]
 mod tests;

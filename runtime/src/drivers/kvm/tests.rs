@@ -83,6 +83,7 @@ fn spec(dir: &Path) -> KvmSpec {
         jail: None,
         checked_process: None,
         volumes: vec![],
+        console: false,
     }
 }
 
