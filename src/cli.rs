@@ -99,6 +99,10 @@ pub enum Command {
         /// Stop the app for the command (its volumes are then attached).
         #[arg(long)]
         stop_app: bool,
+        /// Do not use this terminal even if stdin is one: output is
+        /// streamed line by line and nothing is read from stdin.
+        #[arg(long)]
+        no_tty: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,

@@ -111,15 +111,22 @@ pub async fn dispatch(command: Command, config: &Config) -> anyhow::Result<ExitC
         Command::Run {
             app,
             stop_app,
+            no_tty,
             command,
         } => {
-            let mut extra: Vec<&str> = Vec::new();
+            let mut words = vec!["run", app.as_str()];
             if stop_app {
-                extra.push("--stop-app");
+                words.push("--stop-app");
             }
-            extra.push("--");
-            extra.extend(command.iter().map(String::as_str));
-            daemon_command(config, "run", Some(&app), &extra).await
+            words.push("--");
+            words.extend(command.iter().map(String::as_str));
+            if !stop_app && !no_tty && crate::control::terminal_is_stdin() {
+                // Heroku's `run bash`: this terminal becomes the VM's.
+                let line = shlex::try_join(words).context("quoting the command")?;
+                let code = crate::control::call_on_terminal(&config.home, &line).await?;
+                return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+            }
+            daemon_command(config, "run", Some(&app), &words[2..]).await
         }
         Command::Scale { app, formation } => {
             let extra: Vec<&str> = formation.iter().map(String::as_str).collect();

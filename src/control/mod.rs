@@ -9,6 +9,15 @@
 //! `{"out":"..."}` / `{"err":"..."}` and ends with `{"exit":N}`. A client
 //! that disconnects cancels its command (that is how Ctrl-C ends
 //! `logs -f`).
+//!
+//! A client on a terminal (`byteport run APP -- bash`) adds
+//! `"tty":{"term":"xterm","cols":80,"rows":24}` to its request and then
+//! sends its keystrokes and window changes ([`terminal`]); the terminal's
+//! bytes come back as `{"raw":"<base64>"}`.
+
+mod terminal;
+
+pub use terminal::{call_on_terminal, stdin_is_terminal as terminal_is_stdin};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +41,9 @@ pub fn socket_path(home: &Path) -> PathBuf {
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     line: String,
+    /// The client's terminal, if it runs on one and wants it used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tty: Option<terminal::TtyRequest>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +51,8 @@ struct Request {
 enum Reply {
     Out(String),
     Err(String),
+    /// A terminal's bytes, base64.
+    Raw(String),
     Exit(u32),
 }
 
@@ -130,6 +144,17 @@ impl CommandOutput for SocketOutput {
             self.send(&reply).await
         })
     }
+
+    fn write_bytes<'a>(&'a self, stream: Stream, bytes: &'a [u8]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let reply = match stream {
+                Stream::Stdout => Reply::Raw(terminal::encode(bytes)),
+                // Nothing writes raw bytes to stderr; keep them readable.
+                Stream::Stderr => Reply::Err(String::from_utf8_lossy(bytes).into_owned()),
+            };
+            self.send(&reply).await
+        })
+    }
 }
 
 async fn handle(stream: UnixStream, platform: &Platform) -> std::io::Result<()> {
@@ -162,6 +187,18 @@ async fn handle(stream: UnixStream, platform: &Platform) -> std::io::Result<()> 
         Err(e) => {
             out.send(&Reply::Err(format!("byteport: {e}\n"))).await;
             2
+        }
+        Ok(Request {
+            line,
+            tty: Some(tty),
+        }) => {
+            let (session, pump) = terminal::session(tty, read);
+            let run = crate::admin::run_interactive(platform, Caller::Operator, &line, session, &out);
+            tokio::select! {
+                code = run => code,
+                // The client left (or broke the protocol): cancel.
+                () = pump => return Ok(()),
+            }
         }
         Ok(req) => {
             let run = crate::admin::run(platform, Caller::Operator, &req.line, &out);
@@ -214,6 +251,7 @@ pub async fn call(home: &Path, line: &str) -> Result<u32, CallError> {
     let (read, mut write) = stream.into_split();
     let mut request = serde_json::to_vec(&Request {
         line: line.to_string(),
+        tty: None,
     })
     .expect("requests serialize");
     request.push(b'\n');
@@ -230,6 +268,12 @@ pub async fn call(home: &Path, line: &str) -> Result<u32, CallError> {
             Ok(Reply::Err(text)) => {
                 stderr.write_all(text.as_bytes()).await?;
                 stderr.flush().await?;
+            }
+            Ok(Reply::Raw(bytes)) => {
+                let bytes = terminal::decode(&bytes)
+                    .ok_or_else(|| CallError::Protocol("a raw reply that is not base64".into()))?;
+                stdout.write_all(&bytes).await?;
+                stdout.flush().await?;
             }
             Ok(Reply::Exit(code)) => return Ok(code),
             Err(_) => return Err(CallError::Protocol(line.chars().take(200).collect())),

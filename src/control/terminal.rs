@@ -1,0 +1,266 @@
+//! `byteport run APP -- bash` on the operator's terminal, through the
+//! control socket: the CLI puts its terminal in raw mode and sends what is
+//! typed and each window change; the daemon hands them to the admin command
+//! as SSH would (`gitd::Interactive`), and the terminal's bytes come back
+//! untranslated.
+//!
+//! After a request with `"tty"`, the client sends one JSON value per line:
+//! `{"in":"<base64>"}` (keystrokes), `{"size":[cols,rows]}` (a window
+//! change) or `"eof"` (its input ended). Anything else ends the session.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, watch};
+
+use super::{socket_path, CallError, Reply, Request};
+
+/// Longest input line from a client (a base64 packet of keystrokes).
+const MAX_INPUT_LINE: usize = 64 * 1024;
+
+/// Keystroke packets queued for the command: a command that does not read
+/// holds the client back.
+const QUEUED_INPUT: usize = 16;
+
+/// The client's terminal, in its request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct TtyRequest {
+    term: String,
+    cols: u16,
+    rows: u16,
+}
+
+/// What a client on a terminal sends after its request.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Input {
+    In(String),
+    Size([u16; 2]),
+    Eof,
+}
+
+pub(super) fn encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub(super) fn decode(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// The admin command's side of a client's terminal, and the pump that
+/// feeds it from the client's lines; the pump ends when the client leaves
+/// or sends something that is not [`Input`].
+pub(super) fn session(
+    tty: TtyRequest,
+    mut read: BufReader<OwnedReadHalf>,
+) -> (gitd::Interactive, impl std::future::Future<Output = ()>) {
+    let size = gitd::WindowSize::clamped(u32::from(tty.cols), u32::from(tty.rows));
+    let tty = gitd::Tty::from_request(&tty.term, size.cols.into(), size.rows.into())
+        .unwrap_or(gitd::Tty {
+            term: gitd::terminal::FALLBACK_TERM.into(),
+            size,
+        });
+    let (input_tx, input) = mpsc::channel::<Bytes>(QUEUED_INPUT);
+    let (window_tx, window) = watch::channel(size);
+    let pump = async move {
+        let mut input_tx = Some(input_tx);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut read)
+                .take(MAX_INPUT_LINE as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await;
+            let Ok(n @ 1..=MAX_INPUT_LINE) = n else {
+                return; // the client left, or sent an overlong line
+            };
+            match serde_json::from_slice::<Input>(&line[..n]) {
+                Ok(Input::In(text)) => {
+                    let (Some(tx), Some(bytes)) = (&input_tx, decode(&text)) else {
+                        continue;
+                    };
+                    if tx.send(Bytes::from(bytes)).await.is_err() {
+                        input_tx = None; // the command reads no more
+                    }
+                }
+                Ok(Input::Size([cols, rows])) => {
+                    window_tx.send_replace(gitd::WindowSize::clamped(cols.into(), rows.into()));
+                }
+                Ok(Input::Eof) => input_tx = None,
+                Err(_) => return,
+            }
+        }
+    };
+    let session = gitd::Interactive {
+        tty: Some(tty),
+        input,
+        window,
+    };
+    (session, pump)
+}
+
+/// Puts stdin's terminal in raw mode until dropped (keystrokes, Ctrl-C
+/// included, go to the remote terminal; its echo comes back from there).
+struct RawMode(libc::termios);
+
+impl RawMode {
+    fn enter() -> std::io::Result<RawMode> {
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut raw = saved;
+        // SAFETY: cfmakeraw edits the struct; tcsetattr applies it to fd 0.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(RawMode(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `enter`.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
+}
+
+/// stdin's window size (0×0 if unknown).
+fn window_size() -> (u16, u16) {
+    // SAFETY: TIOCGWINSZ writes a winsize to a valid pointer.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } != 0 {
+        return (0, 0);
+    }
+    (size.ws_col, size.ws_row)
+}
+
+/// Whether `byteport run` should use the caller's terminal.
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
+}
+
+/// Sends one [`Input`] line.
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, input: &Input) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(input).expect("input serializes");
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// [`super::call`] on the caller's terminal: `line` (a `run`) gets the
+/// terminal in raw mode, its keystrokes and window changes; what the
+/// command's terminal shows is written to stdout as is.
+pub async fn call_on_terminal(home: &Path, line: &str) -> Result<u32, CallError> {
+    let socket = socket_path(home);
+    let stream = UnixStream::connect(&socket)
+        .await
+        .map_err(|_| CallError::NotRunning {
+            home: home.to_path_buf(),
+            socket: socket.clone(),
+        })?;
+    let (read, mut write) = stream.into_split();
+    let (cols, rows) = window_size();
+    let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
+    let mut request = serde_json::to_vec(&Request {
+        line: line.to_string(),
+        tty: Some(TtyRequest { term, cols, rows }),
+    })
+    .expect("requests serialize");
+    request.push(b'\n');
+    write.write_all(&request).await?;
+    let _raw = RawMode::enter()?;
+
+    // Keystrokes: stdin is read on a thread of its own (a blocking read
+    // of a terminal cannot be cancelled; it ends with the process).
+    let (keys_tx, mut keys) = mpsc::channel::<Option<Vec<u8>>>(QUEUED_INPUT);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = keys_tx.blocking_send(None);
+                    return;
+                }
+                Ok(n) => {
+                    if keys_tx.blocking_send(Some(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut lines = BufReader::new(read).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    let mut typing = true;
+    loop {
+        tokio::select! {
+            key = keys.recv(), if typing => match key.flatten() {
+                Some(bytes) => send(&mut write, &Input::In(encode(&bytes))).await?,
+                None => {
+                    typing = false;
+                    send(&mut write, &Input::Eof).await?;
+                }
+            },
+            _ = winch.recv() => {
+                let (cols, rows) = window_size();
+                send(&mut write, &Input::Size([cols, rows])).await?;
+            }
+            reply = lines.next_line() => {
+                let Some(reply) = reply? else {
+                    return Err(CallError::Interrupted);
+                };
+                match serde_json::from_str::<Reply>(&reply) {
+                    Ok(Reply::Raw(text)) => {
+                        let bytes = decode(&text).ok_or_else(|| {
+                            CallError::Protocol("a raw reply that is not base64".into())
+                        })?;
+                        stdout.write_all(&bytes).await?;
+                        stdout.flush().await?;
+                    }
+                    // Messages (errors, notes): the terminal is raw, so
+                    // each line needs its carriage return.
+                    Ok(Reply::Out(text)) => {
+                        stdout.write_all(text.replace('\n', "\r\n").as_bytes()).await?;
+                        stdout.flush().await?;
+                    }
+                    Ok(Reply::Err(text)) => {
+                        stderr.write_all(text.replace('\n', "\r\n").as_bytes()).await?;
+                        stderr.flush().await?;
+                    }
+                    Ok(Reply::Exit(code)) => return Ok(code),
+                    Err(_) => return Err(CallError::Protocol(reply.chars().take(200).collect())),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_lines_have_the_documented_shape() {
+        let json = |i: &Input| serde_json::to_string(i).unwrap();
+        assert_eq!(json(&Input::In(encode(b"ls\r"))), r#"{"in":"bHMN"}"#);
+        assert_eq!(json(&Input::Size([132, 43])), r#"{"size":[132,43]}"#);
+        assert_eq!(json(&Input::Eof), r#""eof""#);
+        for bad in [r#"{"size":[1]}"#, r#"{"size":[70000,1]}"#, r#"{"in":3}"#, "{}"] {
+            assert!(serde_json::from_str::<Input>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(decode("bHMN").as_deref(), Some(&b"ls\r"[..]));
+        assert_eq!(decode("not base64!"), None);
+    }
+}
