@@ -283,6 +283,7 @@ pub async fn serve(
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         nodelay: true,
+        window_size: ssh::NORMAL_WINDOW,
         ..Default::default()
     });
     let shared = Arc::new(Shared {

@@ -337,27 +337,94 @@ fn commands_that_only_implement_run_are_unchanged_and_their_stdin_is_dropped() {
     }
 }
 
+/// How long output may stand still while a flood is echoed before the
+/// test calls it a deadlock (a deadlock never moves again; gitd's idle
+/// timeout, 10 min by default, is far away).
+const STUCK: Duration = Duration::from_secs(60);
+
+/// Pipes `data` into `ssh args` and collects stdout; a deadlock (stdout
+/// standing still for [`STUCK`] while ssh runs) kills ssh and panics.
+fn run_watched(
+    s: &Server,
+    args: &str,
+    data: Arc<Vec<u8>>,
+) -> (std::process::ExitStatus, Vec<u8>, String) {
+    let mut child = ssh_command(s, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let (data, sent) = (data.clone(), sent.clone());
+        move || {
+            for chunk in data.chunks(64 * 1024) {
+                if input.write_all(chunk).is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        }
+    });
+    let (out, reader) = collect(&mut child);
+    let mut last = (0, Instant::now());
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        let now = out.lock().unwrap().len();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STUCK {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "deadlocked: the echoed output stood still at {now} of {} bytes for {STUCK:?} \
+                 (the client had sent {} bytes)",
+                data.len(),
+                sent.load(Ordering::SeqCst)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    writer.join().unwrap();
+    reader.join().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let out = std::mem::take(&mut *out.lock().unwrap());
+    (status, out, err)
+}
+
 #[test]
-#[ignore = "KNOWN DEADLOCK (open): russh grants window as data arrives, so holding input back blocks its session loop, and with it this command's output; passes alone, hangs when the machine is busy (see notes/wip-tty-gitd.md)"]
 fn a_command_echoing_a_flood_back_does_not_deadlock() {
     // The command writes each packet before it reads the next, while the
     // client keeps sending: input held back must not stop the output that
-    // would let the command read on. Today it can: the connection's one
-    // loop waits to hand the command more input while the command waits
-    // for that loop to send its output (broken only by the idle timeout,
-    // which then ends the command's input).
+    // would let the command read on. With input held back whatever the
+    // output does, the connection's one loop waits to hand the command
+    // more input while the command waits for that loop to send its
+    // output (seen when the machine is busy).
     let s = Server::start_with(|_| {}, Probe::new());
-    let data: Vec<u8> = (0..48u32 << 20).map(|i| (i % 251) as u8).collect();
-    let (status, out, err) = run_piped(&s, "git@127.0.0.1 echo", &data);
-    assert_eq!(status.code(), Some(0), "{err}");
-    assert!(out.starts_with(b"tty: none\r\n"));
-    assert!(out.ends_with(b"[eof]\r\n"));
-    assert!(
-        out[11..out.len() - 7] == data[..],
-        "every byte, in order: {} of {}",
-        out.len() - 18,
-        data.len()
-    );
+    let data: Arc<Vec<u8>> = Arc::new((0..48u32 << 20).map(|i| (i % 251) as u8).collect());
+    for args in ["git@127.0.0.1 echo", "-tt git@127.0.0.1 echo"] {
+        let (status, out, err) = run_watched(&s, args, data.clone());
+        assert_eq!(status.code(), Some(0), "{args}: {err}");
+        assert!(!err.contains("byteport:"), "{args}: input was cut: {err}");
+        let head = if args.starts_with("-tt") {
+            &b"tty: xterm-test 0x0\r\n"[..]
+        } else {
+            &b"tty: none\r\n"[..]
+        };
+        assert!(out.starts_with(head), "{args}");
+        assert!(out.ends_with(b"[eof]\r\n"), "{args}");
+        assert!(
+            out[head.len()..out.len() - 7] == data[..],
+            "{args}: every byte, in order: {} of {}",
+            out.len() - head.len() - 7,
+            data.len()
+        );
+    }
 }
 
 #[test]
