@@ -454,3 +454,128 @@ fn a_client_that_leaves_behind_an_unread_flood_is_noticed() {
     writer.join().unwrap();
     s.wait_stats(GUARD, |st| st.authenticated == 0);
 }
+
+/// Bytes read so far and the last 64 KiB of them.
+type Tail = Arc<Mutex<(u64, Vec<u8>)>>;
+
+/// Reads `from` to its end on a thread, counting it and keeping its
+/// last 64 KiB.
+fn tail<R: Read + Send + 'static>(mut from: R) -> (Tail, std::thread::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new((0u64, Vec::new())));
+    let thread = std::thread::spawn({
+        let seen = seen.clone();
+        move || {
+            let mut b = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut b) {
+                if n == 0 {
+                    break;
+                }
+                let mut s = seen.lock().unwrap();
+                s.0 += n as u64;
+                s.1.extend_from_slice(&b[..n]);
+                let excess = s.1.len().saturating_sub(64 * 1024);
+                s.1.drain(..excess);
+            }
+        }
+    });
+    (seen, thread)
+}
+
+#[test]
+fn input_piling_up_while_the_command_writes_is_cut_at_the_cap_and_the_client_told() {
+    // `spew` writes output without pause and never reads, while the client
+    // floods its stdin and reads the output: holding the input back would
+    // stop the output, so it is taken in, up to the cap; then the input
+    // ends, the rest is dropped as it arrives and the client is told.
+    use gitd::terminal::{MAX_UNREAD_INPUT, QUEUED_INPUT_PACKETS};
+    const TOTAL: u64 = 48 << 20;
+    let probe = Probe::new();
+    let s = Server::start_with(|_| {}, probe.clone());
+    let mut child = ssh_command(&s, "git@127.0.0.1 spew")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let sent = sent.clone();
+        move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            while sent.load(Ordering::SeqCst) < TOTAL {
+                if input.write_all(&chunk).is_err() {
+                    return;
+                }
+                sent.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        }
+    });
+    let (out, out_thread) = tail(child.stdout.take().unwrap());
+    let (err, err_thread) = tail(child.stderr.take().unwrap());
+    let notice = gitd::wording::unread_input(MAX_UNREAD_INPUT);
+    let started = Instant::now();
+    let err_text = || String::from_utf8_lossy(&err.lock().unwrap().1).into_owned();
+    while !err_text().contains(&notice) {
+        if started.elapsed() > GUARD || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!(
+                "no notice after {} bytes of input and {} of output: {}",
+                sent.load(Ordering::SeqCst),
+                out.lock().unwrap().0,
+                err_text()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest of the flood is dropped as it arrives: the client is not
+    // held back any more, though the command still reads nothing.
+    while !writer.is_finished() {
+        assert!(
+            started.elapsed() < GUARD,
+            "the client was held back after the cut: {} sent",
+            sent.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    writer.join().unwrap();
+    assert_eq!(sent.load(Ordering::SeqCst), TOTAL);
+    probe.go.send_replace(true);
+    let status = wait(&mut child, "spew");
+    out_thread.join().unwrap();
+    err_thread.join().unwrap();
+    let (output, last) = std::mem::take(&mut *out.lock().unwrap());
+    let last = String::from_utf8_lossy(&last).into_owned();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "the command's own exit status: {}",
+        err_text()
+    );
+    let read: u64 = last
+        .rsplit("read ")
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count: {}", &last[last.len().saturating_sub(200)..]));
+    eprintln!(
+        "cut: the command got {} KiB of stdin then EOF; the client sent {} KiB; {} KiB of output went through",
+        read >> 10,
+        TOTAL >> 10,
+        output >> 10
+    );
+    // What piled up reached the command, then end-of-file: at least the
+    // cap, at most the cap plus the packet that went over plus the
+    // command's queue.
+    let cap = MAX_UNREAD_INPUT as u64;
+    assert!(read >= cap, "got {read}, cap {cap}");
+    assert!(
+        read <= cap + (QUEUED_INPUT_PACKETS as u64 + 1) * 32 * 1024,
+        "got {read}, cap {cap}"
+    );
+    assert_eq!(
+        err_text().matches(&notice).count(),
+        1,
+        "told once: {}",
+        err_text()
+    );
+}

@@ -4,21 +4,19 @@
 //! status follows.
 
 use std::io::{BufReader, BufWriter};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use russh::server::{Handle, Msg};
 use russh::{Channel, ChannelId};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
 use tokio_util::io::SyncIoBridge;
 
 use super::channel_io::ChannelIo;
 use super::input::{Draining, InputPump, InputWindow, Until, WaitingWrites};
 use crate::limits::IdleIo;
 use crate::names::{parse_exec, Request, Service};
-use crate::terminal::{Interactive, Tty, QUEUED_INPUT_PACKETS};
+use crate::terminal::{Interactive, Tty};
 use crate::{wording, Shared};
 
 /// Buffer sizes for the git streams: a few SSH packets per syscall-ish
@@ -47,17 +45,30 @@ pub async fn finish(handle: &Handle, id: ChannelId, code: u32) {
 /// An admin command's live output: the channel's stdout and stderr.
 /// Writes that wait are counted: the input pump must then keep russh's
 /// session loop moving (see [`super::input`]).
+///
+/// Written through the session [`Handle`], in packet-sized pieces: each
+/// piece is one send on a tokio channel, so a command may drop a write
+/// (`select!`) and write again. (russh's `ChannelTx` writer is not
+/// cancel-safe: after a dropped write, the next one reports the dropped
+/// one's length, and tokio's `write_all` panics on it.)
 struct ChannelOutput {
-    stdout: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
-    stderr: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    handle: Handle,
+    id: ChannelId,
+    /// Keeps a command's concurrent writes from interleaving.
+    order: tokio::sync::Mutex<()>,
     waiting: WaitingWrites,
 }
 
+/// The most bytes handed to the session at once (one SSH packet): russh
+/// keeps what the client's window does not admit yet, so this bounds it.
+const OUTPUT_PIECE: usize = 32 * 1024;
+
 impl ChannelOutput {
-    fn new(channel: &Channel<Msg>, waiting: WaitingWrites) -> ChannelOutput {
+    fn new(handle: Handle, id: ChannelId, waiting: WaitingWrites) -> ChannelOutput {
         ChannelOutput {
-            stdout: tokio::sync::Mutex::new(Box::pin(channel.make_writer())),
-            stderr: tokio::sync::Mutex::new(Box::pin(channel.make_writer_ext(Some(1)))),
+            handle,
+            id,
+            order: tokio::sync::Mutex::new(()),
             waiting,
         }
     }
@@ -65,21 +76,20 @@ impl ChannelOutput {
     async fn write_all(&self, stream: crate::Stream, bytes: &[u8]) {
         self.waiting
             .track(async {
-                let mut w = match stream {
-                    crate::Stream::Stdout => self.stdout.lock().await,
-                    crate::Stream::Stderr => self.stderr.lock().await,
-                };
-                // A client that went away is noticed by the input pump.
-                if w.write_all(bytes).await.is_ok() {
-                    let _ = w.flush().await;
+                let _order = self.order.lock().await;
+                for piece in bytes.chunks(OUTPUT_PIECE) {
+                    let piece = Bytes::copy_from_slice(piece);
+                    let sent = match stream {
+                        crate::Stream::Stdout => self.handle.data(self.id, piece).await,
+                        crate::Stream::Stderr => self.handle.extended_data(self.id, 1, piece).await,
+                    };
+                    // A client that went away is noticed by the input pump.
+                    if sent.is_err() {
+                        return;
+                    }
                 }
             })
             .await
-    }
-
-    async fn flush(&self) {
-        let _ = self.stdout.lock().await.flush().await;
-        let _ = self.stderr.lock().await.flush().await;
     }
 }
 
@@ -139,16 +149,13 @@ impl Exec<'_> {
                     stderr(self.handle, self.id, note).await;
                 }
                 let waiting = WaitingWrites::new();
-                let out = ChannelOutput::new(&channel, waiting.clone());
-                let (input_tx, input) = mpsc::channel(QUEUED_INPUT_PACKETS);
+                let out = ChannelOutput::new(self.handle.clone(), self.id, waiting.clone());
                 let size = self.tty.as_ref().map(|t| t.size).unwrap_or_default();
-                let (window_tx, window) = watch::channel(size);
-                let mut pump = InputPump::new(
+                let (mut pump, input, window) = InputPump::new(
                     channel,
                     self.handle.clone(),
                     self.id,
-                    input_tx,
-                    window_tx,
+                    size,
                     &waiting,
                     self.shared.config.idle_timeout,
                     self.input_window.clone(),
@@ -175,7 +182,6 @@ impl Exec<'_> {
                         130
                     }
                 };
-                out.flush().await;
                 // Until the exit status is sent, the client's further
                 // messages are taken (and dropped) so the session loop
                 // can send it.

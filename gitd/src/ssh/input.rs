@@ -32,7 +32,7 @@ use russh::{Channel, ChannelId, ChannelMsg};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::terminal::{WindowSize, MAX_UNREAD_INPUT};
+use crate::terminal::{WindowSize, MAX_UNREAD_INPUT, QUEUED_INPUT_PACKETS};
 use crate::wording;
 
 /// Stdin taken from the channel but not yet taken by the command, and
@@ -230,17 +230,25 @@ pub(crate) struct InputPump {
 }
 
 impl InputPump {
+    /// A pump for `channel`, and the command's ends: its stdin (at most
+    /// [`QUEUED_INPUT_PACKETS`] queued) and its window size (starting at
+    /// `size`).
     pub(crate) fn new(
         channel: Channel<Msg>,
         handle: Handle,
         id: ChannelId,
-        input: mpsc::Sender<Bytes>,
-        window: watch::Sender<WindowSize>,
+        size: WindowSize,
         writes: &WaitingWrites,
         stall: Duration,
         input_window: Arc<InputWindow>,
-    ) -> InputPump {
-        InputPump {
+    ) -> (
+        InputPump,
+        mpsc::Receiver<Bytes>,
+        watch::Receiver<WindowSize>,
+    ) {
+        let (input, input_rx) = mpsc::channel(QUEUED_INPUT_PACKETS);
+        let (window, window_rx) = watch::channel(size);
+        let pump = InputPump {
             channel,
             handle,
             id,
@@ -256,7 +264,8 @@ impl InputPump {
             peak: 0,
             input_window,
             backlogged: false,
-        }
+        };
+        (pump, input_rx, window_rx)
     }
 
     /// Counts this channel as backlogged (or not) for the window.
