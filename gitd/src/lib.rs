@@ -17,7 +17,8 @@
 //! transaction → report) or [`upload`] (refs → negotiation → shallow →
 //! pack) → [`hook`] (deploy before the ref moves, progress as side-band
 //! `remote:` lines). Admin commands go to [`Commands`] with the client's
-//! terminal request, stdin and window changes ([`terminal`]).
+//! terminal request, stdin and window changes ([`terminal`], which also
+//! says how a stdin flood is held back and where it is cut).
 //!
 //! ## What gix provides and what is written here
 //!

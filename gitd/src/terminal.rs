@@ -4,6 +4,32 @@
 //! both ways untranslated, and `\r\n` handling, echo and line editing are
 //! the business of whatever pty the command runs (the platform runs a real
 //! one in the guest), exactly as the client expects of a remote pty.
+//!
+//! ## Stdin, backpressure and its one limit
+//!
+//! The client's stdin reaches the command through a queue of
+//! [`QUEUED_INPUT_PACKETS`] packets. A command that neither reads nor
+//! writes holds the client back: gitd stops taking its data and the
+//! connection stops reading its socket, so `psql < dump` into a slow
+//! database is slowed down, never cut off, and gitd's memory stays
+//! bounded. A command that leaves a full queue unread for the idle
+//! timeout gets end-of-file and the rest is dropped.
+//!
+//! The SSH library grants window as data arrives and carries all of a
+//! connection's output in the same loop that delivers its input, so
+//! holding input back also holds back the command's output (and the
+//! client's window adjustments for it). A command that writes before it
+//! reads on (echo, `cat`, a terminal echoing a big paste) would deadlock
+//! with a client that floods its stdin. So while one of the command's
+//! output writes waits, gitd keeps taking input into a buffer, and while
+//! that buffer is backlogged (over 512 KiB) it grants the connection a
+//! 64 KiB window instead of 2 MiB, which keeps the input in flight
+//! small: echoing 48 MiB back buffers at most ~4.5 MiB (measured). Past
+//! [`MAX_UNREAD_INPUT`] buffered bytes (a command that writes without
+//! pause and never reads, or a client that floods stdin while it does
+//! not read the output) the command's input ends: it gets what piled up,
+//! then end-of-file; the rest of the client's stdin is dropped and the
+//! client is told once on stderr.
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};

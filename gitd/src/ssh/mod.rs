@@ -16,6 +16,7 @@
 mod channel_io;
 mod exec;
 mod input;
+mod pending;
 
 pub(crate) use input::NORMAL_WINDOW;
 
