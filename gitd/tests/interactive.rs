@@ -427,6 +427,68 @@ fn a_command_echoing_a_flood_back_does_not_deadlock() {
     }
 }
 
+/// Floods `ssh args` with 48 MiB from a thread; returns the child and
+/// how much of it the client has taken so far.
+fn flood(s: &Server, args: &str) -> (Child, Arc<AtomicU64>, std::thread::JoinHandle<()>) {
+    let mut child = ssh_command(s, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let accepted = accepted.clone();
+        move || {
+            let chunk = vec![b'x'; 64 * 1024];
+            while accepted.load(Ordering::SeqCst) < 48 << 20 {
+                if input.write_all(&chunk).is_err() {
+                    return;
+                }
+                accepted.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+        }
+    });
+    (child, accepted, writer)
+}
+
+/// Waits until what the client took stops growing for 2 s.
+fn wait_until_held_back(accepted: &AtomicU64) -> u64 {
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let now = accepted.load(Ordering::SeqCst);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            return now;
+        }
+        assert!(started.elapsed() < GUARD, "hang guard");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_command_that_ends_during_a_held_back_flood_still_reports_its_exit_status() {
+    // `hold` reads nothing, so the flood is held back: the channel's
+    // queue is full and the connection's loop waits on it. Then the
+    // command ends without reading: until its exit status is out, the
+    // channel's data must still be taken (and dropped), or the exit
+    // status waits behind the full queue for ever.
+    let probe = Probe::new();
+    let s = Server::start_with(|_| {}, probe.clone());
+    let (mut child, accepted, writer) = flood(&s, "git@127.0.0.1 hold");
+    let held = wait_until_held_back(&accepted);
+    assert!(held < 48 << 20, "never held back");
+    probe.go.send_replace(true);
+    let status = wait(&mut child, "hold");
+    writer.join().unwrap();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    assert_eq!(status.code(), Some(5), "{err}");
+}
+
 #[test]
 fn a_client_that_leaves_behind_an_unread_flood_is_noticed() {
     // `count` never reads here: the queue stays full, so the client's

@@ -8,7 +8,8 @@ use gitd::{BoxFuture, CommandOutput, Commands, Interactive, Stream};
 
 /// Test commands that report what gitd gave them.
 pub struct Probe {
-    /// `count` reads nothing and `spew` writes until this turns true.
+    /// `count` and `hold` read nothing and `spew` writes until this turns
+    /// true.
     pub go: tokio::sync::watch::Sender<bool>,
 }
 
@@ -106,6 +107,12 @@ impl Commands for Probe {
                     out.write(Stream::Stdout, &format!("\r\nread {n}\r\n"))
                         .await;
                     3
+                }
+                // Reads nothing until told, then exits 5 without reading.
+                "hold" => {
+                    let mut go = self.go.subscribe();
+                    let _ = go.wait_for(|g| *g).await;
+                    5
                 }
                 _ => 2,
             }
