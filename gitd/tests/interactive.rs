@@ -473,9 +473,11 @@ fn wait_until_held_back(accepted: &AtomicU64) -> u64 {
 fn a_command_that_ends_during_a_held_back_flood_still_reports_its_exit_status() {
     // `hold` reads nothing, so the flood is held back: the channel's
     // queue is full and the connection's loop waits on it. Then the
-    // command ends without reading: until its exit status is out, the
-    // channel's data must still be taken (and dropped), or the exit
-    // status waits behind the full queue for ever.
+    // command writes ten lines, which fill the session's queue of
+    // messages to send (10), and ends without reading: until its exit
+    // status is out, the channel's data must still be taken (and
+    // dropped), or the exit status waits for ever behind a full queue
+    // that a stopped loop never empties.
     let probe = Probe::new();
     let s = Server::start_with(|_| {}, probe.clone());
     let (mut child, accepted, writer) = flood(&s, "git@127.0.0.1 hold");
@@ -486,7 +488,11 @@ fn a_command_that_ends_during_a_held_back_flood_still_reports_its_exit_status() 
     writer.join().unwrap();
     let mut err = String::new();
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let mut out = String::new();
+    let _ = child.stdout.take().unwrap().read_to_string(&mut out);
     assert_eq!(status.code(), Some(5), "{err}");
+    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(out, format!("tty: none\r\n{want}"), "{err}");
 }
 
 #[test]

@@ -108,10 +108,15 @@ impl Commands for Probe {
                         .await;
                     3
                 }
-                // Reads nothing until told, then exits 5 without reading.
+                // Reads nothing until told, then writes ten lines (as
+                // many messages as russh's session queue holds) and exits
+                // 5 without reading.
                 "hold" => {
                     let mut go = self.go.subscribe();
                     let _ = go.wait_for(|g| *g).await;
+                    for i in 0..10 {
+                        out.write(Stream::Stdout, &format!("line {i}\n")).await;
+                    }
                     5
                 }
                 _ => 2,
