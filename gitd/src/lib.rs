@@ -17,7 +17,8 @@
 //! transaction → report) or [`upload`] (refs → negotiation → shallow →
 //! pack) → [`hook`] (deploy before the ref moves, progress as side-band
 //! `remote:` lines). Admin commands go to [`Commands`] with the client's
-//! terminal request, stdin and window changes ([`terminal`]).
+//! terminal request, stdin and window changes ([`terminal`], which also
+//! says how a stdin flood is held back and where it is cut).
 //!
 //! ## What gix provides and what is written here
 //!
@@ -283,6 +284,7 @@ pub async fn serve(
         auth_rejection_time_initial: Some(Duration::from_millis(0)),
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         nodelay: true,
+        window_size: ssh::NORMAL_WINDOW,
         ..Default::default()
     });
     let shared = Arc::new(Shared {

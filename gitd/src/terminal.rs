@@ -4,6 +4,32 @@
 //! both ways untranslated, and `\r\n` handling, echo and line editing are
 //! the business of whatever pty the command runs (the platform runs a real
 //! one in the guest), exactly as the client expects of a remote pty.
+//!
+//! ## Stdin, backpressure and its one limit
+//!
+//! The client's stdin reaches the command through a queue of
+//! [`QUEUED_INPUT_PACKETS`] packets. A command that neither reads nor
+//! writes holds the client back: gitd stops taking its data and the
+//! connection stops reading its socket, so `psql < dump` into a slow
+//! database is slowed down, never cut off, and gitd's memory stays
+//! bounded. A command that leaves a full queue unread for the idle
+//! timeout gets end-of-file and the rest is dropped.
+//!
+//! The SSH library grants window as data arrives and carries all of a
+//! connection's output in the same loop that delivers its input, so
+//! holding input back also holds back the command's output (and the
+//! client's window adjustments for it). A command that writes before it
+//! reads on (echo, `cat`, a terminal echoing a big paste) would deadlock
+//! with a client that floods its stdin. So while one of the command's
+//! output writes waits, gitd keeps taking input into a buffer, and while
+//! that buffer is backlogged (over 512 KiB) it grants the connection a
+//! 64 KiB window instead of 2 MiB, which keeps the input in flight
+//! small: echoing 48 MiB back buffers at most ~4.5 MiB (measured). Past
+//! [`MAX_UNREAD_INPUT`] buffered bytes (a command that writes without
+//! pause and never reads, or a client that floods stdin while it does
+//! not read the output) the command's input ends: it gets what piled up,
+//! then end-of-file; the rest of the client's stdin is dropped and the
+//! client is told once on stderr.
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -24,6 +50,28 @@ pub const MAX_TERM_LEN: usize = 64;
 /// client is held back (the connection stops reading its socket) instead
 /// of the server buffering without bound.
 pub const QUEUED_INPUT_PACKETS: usize = 16;
+
+/// Most stdin bytes gitd keeps for a command that is WRITING output but
+/// not reading its input while the client keeps sending; past this the
+/// command's input ends (it gets these bytes, then end-of-file), the rest
+/// of the client's stdin is dropped and the client is told on stderr.
+///
+/// Why a cap and not backpressure here: the SSH library grants window as
+/// data arrives and delivers it from the connection's one loop, which
+/// also carries the command's output. Holding input back while an output
+/// write waits would stop that output, and a command that writes before
+/// it reads on (echo, `cat`, a terminal echoing what is typed) would
+/// deadlock with a client that floods its stdin (a big paste,
+/// `yes | ssh -tt host run app cat`). So while an output write waits,
+/// input is taken in anyway, up to this many bytes. While no output write
+/// waits, a command that does not read holds the client back as before
+/// (`psql < dump` is slowed down, never cut off).
+///
+/// Memory per channel stays bounded: at most this plus one SSH packet,
+/// plus [`QUEUED_INPUT_PACKETS`] packets in the command's queue, plus the
+/// SSH library's own per-channel queue (100 messages of at most 32 KiB):
+/// about 8 + 0.5 + 3.2 MiB.
+pub const MAX_UNREAD_INPUT: usize = 8 << 20;
 
 /// A terminal's size in character cells; 0 means unknown (OpenSSH sends
 /// 0×0 when its own stdin is not a terminal).
@@ -94,10 +142,13 @@ pub struct Interactive {
     /// The client's stdin as it arrives, in packets. `None` from `recv`
     /// is the client's EOF (`ssh -n`, the end of a piped file); data the
     /// client sends after its EOF is dropped. Bounded by
-    /// [`QUEUED_INPUT_PACKETS`]: a command that does not read holds the
-    /// client back (and, until the queue has room, keeps gitd from seeing
-    /// the client leave); after the idle timeout with a full queue the
-    /// input ends as at EOF and the rest is discarded. Drop it when you
+    /// [`QUEUED_INPUT_PACKETS`]: a command that neither reads nor writes
+    /// holds the client back (and, until the queue has room, keeps gitd
+    /// from seeing the client leave); after the idle timeout with a full
+    /// queue the input ends as at EOF and the rest is discarded. While
+    /// one of the command's output writes waits, input is taken in anyway
+    /// (up to [`MAX_UNREAD_INPUT`], then the input ends and the client is
+    /// told), so echoing what it reads never deadlocks. Drop it when you
     /// will not read it: the rest is then discarded as it arrives.
     pub input: mpsc::Receiver<Bytes>,
     /// The window size, updated on each `window-change` (starts at the

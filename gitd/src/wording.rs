@@ -160,6 +160,27 @@ pub fn bad_term(term: &str, e: &crate::terminal::TtyError) -> String {
     )
 }
 
+/// An admin command kept writing output without reading its stdin while
+/// the client kept sending: `cap` bytes piled up on the server, so the
+/// command's input was ended there (see [`crate::terminal::MAX_UNREAD_INPUT`]).
+pub fn unread_input(cap: usize) -> String {
+    format!(
+        "byteport: {} of your input piled up unread on the server while the command was writing output, so the command's input ends there (it gets those bytes, then end-of-file) and the rest of your input is dropped; send large input to a command that reads it as it comes, or in smaller pieces",
+        human_bytes(cap)
+    )
+}
+
+/// `8 MiB`, `512 KiB`, `100 bytes`: exact, for sizes people configure.
+fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{} MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{} KiB", n >> 10)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 /// An exec line that cannot be run.
 pub fn bad_command(e: &ExecError) -> String {
     format!("byteport: {e}")
@@ -178,6 +199,16 @@ pub fn repository_unavailable(app: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_cut_says_how_much_and_why() {
+        let text = unread_input(8 << 20);
+        assert!(text.starts_with("byteport: 8 MiB of your input"), "{text}");
+        assert!(text.contains("while the command was writing output"));
+        assert!(text.contains("the rest of your input is dropped"));
+        assert_eq!(human_bytes(512 << 10), "512 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+    }
 
     #[test]
     fn internals_stay_in_the_log() {

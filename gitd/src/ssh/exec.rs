@@ -4,21 +4,19 @@
 //! status follows.
 
 use std::io::{BufReader, BufWriter};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use russh::server::{Handle, Msg};
-use russh::{Channel, ChannelId, ChannelMsg};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use russh::{Channel, ChannelId};
 use tokio_util::io::SyncIoBridge;
 
 use super::channel_io::ChannelIo;
+use super::input::{Draining, InputPump, InputWindow, Until, WaitingWrites};
 use crate::limits::IdleIo;
 use crate::names::{parse_exec, Request, Service};
-use crate::terminal::{Interactive, Tty, WindowSize, QUEUED_INPUT_PACKETS};
+use crate::terminal::{Interactive, Tty};
 use crate::{wording, Shared};
 
 /// Buffer sizes for the git streams: a few SSH packets per syscall-ish
@@ -45,37 +43,59 @@ pub async fn finish(handle: &Handle, id: ChannelId, code: u32) {
 }
 
 /// An admin command's live output: the channel's stdout and stderr.
+/// Writes that wait are counted: the input pump must then keep russh's
+/// session loop moving (see [`super::input`]).
+///
+/// Written through the session [`Handle`], in packet-sized pieces: each
+/// piece is one send on a tokio channel, so a command may drop a write
+/// (`select!`) and write again. (russh's `ChannelTx` writer is not
+/// cancel-safe: after a dropped write, the next one reports the dropped
+/// one's length, and tokio's `write_all` panics on it.)
 struct ChannelOutput {
-    stdout: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
-    stderr: tokio::sync::Mutex<Pin<Box<dyn AsyncWrite + Send>>>,
+    handle: Handle,
+    id: ChannelId,
+    /// Keeps a command's concurrent writes from interleaving.
+    order: tokio::sync::Mutex<()>,
+    waiting: WaitingWrites,
 }
 
+/// The most bytes handed to the session at once (one SSH packet): russh
+/// keeps what the client's window does not admit yet, so this bounds it.
+const OUTPUT_PIECE: usize = 32 * 1024;
+
 impl ChannelOutput {
-    fn new(channel: &Channel<Msg>) -> ChannelOutput {
+    fn new(handle: Handle, id: ChannelId, waiting: WaitingWrites) -> ChannelOutput {
         ChannelOutput {
-            stdout: tokio::sync::Mutex::new(Box::pin(channel.make_writer())),
-            stderr: tokio::sync::Mutex::new(Box::pin(channel.make_writer_ext(Some(1)))),
+            handle,
+            id,
+            order: tokio::sync::Mutex::new(()),
+            waiting,
         }
     }
 
-    async fn flush(&self) {
-        let _ = self.stdout.lock().await.flush().await;
-        let _ = self.stderr.lock().await.flush().await;
+    async fn write_all(&self, stream: crate::Stream, bytes: &[u8]) {
+        self.waiting
+            .track(async {
+                let _order = self.order.lock().await;
+                for piece in bytes.chunks(OUTPUT_PIECE) {
+                    let piece = Bytes::copy_from_slice(piece);
+                    let sent = match stream {
+                        crate::Stream::Stdout => self.handle.data(self.id, piece).await,
+                        crate::Stream::Stderr => self.handle.extended_data(self.id, 1, piece).await,
+                    };
+                    // A client that went away is noticed by the input pump.
+                    if sent.is_err() {
+                        return;
+                    }
+                }
+            })
+            .await
     }
 }
 
 impl crate::CommandOutput for ChannelOutput {
     fn write<'a>(&'a self, stream: crate::Stream, text: &'a str) -> crate::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let mut w = match stream {
-                crate::Stream::Stdout => self.stdout.lock().await,
-                crate::Stream::Stderr => self.stderr.lock().await,
-            };
-            // A client that went away is noticed by `forward_input`.
-            if w.write_all(text.as_bytes()).await.is_ok() {
-                let _ = w.flush().await;
-            }
-        })
+        Box::pin(self.write_all(stream, text.as_bytes()))
     }
 
     fn write_bytes<'a>(
@@ -83,72 +103,9 @@ impl crate::CommandOutput for ChannelOutput {
         stream: crate::Stream,
         bytes: &'a [u8],
     ) -> crate::BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let mut w = match stream {
-                crate::Stream::Stdout => self.stdout.lock().await,
-                crate::Stream::Stderr => self.stderr.lock().await,
-            };
-            // Untranslated: with a terminal, `\r\n` is the remote pty's
-            // business, as the client expects.
-            if w.write_all(bytes).await.is_ok() {
-                let _ = w.flush().await;
-            }
-        })
-    }
-}
-
-/// Passes the client's channel messages to a running admin command: stdin
-/// data to `input` until the client's EOF (later data is dropped, as is
-/// all of it once the command drops its receiver), window changes to
-/// `window`. Resolves when the client closes the channel or the
-/// connection drops; an EOF on the client's stdin (`ssh -n`,
-/// `< /dev/null`) is not leaving.
-///
-/// Sending waits while the command's queue is full, so a flood is held
-/// back: this stops taking the channel's messages, russh's per-channel
-/// queue fills and the connection stops reading its socket. (russh grants
-/// SSH window space as data arrives, not as it is consumed, so that is the
-/// only backpressure there is; it also holds the connection's output
-/// while it waits.) A command that leaves a full queue unread for `stall`
-/// (the idle timeout) gets no more input: it sees EOF, and the rest is
-/// drained, so a client that left behind its flood is still noticed.
-async fn forward_input(
-    channel: &mut Channel<Msg>,
-    input: mpsc::Sender<Bytes>,
-    window: watch::Sender<WindowSize>,
-    stall: std::time::Duration,
-) {
-    let mut input = Some(input);
-    while let Some(msg) = channel.wait().await {
-        match msg {
-            ChannelMsg::Data { data } => {
-                if let Some(tx) = &input {
-                    match tokio::time::timeout(stall, tx.send(data)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => input = None, // the command wants no more
-                        Err(_) => {
-                            tracing::info!(
-                                ?stall,
-                                "gitd: an admin command left its stdin unread; the rest is dropped"
-                            );
-                            input = None;
-                        }
-                    }
-                }
-            }
-            ChannelMsg::Eof => input = None,
-            ChannelMsg::WindowChange {
-                col_width,
-                row_height,
-                ..
-            } => {
-                window.send_replace(WindowSize::clamped(col_width, row_height));
-            }
-            ChannelMsg::Close => return,
-            // The pty request itself (kept by the handler), stderr data
-            // from the client (meaningless), anything else.
-            _ => {}
-        }
+        // Untranslated: with a terminal, `\r\n` is the remote pty's
+        // business, as the client expects.
+        Box::pin(self.write_all(stream, bytes))
     }
 }
 
@@ -170,6 +127,8 @@ pub struct Exec<'a> {
     pub handle: &'a Handle,
     /// The channel.
     pub id: ChannelId,
+    /// The connection's input window (a backlogged command shrinks it).
+    pub input_window: Arc<InputWindow>,
 }
 
 impl Exec<'_> {
@@ -186,14 +145,21 @@ impl Exec<'_> {
         };
         let (service, app) = match request {
             Request::Command(cmd) => {
-                let mut channel = channel;
                 if let Some(note) = &self.tty_note {
                     stderr(self.handle, self.id, note).await;
                 }
-                let out = ChannelOutput::new(&channel);
-                let (input_tx, input) = mpsc::channel(QUEUED_INPUT_PACKETS);
+                let waiting = WaitingWrites::new();
+                let out = ChannelOutput::new(self.handle.clone(), self.id, waiting.clone());
                 let size = self.tty.as_ref().map(|t| t.size).unwrap_or_default();
-                let (window_tx, window) = watch::channel(size);
+                let (mut pump, input, window) = InputPump::new(
+                    channel,
+                    self.handle.clone(),
+                    self.id,
+                    size,
+                    &waiting,
+                    self.shared.config.idle_timeout,
+                    self.input_window.clone(),
+                );
                 let session = Interactive {
                     tty: self.tty.clone(),
                     input,
@@ -204,14 +170,22 @@ impl Exec<'_> {
                     .commands
                     .run_interactive(self.user, &cmd, session, &out);
                 let code = tokio::select! {
-                    code = command => code,
-                    () = forward_input(&mut channel, input_tx, window_tx, self.shared.config.idle_timeout) => {
+                    code = command => {
+                        // A notice about cut input goes before the exit
+                        // status; the channel keeps moving meanwhile.
+                        pump.command_ended();
+                        pump.run(Until::NoticeSent).await;
+                        code
+                    }
+                    _ = pump.run(Until::ClientLeaves) => {
                         tracing::debug!(user = %self.user, "gitd: client left during an admin command");
                         130
                     }
                 };
-                out.flush().await;
-                return (code, Some(Box::new((channel, out))));
+                // Until the exit status is sent, the client's further
+                // messages are taken (and dropped) so the session loop
+                // can send it.
+                return (code, Some(Box::new((Draining::start(pump), out))));
             }
             Request::Git { service, app } => (service, app),
         };

@@ -15,6 +15,10 @@
 
 mod channel_io;
 mod exec;
+mod input;
+mod pending;
+
+pub(crate) use input::NORMAL_WINDOW;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +49,8 @@ pub struct Connection {
     over_limit: bool,
     state: Arc<ConnState>,
     ticket: Ticket,
+    /// The window granted for the client's data (see `input`).
+    input_window: Arc<input::InputWindow>,
 }
 
 impl Connection {
@@ -63,6 +69,7 @@ impl Connection {
             channels: HashMap::new(),
             git_protocol: HashMap::new(),
             ttys: HashMap::new(),
+            input_window: Arc::default(),
             over_limit: false,
             state,
             ticket,
@@ -87,6 +94,13 @@ impl Connection {
 
 impl russh::server::Handler for Connection {
     type Error = russh::Error;
+
+    /// russh asks after each window adjustment it sent: a channel whose
+    /// command has fallen behind on its stdin shrinks the next ones, so
+    /// less input is on its way (see `input::InputWindow`).
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        self.input_window.target()
+    }
 
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         self.state.handshake_done();
@@ -388,6 +402,7 @@ impl Connection {
         let (tty, tty_note) = self.ttys.remove(&id).unzip();
         let running = self.state.running();
         let over_limit = self.over_limit;
+        let input_window = self.input_window.clone();
         tokio::spawn(async move {
             let (code, keep) = if over_limit {
                 let max = shared.config.max_connections;
@@ -402,6 +417,7 @@ impl Connection {
                     tty_note: tty_note.flatten(),
                     handle: &handle,
                     id,
+                    input_window,
                 };
                 exec.run(&line, channel).await
             };

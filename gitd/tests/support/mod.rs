@@ -2,6 +2,7 @@
 //! driven by the real `git` and OpenSSH clients.
 #![allow(dead_code)]
 
+pub mod client;
 pub mod probe;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Test admin commands that report what gitd gave them: the terminal,
-//! stdin (echoed untouched or counted) and window sizes.
+//! stdin (echoed untouched or counted) and window sizes, or that write
+//! output without reading.
 
 use std::sync::Arc;
 
@@ -7,7 +8,8 @@ use gitd::{BoxFuture, CommandOutput, Commands, Interactive, Stream};
 
 /// Test commands that report what gitd gave them.
 pub struct Probe {
-    /// `count` reads nothing until this turns true.
+    /// `count` and `hold` read nothing and `spew` writes until this turns
+    /// true.
     pub go: tokio::sync::watch::Sender<bool>,
 }
 
@@ -84,6 +86,38 @@ impl Commands for Probe {
                     }
                     out.write(Stream::Stdout, &format!("bytes {n}\r\n")).await;
                     0
+                }
+                // Writes output without pause and reads nothing until
+                // told; then counts what stdin still gives it up to EOF
+                // and exits 3.
+                "spew" => {
+                    let mut go = self.go.subscribe();
+                    let chunk = vec![b'.'; 32 * 1024];
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = go.wait_for(|g| *g) => break,
+                            () = out.write_bytes(Stream::Stdout, &chunk) => {}
+                        }
+                    }
+                    let mut n = 0u64;
+                    while let Some(data) = session.input.recv().await {
+                        n += data.len() as u64;
+                    }
+                    out.write(Stream::Stdout, &format!("\r\nread {n}\r\n"))
+                        .await;
+                    3
+                }
+                // Reads nothing until told, then writes ten lines (as
+                // many messages as russh's session queue holds) and exits
+                // 5 without reading.
+                "hold" => {
+                    let mut go = self.go.subscribe();
+                    let _ = go.wait_for(|g| *g).await;
+                    for i in 0..10 {
+                        out.write(Stream::Stdout, &format!("line {i}\n")).await;
+                    }
+                    5
                 }
                 _ => 2,
             }
