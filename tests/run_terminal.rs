@@ -4,7 +4,8 @@
 //! signal to the guest's foreground process), the guest's terminal comes
 //! out, the client's window size and its changes reach the guest, and the
 //! exit status is the command's. A client that goes away takes its VM
-//! with it; someone else's app is refused.
+//! with it; someone else's app is refused. `byteport run` on the
+//! operator's own terminal does the same through the control socket.
 
 mod support;
 
@@ -287,6 +288,42 @@ fn run_on_a_terminal_is_the_guests_terminal_with_the_clients_keys_and_window() {
         err.contains("--stop-app runs without a terminal"),
         "{err:?}"
     );
+
+    // `byteport run` on the operator's terminal (stdin a tty): the same,
+    // through the control socket, with the CLI's terminal in raw mode.
+    let pty = open_pty(90, 20);
+    let mut client = Command::new(env!("CARGO_BIN_EXE_byteport"))
+        .args(["run", "tool", "--", "sh"])
+        .env("BYTEPORT_HOME", &d.home)
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = collect(&mut client);
+    let mut master = pty.master.try_clone().unwrap();
+    master.write_all(b"stty size; echo $TERM\n").unwrap();
+    wait_shown(&out, "20 90", &mut client, || {});
+    wait_shown(&out, "\r\nxterm-256color\r\n", &mut client, || {});
+    resize(&pty, 120, 33);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(client.id() as i32, libc::SIGWINCH) };
+    wait_shown(&out, "33 120", &mut client, || {
+        master.write_all(b"stty size\n").unwrap();
+    });
+    // Raw mode: Ctrl-C is a byte for the guest, not a signal for the CLI.
+    master.write_all(b"sleep 600; echo slept\n").unwrap();
+    wait_shown(&out, "slept\r\n", &mut client, || {});
+    std::thread::sleep(Duration::from_secs(1));
+    master.write_all(b"\x03").unwrap();
+    master.write_all(b"echo cli-$((2+2)); exit 4\n").unwrap();
+    assert_eq!(wait_exit(&mut client), Some(4), "{:?}", shown(&out));
+    assert!(shown(&out).contains("cli-4"), "{:?}", shown(&out));
+    drop(pty);
+    wait_for(&d, "the CLI's one-off VM stayed", 120, || {
+        d.recorded_vm_pids() == serving
+    });
 
     // Other commands ignore the terminal.
     let mut client = ssh_tt(&d, &key, "apps", Stdio::null());

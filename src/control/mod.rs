@@ -193,7 +193,8 @@ async fn handle(stream: UnixStream, platform: &Platform) -> std::io::Result<()> 
             tty: Some(tty),
         }) => {
             let (session, pump) = terminal::session(tty, read);
-            let run = crate::admin::run_interactive(platform, Caller::Operator, &line, session, &out);
+            let run =
+                crate::admin::run_interactive(platform, Caller::Operator, &line, session, &out);
             tokio::select! {
                 code = run => code,
                 // The client left (or broke the protocol): cancel.

@@ -61,11 +61,12 @@ pub(super) fn session(
     mut read: BufReader<OwnedReadHalf>,
 ) -> (gitd::Interactive, impl std::future::Future<Output = ()>) {
     let size = gitd::WindowSize::clamped(u32::from(tty.cols), u32::from(tty.rows));
-    let tty = gitd::Tty::from_request(&tty.term, size.cols.into(), size.rows.into())
-        .unwrap_or(gitd::Tty {
+    let tty = gitd::Tty::from_request(&tty.term, size.cols.into(), size.rows.into()).unwrap_or(
+        gitd::Tty {
             term: gitd::terminal::FALLBACK_TERM.into(),
             size,
-        });
+        },
+    );
     let (input_tx, input) = mpsc::channel::<Bytes>(QUEUED_INPUT);
     let (window_tx, window) = watch::channel(size);
     let pump = async move {
@@ -257,7 +258,12 @@ mod tests {
         assert_eq!(json(&Input::In(encode(b"ls\r"))), r#"{"in":"bHMN"}"#);
         assert_eq!(json(&Input::Size([132, 43])), r#"{"size":[132,43]}"#);
         assert_eq!(json(&Input::Eof), r#""eof""#);
-        for bad in [r#"{"size":[1]}"#, r#"{"size":[70000,1]}"#, r#"{"in":3}"#, "{}"] {
+        for bad in [
+            r#"{"size":[1]}"#,
+            r#"{"size":[70000,1]}"#,
+            r#"{"in":3}"#,
+            "{}",
+        ] {
             assert!(serde_json::from_str::<Input>(bad).is_err(), "{bad}");
         }
         assert_eq!(decode("bHMN").as_deref(), Some(&b"ls\r"[..]));
