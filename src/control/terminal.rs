@@ -269,4 +269,82 @@ mod tests {
         assert_eq!(decode("bHMN").as_deref(), Some(&b"ls\r"[..]));
         assert_eq!(decode("not base64!"), None);
     }
+
+    /// A session fed `lines` by a client; what the command got, the window
+    /// it ended with, and whether the pump ended by itself.
+    async fn feed(tty: TtyRequest, lines: &[u8]) -> (Vec<u8>, gitd::WindowSize, String, bool) {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let (read, _write) = server.into_split();
+        let (mut session, pump) = session(tty, BufReader::new(read));
+        client.write_all(lines).await.unwrap();
+        let pump = tokio::spawn(pump);
+        let mut got = Vec::new();
+        let collect = async {
+            while let Some(b) = session.input.recv().await {
+                got.extend_from_slice(&b);
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), collect).await;
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(2), pump)
+            .await
+            .is_ok();
+        let term = session.tty.unwrap().term;
+        let window = *session.window.borrow();
+        (got, window, term, ended)
+    }
+
+    fn tty(term: &str) -> TtyRequest {
+        TtyRequest {
+            term: term.into(),
+            cols: 80,
+            rows: 24,
+        }
+    }
+
+    #[tokio::test]
+    async fn hostile_client_lines_end_the_session_or_are_dropped_never_passed_on() {
+        // Keystrokes, a resize, EOF; what comes after EOF is dropped.
+        let (got, window, term, _) = feed(
+            tty("xterm"),
+            b"{\"in\":\"bHMN\"}\n{\"size\":[132,43]}\n\"eof\"\n{\"in\":\"bHMN\"}\n",
+        )
+        .await;
+        assert_eq!(got, b"ls\r");
+        assert_eq!((window.cols, window.rows), (132, 43));
+        assert_eq!(term, "xterm");
+        // Not base64: skipped, the next packet still arrives.
+        let (got, ..) = feed(
+            tty("xterm"),
+            b"{\"in\":\"!!\"}\n{\"in\":\"bHMN\"}\n\"eof\"\n",
+        )
+        .await;
+        assert_eq!(got, b"ls\r");
+        // Not the protocol, or an overlong line: the session ends there.
+        let (got, _, _, ended) = feed(
+            tty("xterm"),
+            b"{\"in\":\"bHMN\"}\nrm -rf /\n{\"in\":\"bHMN\"}\n",
+        )
+        .await;
+        assert!(ended && got == b"ls\r", "{got:?}");
+        let mut long = vec![b'x'; MAX_INPUT_LINE + 10];
+        long.push(b'\n');
+        let (got, _, _, ended) = feed(tty("xterm"), &long).await;
+        assert!(ended && got.is_empty());
+        // A TERM holding an escape sequence becomes `dumb`; a huge window is
+        // clamped.
+        let (_, window, term, _) = feed(
+            TtyRequest {
+                term: "xterm\u{1b}[2J".into(),
+                cols: u16::MAX,
+                rows: 3,
+            },
+            b"\"eof\"\n",
+        )
+        .await;
+        assert_eq!(term, "dumb");
+        assert_eq!(
+            (window.cols, window.rows),
+            (gitd::terminal::MAX_DIMENSION, 3)
+        );
+    }
 }
