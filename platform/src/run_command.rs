@@ -101,6 +101,15 @@ async fn relay_console(
     }
 }
 
+/// A `run`'s command for a one-off VM.
+fn run_spec(command: &str) -> OneOffCommand<'_> {
+    OneOffCommand {
+        process: RUN_PROCESS,
+        command,
+        timeout: RUN_TIMEOUT,
+    }
+}
+
 fn status_of(
     command: &str,
     result: Result<i32, runtime::one_off::OneOffError>,
@@ -127,11 +136,7 @@ impl Platform {
         let outcome = self
             .one_off(
                 (app, deploy, &digest),
-                OneOffCommand {
-                    process: RUN_PROCESS,
-                    command,
-                    timeout: RUN_TIMEOUT,
-                },
+                run_spec(command),
                 say,
                 on_line,
                 std::future::pending(),
@@ -171,11 +176,7 @@ impl Platform {
         let (handoff, console) = tokio::sync::oneshot::channel();
         let running = self.one_off(
             (app, deploy, &digest),
-            OneOffCommand {
-                process: RUN_PROCESS,
-                command,
-                timeout: RUN_TIMEOUT,
-            },
+            run_spec(command),
             say,
             |_| {},
             std::future::pending(),
@@ -267,17 +268,9 @@ impl Platform {
             ctx.requested_by.as_deref().unwrap_or("operator")
         ));
         let outcome = self
-            .run_one_off(
-                ctx,
-                live.number,
-                &digest,
-                OneOffCommand {
-                    process: RUN_PROCESS,
-                    command,
-                    timeout: RUN_TIMEOUT,
-                },
-                |line| ctx.say(line),
-            )
+            .run_one_off(ctx, live.number, &digest, run_spec(command), |line| {
+                ctx.say(line)
+            })
             .await;
         let stopped = self.store.app(app).await?.is_some_and(|a| a.stopped);
         if ctx.took_down_live() && !stopped {

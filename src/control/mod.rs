@@ -239,9 +239,17 @@ pub enum CallError {
     Protocol(String),
 }
 
-/// Runs `line` on the daemon for `home`, printing its output as it comes;
-/// returns the command's exit status.
-pub async fn call(home: &Path, line: &str) -> Result<u32, CallError> {
+/// Connects to the daemon for `home` and sends `request`.
+async fn open(
+    home: &Path,
+    request: &Request,
+) -> Result<
+    (
+        tokio::net::unix::OwnedReadHalf,
+        tokio::net::unix::OwnedWriteHalf,
+    ),
+    CallError,
+> {
     let socket = socket_path(home);
     let stream = UnixStream::connect(&socket)
         .await
@@ -250,13 +258,23 @@ pub async fn call(home: &Path, line: &str) -> Result<u32, CallError> {
             socket: socket.clone(),
         })?;
     let (read, mut write) = stream.into_split();
-    let mut request = serde_json::to_vec(&Request {
-        line: line.to_string(),
-        tty: None,
-    })
-    .expect("requests serialize");
-    request.push(b'\n');
-    write.write_all(&request).await?;
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    Ok((read, write))
+}
+
+/// Runs `line` on the daemon for `home`, printing its output as it comes;
+/// returns the command's exit status.
+pub async fn call(home: &Path, line: &str) -> Result<u32, CallError> {
+    let (read, _write) = open(
+        home,
+        &Request {
+            line: line.to_string(),
+            tty: None,
+        },
+    )
+    .await?;
     let mut lines = BufReader::new(read).lines();
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();

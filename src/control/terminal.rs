@@ -16,10 +16,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedReadHalf;
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
-use super::{socket_path, CallError, Reply, Request};
+use super::{CallError, Reply, Request};
 
 /// Longest input line from a client (a base64 packet of keystrokes).
 const MAX_INPUT_LINE: usize = 64 * 1024;
@@ -160,23 +159,13 @@ async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, input: &Input) -> st
 /// terminal in raw mode, its keystrokes and window changes; what the
 /// command's terminal shows is written to stdout as is.
 pub async fn call_on_terminal(home: &Path, line: &str) -> Result<u32, CallError> {
-    let socket = socket_path(home);
-    let stream = UnixStream::connect(&socket)
-        .await
-        .map_err(|_| CallError::NotRunning {
-            home: home.to_path_buf(),
-            socket: socket.clone(),
-        })?;
-    let (read, mut write) = stream.into_split();
     let (cols, rows) = window_size();
     let term = std::env::var("TERM").unwrap_or_else(|_| "dumb".into());
-    let mut request = serde_json::to_vec(&Request {
+    let request = Request {
         line: line.to_string(),
         tty: Some(TtyRequest { term, cols, rows }),
-    })
-    .expect("requests serialize");
-    request.push(b'\n');
-    write.write_all(&request).await?;
+    };
+    let (read, mut write) = super::open(home, &request).await?;
     let _raw = RawMode::enter()?;
 
     // Keystrokes: stdin is read on a thread of its own (a blocking read
@@ -273,7 +262,7 @@ mod tests {
     /// A session fed `lines` by a client; what the command got, the window
     /// it ended with, and whether the pump ended by itself.
     async fn feed(tty: TtyRequest, lines: &[u8]) -> (Vec<u8>, gitd::WindowSize, String, bool) {
-        let (server, mut client) = UnixStream::pair().unwrap();
+        let (server, mut client) = tokio::net::UnixStream::pair().unwrap();
         let (read, _write) = server.into_split();
         let (mut session, pump) = session(tty, BufReader::new(read));
         client.write_all(lines).await.unwrap();
