@@ -1,7 +1,7 @@
 //! Several VMs of one app through `byteport up`: `web { instances 2 }`
 //! boots two, the router splits requests across them, killing one loses no
 //! request and the platform boots a replacement, `byteport scale` grows and
-//! shrinks the set without failing a request, and a redeploy swaps all of
+//! shrinks the set without failing a request, and a redeploy replaces all of
 //! them with none failing either.
 
 mod support;
@@ -170,13 +170,37 @@ fn two_instances_share_traffic_survive_a_killed_vm_scale_and_redeploy_without_er
     assert_eq!(split(port, 60).len(), 3);
     load.finish("while scaling 2 → 1 → 3");
 
-    // A redeploy swaps all three with no failed request, and keeps web=3.
+    // A redeploy replaces the three one by one (never more than one VM
+    // over the three) with no failed request, and keeps web=3.
     let load = Load::start(port);
-    let (ok, out) = push(&d, &work, &ssh, "duo", "v2", "");
+    let watching = std::sync::atomic::AtomicBool::new(true);
+    let (ok, out, most) = std::thread::scope(|scope| {
+        let peak = scope.spawn(|| {
+            let mut most = 0;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(d.recorded_vm_pids().len());
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            most
+        });
+        let (ok, out) = push(&d, &work, &ssh, "duo", "v2", "");
+        // The last old VM drains and stops before the push ends.
+        watching.store(false, std::sync::atomic::Ordering::SeqCst);
+        (ok, out, peak.join().unwrap())
+    });
     assert!(ok, "{out}\n{}", d.log());
     assert!(
         out.contains("Booting 3 microVMs"),
         "the scale is kept: {out}"
+    );
+    assert!(
+        out.contains("Replacing the running VMs one by one"),
+        "not a rolling redeploy: {out}"
+    );
+    println!("VMs at most during the rolling redeploy: {most} (web=3)");
+    assert!(
+        (3..=4).contains(&most),
+        "{most} VMs ran at once during a redeploy of 3: {out}"
     );
     load.finish("during a redeploy");
     let mut versions = std::collections::BTreeSet::new();

@@ -23,7 +23,7 @@ use crate::store::Deploy;
 
 /// A booted, healthy VM waiting to be switched in.
 pub struct Booted {
-    app: RunningApp,
+    pub(crate) app: RunningApp,
     /// Where the app answers on the host.
     pub addr: std::net::SocketAddr,
     /// Milliseconds per phase (boot, health).
@@ -85,7 +85,7 @@ fn memory_mib(bytes: u64, say: &dyn Fn(&str)) -> u64 {
     }
 }
 
-fn vm_event(
+pub(crate) fn vm_event(
     events: &Events,
     app: &str,
     deploy: i64,
@@ -458,16 +458,22 @@ impl Platform {
             })?;
         let domains = self.domains_at(&ctx.app, &deploy.commit).await;
         let count = self.instances_wanted(&ctx.app, digest).await?;
-        let booted = self.boot_fleet(ctx, deploy.number, digest, count).await?;
+        // A running app with several VMs (a restart, a rollback) is rolled.
+        let rolling = self.rolls(&ctx.app, count);
+        let booted = self
+            .boot_fleet(ctx, deploy.number, digest, if rolling { 1 } else { count })
+            .await?;
         let mut timings = crate::scale::fleet_timings(&booted);
         if let Err(why) = ctx.control.commit() {
             crate::scale::discard_all(booted, self).await;
             return Err(why);
         }
-        timings.push((
-            "switch",
-            self.switch_in(&ctx.app, &domains, booted, crashes),
-        ));
+        let switch_ms = if rolling {
+            self.roll_in(ctx, &domains, booted, digest, count).await
+        } else {
+            self.switch_in(&ctx.app, &domains, booted, crashes)
+        };
+        timings.push(("switch", switch_ms));
         Ok(timings)
     }
 }

@@ -205,8 +205,16 @@ async fn pipeline(
     } else {
         "-----> Booting microVM ...".to_string()
     });
+    // An app that runs several VMs is rolled: one new VM healthy before
+    // the switch, the others replace the running ones one by one after it.
+    let rolling = platform.rolls(&req.app, count);
     let booted = platform
-        .boot_fleet(ctx, number, &outcome.digest, count)
+        .boot_fleet(
+            ctx,
+            number,
+            &outcome.digest,
+            if rolling { 1 } else { count },
+        )
         .await?;
     let timings = crate::scale::fleet_timings(&booted);
     for (phase, ms) in &timings {
@@ -228,7 +236,16 @@ async fn pipeline(
         crate::scale::discard_all(booted, platform).await;
         return Err(why);
     }
-    let switch_ms = platform.switch_in(&req.app, &manifest.domains, booted, 0);
+    let switch_ms = if rolling {
+        ctx.say(&format!(
+            "-----> Replacing the running VMs one by one ({count} of deploy #{number})"
+        ));
+        platform
+            .roll_in(ctx, &manifest.domains, booted, &outcome.digest, count)
+            .await
+    } else {
+        platform.switch_in(&req.app, &manifest.domains, booted, 0)
+    };
     platform
         .store
         .set_deploy_status(

@@ -3,16 +3,21 @@
 //! together (the router balances across them by least outstanding
 //! requests), topped up after a crash, grown or shrunk in place.
 //!
-//! A redeploy boots all N new VMs before the first takes a request, then
-//! swaps the whole set at once and drains the old one: no request fails
-//! and no two versions serve side by side, at the cost of 2N VMs for the
-//! length of the drain. An app with a volume runs one VM (its manifest
-//! cannot say otherwise, and `scale` refuses).
+//! A redeploy of an app that runs replaces its VMs one by one (Fly's
+//! rolling strategy, [`Platform::roll_in`]): each new VM is healthy and
+//! takes requests before one old VM leaves rotation, drains and stops. No
+//! request fails, the app never serves from fewer VMs than before, and at
+//! most one VM more than wanted runs; both versions serve side by side
+//! for the length of the rollout. An app with a volume runs one VM (its
+//! manifest cannot say otherwise, and `scale` refuses).
 
 use std::time::Instant;
 
+use runtime::RunningApp;
+
 use crate::apps::{Platform, DRAIN, STOP_GRACE};
-use crate::boot::{stop_vms, Booted};
+use crate::boot::{stop_vms, vm_event, Booted};
+use crate::events::VmChange;
 use crate::jobs::run::JobCtx;
 use crate::jobs::JobError;
 
@@ -148,17 +153,135 @@ impl Platform {
                     None => Vec::new(),
                 }
             };
-            let leaving: Vec<_> = extra
-                .iter()
-                .filter_map(|vm| vm.vm.host_addr())
-                .filter_map(|a| self.routes.remove_instance(app, a))
-                .collect();
-            for u in leaving {
-                u.drain(DRAIN).await;
-            }
-            stop_vms(extra, STOP_GRACE, &self.events).await;
+            self.retire_now(app, extra).await;
         }
         Ok(self.running().get(app).map_or(0, |i| i.vms.len() as u32))
+    }
+
+    /// Whether a deploy of `count` VMs should roll (replace the running
+    /// VMs one by one) rather than switch them all at once.
+    pub(crate) fn rolls(&self, app: &str, count: u32) -> bool {
+        count > 1 && self.is_running(app)
+    }
+
+    /// A redeploy of an app that runs (see the module docs): the new
+    /// deploy's VMs replace the running ones one at a time, `first` (booted
+    /// healthy before the job committed) first. A later VM that does not
+    /// boot ends the rollout there: the old VMs still left go, the new
+    /// deploy serves from the VMs it has, and `recover` boots the rest.
+    /// Returns how long the rollout took, in milliseconds.
+    pub(crate) async fn roll_in(
+        &self,
+        ctx: &JobCtx,
+        domains: &[String],
+        mut first: Vec<Booted>,
+        digest: &str,
+        count: u32,
+    ) -> i64 {
+        let started = Instant::now();
+        let app = ctx.app.as_str();
+        let Some(deploy) = first.first().map(|b| b.app.deploy) else {
+            return 0;
+        };
+        for n in 1..=count {
+            let booted = match first.pop() {
+                Some(b) => b,
+                None => {
+                    ctx.say(&format!("       instance {n} of {count} ..."));
+                    match self.boot(ctx, deploy, digest).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            ctx.say(&format!(
+                                "-----> instance {n} of {count} did not boot ({e}); {app} serves from {} VM(s) of deploy #{deploy} until `recover` boots the rest",
+                                n - 1
+                            ));
+                            break;
+                        }
+                    }
+                }
+            };
+            let name = booted.app.vm.name().to_string();
+            match self.replace_one(app, booted, deploy) {
+                Ok(leaving) => {
+                    vm_event(&self.events, app, deploy, VmChange::Switched, &name, None);
+                    ctx.say(&format!("-----> {name} takes requests"));
+                    self.retire_now(app, leaving).await;
+                }
+                // Stopped meanwhile: nothing to roll.
+                Err(vm) => {
+                    stop_vms(vec![vm], STOP_GRACE, &self.events).await;
+                    return started.elapsed().as_millis() as i64;
+                }
+            }
+        }
+        // Older VMs still left (the new deploy wants fewer, or a boot
+        // failed) go too; then the new deploy's domains.
+        let (left, addrs) = {
+            let mut running = self.running();
+            let Some(instance) = running.get_mut(app) else {
+                return started.elapsed().as_millis() as i64;
+            };
+            let (kept, left): (Vec<_>, Vec<_>) = std::mem::take(&mut instance.vms)
+                .into_iter()
+                .partition(|vm| vm.deploy == deploy);
+            instance.vms = kept;
+            instance.domains = domains.to_vec();
+            instance.since = Instant::now();
+            instance.crashes = 0;
+            let addrs: Vec<_> = instance
+                .vms
+                .iter()
+                .filter_map(|vm| vm.vm.host_addr())
+                .collect();
+            (left, addrs)
+        };
+        self.retire_now(app, left).await;
+        if !addrs.is_empty() {
+            // The same VMs under the deploy's domains; the upstreams it
+            // replaces belong to VMs that keep running.
+            if let Err(e) = self.routes.switch_instances(app, domains, &addrs, deploy) {
+                tracing::error!(app, error = %e, "mapping the deploy's domains");
+            }
+        }
+        started.elapsed().as_millis() as i64
+    }
+
+    /// Puts `booted` into `app`'s rotation and takes one VM of an older
+    /// deploy out of it (returned, to be drained and stopped). The VM comes
+    /// back if `app` no longer runs.
+    fn replace_one(
+        &self,
+        app: &str,
+        booted: Booted,
+        deploy: i64,
+    ) -> Result<Vec<RunningApp>, RunningApp> {
+        let addr = booted.addr;
+        let vm = booted.into_running();
+        let mut running = self.running();
+        let Some(instance) = running.get_mut(app) else {
+            return Err(vm);
+        };
+        if addr.port() != 0 {
+            if let Err(e) = self.routes.add_instance(app, addr, deploy) {
+                tracing::error!(app, error = %e, "adding an instance");
+            }
+        }
+        instance.vms.push(vm);
+        let old = instance.vms.iter().position(|v| v.deploy != deploy);
+        Ok(old.map(|i| instance.vms.remove(i)).into_iter().collect())
+    }
+
+    /// Takes `vms` out of `app`'s rotation, drains them and stops them.
+    async fn retire_now(&self, app: &str, vms: Vec<RunningApp>) {
+        let leaving: Vec<_> = vms
+            .iter()
+            .filter_map(|vm| vm.vm.host_addr())
+            .filter_map(|a| self.routes.remove_instance(app, a))
+            .collect();
+        for u in leaving {
+            u.drain(DRAIN).await;
+        }
+        stop_vms(vms, STOP_GRACE, &self.events).await;
     }
 
     /// `byteport scale APP web=N`: remembered for later deploys and
