@@ -10,37 +10,7 @@ mod support;
 
 use std::process::{Command, Stdio};
 
-use support::daemon::{git, wait_for, Daemon};
-
-fn push(d: &Daemon, ssh: &str, root: &std::path::Path, app: &str, volume: bool) {
-    let work = root.join(app);
-    std::fs::create_dir_all(work.join("public")).unwrap();
-    git(&work, &["init", "-q", "-b", "main"], None);
-    std::fs::write(work.join("public/index.html"), format!("{app} page")).unwrap();
-    let volume = if volume {
-        "volume data /data 32M\n"
-    } else {
-        ""
-    };
-    std::fs::write(
-        work.join("Byteport"),
-        format!("app {app}\nfrom busybox\nbuild {{\n  copy public /srv\n}}\nweb {{\n  run busybox httpd -f -p 8080 -h /srv\n  port 8080\n}}\n{volume}"),
-    )
-    .unwrap();
-    git(&work, &["add", "-A"], None);
-    git(&work, &["commit", "-qm", app], None);
-    let out = git(
-        &work,
-        &["push", "-q", &d.remote(app), "HEAD:main"],
-        Some(ssh),
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        testvm::git::text(&out),
-        d.log()
-    );
-}
+use support::daemon::{push_site, wait_for, Daemon};
 
 #[test]
 fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status() {
@@ -49,7 +19,7 @@ fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status
     let key = d.add_key(tmp.path(), "alice");
     let mallory = d.add_key(tmp.path(), "mallory");
     let ssh = d.ssh_command(&key);
-    push(&d, &ssh, tmp.path(), "tool", false);
+    push_site(&d, &ssh, tmp.path(), "tool", false);
     let set = d.cli(&["config", "set", "tool", "GREETING=hello"]);
     assert!(set.status.success(), "{}", testvm::git::text(&set));
     wait_for(&d, "the restart after config set", 120, || {
@@ -128,7 +98,7 @@ fn run_executes_a_one_off_command_beside_the_app_with_its_config_and_exit_status
     );
 
     // An app with a volume: refused unless it may be stopped for the run.
-    push(&d, &ssh, tmp.path(), "keeper", true);
+    push_site(&d, &ssh, tmp.path(), "keeper", true);
     let out = d.ssh(&key, "run keeper -- ls /data");
     let text = testvm::git::text(&out);
     assert!(

@@ -15,35 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::daemon::{git, wait_for, Daemon};
+use support::daemon::{push_site, wait_for, Daemon};
 
 /// Longest wait for anything the guest prints (a TCG boot included).
 const GUARD: Duration = Duration::from_secs(240);
-
-fn push_tool(d: &Daemon, ssh: &str, root: &std::path::Path) {
-    let work = root.join("tool");
-    std::fs::create_dir_all(work.join("public")).unwrap();
-    git(&work, &["init", "-q", "-b", "main"], None);
-    std::fs::write(work.join("public/index.html"), "tool page").unwrap();
-    std::fs::write(
-        work.join("Byteport"),
-        "app tool\nfrom busybox\nbuild {\n  copy public /srv\n}\nweb {\n  run busybox httpd -f -p 8080 -h /srv\n  port 8080\n}\n",
-    )
-    .unwrap();
-    git(&work, &["add", "-A"], None);
-    git(&work, &["commit", "-qm", "tool"], None);
-    let out = git(
-        &work,
-        &["push", "-q", &d.remote("tool"), "HEAD:main"],
-        Some(ssh),
-    );
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        testvm::git::text(&out),
-        d.log()
-    );
-}
 
 /// `ssh -tt git@127.0.0.1 LINE` with `TERM` set, stdout piped.
 fn ssh_tt(d: &Daemon, key: &std::path::Path, line: &str, stdin: Stdio) -> Child {
@@ -107,6 +82,21 @@ fn wait_shown(out: &Mutex<Vec<u8>>, needle: &str, child: &mut Child, mut nudge: 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `ssh -tt LINE` with no input: its exit status, stdout and stderr.
+fn refused(d: &Daemon, key: &std::path::Path, line: &str) -> (Option<i32>, String, String) {
+    let mut client = ssh_tt(d, key, line, Stdio::null());
+    let out = collect(&mut client);
+    let status = wait_exit(&mut client);
+    let mut err = String::new();
+    client
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, shown(&out), err)
 }
 
 fn wait_exit(child: &mut Child) -> Option<i32> {
@@ -178,7 +168,7 @@ fn run_on_a_terminal_is_the_guests_terminal_with_the_clients_keys_and_window() {
     let key = d.add_key(tmp.path(), "alice");
     let mallory = d.add_key(tmp.path(), "mallory");
     let ssh = d.ssh_command(&key);
-    push_tool(&d, &ssh, tmp.path());
+    push_site(&d, &ssh, tmp.path(), "tool", false);
     wait_for(&d, "the app's VM", 120, || d.recorded_vm_pids().len() == 1);
     let serving = d.recorded_vm_pids();
 
@@ -260,34 +250,18 @@ fn run_on_a_terminal_is_the_guests_terminal_with_the_clients_keys_and_window() {
 
     // Refused: someone else's app (the same words as for a missing app),
     // and --stop-app, which is a job without a terminal.
-    let mut client = ssh_tt(&d, &mallory, "run tool -- sh", Stdio::null());
-    let out = collect(&mut client);
-    assert_eq!(wait_exit(&mut client), Some(1));
-    let mut err = String::new();
-    client
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("no access"),
-        "stdout {:?} stderr {err:?}",
-        shown(&out)
-    );
-    let mut client = ssh_tt(&d, &key, "run tool --stop-app -- sh", Stdio::null());
-    assert_eq!(wait_exit(&mut client), Some(1));
-    let mut err = String::new();
-    client
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(
-        err.contains("--stop-app runs without a terminal"),
-        "{err:?}"
-    );
+    for (who, line, why) in [
+        (&mallory, "run tool -- sh", "no access"),
+        (
+            &key,
+            "run tool --stop-app -- sh",
+            "--stop-app runs without a terminal",
+        ),
+    ] {
+        let (status, shown, err) = refused(&d, who, line);
+        assert_eq!(status, Some(1), "{line}: {shown:?} {err:?}");
+        assert!(err.contains(why), "{line}: stdout {shown:?} stderr {err:?}");
+    }
 
     // `byteport run` on the operator's terminal (stdin a tty): the same,
     // through the control socket, with the CLI's terminal in raw mode.

@@ -336,3 +336,36 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Pushes `APP`, a busybox httpd serving the page `APP page` (with a
+/// 32 MiB volume `data` at `/data` if `volume`), from a repository made
+/// in `root/APP`; the push must succeed.
+pub fn push_site(d: &Daemon, ssh: &str, root: &std::path::Path, app: &str, volume: bool) {
+    let work = root.join(app);
+    std::fs::create_dir_all(work.join("public")).unwrap();
+    git(&work, &["init", "-q", "-b", "main"], None);
+    std::fs::write(work.join("public/index.html"), format!("{app} page")).unwrap();
+    let volume = if volume {
+        "volume data /data 32M\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        work.join("Byteport"),
+        format!("app {app}\nfrom busybox\nbuild {{\n  copy public /srv\n}}\nweb {{\n  run busybox httpd -f -p 8080 -h /srv\n  port 8080\n}}\n{volume}"),
+    )
+    .unwrap();
+    git(&work, &["add", "-A"], None);
+    git(&work, &["commit", "-qm", app], None);
+    let out = git(
+        &work,
+        &["push", "-q", &d.remote(app), "HEAD:main"],
+        Some(ssh),
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        testvm::git::text(&out),
+        d.log()
+    );
+}
